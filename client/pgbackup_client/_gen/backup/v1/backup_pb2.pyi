@@ -1,0 +1,214 @@
+import datetime
+
+from google.api import annotations_pb2 as _annotations_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class BackupStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    BACKUP_STATUS_UNSPECIFIED: _ClassVar[BackupStatus]
+    PENDING: _ClassVar[BackupStatus]
+    RUNNING: _ClassVar[BackupStatus]
+    SUCCEEDED: _ClassVar[BackupStatus]
+    FAILED: _ClassVar[BackupStatus]
+
+class Trigger(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TRIGGER_UNSPECIFIED: _ClassVar[Trigger]
+    SCHEDULE: _ClassVar[Trigger]
+    MANUAL: _ClassVar[Trigger]
+BACKUP_STATUS_UNSPECIFIED: BackupStatus
+PENDING: BackupStatus
+RUNNING: BackupStatus
+SUCCEEDED: BackupStatus
+FAILED: BackupStatus
+TRIGGER_UNSPECIFIED: Trigger
+SCHEDULE: Trigger
+MANUAL: Trigger
+
+class Backup(_message.Message):
+    __slots__ = ("id", "database", "status", "trigger", "file_path", "size_bytes", "sha256", "started_at", "finished_at", "duration_seconds", "error", "schedule", "backup_dir", "format", "compression", "pg_dump_version", "server_version", "file_deleted", "file_missing", "queued_at")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    DATABASE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    TRIGGER_FIELD_NUMBER: _ClassVar[int]
+    FILE_PATH_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULE_FIELD_NUMBER: _ClassVar[int]
+    BACKUP_DIR_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    COMPRESSION_FIELD_NUMBER: _ClassVar[int]
+    PG_DUMP_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    FILE_DELETED_FIELD_NUMBER: _ClassVar[int]
+    FILE_MISSING_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_AT_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    database: str
+    status: BackupStatus
+    trigger: Trigger
+    file_path: str
+    size_bytes: int
+    sha256: str
+    started_at: _timestamp_pb2.Timestamp
+    finished_at: _timestamp_pb2.Timestamp
+    duration_seconds: float
+    error: str
+    schedule: str
+    backup_dir: str
+    format: str
+    compression: str
+    pg_dump_version: str
+    server_version: str
+    file_deleted: bool
+    file_missing: bool
+    queued_at: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[int] = ..., database: _Optional[str] = ..., status: _Optional[_Union[BackupStatus, str]] = ..., trigger: _Optional[_Union[Trigger, str]] = ..., file_path: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration_seconds: _Optional[float] = ..., error: _Optional[str] = ..., schedule: _Optional[str] = ..., backup_dir: _Optional[str] = ..., format: _Optional[str] = ..., compression: _Optional[str] = ..., pg_dump_version: _Optional[str] = ..., server_version: _Optional[str] = ..., file_deleted: _Optional[bool] = ..., file_missing: _Optional[bool] = ..., queued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class CreateBackupRequest(_message.Message):
+    __slots__ = ("background",)
+    BACKGROUND_FIELD_NUMBER: _ClassVar[int]
+    background: bool
+    def __init__(self, background: _Optional[bool] = ...) -> None: ...
+
+class CreateCustomBackupRequest(_message.Message):
+    __slots__ = ("backup_dir", "retention_days", "cleanup_old", "background")
+    BACKUP_DIR_FIELD_NUMBER: _ClassVar[int]
+    RETENTION_DAYS_FIELD_NUMBER: _ClassVar[int]
+    CLEANUP_OLD_FIELD_NUMBER: _ClassVar[int]
+    BACKGROUND_FIELD_NUMBER: _ClassVar[int]
+    backup_dir: str
+    retention_days: int
+    cleanup_old: bool
+    background: bool
+    def __init__(self, backup_dir: _Optional[str] = ..., retention_days: _Optional[int] = ..., cleanup_old: _Optional[bool] = ..., background: _Optional[bool] = ...) -> None: ...
+
+class CreateBackupResponse(_message.Message):
+    __slots__ = ("backup", "deleted_files")
+    BACKUP_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FILES_FIELD_NUMBER: _ClassVar[int]
+    backup: Backup
+    deleted_files: int
+    def __init__(self, backup: _Optional[_Union[Backup, _Mapping]] = ..., deleted_files: _Optional[int] = ...) -> None: ...
+
+class GetStatsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class RunSummary(_message.Message):
+    __slots__ = ("id", "time", "file_path", "error")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    FILE_PATH_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    time: _timestamp_pb2.Timestamp
+    file_path: str
+    error: str
+    def __init__(self, id: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., file_path: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+
+class GetStatsResponse(_message.Message):
+    __slots__ = ("total_backups", "total_size_bytes", "oldest_backup", "newest_backup", "backup_directory", "succeeded_runs", "failed_runs", "running_runs", "last_success", "last_failure")
+    TOTAL_BACKUPS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    OLDEST_BACKUP_FIELD_NUMBER: _ClassVar[int]
+    NEWEST_BACKUP_FIELD_NUMBER: _ClassVar[int]
+    BACKUP_DIRECTORY_FIELD_NUMBER: _ClassVar[int]
+    SUCCEEDED_RUNS_FIELD_NUMBER: _ClassVar[int]
+    FAILED_RUNS_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_RUNS_FIELD_NUMBER: _ClassVar[int]
+    LAST_SUCCESS_FIELD_NUMBER: _ClassVar[int]
+    LAST_FAILURE_FIELD_NUMBER: _ClassVar[int]
+    total_backups: int
+    total_size_bytes: int
+    oldest_backup: _timestamp_pb2.Timestamp
+    newest_backup: _timestamp_pb2.Timestamp
+    backup_directory: str
+    succeeded_runs: int
+    failed_runs: int
+    running_runs: int
+    last_success: RunSummary
+    last_failure: RunSummary
+    def __init__(self, total_backups: _Optional[int] = ..., total_size_bytes: _Optional[int] = ..., oldest_backup: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., newest_backup: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., backup_directory: _Optional[str] = ..., succeeded_runs: _Optional[int] = ..., failed_runs: _Optional[int] = ..., running_runs: _Optional[int] = ..., last_success: _Optional[_Union[RunSummary, _Mapping]] = ..., last_failure: _Optional[_Union[RunSummary, _Mapping]] = ...) -> None: ...
+
+class CleanupRequest(_message.Message):
+    __slots__ = ("dry_run",)
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    dry_run: bool
+    def __init__(self, dry_run: _Optional[bool] = ...) -> None: ...
+
+class CleanupResponse(_message.Message):
+    __slots__ = ("deleted_files", "freed_bytes", "dry_run", "files")
+    DELETED_FILES_FIELD_NUMBER: _ClassVar[int]
+    FREED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    deleted_files: int
+    freed_bytes: int
+    dry_run: bool
+    files: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, deleted_files: _Optional[int] = ..., freed_bytes: _Optional[int] = ..., dry_run: _Optional[bool] = ..., files: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ListBackupsRequest(_message.Message):
+    __slots__ = ("database", "status", "page_size", "page_token")
+    DATABASE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    database: str
+    status: BackupStatus
+    page_size: int
+    page_token: str
+    def __init__(self, database: _Optional[str] = ..., status: _Optional[_Union[BackupStatus, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListBackupsResponse(_message.Message):
+    __slots__ = ("backups", "next_page_token")
+    BACKUPS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    backups: _containers.RepeatedCompositeFieldContainer[Backup]
+    next_page_token: str
+    def __init__(self, backups: _Optional[_Iterable[_Union[Backup, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class GetBackupRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    def __init__(self, id: _Optional[int] = ...) -> None: ...
+
+class ListSchedulesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Schedule(_message.Message):
+    __slots__ = ("name", "cron", "timezone", "enabled", "job", "next_run_time")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CRON_FIELD_NUMBER: _ClassVar[int]
+    TIMEZONE_FIELD_NUMBER: _ClassVar[int]
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    NEXT_RUN_TIME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    cron: str
+    timezone: str
+    enabled: bool
+    job: str
+    next_run_time: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., cron: _Optional[str] = ..., timezone: _Optional[str] = ..., enabled: _Optional[bool] = ..., job: _Optional[str] = ..., next_run_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListSchedulesResponse(_message.Message):
+    __slots__ = ("schedules",)
+    SCHEDULES_FIELD_NUMBER: _ClassVar[int]
+    schedules: _containers.RepeatedCompositeFieldContainer[Schedule]
+    def __init__(self, schedules: _Optional[_Iterable[_Union[Schedule, _Mapping]]] = ...) -> None: ...

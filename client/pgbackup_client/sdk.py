@@ -1,0 +1,194 @@
+"""Synchronous Python client for backup.v1.BackupService."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from types import TracebackType
+from typing import Any, TypeVar
+
+import grpc
+
+from pgbackup_client._gen.backup.v1 import backup_pb2, backup_pb2_grpc
+from pgbackup_client.errors import from_rpc_error
+from pgbackup_client.models import (
+    Backup,
+    BackupPage,
+    CleanupResult,
+    CreateResult,
+    Schedule,
+    Stats,
+)
+
+__all__ = ["DEFAULT_ADDRESS", "BackupClient"]
+
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+TOKEN_ENV = "BACKUP_TOKEN"
+
+_R = TypeVar("_R")
+
+
+def _status_value(status: str | None) -> backup_pb2.BackupStatus:
+    if not status:
+        return backup_pb2.BACKUP_STATUS_UNSPECIFIED
+    try:
+        return backup_pb2.BackupStatus.Value(status.upper())
+    except ValueError:
+        known = [n for n, v in backup_pb2.BackupStatus.items() if v]
+        raise ValueError(f"unknown status {status!r}; expected one of {', '.join(known)}") from None
+
+
+class BackupClient:
+    """Client for the backup service.
+
+    ``token`` defaults to the ``BACKUP_TOKEN`` environment variable; when set,
+    every call carries ``authorization: Bearer <token>``. ``timeout`` (seconds,
+    None for none) bounds every call except the create calls, which by default
+    wait as long as the backup takes. ``tls_ca`` (a PEM file) switches to TLS
+    verified against that CA; ``tls=True`` uses TLS with the system roots.
+    """
+
+    def __init__(
+        self,
+        address: str = DEFAULT_ADDRESS,
+        *,
+        token: str | None = None,
+        timeout: float | None = 30.0,
+        tls_ca: str | os.PathLike[str] | None = None,
+        tls: bool = False,
+    ) -> None:
+        if token is None:
+            token = os.environ.get(TOKEN_ENV)
+        # Tokens often come from files or env vars with a trailing newline,
+        # which gRPC would reject as an invalid metadata value.
+        token = token.strip() if token else None
+        self.address = address
+        self.timeout = timeout
+        self._metadata: tuple[tuple[str, str], ...] | None = (
+            (("authorization", f"Bearer {token}"),) if token else None
+        )
+        if tls_ca is not None or tls:
+            root = None
+            if tls_ca is not None:
+                with open(tls_ca, "rb") as fh:
+                    root = fh.read()
+            creds = grpc.ssl_channel_credentials(root_certificates=root)
+            self._channel = grpc.secure_channel(address, creds)
+        else:
+            self._channel = grpc.insecure_channel(address)
+        self._stub = backup_pb2_grpc.BackupServiceStub(self._channel)
+
+    def _call(self, method: Callable[..., _R], request: Any, timeout: float | None) -> _R:
+        try:
+            return method(request, timeout=timeout, metadata=self._metadata)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+
+    def create_backup(
+        self, *, background: bool = False, timeout: float | None = None
+    ) -> CreateResult:
+        """Back up the configured database now.
+
+        With ``background`` the PENDING/RUNNING run is returned at once.
+        ``timeout`` defaults to no deadline so a long dump is never cut short.
+        """
+        req = backup_pb2.CreateBackupRequest(background=background)
+        return CreateResult.from_proto(self._call(self._stub.CreateBackup, req, timeout))
+
+    def create_custom_backup(
+        self,
+        backup_dir: str,
+        *,
+        retention_days: int = 0,
+        cleanup_old: bool = False,
+        background: bool = False,
+        timeout: float | None = None,
+    ) -> CreateResult:
+        """Back up into ``backup_dir``, which must be an allowed directory.
+
+        ``retention_days`` 0 means the configured default; ``cleanup_old``
+        applies that retention to ``backup_dir`` after a successful run.
+        """
+        req = backup_pb2.CreateCustomBackupRequest(
+            backup_dir=str(backup_dir),
+            retention_days=retention_days,
+            cleanup_old=cleanup_old,
+            background=background,
+        )
+        return CreateResult.from_proto(self._call(self._stub.CreateCustomBackup, req, timeout))
+
+    def get_stats(self) -> Stats:
+        """Totals over recorded backups and the last success and failure."""
+        resp = self._call(self._stub.GetStats, backup_pb2.GetStatsRequest(), self.timeout)
+        return Stats.from_proto(resp)
+
+    def cleanup(self, *, dry_run: bool = False) -> CleanupResult:
+        """Apply the retention policy now; ``dry_run`` only lists what would go."""
+        req = backup_pb2.CleanupRequest(dry_run=dry_run)
+        return CleanupResult.from_proto(self._call(self._stub.Cleanup, req, self.timeout))
+
+    def list_backups(
+        self,
+        *,
+        database: str = "",
+        status: str | None = None,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> BackupPage:
+        """One page of recorded runs, newest first.
+
+        ``status`` is a status name such as ``"FAILED"`` (case-insensitive);
+        ``page_size`` 0 means the server default.
+        """
+        req = backup_pb2.ListBackupsRequest(
+            database=database,
+            status=_status_value(status),
+            page_size=page_size,
+            page_token=page_token,
+        )
+        return BackupPage.from_proto(self._call(self._stub.ListBackups, req, self.timeout))
+
+    def iter_backups(
+        self, *, database: str = "", status: str | None = None, page_size: int = 0
+    ) -> Iterator[Backup]:
+        """Every recorded run matching the filters, following page tokens."""
+        token = ""
+        while True:
+            page = self.list_backups(
+                database=database, status=status, page_size=page_size, page_token=token
+            )
+            yield from page.backups
+            # Guard against a server echoing the same token forever.
+            if not page.next_page_token or page.next_page_token == token:
+                return
+            token = page.next_page_token
+
+    def get_backup(self, id: int) -> Backup:
+        """One recorded run by id; raises NotFound if there is none."""
+        req = backup_pb2.GetBackupRequest(id=id)
+        return Backup.from_proto(self._call(self._stub.GetBackup, req, self.timeout))
+
+    def list_schedules(self) -> list[Schedule]:
+        """The configured schedules and their next fire time."""
+        req = backup_pb2.ListSchedulesRequest()
+        resp = self._call(self._stub.ListSchedules, req, self.timeout)
+        return [Schedule.from_proto(s) for s in resp.schedules]
+
+    def close(self) -> None:
+        """Close the underlying channel."""
+        self._channel.close()
+
+    def __enter__(self) -> BackupClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        # Never include the token.
+        return f"BackupClient(address={self.address!r}, timeout={self.timeout!r})"

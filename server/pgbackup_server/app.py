@@ -1,0 +1,279 @@
+"""``backupd``: the service's entry point. The only place that exits the process.
+
+It wires config, store, service, scheduler, the gRPC server (with health and
+reflection) and a supervised Envoy child serving REST, then waits for
+SIGTERM/SIGINT and shuts down gracefully.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from . import __version__, logs, pgtools
+from .config import Config, load_config
+from .errors import BackupError, ConfigError, PgDumpNotFound
+from .service import BackupService, Clock, utc_now
+
+log = structlog.get_logger("pgbackup")
+SERVICE_NAME = "backup.v1.BackupService"
+
+
+def find_pg_dump(config: Config) -> list[pgtools.PgBinary]:
+    """Every usable pg_dump; a startup error when there is none."""
+    binaries = pgtools.discover(config.backup.pg_dump_path)
+    if config.backup.pg_dump_path and not binaries:
+        raise PgDumpNotFound(
+            f"backup.pgDumpPath: {config.backup.pg_dump_path} is not a working pg_dump; "
+            "point it at the pg_dump binary of your PostgreSQL client tools")
+    if not binaries:
+        raise PgDumpNotFound(
+            "pg_dump not found: install the PostgreSQL client tools (Debian/Ubuntu: "
+            "apt install postgresql-client), make sure pg_dump is on PATH, or set "
+            "backup.pgDumpPath")
+    return binaries
+
+
+class App:
+    """The running service: start(), then stop() from any thread."""
+
+    def __init__(self, config: Config, *, clock: Clock = utc_now) -> None:
+        self.config = config
+        self.clock = clock
+        self.grpc_port = 0
+        self.http_port = 0
+        self.envoy: Any = None
+        self._server: Any = None
+        self._stopped = threading.Event()
+        self._envoy_watch: threading.Thread | None = None
+
+    def start(self) -> None:
+        import grpc
+        from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+        from grpc_reflection.v1alpha import reflection
+        from pgbackup_client._gen.backup.v1 import backup_pb2, backup_pb2_grpc
+
+        from .scheduler import Scheduler
+        from .servicer import BackupServicer, ErrorInterceptor
+        from .store import SqlRunStore
+
+        cfg = self.config
+        binaries = find_pg_dump(cfg)
+        for b in binaries:
+            log.debug("pg_dump found", path=b.path, version=b.version)
+        runtime = cfg.server.data_directory / "run"
+        runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(cfg.server.data_directory, 0o700)
+        os.chmod(runtime, 0o700)
+        self.store = SqlRunStore(cfg.store_url)
+        self.service = BackupService(cfg, self.store, binaries=binaries, runtime_dir=runtime,
+                                     clock=self.clock)
+        self.service.recover()
+
+        b = cfg.backup
+        workers = b.max_concurrent + b.max_queued + 32
+        self._server = grpc.server(ThreadPoolExecutor(max_workers=workers,
+                                                      thread_name_prefix="grpc"),
+                                   interceptors=[ErrorInterceptor()],
+                                   options=[("grpc.so_reuseport", 0)])
+        backup_pb2_grpc.add_BackupServiceServicer_to_server(BackupServicer(self.service),
+                                                            self._server)
+        self.health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        names = (backup_pb2.DESCRIPTOR.services_by_name["BackupService"].full_name,
+                 health.SERVICE_NAME, reflection.SERVICE_NAME)
+        reflection.enable_server_reflection(names, self._server)
+        try:
+            self.grpc_port = self._server.add_insecure_port(cfg.server.grpc_address)
+        except RuntimeError as exc:
+            raise ConfigError(f"server.grpcAddress: cannot listen on {cfg.server.grpc_address} "
+                              f"({exc}); is another backupd running?") from None
+        self._server.start()
+        for name in ("", SERVICE_NAME):
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("gRPC server listening", address=_with_port(cfg.server.grpc_address,
+                                                             self.grpc_port))
+
+        self.scheduler = Scheduler(cfg, self.service, self.clock)
+        self.service.schedules_provider = self.scheduler.schedules
+        self.scheduler.start()
+
+        if cfg.server.envoy:
+            self._start_envoy(runtime)
+        log.info("backupd started", version=__version__, database=cfg.database.redacted_url,
+                 backup_dir=str(b.directory), schedules=len(cfg.schedules))
+
+    def _start_envoy(self, runtime: Path) -> None:
+        from .embedded import free_port
+        from .envoy import DESCRIPTOR_PATH, TEMPLATE_PATH, EnvoyProcess, find_envoy, render_config
+
+        cfg = self.config.server
+        http_host, _, http_port = cfg.http_address.rpartition(":")
+        grpc_host = cfg.grpc_address.rpartition(":")[0]
+        if grpc_host in ("0.0.0.0", "[::]", "::"):
+            grpc_host = "127.0.0.1"
+        self.http_port = int(http_port) or free_port()
+        admin_port = cfg.envoy_admin_port or free_port()
+        yaml_text = render_config(TEMPLATE_PATH.read_text(), http_host=http_host,
+                                  http_port=self.http_port, grpc_host=grpc_host.strip("[]"),
+                                  grpc_port=self.grpc_port, descriptor=str(DESCRIPTOR_PATH),
+                                  admin_port=admin_port)
+        find_envoy()
+        self.envoy = EnvoyProcess(yaml_text, runtime, admin_port)
+        self.envoy.start()
+        try:
+            self.envoy.wait_ready(30)
+        except RuntimeError as exc:
+            raise ConfigError(f"server.httpAddress: Envoy did not start on {cfg.http_address}: "
+                              f"{exc}") from None
+        log.info("REST gateway (Envoy) listening", address=f"{http_host}:{self.http_port}")
+        self._envoy_watch = threading.Thread(target=self._watch_envoy, daemon=True)
+        self._envoy_watch.start()
+
+    def _watch_envoy(self) -> None:
+        """Restart Envoy if it dies on its own; REST must not silently vanish."""
+        while not self._stopped.wait(1.0):
+            if self.envoy is not None and self.envoy.poll() is not None:
+                log.error("Envoy exited unexpectedly; restarting", exit_code=self.envoy.poll(),
+                          envoy_log=self.envoy.log_tail(5))
+                try:
+                    self.envoy.start()
+                    self.envoy.wait_ready(30)
+                except Exception as exc:  # keep trying; gRPC still serves
+                    log.error("Envoy restart failed", error=str(exc))
+
+    def stop(self) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        log.info("backupd shutting down", grace_seconds=self.config.server.shutdown_grace_seconds)
+        if hasattr(self, "health"):
+            self.health.enter_graceful_shutdown()
+        if hasattr(self, "scheduler"):
+            self.scheduler.shutdown()
+        if hasattr(self, "service"):
+            self.service.shutdown(self.config.server.shutdown_grace_seconds)
+        if self.envoy is not None:
+            self.envoy.stop()
+        if self._server is not None:
+            self._server.stop(grace=2).wait()
+        if hasattr(self, "store"):
+            self.store.close()
+        log.info("backupd stopped")
+
+    def wait(self) -> None:
+        self._stopped.wait()
+
+
+def _with_port(address: str, port: int) -> str:
+    return f"{address.rpartition(':')[0]}:{port}"
+
+
+def _demo_config(root: Path) -> Path:
+    """Start an embedded PostgreSQL with sample data and write a config for it."""
+    from .embedded import EmbeddedPostgres, seed_sample
+
+    pg = EmbeddedPostgres(root / "postgres", password="demo-password", port=0).start()
+    exists = pg.psql("SELECT 1 FROM pg_database WHERE datname = 'my_db'").strip()
+    if not exists:
+        seed_sample(pg, "my_db")
+    _DEMO_SERVERS.append(pg)
+    path = root / "config.yaml"
+    path.write_text(f"""# Written by backupd --demo; the database is an embedded PostgreSQL.
+database:
+  url: "{pg.url('my_db')}"
+backup:
+  enabled: true
+  directory: backups
+  retentionDays: 30
+  cleanupOld: true
+  compressBackup: false
+scheduler:
+  timezone: UTC
+schedules:
+  - name: nightly
+    cron: "0 2 * * *"
+    job: DatabaseBackup
+    isEnabled: true
+server:
+  dataDirectory: data
+""")
+    path.chmod(0o600)
+    return path
+
+
+_DEMO_SERVERS: list[Any] = []
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="backupd", description="PostgreSQL backup scheduler: gRPC on server.grpcAddress, "
+                                    "REST through Envoy on server.httpAddress.")
+    parser.add_argument("--config", "-c", help="path to config.yaml (default: ./config.yaml)")
+    parser.add_argument("--demo", action="store_true",
+                        help="start an embedded PostgreSQL with sample data (database my_db) "
+                             "and serve it; state goes to ./demo (or --demo-dir)")
+    parser.add_argument("--demo-dir", default="demo", help="where --demo keeps its state")
+    parser.add_argument("--check-config", action="store_true",
+                        help="validate the configuration and pg_dump, then exit")
+    parser.add_argument("--version", action="version", version=f"backupd {__version__}")
+    args = parser.parse_args(argv)
+    # pg_dump is started with fork/exec from worker threads; gRPC's fork handlers
+    # are not needed for that and only print warnings.
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+    try:
+        if args.demo:
+            demo_root = Path(args.demo_dir).resolve()
+            demo_root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            print(f"backupd --demo: starting an embedded PostgreSQL in {demo_root} ...",
+                  file=sys.stderr)
+            config_path: Path | None = _demo_config(demo_root)
+        elif args.config:
+            config_path = Path(args.config)
+        elif Path("config.yaml").exists():
+            config_path = Path("config.yaml")
+        else:
+            config_path = None
+        config = load_config(config_path)
+        logs.configure(config.log.level, config.log.format)
+        if args.check_config:
+            binaries = find_pg_dump(config)
+            print(f"configuration OK; pg_dump: {', '.join(f'{b.version} ({b.path})' for b in binaries)}")
+            sys.exit(0)
+        app = App(config)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: threading.Thread(target=app.stop).start())
+        try:
+            app.start()
+        except BaseException:
+            app.stop()
+            raise
+        if args.demo:
+            print(f"\nbackupd --demo is serving database my_db.\n"
+                  f"  curl -X POST http://localhost:{app.http_port}/api/v1/backup/create\n"
+                  f"  curl -X GET http://localhost:{app.http_port}/api/v1/backup/stats\n"
+                  f"Press Ctrl-C to stop.\n", file=sys.stderr)
+        app.wait()
+    except (ConfigError, PgDumpNotFound) as exc:
+        print(f"backupd: {exc.message}", file=sys.stderr)
+        sys.exit(2)
+    except BackupError as exc:
+        print(f"backupd: {exc.message}", file=sys.stderr)
+        sys.exit(1)
+    finally:
+        for pg in _DEMO_SERVERS:
+            pg.stop()
+
+
+if __name__ == "__main__":
+    main()

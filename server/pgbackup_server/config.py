@@ -1,0 +1,398 @@
+"""Typed configuration, parsed once from ``config.yaml`` into frozen objects.
+
+Every problem names the key's path and what was expected, e.g.
+``backup.retentionDays: expected an integer >= 1, got "thirty"``. All
+problems are collected and raised together as one :class:`ConfigError`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+
+from .errors import ConfigError
+
+JOB_NAMES = ("DatabaseBackup",)
+FORMATS = ("plain", "custom")
+COMPRESSIONS = {"none": (0, 0), "gzip": (1, 9), "lz4": (1, 12), "zstd": (1, 19)}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Compression:
+    method: str  # none, gzip, lz4, zstd
+    level: int
+
+    def __str__(self) -> str:
+        return "none" if self.method == "none" else f"{self.method}:{self.level}"
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseConfig:
+    url: str  # may hold a password: never log it, use redacted_url
+    dbname: str
+    redacted_url: str
+
+
+@dataclass(frozen=True, slots=True)
+class BackupConfig:
+    enabled: bool
+    directory: Path
+    retention_days: int
+    cleanup_old: bool
+    compress_backup: bool
+    allowed_directories: tuple[Path, ...]
+    pg_dump_path: str | None
+    format: str
+    compression: Compression | None  # None: decided by compressBackup
+    timeout_seconds: float
+    max_concurrent: int
+    max_queued: int
+    retention_min_keep: int
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleConfig:
+    name: str
+    cron: str
+    job: str
+    enabled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerConfig:
+    timezone: str
+    misfire_grace_seconds: float
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    grpc_address: str
+    http_address: str
+    envoy: bool
+    envoy_admin_port: int
+    shutdown_grace_seconds: float
+    data_directory: Path
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    level: str
+    format: str
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    database: DatabaseConfig
+    backup: BackupConfig
+    scheduler: SchedulerConfig
+    schedules: tuple[ScheduleConfig, ...]
+    server: ServerConfig
+    store_url: str
+    log: LogConfig
+    source: Path | None = field(default=None, compare=False)
+
+
+class _Reader:
+    """Walks the raw mapping, collecting one message per bad key."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+
+    def section(self, raw: Any, path: str, known: set[str]) -> Mapping[str, Any]:
+        if raw is None:
+            return {}
+        if not isinstance(raw, Mapping):
+            self.errors.append(f"{path}: expected a mapping, got {_show(raw)}")
+            return {}
+        for key in raw:
+            if key not in known:
+                hint = ", ".join(sorted(known))
+                self.errors.append(f"{path}.{key}: unknown key (known keys: {hint})".lstrip("."))
+        return raw
+
+    def get(self, raw: Mapping[str, Any], path: str, key: str, default: T,
+            parse: Callable[[Any], T], expected: str) -> T:
+        if key not in raw or raw[key] is None:
+            return default
+        try:
+            return parse(raw[key])
+        except (TypeError, ValueError):
+            self.errors.append(f"{path}.{key}: expected {expected}, got {_show(raw[key])}")
+            return default
+
+
+def _show(value: Any) -> str:
+    text = repr(value) if not isinstance(value, str) else f'"{value}"'
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise ValueError
+
+
+def _int_range(low: int, high: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValueError
+        return value
+
+    return parse
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip() or "\x00" in value:
+        raise ValueError
+    return value
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        if value not in options:
+            raise ValueError
+        return str(value)
+
+    return parse
+
+
+def parse_duration(value: Any) -> float:
+    """``90`` (seconds), ``"30s"``, ``"15m"``, ``"6h"``, ``"2d"`` -> seconds (> 0)."""
+    if isinstance(value, bool):
+        raise ValueError
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    else:
+        raise ValueError
+    if not 0 < seconds <= 366 * 86400:
+        raise ValueError
+    return seconds
+
+
+def parse_compression(value: Any) -> Compression:
+    """``"zstd"``, ``"zstd:3"``, ``"gzip:6"``, ``"none"``."""
+    if not isinstance(value, str):
+        raise ValueError
+    method, _, level_text = value.strip().partition(":")
+    if method not in COMPRESSIONS:
+        raise ValueError
+    low, high = COMPRESSIONS[method]
+    if method == "none":
+        if level_text:
+            raise ValueError
+        return Compression("none", 0)
+    default = {"gzip": 6, "lz4": 1, "zstd": 1}[method]
+    level = int(level_text) if level_text else default
+    if not low <= level <= high:
+        raise ValueError
+    return Compression(method, level)
+
+
+def _address(value: Any) -> str:
+    host, sep, port = _text(value).rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError
+    return value
+
+
+def parse_database_url(url: str) -> DatabaseConfig:
+    """Validate a libpq URI or key=value string; keep a redacted copy for logs."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    try:
+        params = conninfo_to_dict(url)
+    except Exception as exc:  # psycopg raises ProgrammingError with the reason
+        raise ConfigError(f"database.url: not a valid libpq connection string ({exc})") from None
+    dbname = str(params.get("dbname") or params.get("user") or "")
+    if not dbname:
+        raise ConfigError("database.url: no database name; write postgresql://user@host:5432/dbname")
+    shown = {k: v for k, v in params.items() if k != "password"}
+    if "password" in params:
+        shown["password"] = "***"
+    return DatabaseConfig(url=url, dbname=dbname, redacted_url=make_conninfo(**shown))
+
+
+def _resolve(base: Path, value: str) -> Path:
+    path = Path(os.path.expanduser(value))
+    return path if path.is_absolute() else base / path
+
+
+def load_config(path: str | Path | None, env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate ``path`` (None: defaults only). Relative paths are
+    resolved against the config file's directory."""
+    env = os.environ if env is None else env
+    raw: Any = {}
+    base = Path.cwd()
+    if path is not None:
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {p}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {p}: {exc}") from None
+        try:
+            raw = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: invalid YAML: {exc}") from None
+        base = p.resolve().parent
+    return build_config(raw, base=base, env=env, source=Path(path) if path else None)
+
+
+def build_config(raw: Any, *, base: Path, env: Mapping[str, str],
+                 source: Path | None = None) -> Config:
+    r = _Reader()
+    top = r.section(raw, "", {"database", "backup", "scheduler", "schedules", "server",
+                              "store", "log"})
+
+    db = r.section(top.get("database"), "database", {"url"})
+    url = env.get("DATABASE_URL") or r.get(db, "database", "url", "", _text, "a libpq URI")
+    database: DatabaseConfig | None = None
+    if not url:
+        r.errors.append("database.url: required; set it in config.yaml or the DATABASE_URL "
+                        "environment variable (postgresql://user@host:5432/dbname)")
+    else:
+        try:
+            database = parse_database_url(url)
+        except ConfigError as exc:
+            r.errors.append(exc.message)
+
+    b = r.section(top.get("backup"), "backup", {
+        "enabled", "directory", "retentionDays", "cleanupOld", "compressBackup",
+        "allowedDirectories", "pgDumpPath", "format", "compression", "timeout",
+        "maxConcurrent", "maxQueued", "retentionMinKeep"})
+    directory = _resolve(base, r.get(b, "backup", "directory", "backups", _text, "a path"))
+    allowed_raw = r.get(b, "backup", "allowedDirectories", [],
+                        lambda v: [_text(x) for x in v] if isinstance(v, list) else _fail(),
+                        "a list of paths")
+    allowed = tuple(dict.fromkeys([directory, *(_resolve(base, a) for a in allowed_raw)]))
+    pg_dump_path = r.get(b, "backup", "pgDumpPath", None, _text, "a path to pg_dump")
+    backup = BackupConfig(
+        enabled=r.get(b, "backup", "enabled", False, _bool, "true or false"),
+        directory=directory,
+        retention_days=r.get(b, "backup", "retentionDays", 30, _int_range(1, 36500),
+                             "an integer >= 1"),
+        cleanup_old=r.get(b, "backup", "cleanupOld", True, _bool, "true or false"),
+        compress_backup=r.get(b, "backup", "compressBackup", False, _bool, "true or false"),
+        allowed_directories=allowed,
+        pg_dump_path=str(_resolve(base, pg_dump_path)) if pg_dump_path else None,
+        format=r.get(b, "backup", "format", "plain", _choice(FORMATS), "plain or custom"),
+        compression=r.get(b, "backup", "compression", None, parse_compression,
+                          "none, gzip[:1-9], lz4[:1-12] or zstd[:1-19]"),
+        timeout_seconds=r.get(b, "backup", "timeout", 6 * 3600.0, parse_duration,
+                              'a duration such as "6h" or "90m"'),
+        max_concurrent=r.get(b, "backup", "maxConcurrent", 1, _int_range(1, 64),
+                             "an integer from 1 to 64"),
+        max_queued=r.get(b, "backup", "maxQueued", 10, _int_range(0, 10000),
+                         "an integer from 0 to 10000"),
+        retention_min_keep=r.get(b, "backup", "retentionMinKeep", 1, _int_range(1, 100000),
+                                 "an integer >= 1"),
+    )
+
+    s = r.section(top.get("scheduler"), "scheduler", {"timezone", "misfireGraceTime"})
+    tz = r.get(s, "scheduler", "timezone", "UTC", _text, "an IANA timezone such as Europe/Paris")
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        r.errors.append(f'scheduler.timezone: unknown timezone "{tz}"; use an IANA name '
+                        'such as "UTC" or "Asia/Jakarta"')
+        tz = "UTC"
+    scheduler = SchedulerConfig(
+        timezone=tz,
+        misfire_grace_seconds=r.get(s, "scheduler", "misfireGraceTime", 3600.0, parse_duration,
+                                    'a duration such as "1h"'),
+    )
+
+    schedules = _schedules(r, top.get("schedules"), tz)
+
+    sv = r.section(top.get("server"), "server", {"grpcAddress", "httpAddress", "envoy",
+                                                  "envoyAdminPort", "shutdownGrace",
+                                                  "dataDirectory"})
+    data_dir = _resolve(base, r.get(sv, "server", "dataDirectory", "data", _text, "a path"))
+    server = ServerConfig(
+        grpc_address=r.get(sv, "server", "grpcAddress", "127.0.0.1:50051", _address, "HOST:PORT"),
+        http_address=r.get(sv, "server", "httpAddress", "127.0.0.1:8000", _address, "HOST:PORT"),
+        envoy=r.get(sv, "server", "envoy", True, _bool, "true or false"),
+        envoy_admin_port=r.get(sv, "server", "envoyAdminPort", 0, _int_range(0, 65535),
+                               "a port number (0 picks a free one)"),
+        shutdown_grace_seconds=r.get(sv, "server", "shutdownGrace", 30.0, parse_duration,
+                                     'a duration such as "30s"'),
+        data_directory=data_dir,
+    )
+
+    st = r.section(top.get("store"), "store", {"url"})
+    store_url = r.get(st, "store", "url", f"sqlite:///{data_dir / 'backupd.sqlite3'}", _text,
+                      "a SQLAlchemy URL such as sqlite:///data/backupd.sqlite3")
+
+    lg = r.section(top.get("log"), "log", {"level", "format"})
+    log = LogConfig(
+        level=r.get(lg, "log", "level", "info",
+                    _choice(("debug", "info", "warning", "error")),
+                    "debug, info, warning or error"),
+        format=r.get(lg, "log", "format", "console", _choice(("console", "json")),
+                     "console or json"),
+    )
+
+    if r.errors or database is None:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(r.errors))
+    return Config(database=database, backup=backup, scheduler=scheduler, schedules=schedules,
+                  server=server, store_url=store_url, log=log, source=source)
+
+
+def _fail() -> Any:
+    raise ValueError
+
+
+def _schedules(r: _Reader, raw: Any, tz: str) -> tuple[ScheduleConfig, ...]:
+    from apscheduler.triggers.cron import CronTrigger
+
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        r.errors.append(f"schedules: expected a list of schedule entries, got {_show(raw)}")
+        return ()
+    out: list[ScheduleConfig] = []
+    for i, entry in enumerate(raw):
+        path = f"schedules[{i}]"
+        e = r.section(entry, path, {"name", "cron", "job", "isEnabled"})
+        if not e:
+            if isinstance(entry, Mapping):
+                r.errors.append(f"{path}: empty entry; give at least cron and job")
+            continue
+        name = r.get(e, path, "name", f"schedule-{i}", _text, "a name")
+        cron = r.get(e, path, "cron", "", _text, 'a cron expression such as "0 2 * * *"')
+        if not cron:
+            r.errors.append(f'{path}.cron: required, for example "0 2 * * *"')
+        else:
+            try:
+                CronTrigger.from_crontab(cron, timezone=tz)
+            except ValueError as exc:
+                r.errors.append(f'{path}.cron: invalid cron expression "{cron}" ({exc}); '
+                                'use five fields: minute hour day month weekday')
+        job = r.get(e, path, "job", "", _text, "a job name")
+        if job not in JOB_NAMES:
+            r.errors.append(f'{path}.job: unknown job "{job}"; known jobs: {", ".join(JOB_NAMES)}')
+        out.append(ScheduleConfig(name=name, cron=cron, job=job,
+                                  enabled=r.get(e, path, "isEnabled", True, _bool,
+                                                "true or false")))
+    names = [s.name for s in out]
+    for dup in sorted({n for n in names if names.count(n) > 1}):
+        r.errors.append(f'schedules: the name "{dup}" is used twice; names must be unique')
+    return tuple(out)

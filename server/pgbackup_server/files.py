@@ -1,0 +1,139 @@
+"""Safe file handling for backups: confinement, private modes, atomic publish.
+
+Backup files hold a whole database, so they are created 0600 in 0700
+directories whatever the umask, never through a symlink, and published
+under their final name only once complete and on disk.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import stat
+from pathlib import Path
+
+from .errors import InvalidArgument, PermissionDenied
+
+TEMP_SUFFIX = ".partial"
+# Names the service gives its files; nothing else is ever deleted.
+BACKUP_NAME = re.compile(r"^backup_[A-Za-z0-9_.-]+_\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}(?:_\d+)?"
+                         r"\.(?:sql|sql\.gz|sql\.zst|sql\.lz4|dump)$")
+TEMP_NAME = re.compile(r"^\.backup_.+\.run\d+\.partial$")
+_SAFE_DB = re.compile(r"[^A-Za-z0-9_.-]")
+MAX_PATH = 4096
+
+
+def safe_db_name(name: str) -> str:
+    """The database name as it appears in file names."""
+    return _SAFE_DB.sub("_", name)[:100] or "db"
+
+
+def confine(requested: str, allowed: tuple[Path, ...], field: str = "backup_dir") -> Path:
+    """Resolve ``requested`` (following ``..`` and symlinks) and require it to lie
+    inside one of ``allowed``; return the resolved path."""
+    if not requested or not requested.strip():
+        raise InvalidArgument(f"{field}: required; give a directory inside one of: "
+                              f"{_roots(allowed)}")
+    if "\x00" in requested:
+        raise InvalidArgument(f"{field}: contains a NUL byte")
+    if len(requested) > MAX_PATH:
+        raise InvalidArgument(f"{field}: longer than {MAX_PATH} characters")
+    try:
+        resolved = Path(os.path.realpath(os.path.expanduser(requested)))
+    except (OSError, ValueError) as exc:
+        raise InvalidArgument(f"{field}: cannot be resolved ({exc})") from None
+    for root in allowed:
+        real_root = Path(os.path.realpath(root))
+        if resolved == real_root or real_root in resolved.parents:
+            return resolved
+    raise PermissionDenied(f"{field}: {requested!r} is outside the allowed backup directories; "
+                           f"allowed roots: {_roots(allowed)} (see backup.allowedDirectories)")
+
+
+def _roots(allowed: tuple[Path, ...]) -> str:
+    return ", ".join(str(p) for p in allowed)
+
+
+def ensure_private_dir(path: Path) -> None:
+    """Create ``path`` (and parents) 0700; refuse a symlink or a non-directory."""
+    missing: list[Path] = []
+    p = path
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, 0o700)
+        except FileExistsError:
+            pass
+        os.chmod(d, 0o700)  # mkdir's mode is masked by the umask
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode) and not os.path.isdir(path):
+        raise InvalidArgument(f"backup directory {path} is a broken symlink")
+    if not os.path.isdir(path):
+        raise InvalidArgument(f"backup directory {path} exists and is not a directory")
+
+
+def create_private_file(path: Path) -> int:
+    """Open a new file for writing, 0600, never following or replacing anything."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600)
+    os.fchmod(fd, 0o600)
+    return fd
+
+
+def publish(temp: Path, directory: Path, stem: str, ext: str) -> Path:
+    """Give the finished ``temp`` its final name without ever replacing a file:
+    ``link`` fails with EEXIST where ``rename`` would overwrite. A second backup
+    in the same second gets ``_2``, ``_3``..."""
+    for n in range(1, 1000):
+        final = directory / (f"{stem}{ext}" if n == 1 else f"{stem}_{n}{ext}")
+        try:
+            os.link(temp, final, follow_symlinks=False)
+        except FileExistsError:
+            continue
+        os.unlink(temp)
+        fsync_dir(directory)
+        return final
+    raise OSError(errno.EEXIST, f"no free name for {stem}{ext} in {directory}")
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_quietly(path: Path | str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def is_our_regular_file(path: Path) -> bool:
+    """True when ``path`` is a regular file (not a symlink) named as the service
+    names its backups."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    return stat.S_ISREG(st.st_mode) and bool(BACKUP_NAME.match(path.name))
+
+
+def remove_orphan_temps(directory: Path) -> list[Path]:
+    """Delete temporary files an earlier crash left in ``directory``; only names
+    the service uses, and only regular files."""
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(directory))
+    except (FileNotFoundError, NotADirectoryError):
+        return removed
+    for entry in entries:
+        if TEMP_NAME.match(entry.name) and entry.is_file(follow_symlinks=False):
+            remove_quietly(entry.path)
+            removed.append(Path(entry.path))
+    return removed

@@ -1,0 +1,349 @@
+"""The backup service: the domain operations behind every RPC and schedule.
+
+It owns the run lifecycle (PENDING -> RUNNING -> SUCCEEDED | FAILED), the
+concurrency limit and queue, retention, crash recovery and statistics. It
+knows nothing of gRPC, protobuf or SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import NoReturn, Protocol
+
+import structlog
+
+from . import files, pgtools, retention
+from .config import Config
+from .errors import BackupError, BackupFailed, InvalidArgument, ResourceExhausted, Unavailable
+from .models import (
+    CleanupResult,
+    FileState,
+    Run,
+    RunPage,
+    RunStatus,
+    ScheduleInfo,
+    Stats,
+    Trigger,
+)
+from .runner import DumpProcess, plan_dump
+
+log = structlog.get_logger("pgbackup")
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class RunStore(Protocol):
+    """What the service needs from the store (see store.SqlRunStore)."""
+
+    def create_run(self, *, database: str, trigger: Trigger, backup_dir: str,
+                   queued_at: datetime, schedule: str = "") -> Run: ...
+    def mark_running(self, run_id: int, *, started_at: datetime, temp_path: str, format: str,
+                     compression: str, pg_dump_version: str, server_version: str) -> None: ...
+    def mark_succeeded(self, run_id: int, *, finished_at: datetime, file_path: str,
+                       size_bytes: int, sha256: str) -> None: ...
+    def mark_failed(self, run_id: int, *, finished_at: datetime, error: str,
+                    started_at: datetime | None = None) -> None: ...
+    def set_file_state(self, run_ids: list[int], state: FileState) -> None: ...
+    def get(self, run_id: int) -> Run: ...
+    def list_runs(self, *, database: str = "", status: RunStatus | None = None,
+                  page_size: int = 0, page_token: str = "") -> RunPage: ...
+    def unfinished_runs(self) -> list[Run]: ...
+    def present_runs(self, backup_dir: str | None = None) -> list[Run]: ...
+    def latest_status_by_database(self, backup_dir: str) -> dict[str, RunStatus]: ...
+    def last_scheduled_run(self, schedule: str) -> Run | None: ...
+    def stats(self, backup_directory: str) -> Stats: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CreateResult:
+    run: Run
+    deleted_files: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    directory: Path
+    retention_days: int
+    cleanup_old: bool
+
+
+class BackupService:
+    """Domain operations. Thread-safe; one instance per process."""
+
+    def __init__(self, config: Config, store: RunStore, *,
+                 binaries: list[pgtools.PgBinary], runtime_dir: Path,
+                 clock: Clock = utc_now) -> None:
+        self.config = config
+        self.store = store
+        self.binaries = binaries
+        self.runtime_dir = runtime_dir
+        self.clock = clock
+        self.schedules_provider: Callable[[], list[ScheduleInfo]] = list
+        self._conninfo = _conninfo(config.database.url)
+        self._pool = ThreadPoolExecutor(max_workers=config.backup.max_concurrent,
+                                        thread_name_prefix="backup")
+        self._lock = threading.Lock()
+        self._admitted = 0  # queued + running, for the maxQueued limit
+        self._active: dict[int, DumpProcess] = {}
+        self._futures: dict[int, Future[CreateResult]] = {}
+        self._closing = False
+
+    # -- lifecycle ----------------------------------------------------------
+
+    def recover(self) -> None:
+        """Settle what a previous process left: runs it did not finish are FAILED
+        "interrupted" and their temporary files removed; orphan temporary files
+        in every allowed directory are removed; vanished files are marked missing."""
+        now = self.clock()
+        for run in self.store.unfinished_runs():
+            if run.temp_path:
+                files.remove_quietly(run.temp_path)
+            self.store.mark_failed(run.id, finished_at=now,
+                                   error="interrupted: the service stopped during this run")
+            log.warning("Backup run interrupted by a service stop", run_id=run.id,
+                        database=run.database)
+        for directory in self.config.backup.allowed_directories:
+            for path in files.remove_orphan_temps(directory):
+                log.info("Removed temporary file left by a crash", file_path=str(path))
+        self.reconcile()
+
+    def reconcile(self, backup_dir: str | None = None) -> int:
+        """Mark backups whose file disappeared from disk as missing."""
+        gone = [r.id for r in self.store.present_runs(backup_dir)
+                if not os.path.lexists(r.file_path)]
+        self.store.set_file_state(gone, FileState.MISSING)
+        for run_id in gone:
+            log.warning("Backup file missing from disk", run_id=run_id)
+        return len(gone)
+
+    def shutdown(self, grace_seconds: float) -> None:
+        """Stop admitting runs, give running ones ``grace_seconds``, then cancel them."""
+        with self._lock:
+            self._closing = True
+            futures = list(self._futures.values())
+        done = threading.Event()
+
+        def wait_all() -> None:
+            for f in futures:
+                f.exception()
+            done.set()
+
+        threading.Thread(target=wait_all, daemon=True).start()
+        if not done.wait(grace_seconds):
+            with self._lock:
+                active = list(self._active.values())
+            for dump in active:
+                dump.stop("cancelled: the service shut down (server.shutdownGrace expired)")
+        # Queued runs never started: cancel_futures drops them; record why.
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        now = self.clock()
+        for run in self.store.unfinished_runs():
+            self.store.mark_failed(run.id, finished_at=now,
+                                   error="cancelled: the service shut down before this run "
+                                         "started")
+
+    # -- backups ------------------------------------------------------------
+
+    def create_backup(self, *, background: bool = False, trigger: Trigger = Trigger.MANUAL,
+                      schedule: str = "") -> CreateResult:
+        """Back up the configured database into the configured directory."""
+        b = self.config.backup
+        job = _Job(b.directory, b.retention_days, b.cleanup_old)
+        return self._submit(job, trigger=trigger, schedule=schedule, background=background)
+
+    def create_custom_backup(self, backup_dir: str, *, retention_days: int = 0,
+                             cleanup_old: bool = False, background: bool = False) -> CreateResult:
+        """Back up into ``backup_dir`` (inside an allowed root) with its own retention."""
+        if not 0 <= retention_days <= 36500:
+            raise InvalidArgument(f"retention_days: must be between 1 and 36500 days (0 uses "
+                                  f"backup.retentionDays), got {retention_days}")
+        directory = files.confine(backup_dir, self.config.backup.allowed_directories)
+        job = _Job(directory, retention_days or self.config.backup.retention_days, cleanup_old)
+        return self._submit(job, trigger=Trigger.MANUAL, schedule="", background=background)
+
+    def run_scheduled(self, schedule: str) -> None:
+        """Entry point of a schedule fire; waits for the run to finish."""
+        try:
+            self.create_backup(trigger=Trigger.SCHEDULE, schedule=schedule)
+        except BackupError:
+            pass  # recorded on the run and logged by _execute
+
+    def _submit(self, job: _Job, *, trigger: Trigger, schedule: str,
+                background: bool) -> CreateResult:
+        b = self.config.backup
+        with self._lock:
+            if self._closing:
+                raise Unavailable("the service is shutting down; retry on the next instance")
+            limit = b.max_concurrent + b.max_queued
+            # Schedules are never turned away: a skipped scheduled backup is silent loss.
+            if trigger is Trigger.MANUAL and self._admitted >= limit:
+                raise ResourceExhausted(
+                    f"backup queue is full: {b.max_concurrent} running and {b.max_queued} "
+                    "queued (backup.maxConcurrent, backup.maxQueued); retry later")
+            self._admitted += 1
+        try:
+            run = self.store.create_run(database=self.config.database.dbname, trigger=trigger,
+                                        backup_dir=str(job.directory), queued_at=self.clock(),
+                                        schedule=schedule)
+            log.info("Database backup job queued", run_id=run.id, database=run.database,
+                     trigger=trigger.value)
+            future = self._pool.submit(self._execute, run, job)
+        except BaseException:
+            with self._lock:
+                self._admitted -= 1
+            raise
+        with self._lock:
+            self._futures[run.id] = future
+        future.add_done_callback(lambda _f, rid=run.id: self._forget(rid))
+        if background:
+            return CreateResult(self.store.get(run.id))
+        return future.result()
+
+    def _forget(self, run_id: int) -> None:
+        with self._lock:
+            self._admitted -= 1
+            self._futures.pop(run_id, None)
+
+    def _execute(self, run: Run, job: _Job) -> CreateResult:
+        b = self.config.backup
+        started = self.clock()
+        bound = log.bind(run_id=run.id, database=run.database)
+        bound.info("Database backup job started", backup_dir=str(job.directory))
+        try:
+            server = pgtools.query_server(self._conninfo)
+            binary = pgtools.choose(self.binaries, server.major, server.version)
+            plan = plan_dump(binary, format=b.format,
+                             compression_method=b.compression.method if b.compression else None,
+                             compression_level=b.compression.level if b.compression else 0,
+                             compress_backup=b.compress_backup,
+                             supports=pgtools.supports_compression)
+            files.ensure_private_dir(job.directory)
+            stamp = started.astimezone(self.config.scheduler.tz).strftime("%Y-%m-%d_%H-%M-%S")
+            stem = f"backup_{files.safe_db_name(run.database)}_{stamp}"
+            dump = DumpProcess(plan, self._conninfo, str(self.runtime_dir))
+            with self._lock:
+                self._active[run.id] = dump
+            self.store.mark_running(
+                run.id, started_at=started,
+                temp_path=str(job.directory / f".{stem}{plan.extension}.run{run.id}.partial"),
+                format=plan.format, compression=plan.compression,
+                pg_dump_version=binary.version, server_version=server.version)
+            bound.debug("pg_dump starting", pg_dump=binary.path, pg_dump_version=binary.version,
+                        server_version=server.version, format=plan.format,
+                        compression=plan.compression)
+            outcome = dump.run(job.directory, stem, run.id, b.timeout_seconds)
+        except BackupError as exc:
+            self._fail(run, started, exc, bound)
+        except Exception as exc:  # a bug or an unexpected OS error: still record the run
+            bound.exception("Backup crashed")
+            self._fail(run, started, BackupFailed(f"internal error: {exc}"), bound)
+        finally:
+            with self._lock:
+                self._active.pop(run.id, None)
+        finished = self.clock()
+        self.store.mark_succeeded(run.id, finished_at=finished, file_path=str(outcome.path),
+                                  size_bytes=outcome.size_bytes, sha256=outcome.sha256)
+        bound.info("Database backup completed successfully", file_path=str(outcome.path),
+                   size_bytes=outcome.size_bytes,
+                   duration_seconds=round((finished - started).total_seconds(), 3))
+        deleted = 0
+        if job.cleanup_old:
+            try:
+                deleted = self._cleanup_dir(job.directory, job.retention_days,
+                                            dry_run=False).deleted_files
+            except Exception:  # cleanup must never turn a good backup into an error
+                bound.exception("Cleanup after backup failed")
+        return CreateResult(self.store.get(run.id), deleted)
+
+    def _fail(self, run: Run, started: datetime, exc: BackupError,
+              bound: structlog.typing.FilteringBoundLogger) -> NoReturn:
+        """Record the failure on the run, log it, and raise it for the caller."""
+        self.store.mark_failed(run.id, finished_at=self.clock(), error=exc.message,
+                               started_at=started)
+        bound.error("Database backup failed", error=exc.message)
+        exc.message = f"backup {run.id} failed: {exc.message}"
+        exc.args = (exc.message,)
+        raise exc
+
+    # -- retention ----------------------------------------------------------
+
+    def cleanup(self, *, dry_run: bool = False) -> CleanupResult:
+        """Apply retention to the configured directory now."""
+        b = self.config.backup
+        return self._cleanup_dir(b.directory, b.retention_days, dry_run=dry_run)
+
+    def _cleanup_dir(self, directory: Path, retention_days: int, *,
+                     dry_run: bool) -> CleanupResult:
+        key = str(directory)
+        if not dry_run:
+            self.reconcile(key)
+        doomed = retention.expired(
+            self.store.present_runs(key), now=self.clock(), retention_days=retention_days,
+            min_keep=self.config.backup.retention_min_keep,
+            latest_status=self.store.latest_status_by_database(key))
+        deleted: list[str] = []
+        gone: list[int] = []
+        missing: list[int] = []
+        freed = 0
+        for run in doomed:
+            path = Path(run.file_path)
+            # Only a regular file with our name, directly in the run's directory.
+            if path.parent != directory or not files.is_our_regular_file(path):
+                missing.append(run.id)
+                log.warning("Not deleting: file is not the backup the service wrote",
+                            run_id=run.id, file_path=run.file_path)
+                continue
+            size = os.lstat(path).st_size
+            if not dry_run:
+                os.unlink(path)
+                gone.append(run.id)
+            deleted.append(str(path))
+            freed += size
+        if not dry_run:
+            self.store.set_file_state(gone, FileState.DELETED)
+            self.store.set_file_state(missing, FileState.MISSING)
+            if gone:
+                files.fsync_dir(directory)
+        log.info("Cleanup completed", deleted_files=len(deleted), freed_bytes=freed,
+                 dry_run=dry_run, backup_dir=key, retention_days=retention_days)
+        return CleanupResult(len(deleted), freed, dry_run, tuple(deleted))
+
+    # -- queries ------------------------------------------------------------
+
+    def stats(self) -> Stats:
+        return self.store.stats(str(self.config.backup.directory))
+
+    def list_backups(self, *, database: str = "", status: RunStatus | None = None,
+                     page_size: int = 0, page_token: str = "") -> RunPage:
+        if page_size < 0:
+            raise InvalidArgument(f"page_size: must be >= 0, got {page_size}")
+        return self.store.list_runs(database=database, status=status, page_size=page_size,
+                                    page_token=page_token)
+
+    def get_backup(self, run_id: int) -> Run:
+        if run_id < 1:
+            raise InvalidArgument(f"id: must be a positive backup id, got {run_id}")
+        run = self.store.get(run_id)
+        if run.file_state is FileState.PRESENT and not os.path.lexists(run.file_path):
+            self.store.set_file_state([run.id], FileState.MISSING)
+            run = self.store.get(run_id)
+        return run
+
+    def list_schedules(self) -> list[ScheduleInfo]:
+        return self.schedules_provider()
+
+
+def _conninfo(url: str) -> dict[str, str]:
+    from psycopg.conninfo import conninfo_to_dict
+
+    return {k: str(v) for k, v in conninfo_to_dict(url).items() if v is not None}

@@ -1,0 +1,143 @@
+"""The gRPC edge: proto <-> domain translation and the error interceptor.
+
+Servicer methods are thin: translate the request, call one service method,
+translate the result. Errors are raised as domain errors and mapped to gRPC
+status codes in one place, :class:`ErrorInterceptor`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import grpc
+import structlog
+from google.protobuf.timestamp_pb2 import Timestamp
+from pgbackup_client._gen.backup.v1 import backup_pb2 as pb
+from pgbackup_client._gen.backup.v1 import backup_pb2_grpc as pb_grpc
+
+from .errors import BackupError, InvalidArgument
+from .models import FileState, Run, RunStatus, RunSummary, ScheduleInfo, Stats
+from .service import BackupService, CreateResult
+
+log = structlog.get_logger("pgbackup")
+
+
+def _ts(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    ts = Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def run_to_proto(run: Run) -> pb.Backup:
+    return pb.Backup(
+        id=run.id, database=run.database, status=pb.BackupStatus.Value(run.status.value),
+        trigger=pb.Trigger.Value(run.trigger.value), file_path=run.file_path,
+        size_bytes=run.size_bytes, sha256=run.sha256, started_at=_ts(run.started_at),
+        finished_at=_ts(run.finished_at), duration_seconds=run.duration_seconds,
+        error=run.error, schedule=run.schedule, backup_dir=run.backup_dir, format=run.format,
+        compression=run.compression, pg_dump_version=run.pg_dump_version,
+        server_version=run.server_version, file_deleted=run.file_state is FileState.DELETED,
+        file_missing=run.file_state is FileState.MISSING, queued_at=_ts(run.queued_at))
+
+
+def _summary(summary: RunSummary | None) -> pb.RunSummary | None:
+    if summary is None:
+        return None
+    return pb.RunSummary(id=summary.id, time=_ts(summary.time), file_path=summary.file_path,
+                         error=summary.error)
+
+
+def stats_to_proto(stats: Stats) -> pb.GetStatsResponse:
+    return pb.GetStatsResponse(
+        total_backups=stats.total_backups, total_size_bytes=stats.total_size_bytes,
+        oldest_backup=_ts(stats.oldest_backup), newest_backup=_ts(stats.newest_backup),
+        backup_directory=stats.backup_directory, succeeded_runs=stats.succeeded_runs,
+        failed_runs=stats.failed_runs, running_runs=stats.running_runs,
+        last_success=_summary(stats.last_success), last_failure=_summary(stats.last_failure))
+
+
+def schedule_to_proto(s: ScheduleInfo) -> pb.Schedule:
+    return pb.Schedule(name=s.name, cron=s.cron, timezone=s.timezone, enabled=s.enabled,
+                       job=s.job, next_run_time=_ts(s.next_run_time))
+
+
+def _created(result: CreateResult) -> pb.CreateBackupResponse:
+    return pb.CreateBackupResponse(backup=run_to_proto(result.run),
+                                   deleted_files=result.deleted_files)
+
+
+class BackupServicer(pb_grpc.BackupServiceServicer):
+    """backup.v1.BackupService over a :class:`BackupService`."""
+
+    def __init__(self, service: BackupService) -> None:
+        self.service = service
+
+    def CreateBackup(self, request: pb.CreateBackupRequest, context: Any) -> Any:
+        return _created(self.service.create_backup(background=request.background))
+
+    def CreateCustomBackup(self, request: pb.CreateCustomBackupRequest, context: Any) -> Any:
+        return _created(self.service.create_custom_backup(
+            request.backup_dir, retention_days=request.retention_days,
+            cleanup_old=request.cleanup_old, background=request.background))
+
+    def GetStats(self, request: pb.GetStatsRequest, context: Any) -> Any:
+        return stats_to_proto(self.service.stats())
+
+    def Cleanup(self, request: pb.CleanupRequest, context: Any) -> Any:
+        r = self.service.cleanup(dry_run=request.dry_run)
+        return pb.CleanupResponse(deleted_files=r.deleted_files, freed_bytes=r.freed_bytes,
+                                  dry_run=r.dry_run, files=list(r.files))
+
+    def ListBackups(self, request: pb.ListBackupsRequest, context: Any) -> Any:
+        status = None
+        if request.status:
+            name = pb.BackupStatus.Name(request.status)
+            if name not in RunStatus.__members__:
+                raise InvalidArgument(f"status: unknown value {request.status}; use PENDING, "
+                                      "RUNNING, SUCCEEDED or FAILED")
+            status = RunStatus(name)
+        page = self.service.list_backups(database=request.database, status=status,
+                                         page_size=request.page_size,
+                                         page_token=request.page_token)
+        return pb.ListBackupsResponse(backups=[run_to_proto(r) for r in page.runs],
+                                      next_page_token=page.next_page_token)
+
+    def GetBackup(self, request: pb.GetBackupRequest, context: Any) -> Any:
+        return run_to_proto(self.service.get_backup(request.id))
+
+    def ListSchedules(self, request: pb.ListSchedulesRequest, context: Any) -> Any:
+        return pb.ListSchedulesResponse(
+            schedules=[schedule_to_proto(s) for s in self.service.list_schedules()])
+
+
+class ErrorInterceptor(grpc.ServerInterceptor):
+    """Maps domain errors to their gRPC status; anything else becomes INTERNAL
+    with a generic message (the details go to the log, not the client)."""
+
+    def intercept_service(self, continuation: Callable[[Any], Any], handler_call_details: Any
+                          ) -> Any:
+        handler = continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        inner = handler.unary_unary
+        method = handler_call_details.method
+
+        def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
+            try:
+                return inner(request, context)
+            except BackupError as exc:
+                code = getattr(grpc.StatusCode, exc.status, grpc.StatusCode.INTERNAL)
+                log.debug("RPC failed", method=method, code=code.name, error=exc.message)
+                context.abort(code, exc.message)
+            except Exception:
+                log.exception("Unhandled error in RPC", method=method)
+                context.abort(grpc.StatusCode.INTERNAL,
+                              "internal error; the server log has the details")
+
+        return grpc.unary_unary_rpc_method_handler(
+            wrapped, request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer)
