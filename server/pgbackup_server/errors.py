@@ -64,7 +64,14 @@ class PgDumpFailed(BackupFailed):
 
     def __init__(self, exit_code: int, stderr_tail: str) -> None:
         tail = stderr_tail.strip() or "(no output)"
-        super().__init__(f"pg_dump exited with code {exit_code}: {tail}")
+        if exit_code < 0:
+            import signal
+
+            name = signal.Signals(-exit_code).name if -exit_code in signal.valid_signals() \
+                else str(-exit_code)
+            super().__init__(f"pg_dump was killed by signal {name}: {tail}")
+        else:
+            super().__init__(f"pg_dump exited with code {exit_code}: {tail}")
         self.exit_code = exit_code
         self.stderr_tail = stderr_tail
 

@@ -10,10 +10,10 @@ failure the temporary file is removed.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -110,14 +110,28 @@ class _HashingWriter:
         pass
 
 
-def _set_pdeathsig() -> None:
-    """Runs in the child: die with the thread that started us, so a killed
-    backupd never leaves a pg_dump behind (that thread waits for the child)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+def _death_signal_prefix() -> list[str]:
+    """``setpriv --pdeathsig KILL`` makes pg_dump die with the thread that started
+    it, so a killed backupd never leaves a pg_dump behind (that thread waits for
+    the child). Without setpriv, pg_dump still dies on its next write to the
+    closed pipe. (A Python preexec_fn would do the same but crashes children of
+    a threaded gRPC process.)"""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        return []
+    probe = subprocess.run([setpriv, "--pdeathsig", "KILL", "true"], capture_output=True,
+                           check=False)
+    return [setpriv, "--pdeathsig", "KILL", "--"] if probe.returncode == 0 else []
+
+
+_PREFIX: list[str] | None = None
+
+
+def death_signal_prefix() -> list[str]:
+    global _PREFIX
+    if _PREFIX is None:
+        _PREFIX = _death_signal_prefix()
+    return _PREFIX
 
 
 def _write_passfile(password: str, directory: str) -> str:
@@ -198,9 +212,8 @@ class DumpProcess:
                 if self._stop_reason is not None:
                     raise BackupFailed(self._stop_reason)
                 self._proc = subprocess.Popen(
-                    self.argv(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE, env=env, start_new_session=True,
-                    preexec_fn=_set_pdeathsig)
+                    [*death_signal_prefix(), *self.argv()], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE, env=env, start_new_session=True)
             proc = self._proc
             assert proc.stdout is not None and proc.stderr is not None
             tail: deque[bytes] = deque(maxlen=64)
@@ -224,6 +237,7 @@ class DumpProcess:
             finally:
                 timer.cancel()
                 returncode = proc.wait()
+                proc.stdout.close()
                 reader.join(5)
             if self._stop_reason is not None:
                 raise BackupFailed(self._stop_reason)
