@@ -3,8 +3,14 @@ instances (gRPC server, scheduler, Envoy) on free ports."""
 
 from __future__ import annotations
 
-import json
 import os
+
+# Before grpc is imported: pg_dump is forked from worker threads, and gRPC's fork
+# handlers only print warnings for that.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+import json  # noqa: E402
 import shutil
 import tempfile
 import urllib.error
@@ -17,13 +23,11 @@ from typing import Any
 
 import pytest
 import yaml
+
 from pgbackup_client import BackupClient
 from pgbackup_server.app import App
 from pgbackup_server.config import build_config
 from pgbackup_server.embedded import EmbeddedPostgres, seed_sample
-
-os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
-os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 DB = "shop"
 PASSWORD = "s3cr3t-Pa55:word"

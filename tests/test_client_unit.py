@@ -13,9 +13,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
-import pgbackup_client
 import pytest
 from google.protobuf import timestamp_pb2
+
+import pgbackup_client
 from pgbackup_client import (
     Backup,
     BackupClient,

@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,7 @@ class App:
         import grpc
         from grpc_health.v1 import health, health_pb2, health_pb2_grpc
         from grpc_reflection.v1alpha import reflection
+
         from pgbackup_client._gen.backup.v1 import backup_pb2, backup_pb2_grpc
 
         from .scheduler import Scheduler
@@ -67,8 +69,8 @@ class App:
 
         cfg = self.config
         binaries = find_pg_dump(cfg)
-        for b in binaries:
-            log.debug("pg_dump found", path=b.path, version=b.version)
+        for binary in binaries:
+            log.debug("pg_dump found", path=binary.path, version=binary.version)
         runtime = cfg.server.data_directory / "run"
         runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(cfg.server.data_directory, 0o700)
@@ -128,12 +130,20 @@ class App:
                                   admin_port=admin_port)
         find_envoy()
         self.envoy = EnvoyProcess(yaml_text, runtime, admin_port)
-        self.envoy.start()
-        try:
-            self.envoy.wait_ready(30)
-        except RuntimeError as exc:
-            raise ConfigError(f"server.httpAddress: Envoy did not start on {cfg.http_address}: "
-                              f"{exc}") from None
+        # After a crash the previous Envoy may still be letting go of the port
+        # (it dies with its parent, but not instantly): retry for a while.
+        deadline = time.monotonic() + 15
+        while True:
+            self.envoy.start()
+            try:
+                self.envoy.wait_ready(30)
+                break
+            except RuntimeError as exc:
+                if "Address already in use" in str(exc) and time.monotonic() < deadline:
+                    time.sleep(0.25)
+                    continue
+                raise ConfigError(f"server.httpAddress: Envoy did not start on "
+                                  f"{cfg.http_address}: {exc}") from None
         log.info("REST gateway (Envoy) listening", address=f"{http_host}:{self.http_port}")
         self._envoy_watch = threading.Thread(target=self._watch_envoy, daemon=True)
         self._envoy_watch.start()
@@ -248,7 +258,8 @@ def main(argv: list[str] | None = None) -> None:
         logs.configure(config.log.level, config.log.format)
         if args.check_config:
             binaries = find_pg_dump(config)
-            print(f"configuration OK; pg_dump: {', '.join(f'{b.version} ({b.path})' for b in binaries)}")
+            found = ", ".join(f"{b.version} ({b.path})" for b in binaries)
+            print(f"configuration OK; pg_dump: {found}")
             sys.exit(0)
         app = App(config)
         for sig in (signal.SIGTERM, signal.SIGINT):

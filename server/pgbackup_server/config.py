@@ -220,13 +220,16 @@ def parse_database_url(url: str) -> DatabaseConfig:
         params = conninfo_to_dict(url)
     except Exception as exc:  # psycopg raises ProgrammingError with the reason
         raise ConfigError(f"database.url: not a valid libpq connection string ({exc})") from None
+    for port in str(params.get("port") or "5432").split(","):
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f'database.url: port "{port}" is not a port number (1-65535)')
     dbname = str(params.get("dbname") or params.get("user") or "")
     if not dbname:
         raise ConfigError("database.url: no database name; write postgresql://user@host:5432/dbname")
     shown = {k: v for k, v in params.items() if k != "password"}
     if "password" in params:
         shown["password"] = "***"
-    return DatabaseConfig(url=url, dbname=dbname, redacted_url=make_conninfo(**shown))
+    return DatabaseConfig(url=url, dbname=dbname, redacted_url=make_conninfo("", **shown))
 
 
 def _resolve(base: Path, value: str) -> Path:
@@ -279,9 +282,8 @@ def build_config(raw: Any, *, base: Path, env: Mapping[str, str],
         "allowedDirectories", "pgDumpPath", "format", "compression", "timeout",
         "maxConcurrent", "maxQueued", "retentionMinKeep"})
     directory = _resolve(base, r.get(b, "backup", "directory", "backups", _text, "a path"))
-    allowed_raw = r.get(b, "backup", "allowedDirectories", [],
-                        lambda v: [_text(x) for x in v] if isinstance(v, list) else _fail(),
-                        "a list of paths")
+    allowed_raw: list[str] = r.get(b, "backup", "allowedDirectories", [], _path_list,
+                                   "a list of paths")
     allowed = tuple(dict.fromkeys([directory, *(_resolve(base, a) for a in allowed_raw)]))
     pg_dump_path = r.get(b, "backup", "pgDumpPath", None, _text, "a path to pg_dump")
     backup = BackupConfig(
@@ -356,8 +358,10 @@ def build_config(raw: Any, *, base: Path, env: Mapping[str, str],
                   server=server, store_url=store_url, log=log, source=source)
 
 
-def _fail() -> Any:
-    raise ValueError
+def _path_list(value: Any) -> list[str]:
+    if not isinstance(value, list):
+        raise ValueError
+    return [_text(x) for x in value]
 
 
 def _schedules(r: _Reader, raw: Any, tz: str) -> tuple[ScheduleConfig, ...]:

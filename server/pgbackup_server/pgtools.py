@@ -134,11 +134,12 @@ class ServerInfo:
 def query_server(conninfo: Mapping[str, str], timeout: float = 10.0) -> ServerInfo:
     """Ask the server its version and the database's size."""
     import psycopg
+    from psycopg.conninfo import make_conninfo
 
     params = dict(conninfo)
     params.setdefault("connect_timeout", str(max(1, int(timeout))))
     try:
-        with psycopg.connect(**params, autocommit=True) as conn:
+        with psycopg.connect(make_conninfo("", **params), autocommit=True) as conn:
             num, size = conn.execute(
                 "SELECT current_setting('server_version_num')::int, "
                 "pg_database_size(current_database())").fetchone() or (0, 0)

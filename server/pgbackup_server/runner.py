@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, cast
 
 from .errors import BackupFailed, PgDumpFailed
 from .files import create_private_file, fsync_dir, publish, remove_quietly
@@ -161,7 +161,7 @@ def dbname_argument(conninfo: Mapping[str, str]) -> str:
     """The connection string for argv, without the password."""
     from psycopg.conninfo import make_conninfo
 
-    return make_conninfo(**{k: v for k, v in conninfo.items() if k != "password"})
+    return make_conninfo("", **{k: v for k, v in conninfo.items() if k != "password"})
 
 
 class DumpProcess:
@@ -212,7 +212,8 @@ class DumpProcess:
                 if self._stop_reason is not None:
                     raise BackupFailed(self._stop_reason)
                 self._proc = subprocess.Popen(
-                    [*death_signal_prefix(), *self.argv()], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                    [*death_signal_prefix(), *self.argv()], stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE, env=env, start_new_session=True)
             proc = self._proc
             assert proc.stdout is not None and proc.stderr is not None
@@ -267,7 +268,7 @@ class DumpProcess:
               on_progress: Callable[[int], None] | None) -> None:
         buf = bytearray(CHUNK)
         view = memoryview(buf)
-        sink: _HashingWriter | object = writer
+        sink: Any = writer
         compressor = None
         if self.plan.zstd_level is not None:
             import zstandard
@@ -275,10 +276,10 @@ class DumpProcess:
             # threads=2 measured fastest with flat memory (~28 MB) on this 2-core class.
             compressor = zstandard.ZstdCompressor(level=self.plan.zstd_level, threads=2,
                                                   write_checksum=True)
-            sink = compressor.stream_writer(writer, closefd=False)
+            sink = compressor.stream_writer(cast(IO[bytes], writer), closefd=False)
         seen = 0
-        readinto = source.readinto  # type: ignore[attr-defined]
-        write = sink.write  # type: ignore[attr-defined]
+        readinto = cast(Any, source).readinto
+        write = sink.write
         while True:
             n = readinto(buf)
             if not n:
@@ -288,7 +289,7 @@ class DumpProcess:
             if on_progress is not None:
                 on_progress(seen)
         if compressor is not None:
-            sink.close()  # type: ignore[attr-defined]
+            sink.close()
 
 
 def _drain(stream: IO[bytes], tail: deque[bytes]) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import NoReturn, Protocol
 
@@ -204,12 +205,12 @@ class BackupService:
             raise
         with self._lock:
             self._futures[run.id] = future
-        future.add_done_callback(lambda _f, rid=run.id: self._forget(rid))
+        future.add_done_callback(partial(self._forget, run.id))
         if background:
             return CreateResult(self.store.get(run.id))
         return future.result()
 
-    def _forget(self, run_id: int) -> None:
+    def _forget(self, run_id: int, _future: object = None) -> None:
         with self._lock:
             self._admitted -= 1
             self._futures.pop(run_id, None)

@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
+
 from pgbackup_client._gen.backup.v1 import backup_pb2 as pb
 from pgbackup_client._gen.backup.v1 import backup_pb2_grpc as pb_grpc
 

@@ -260,7 +260,7 @@ class SqlRunStore:
                 select(func.count(), func.coalesce(func.sum(runs.c.size_bytes), 0),
                        func.min(runs.c.started_at), func.max(runs.c.started_at))
                 .where(runs.c.present.is_(True))).one()
-            counts = dict(conn.execute(
+            counts: dict[str, int] = dict(conn.execute(
                 select(runs.c.status, func.count()).group_by(runs.c.status)).all())
             last_ok = conn.execute(
                 select(runs.c.id, runs.c.finished_at, runs.c.file_path)

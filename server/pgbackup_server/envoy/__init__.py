@@ -15,6 +15,7 @@ import re
 import shutil
 import string
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,21 @@ DESCRIPTOR_PATH = _HERE / "backup.pb"
 TEMPLATE_PATH = _HERE / "envoy.yaml.tmpl"
 
 LOG_LEVELS = frozenset({"trace", "debug", "info", "warning", "warn", "error", "critical", "off"})
+
+# Run by a fresh interpreter that then execs Envoy: the parent-death signal
+# survives exec, so Envoy gets SIGTERM when the thread that spawned it dies,
+# even if the supervisor is SIGKILLed. Envoy itself does not arrange this, and
+# preexec_fn could deadlock a parent with threads (grpc, scheduler).
+_EXEC_WITH_PDEATHSIG = """\
+import ctypes, os, signal, sys
+ul = ctypes.c_ulong
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.prctl(ctypes.c_int(1), ul(signal.SIGTERM), ul(0), ul(0), ul(0)) != 0:  # PR_SET_PDEATHSIG
+    raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+if os.getppid() != int(sys.argv[1]):  # the parent died before prctl took effect
+    sys.exit(1)
+os.execv(sys.argv[2], sys.argv[2:])
+"""
 
 # The TLS block replaces a line holding only this placeholder, at its indentation.
 _TRANSPORT_SOCKET = re.compile(r"^(?P<indent>[ \t]*)\$\{transport_socket\}[ \t]*\n", re.M)
@@ -170,10 +186,11 @@ def find_envoy() -> str:
 class EnvoyProcess:
     """One Envoy child process, with its config and log in ``runtime_dir``.
 
-    Envoy sets PR_SET_PDEATHSIG: it gets SIGTERM as soon as the *thread* that
-    spawned it exits. The supervisor must therefore stay alive for as long as
-    Envoy should run, and must call ``start()`` from a long-lived thread (the
-    main thread, not a short-lived worker).
+    On Linux Envoy is started with PR_SET_PDEATHSIG, so it cannot outlive the
+    supervisor and keep the ports. The signal fires when the *thread* that
+    called ``start()`` exits: call it from a thread that lives as long as
+    Envoy should (the main thread, not a short-lived worker), and keep the
+    supervisor alive while Envoy is meant to run.
     """
 
     CONFIG_NAME = "envoy.yaml"
@@ -246,10 +263,13 @@ class EnvoyProcess:
             "--admin-address-path",
             str(self.admin_address_path),
         ]
+        header = f"--- {time.strftime('%Y-%m-%dT%H:%M:%S%z')} {' '.join(cmd)}\n"
+        if sys.platform == "linux":
+            cmd = [sys.executable, "-I", "-S", "-c", _EXEC_WITH_PDEATHSIG, str(os.getpid()), *cmd]
         fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         with os.fdopen(fd, "ab") as log:
             # Appended, so the log of a crashed run survives the restart.
-            log.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S%z')} {' '.join(cmd)}\n".encode())
+            log.write(header.encode())
             log.flush()
             self._proc = subprocess.Popen(
                 cmd,
