@@ -54,6 +54,9 @@ class App:
         self.envoy: Any = None
         self._server: Any = None
         self._stopped = threading.Event()
+        # Separate from _stopped: a restarted Envoy dies with the watcher thread that
+        # started it, so the watcher must outlive the service's shutdown grace.
+        self._envoy_done = threading.Event()
         self._envoy_watch: threading.Thread | None = None
 
     def start(self) -> None:
@@ -119,15 +122,21 @@ class App:
 
         cfg = self.config.server
         http_host, _, http_port = cfg.http_address.rpartition(":")
+        if http_host == "localhost":
+            http_host = "127.0.0.1"
         grpc_host = cfg.grpc_address.rpartition(":")[0]
-        if grpc_host in ("0.0.0.0", "[::]", "::"):
+        if grpc_host in ("0.0.0.0", "[::]", "::", "localhost"):
             grpc_host = "127.0.0.1"
         self.http_port = int(http_port) or free_port()
         admin_port = cfg.envoy_admin_port or free_port()
-        yaml_text = render_config(TEMPLATE_PATH.read_text(), http_host=http_host,
-                                  http_port=self.http_port, grpc_host=grpc_host.strip("[]"),
-                                  grpc_port=self.grpc_port, descriptor=str(DESCRIPTOR_PATH),
-                                  admin_port=admin_port)
+        try:
+            yaml_text = render_config(TEMPLATE_PATH.read_text(), http_host=http_host,
+                                      http_port=self.http_port, grpc_host=grpc_host.strip("[]"),
+                                      grpc_port=self.grpc_port, descriptor=str(DESCRIPTOR_PATH),
+                                      admin_port=admin_port)
+        except ValueError as exc:
+            raise ConfigError(f"server.httpAddress: {exc}; use an IP address such as "
+                              "127.0.0.1:8000") from None
         find_envoy()
         self.envoy = EnvoyProcess(yaml_text, runtime, admin_port)
         # After a crash the previous Envoy may still be letting go of the port
@@ -150,7 +159,7 @@ class App:
 
     def _watch_envoy(self) -> None:
         """Restart Envoy if it dies on its own; REST must not silently vanish."""
-        while not self._stopped.wait(1.0):
+        while not self._envoy_done.wait(1.0):
             if self.envoy is not None and self.envoy.poll() is not None:
                 log.error("Envoy exited unexpectedly; restarting", exit_code=self.envoy.poll(),
                           envoy_log=self.envoy.log_tail(5))
@@ -171,6 +180,7 @@ class App:
             self.scheduler.shutdown()
         if hasattr(self, "service"):
             self.service.shutdown(self.config.server.shutdown_grace_seconds)
+        self._envoy_done.set()
         if self.envoy is not None:
             self.envoy.stop()
         if self._server is not None:
@@ -206,6 +216,8 @@ backup:
   retentionDays: 30
   cleanupOld: true
   compressBackup: false
+  # The seed's create-custom example writes here.
+  allowedDirectories: ["/custom/backup/path"]
 scheduler:
   timezone: UTC
 schedules:

@@ -13,7 +13,7 @@ import re
 import stat
 from pathlib import Path
 
-from .errors import InvalidArgument, PermissionDenied
+from .errors import BackupFailed, InvalidArgument, PermissionDenied
 
 TEMP_SUFFIX = ".partial"
 # Names the service gives its files; nothing else is ever deleted.
@@ -65,9 +65,12 @@ def ensure_private_dir(path: Path) -> None:
     for d in reversed(missing):
         try:
             os.mkdir(d, 0o700)
+            os.chmod(d, 0o700)  # mkdir's mode is masked by the umask
         except FileExistsError:
             pass
-        os.chmod(d, 0o700)  # mkdir's mode is masked by the umask
+        except OSError as exc:
+            raise BackupFailed(f"cannot create backup directory {d}: "
+                               f"{exc.strerror or exc}") from None
     st = os.lstat(path)
     if stat.S_ISLNK(st.st_mode) and not os.path.isdir(path):
         raise InvalidArgument(f"backup directory {path} is a broken symlink")

