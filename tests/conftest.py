@@ -112,6 +112,7 @@ def base_config(pg: EmbeddedPostgres, root: Path, **overrides: Any) -> dict[str,
                    "envoy": True, "dataDirectory": str(root / "data"),
                    "shutdownGrace": "5s"},
         "log": {"level": "debug"},
+        "metrics": {"address": "127.0.0.1:0"},
     }
     for section, values in overrides.items():
         if isinstance(values, dict) and isinstance(cfg.get(section), dict):

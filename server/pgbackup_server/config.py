@@ -20,6 +20,9 @@ import yaml
 from .errors import ConfigError
 
 JOB_NAMES = ("DatabaseBackup",)
+EVENTS = ("failure", "success", "stale", "verification_failed", "cleanup")
+CHANNELS = ("webhook", "slack", "email")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 FORMATS = ("plain", "custom")
 COMPRESSIONS = {"none": (0, 0), "gzip": (1, 9), "lz4": (1, 12), "zstd": (1, 19)}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -59,6 +62,7 @@ class BackupConfig:
     max_concurrent: int
     max_queued: int
     retention_min_keep: int
+    verify: str = "none"  # none, quick, deep: after each scheduled backup
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +91,51 @@ class ServerConfig:
     envoy_admin_port: int
     shutdown_grace_seconds: float
     data_directory: Path
+    tls: TlsConfig | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    cert: Path
+    key: Path
+    client_ca: Path | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    token_sha256: tuple[str, ...]
+    allow_unauthenticated: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    enabled: bool
+    address: str
+
+
+@dataclass(frozen=True, slots=True)
+class AlertsConfig:
+    max_age_seconds: float | None  # None: no stale-backup alert
+    check_interval_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationConfig:
+    """One channel. Secrets are named by environment variable, never stored here."""
+
+    type: str  # webhook, slack, email
+    events: frozenset[str]
+    url: str = ""
+    secret_env: str = ""
+    retries: int = 3
+    timeout_seconds: float = 10.0
+    smtp_host: str = ""
+    smtp_port: int = 0
+    smtp_security: str = "starttls"  # starttls, tls, none
+    mail_from: str = ""
+    mail_to: tuple[str, ...] = ()
+    username_env: str = ""
+    password_env: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +153,10 @@ class Config:
     server: ServerConfig
     store_url: str
     log: LogConfig
+    auth: AuthConfig = AuthConfig((), False)
+    metrics: MetricsConfig = MetricsConfig(False, "127.0.0.1:9090")
+    alerts: AlertsConfig = AlertsConfig(None, 60.0)
+    notifications: tuple[NotificationConfig, ...] = ()
     source: Path | None = field(default=None, compare=False)
 
 
@@ -263,7 +316,7 @@ def build_config(raw: Any, *, base: Path, env: Mapping[str, str],
                  source: Path | None = None) -> Config:
     r = _Reader()
     top = r.section(raw, "", {"database", "backup", "scheduler", "schedules", "server",
-                              "store", "log"})
+                              "store", "log", "auth", "metrics", "alerts", "notifications"})
 
     db = r.section(top.get("database"), "database", {"url"})
     url = env.get("DATABASE_URL") or r.get(db, "database", "url", "", _text, "a libpq URI")
@@ -280,7 +333,7 @@ def build_config(raw: Any, *, base: Path, env: Mapping[str, str],
     b = r.section(top.get("backup"), "backup", {
         "enabled", "directory", "retentionDays", "cleanupOld", "compressBackup",
         "allowedDirectories", "pgDumpPath", "format", "compression", "timeout",
-        "maxConcurrent", "maxQueued", "retentionMinKeep"})
+        "maxConcurrent", "maxQueued", "retentionMinKeep", "verify"})
     directory = _resolve(base, r.get(b, "backup", "directory", "backups", _text, "a path"))
     allowed_raw: list[str] = r.get(b, "backup", "allowedDirectories", [], _path_list,
                                    "a list of paths")
@@ -306,6 +359,8 @@ def build_config(raw: Any, *, base: Path, env: Mapping[str, str],
                          "an integer from 0 to 10000"),
         retention_min_keep=r.get(b, "backup", "retentionMinKeep", 1, _int_range(1, 100000),
                                  "an integer >= 1"),
+        verify=r.get(b, "backup", "verify", "none", _choice(("none", "quick", "deep")),
+                     "none, quick or deep"),
     )
 
     s = r.section(top.get("scheduler"), "scheduler", {"timezone", "misfireGraceTime"})
@@ -326,7 +381,7 @@ def build_config(raw: Any, *, base: Path, env: Mapping[str, str],
 
     sv = r.section(top.get("server"), "server", {"grpcAddress", "httpAddress", "envoy",
                                                   "envoyAdminPort", "shutdownGrace",
-                                                  "dataDirectory"})
+                                                  "dataDirectory", "tls"})
     data_dir = _resolve(base, r.get(sv, "server", "dataDirectory", "data", _text, "a path"))
     server = ServerConfig(
         grpc_address=r.get(sv, "server", "grpcAddress", "127.0.0.1:50051", _address, "HOST:PORT"),
@@ -337,6 +392,7 @@ def build_config(raw: Any, *, base: Path, env: Mapping[str, str],
         shutdown_grace_seconds=r.get(sv, "server", "shutdownGrace", 30.0, parse_duration,
                                      'a duration such as "30s"'),
         data_directory=data_dir,
+        tls=_tls(r, sv.get("tls"), base),
     )
 
     st = r.section(top.get("store"), "store", {"url"})
@@ -352,10 +408,136 @@ def build_config(raw: Any, *, base: Path, env: Mapping[str, str],
                      "console or json"),
     )
 
+    a = r.section(top.get("auth"), "auth", {"tokenSha256", "allowUnauthenticated"})
+    auth = AuthConfig(
+        token_sha256=tuple(r.get(a, "auth", "tokenSha256", [], _digests,
+                                 "a list of 64-character hex SHA-256 digests "
+                                 "(backupctl token new prints one)")),
+        allow_unauthenticated=r.get(a, "auth", "allowUnauthenticated", False, _bool,
+                                    "true or false"),
+    )
+    m = r.section(top.get("metrics"), "metrics", {"enabled", "address"})
+    metrics = MetricsConfig(
+        enabled=r.get(m, "metrics", "enabled", True, _bool, "true or false"),
+        address=r.get(m, "metrics", "address", "127.0.0.1:9090", _address, "HOST:PORT"))
+    al = r.section(top.get("alerts"), "alerts", {"maxAge", "checkInterval"})
+    alerts = AlertsConfig(
+        max_age_seconds=r.get(al, "alerts", "maxAge", None, parse_duration,
+                              'a duration such as "26h"'),
+        check_interval_seconds=r.get(al, "alerts", "checkInterval", 60.0, parse_duration,
+                                     'a duration such as "1m"'))
+    notifications = _notifications(r, top.get("notifications"))
+
     if r.errors or database is None:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(r.errors))
     return Config(database=database, backup=backup, scheduler=scheduler, schedules=schedules,
-                  server=server, store_url=store_url, log=log, source=source)
+                  server=server, store_url=store_url, log=log, auth=auth, metrics=metrics,
+                  alerts=alerts, notifications=notifications, source=source)
+
+
+def _digests(value: Any) -> list[str]:
+    if not isinstance(value, list):
+        raise ValueError
+    out = []
+    for item in value:
+        if not isinstance(item, str) or not _HEX64.match(item.strip().lower()):
+            raise ValueError
+        out.append(item.strip().lower())
+    return out
+
+
+def _tls(r: _Reader, raw: Any, base: Path) -> TlsConfig | None:
+    if raw is None:
+        return None
+    t = r.section(raw, "server.tls", {"cert", "key", "clientCa"})
+    cert = r.get(t, "server.tls", "cert", "", _text, "a PEM certificate path")
+    key = r.get(t, "server.tls", "key", "", _text, "a PEM private key path")
+    ca = r.get(t, "server.tls", "clientCa", None, _text, "a PEM CA bundle path")
+    paths = {"cert": cert, "key": key, "clientCa": ca}
+    for name, value in paths.items():
+        if name != "clientCa" and not value:
+            r.errors.append(f"server.tls.{name}: required when server.tls is set")
+        elif value and not _resolve(base, value).is_file():
+            r.errors.append(f"server.tls.{name}: file not found: {_resolve(base, value)}")
+    if not cert or not key:
+        return None
+    return TlsConfig(_resolve(base, cert), _resolve(base, key),
+                     _resolve(base, ca) if ca else None)
+
+
+def _emails(value: Any) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items:
+        raise ValueError
+    for item in items:
+        if not isinstance(item, str) or "@" not in item or "\n" in item or "\r" in item:
+            raise ValueError
+    return tuple(items)
+
+
+def _event_set(value: Any) -> frozenset[str]:
+    if not isinstance(value, list) or not value or any(v not in EVENTS for v in value):
+        raise ValueError
+    return frozenset(value)
+
+
+def _http_url(value: Any) -> str:
+    text = _text(value)
+    if not text.startswith(("http://", "https://")):
+        raise ValueError
+    return text
+
+
+def _notifications(r: _Reader, raw: Any) -> tuple[NotificationConfig, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        r.errors.append(f"notifications: expected a list of channels, got {_show(raw)}")
+        return ()
+    out = []
+    for i, entry in enumerate(raw):
+        path = f"notifications[{i}]"
+        e = r.section(entry, path, {"type", "events", "url", "secretEnv", "retries", "timeout",
+                                    "host", "port", "security", "from", "to", "usernameEnv",
+                                    "passwordEnv"})
+        kind = r.get(e, path, "type", "", _choice(CHANNELS), "webhook, slack or email")
+        if not kind:
+            r.errors.append(f"{path}.type: required (webhook, slack or email)")
+            continue
+        common: dict[str, Any] = dict(
+            type=kind,
+            events=r.get(e, path, "events", frozenset({"failure", "stale",
+                                                       "verification_failed"}),
+                         _event_set, f"a non-empty list of: {', '.join(EVENTS)}"),
+            retries=r.get(e, path, "retries", 3, _int_range(0, 20), "an integer from 0 to 20"),
+            timeout_seconds=r.get(e, path, "timeout", 10.0, parse_duration,
+                                  'a duration such as "10s"'),
+        )
+        if kind in ("webhook", "slack"):
+            url = r.get(e, path, "url", "", _http_url, "an http:// or https:// URL")
+            if not url:
+                r.errors.append(f"{path}.url: required for a {kind} channel")
+            out.append(NotificationConfig(
+                url=url, secret_env=r.get(e, path, "secretEnv", "", _text,
+                                          "an environment variable name"), **common))
+        else:
+            host = r.get(e, path, "host", "", _text, "an SMTP host name")
+            no_one: tuple[str, ...] = ()
+            to = r.get(e, path, "to", no_one, _emails, "a list of e-mail addresses")
+            sender = r.get(e, path, "from", "", _text, "an e-mail address")
+            for key, value in (("host", host), ("to", to), ("from", sender)):
+                if not value:
+                    r.errors.append(f"{path}.{key}: required for an email channel")
+            security = r.get(e, path, "security", "starttls",
+                             _choice(("starttls", "tls", "none")), "starttls, tls or none")
+            out.append(NotificationConfig(
+                smtp_host=host, smtp_port=r.get(e, path, "port", 0, _int_range(0, 65535),
+                                                "a port number"),
+                smtp_security=security, mail_from=sender, mail_to=to,
+                username_env=r.get(e, path, "usernameEnv", "", _text, "a variable name"),
+                password_env=r.get(e, path, "passwordEnv", "", _text, "a variable name"),
+                **common))
+    return tuple(out)
 
 
 def _path_list(value: Any) -> list[str]:

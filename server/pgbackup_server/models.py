@@ -55,6 +55,11 @@ class Run:
     pg_dump_version: str = ""
     server_version: str = ""
     file_state: FileState = FileState.NONE
+    bytes_written: int = 0
+    estimated_total_bytes: int = 0
+    verification: str = ""  # "", "OK" or "FAILED"
+    verification_reason: str = ""
+    verified_at: datetime | None = None
 
     @property
     def duration_seconds(self) -> float:
@@ -83,6 +88,8 @@ class Stats:
     running_runs: int
     last_success: RunSummary | None
     last_failure: RunSummary | None
+    verified_backups: int = 0
+    verification_failures: int = 0
 
 
 @dataclass(frozen=True, slots=True)

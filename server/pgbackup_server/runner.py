@@ -87,6 +87,7 @@ class DumpOutcome:
     path: Path
     size_bytes: int
     sha256: str
+    bytes_in: int  # what pg_dump produced, before in-process compression
 
 
 class _HashingWriter:
@@ -227,7 +228,7 @@ class DumpProcess:
             timer.start()
             try:
                 writer = _HashingWriter(fd)
-                self._copy(proc.stdout, writer, on_progress)
+                bytes_in = self._copy(proc.stdout, writer, on_progress)
             except OSError as exc:
                 self.stop("write failed")
                 proc.wait()
@@ -249,7 +250,7 @@ class DumpProcess:
             os.close(fd)
             fd = -1
             final = publish(temp, directory, stem, self.plan.extension)
-            return DumpOutcome(final, writer.size, writer.hash.hexdigest())
+            return DumpOutcome(final, writer.size, writer.hash.hexdigest(), bytes_in)
         except BaseException:
             if fd >= 0:
                 os.close(fd)
@@ -265,7 +266,7 @@ class DumpProcess:
                 remove_quietly(passfile)
 
     def _copy(self, source: IO[bytes], writer: _HashingWriter,
-              on_progress: Callable[[int], None] | None) -> None:
+              on_progress: Callable[[int], None] | None) -> int:
         buf = bytearray(CHUNK)
         view = memoryview(buf)
         sink: Any = writer
@@ -290,6 +291,7 @@ class DumpProcess:
                 on_progress(seen)
         if compressor is not None:
             sink.close()
+        return seen
 
 
 def _drain(stream: IO[bytes], tail: deque[bytes]) -> None:

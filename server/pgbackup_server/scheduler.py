@@ -78,13 +78,23 @@ class Scheduler:
             if not (entry.enabled and self.config.backup.enabled):
                 continue
             last = self.service.store.last_scheduled_run(entry.name)
-            fire = missed_fire(self._triggers[entry.name],
-                               last_run=last.queued_at if last else None, now=now,
+            if last is None:
+                continue  # a first start is not an outage
+            trigger = self._triggers[entry.name]
+            missed = last_fire_between(trigger, last.queued_at, now)
+            if missed is None:
+                continue
+            self.service.events.on_missed_fire(entry.name, missed)
+            fire = missed_fire(trigger, last_run=last.queued_at, now=now,
                                grace_seconds=self.config.scheduler.misfire_grace_seconds)
             if fire is not None:
                 log.warning("Running a backup missed while the service was down",
                             schedule=entry.name, missed_fire=fire.isoformat())
                 self.run_now(entry.name)
+            else:
+                log.error("A scheduled backup was missed while the service was down and is "
+                          "past scheduler.misfireGraceTime; not run", schedule=entry.name,
+                          missed_fire=missed.isoformat())
 
     def run_now(self, name: str) -> None:
         """Make the scheduler fire ``name`` now, through its normal path."""

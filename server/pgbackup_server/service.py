@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ import structlog
 from . import files, pgtools, retention
 from .config import Config
 from .errors import BackupError, BackupFailed, InvalidArgument, ResourceExhausted, Unavailable
+from .events import EventHub
 from .models import (
     CleanupResult,
     FileState,
@@ -51,7 +53,11 @@ class RunStore(Protocol):
     def mark_running(self, run_id: int, *, started_at: datetime, temp_path: str, format: str,
                      compression: str, pg_dump_version: str, server_version: str) -> None: ...
     def mark_succeeded(self, run_id: int, *, finished_at: datetime, file_path: str,
-                       size_bytes: int, sha256: str) -> None: ...
+                       size_bytes: int, sha256: str, bytes_written: int = 0) -> None: ...
+    def set_progress(self, run_id: int, *, bytes_written: int,
+                     estimated_total_bytes: int) -> None: ...
+    def set_verification(self, run_id: int, *, ok: bool, reason: str,
+                         verified_at: datetime) -> None: ...
     def mark_failed(self, run_id: int, *, finished_at: datetime, error: str,
                     started_at: datetime | None = None) -> None: ...
     def set_file_state(self, run_ids: list[int], state: FileState) -> None: ...
@@ -90,6 +96,7 @@ class BackupService:
         self.runtime_dir = runtime_dir
         self.clock = clock
         self.schedules_provider: Callable[[], list[ScheduleInfo]] = list
+        self.events = EventHub()
         self._conninfo = _conninfo(config.database.url)
         self._pool = ThreadPoolExecutor(max_workers=config.backup.max_concurrent,
                                         thread_name_prefix="backup")
@@ -97,6 +104,7 @@ class BackupService:
         self._admitted = 0  # queued + running, for the maxQueued limit
         self._active: dict[int, DumpProcess] = {}
         self._futures: dict[int, Future[CreateResult]] = {}
+        self._progress: dict[int, tuple[int, int]] = {}  # run id -> (bytes, estimate)
         self._closing = False
 
     # -- lifecycle ----------------------------------------------------------
@@ -239,10 +247,13 @@ class BackupService:
                 temp_path=str(job.directory / f".{stem}{plan.extension}.run{run.id}.partial"),
                 format=plan.format, compression=plan.compression,
                 pg_dump_version=binary.version, server_version=server.version)
+            self.events.on_run_started(self.store.get(run.id))
             bound.debug("pg_dump starting", pg_dump=binary.path, pg_dump_version=binary.version,
                         server_version=server.version, format=plan.format,
                         compression=plan.compression)
-            outcome = dump.run(job.directory, stem, run.id, b.timeout_seconds)
+            outcome = dump.run(job.directory, stem, run.id, b.timeout_seconds,
+                               on_progress=self._progress_recorder(run.id,
+                                                                   server.database_size))
         except BackupError as exc:
             self._fail(run, started, exc, bound)
         except Exception as exc:  # a bug or an unexpected OS error: still record the run
@@ -251,12 +262,15 @@ class BackupService:
         finally:
             with self._lock:
                 self._active.pop(run.id, None)
+                self._progress.pop(run.id, None)
         finished = self.clock()
         self.store.mark_succeeded(run.id, finished_at=finished, file_path=str(outcome.path),
-                                  size_bytes=outcome.size_bytes, sha256=outcome.sha256)
+                                  size_bytes=outcome.size_bytes, sha256=outcome.sha256,
+                                  bytes_written=outcome.bytes_in)
         bound.info("Database backup completed successfully", file_path=str(outcome.path),
                    size_bytes=outcome.size_bytes,
                    duration_seconds=round((finished - started).total_seconds(), 3))
+        self.events.on_run_finished(self.store.get(run.id))
         deleted = 0
         if job.cleanup_old:
             try:
@@ -266,12 +280,36 @@ class BackupService:
                 bound.exception("Cleanup after backup failed")
         return CreateResult(self.store.get(run.id), deleted)
 
+    def _progress_recorder(self, run_id: int, estimate: int) -> Callable[[int], None]:
+        """Track bytes produced; persist at most once a second (cheap, and enough
+        for GetBackup and WatchBackup)."""
+        last_saved = [0.0]
+
+        def record(seen: int) -> None:
+            total = max(estimate, seen)
+            with self._lock:
+                self._progress[run_id] = (seen, total)
+            now = time.monotonic()
+            if now - last_saved[0] >= 1.0:
+                last_saved[0] = now
+                self.store.set_progress(run_id, bytes_written=seen, estimated_total_bytes=total)
+
+        with self._lock:
+            self._progress[run_id] = (0, estimate)
+        return record
+
+    def progress(self, run_id: int) -> tuple[int, int]:
+        """(bytes produced so far, estimated total) of a running run; (0, 0) otherwise."""
+        with self._lock:
+            return self._progress.get(run_id, (0, 0))
+
     def _fail(self, run: Run, started: datetime, exc: BackupError,
               bound: structlog.typing.FilteringBoundLogger) -> NoReturn:
         """Record the failure on the run, log it, and raise it for the caller."""
         self.store.mark_failed(run.id, finished_at=self.clock(), error=exc.message,
                                started_at=started)
         bound.error("Database backup failed", error=exc.message)
+        self.events.on_run_finished(self.store.get(run.id))
         exc.message = f"backup {run.id} failed: {exc.message}"
         exc.args = (exc.message,)
         raise exc
@@ -317,7 +355,10 @@ class BackupService:
                 files.fsync_dir(directory)
         log.info("Cleanup completed", deleted_files=len(deleted), freed_bytes=freed,
                  dry_run=dry_run, backup_dir=key, retention_days=retention_days)
-        return CleanupResult(len(deleted), freed, dry_run, tuple(deleted))
+        result = CleanupResult(len(deleted), freed, dry_run, tuple(deleted))
+        if not dry_run:
+            self.events.on_cleanup(result, key)
+        return result
 
     # -- queries ------------------------------------------------------------
 

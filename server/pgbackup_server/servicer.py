@@ -42,7 +42,10 @@ def run_to_proto(run: Run) -> pb.Backup:
         error=run.error, schedule=run.schedule, backup_dir=run.backup_dir, format=run.format,
         compression=run.compression, pg_dump_version=run.pg_dump_version,
         server_version=run.server_version, file_deleted=run.file_state is FileState.DELETED,
-        file_missing=run.file_state is FileState.MISSING, queued_at=_ts(run.queued_at))
+        file_missing=run.file_state is FileState.MISSING, queued_at=_ts(run.queued_at),
+        bytes_written=run.bytes_written, estimated_total_bytes=run.estimated_total_bytes,
+        verification=run.verification, verification_reason=run.verification_reason,
+        verified_at=_ts(run.verified_at))
 
 
 def _summary(summary: RunSummary | None) -> pb.RunSummary | None:
@@ -58,7 +61,9 @@ def stats_to_proto(stats: Stats) -> pb.GetStatsResponse:
         oldest_backup=_ts(stats.oldest_backup), newest_backup=_ts(stats.newest_backup),
         backup_directory=stats.backup_directory, succeeded_runs=stats.succeeded_runs,
         failed_runs=stats.failed_runs, running_runs=stats.running_runs,
-        last_success=_summary(stats.last_success), last_failure=_summary(stats.last_failure))
+        last_success=_summary(stats.last_success), last_failure=_summary(stats.last_failure),
+        verified_backups=stats.verified_backups,
+        verification_failures=stats.verification_failures)
 
 
 def schedule_to_proto(s: ScheduleInfo) -> pb.Schedule:

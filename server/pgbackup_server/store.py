@@ -85,11 +85,17 @@ runs = Table(
     Column("server_version", String(32), nullable=False, default=""),
     Column("file_state", String(16), nullable=False, default=FileState.NONE.value),
     Column("present", Boolean, nullable=False, default=False),
+    Column("bytes_written", Integer, nullable=False, default=0),
+    Column("estimated_total_bytes", Integer, nullable=False, default=0),
+    Column("verification", String(16), nullable=False, default=""),
+    Column("verification_reason", Text, nullable=False, default=""),
+    Column("verified_at", UTCDateTime),
     Index("ix_runs_status_finished", "status", "finished_at"),
     Index("ix_runs_database_id", "database", "id"),
     Index("ix_runs_present_started", "present", "started_at"),
     Index("ix_runs_dir_present", "backup_dir", "present"),
     Index("ix_runs_schedule_queued", "schedule", "queued_at"),
+    Index("ix_runs_verification", "verification"),
 )
 
 
@@ -103,6 +109,9 @@ def _row_to_run(row: Any) -> Run:
         finished_at=m["finished_at"], error=m["error"], format=m["format"],
         compression=m["compression"], pg_dump_version=m["pg_dump_version"],
         server_version=m["server_version"], file_state=FileState(m["file_state"]),
+        bytes_written=m["bytes_written"], estimated_total_bytes=m["estimated_total_bytes"],
+        verification=m["verification"], verification_reason=m["verification_reason"],
+        verified_at=m["verified_at"],
     )
 
 
@@ -170,10 +179,21 @@ class SqlRunStore:
                      temp_path=temp_path, format=format, compression=compression,
                      pg_dump_version=pg_dump_version, server_version=server_version)
 
+    def set_progress(self, run_id: int, *, bytes_written: int,
+                     estimated_total_bytes: int) -> None:
+        self._update(run_id, bytes_written=bytes_written,
+                     estimated_total_bytes=estimated_total_bytes)
+
+    def set_verification(self, run_id: int, *, ok: bool, reason: str,
+                         verified_at: datetime) -> None:
+        self._update(run_id, verification="OK" if ok else "FAILED",
+                     verification_reason=reason, verified_at=verified_at)
+
     def mark_succeeded(self, run_id: int, *, finished_at: datetime, file_path: str,
-                       size_bytes: int, sha256: str) -> None:
+                       size_bytes: int, sha256: str, bytes_written: int = 0) -> None:
         self._update(run_id, status=RunStatus.SUCCEEDED.value, finished_at=finished_at,
                      file_path=file_path, temp_path="", size_bytes=size_bytes, sha256=sha256,
+                     bytes_written=bytes_written,
                      file_state=FileState.PRESENT.value, present=True)
 
     def mark_failed(self, run_id: int, *, finished_at: datetime, error: str,
@@ -262,6 +282,9 @@ class SqlRunStore:
                 .where(runs.c.present.is_(True))).one()
             counts: dict[str, int] = dict(conn.execute(
                 select(runs.c.status, func.count()).group_by(runs.c.status)).all())
+            verified: dict[str, int] = dict(conn.execute(
+                select(runs.c.verification, func.count()).where(runs.c.verification != "")
+                .group_by(runs.c.verification)).all())
             last_ok = conn.execute(
                 select(runs.c.id, runs.c.finished_at, runs.c.file_path)
                 .where(runs.c.status == RunStatus.SUCCEEDED.value)
@@ -283,6 +306,8 @@ class SqlRunStore:
             if last_ok else None,
             last_failure=RunSummary(last_fail[0], last_fail[1], error=last_fail[2])
             if last_fail else None,
+            verified_backups=int(verified.get("OK", 0)),
+            verification_failures=int(verified.get("FAILED", 0)),
         )
 
     def bulk_insert(self, rows: Sequence[dict[str, Any]]) -> None:

@@ -34,7 +34,7 @@ SCHEDULE: Trigger
 MANUAL: Trigger
 
 class Backup(_message.Message):
-    __slots__ = ("id", "database", "status", "trigger", "file_path", "size_bytes", "sha256", "started_at", "finished_at", "duration_seconds", "error", "schedule", "backup_dir", "format", "compression", "pg_dump_version", "server_version", "file_deleted", "file_missing", "queued_at")
+    __slots__ = ("id", "database", "status", "trigger", "file_path", "size_bytes", "sha256", "started_at", "finished_at", "duration_seconds", "error", "schedule", "backup_dir", "format", "compression", "pg_dump_version", "server_version", "file_deleted", "file_missing", "queued_at", "bytes_written", "estimated_total_bytes", "verification", "verification_reason", "verified_at")
     ID_FIELD_NUMBER: _ClassVar[int]
     DATABASE_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -55,6 +55,11 @@ class Backup(_message.Message):
     FILE_DELETED_FIELD_NUMBER: _ClassVar[int]
     FILE_MISSING_FIELD_NUMBER: _ClassVar[int]
     QUEUED_AT_FIELD_NUMBER: _ClassVar[int]
+    BYTES_WRITTEN_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    VERIFICATION_FIELD_NUMBER: _ClassVar[int]
+    VERIFICATION_REASON_FIELD_NUMBER: _ClassVar[int]
+    VERIFIED_AT_FIELD_NUMBER: _ClassVar[int]
     id: int
     database: str
     status: BackupStatus
@@ -75,25 +80,34 @@ class Backup(_message.Message):
     file_deleted: bool
     file_missing: bool
     queued_at: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[int] = ..., database: _Optional[str] = ..., status: _Optional[_Union[BackupStatus, str]] = ..., trigger: _Optional[_Union[Trigger, str]] = ..., file_path: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration_seconds: _Optional[float] = ..., error: _Optional[str] = ..., schedule: _Optional[str] = ..., backup_dir: _Optional[str] = ..., format: _Optional[str] = ..., compression: _Optional[str] = ..., pg_dump_version: _Optional[str] = ..., server_version: _Optional[str] = ..., file_deleted: _Optional[bool] = ..., file_missing: _Optional[bool] = ..., queued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    bytes_written: int
+    estimated_total_bytes: int
+    verification: str
+    verification_reason: str
+    verified_at: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[int] = ..., database: _Optional[str] = ..., status: _Optional[_Union[BackupStatus, str]] = ..., trigger: _Optional[_Union[Trigger, str]] = ..., file_path: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration_seconds: _Optional[float] = ..., error: _Optional[str] = ..., schedule: _Optional[str] = ..., backup_dir: _Optional[str] = ..., format: _Optional[str] = ..., compression: _Optional[str] = ..., pg_dump_version: _Optional[str] = ..., server_version: _Optional[str] = ..., file_deleted: _Optional[bool] = ..., file_missing: _Optional[bool] = ..., queued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bytes_written: _Optional[int] = ..., estimated_total_bytes: _Optional[int] = ..., verification: _Optional[str] = ..., verification_reason: _Optional[str] = ..., verified_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CreateBackupRequest(_message.Message):
-    __slots__ = ("background",)
+    __slots__ = ("background", "database")
     BACKGROUND_FIELD_NUMBER: _ClassVar[int]
+    DATABASE_FIELD_NUMBER: _ClassVar[int]
     background: bool
-    def __init__(self, background: _Optional[bool] = ...) -> None: ...
+    database: str
+    def __init__(self, background: _Optional[bool] = ..., database: _Optional[str] = ...) -> None: ...
 
 class CreateCustomBackupRequest(_message.Message):
-    __slots__ = ("backup_dir", "retention_days", "cleanup_old", "background")
+    __slots__ = ("backup_dir", "retention_days", "cleanup_old", "background", "database")
     BACKUP_DIR_FIELD_NUMBER: _ClassVar[int]
     RETENTION_DAYS_FIELD_NUMBER: _ClassVar[int]
     CLEANUP_OLD_FIELD_NUMBER: _ClassVar[int]
     BACKGROUND_FIELD_NUMBER: _ClassVar[int]
+    DATABASE_FIELD_NUMBER: _ClassVar[int]
     backup_dir: str
     retention_days: int
     cleanup_old: bool
     background: bool
-    def __init__(self, backup_dir: _Optional[str] = ..., retention_days: _Optional[int] = ..., cleanup_old: _Optional[bool] = ..., background: _Optional[bool] = ...) -> None: ...
+    database: str
+    def __init__(self, backup_dir: _Optional[str] = ..., retention_days: _Optional[int] = ..., cleanup_old: _Optional[bool] = ..., background: _Optional[bool] = ..., database: _Optional[str] = ...) -> None: ...
 
 class CreateBackupResponse(_message.Message):
     __slots__ = ("backup", "deleted_files")
@@ -104,8 +118,26 @@ class CreateBackupResponse(_message.Message):
     def __init__(self, backup: _Optional[_Union[Backup, _Mapping]] = ..., deleted_files: _Optional[int] = ...) -> None: ...
 
 class GetStatsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("database",)
+    DATABASE_FIELD_NUMBER: _ClassVar[int]
+    database: str
+    def __init__(self, database: _Optional[str] = ...) -> None: ...
+
+class DatabaseStats(_message.Message):
+    __slots__ = ("database", "total_backups", "total_size_bytes", "newest_backup", "last_success", "last_failure")
+    DATABASE_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BACKUPS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    NEWEST_BACKUP_FIELD_NUMBER: _ClassVar[int]
+    LAST_SUCCESS_FIELD_NUMBER: _ClassVar[int]
+    LAST_FAILURE_FIELD_NUMBER: _ClassVar[int]
+    database: str
+    total_backups: int
+    total_size_bytes: int
+    newest_backup: _timestamp_pb2.Timestamp
+    last_success: RunSummary
+    last_failure: RunSummary
+    def __init__(self, database: _Optional[str] = ..., total_backups: _Optional[int] = ..., total_size_bytes: _Optional[int] = ..., newest_backup: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_success: _Optional[_Union[RunSummary, _Mapping]] = ..., last_failure: _Optional[_Union[RunSummary, _Mapping]] = ...) -> None: ...
 
 class RunSummary(_message.Message):
     __slots__ = ("id", "time", "file_path", "error")
@@ -120,7 +152,7 @@ class RunSummary(_message.Message):
     def __init__(self, id: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., file_path: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
 
 class GetStatsResponse(_message.Message):
-    __slots__ = ("total_backups", "total_size_bytes", "oldest_backup", "newest_backup", "backup_directory", "succeeded_runs", "failed_runs", "running_runs", "last_success", "last_failure")
+    __slots__ = ("total_backups", "total_size_bytes", "oldest_backup", "newest_backup", "backup_directory", "succeeded_runs", "failed_runs", "running_runs", "last_success", "last_failure", "verified_backups", "verification_failures", "databases")
     TOTAL_BACKUPS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     OLDEST_BACKUP_FIELD_NUMBER: _ClassVar[int]
@@ -131,6 +163,9 @@ class GetStatsResponse(_message.Message):
     RUNNING_RUNS_FIELD_NUMBER: _ClassVar[int]
     LAST_SUCCESS_FIELD_NUMBER: _ClassVar[int]
     LAST_FAILURE_FIELD_NUMBER: _ClassVar[int]
+    VERIFIED_BACKUPS_FIELD_NUMBER: _ClassVar[int]
+    VERIFICATION_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    DATABASES_FIELD_NUMBER: _ClassVar[int]
     total_backups: int
     total_size_bytes: int
     oldest_backup: _timestamp_pb2.Timestamp
@@ -141,7 +176,10 @@ class GetStatsResponse(_message.Message):
     running_runs: int
     last_success: RunSummary
     last_failure: RunSummary
-    def __init__(self, total_backups: _Optional[int] = ..., total_size_bytes: _Optional[int] = ..., oldest_backup: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., newest_backup: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., backup_directory: _Optional[str] = ..., succeeded_runs: _Optional[int] = ..., failed_runs: _Optional[int] = ..., running_runs: _Optional[int] = ..., last_success: _Optional[_Union[RunSummary, _Mapping]] = ..., last_failure: _Optional[_Union[RunSummary, _Mapping]] = ...) -> None: ...
+    verified_backups: int
+    verification_failures: int
+    databases: _containers.RepeatedCompositeFieldContainer[DatabaseStats]
+    def __init__(self, total_backups: _Optional[int] = ..., total_size_bytes: _Optional[int] = ..., oldest_backup: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., newest_backup: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., backup_directory: _Optional[str] = ..., succeeded_runs: _Optional[int] = ..., failed_runs: _Optional[int] = ..., running_runs: _Optional[int] = ..., last_success: _Optional[_Union[RunSummary, _Mapping]] = ..., last_failure: _Optional[_Union[RunSummary, _Mapping]] = ..., verified_backups: _Optional[int] = ..., verification_failures: _Optional[int] = ..., databases: _Optional[_Iterable[_Union[DatabaseStats, _Mapping]]] = ...) -> None: ...
 
 class CleanupRequest(_message.Message):
     __slots__ = ("dry_run",)
@@ -212,3 +250,137 @@ class ListSchedulesResponse(_message.Message):
     SCHEDULES_FIELD_NUMBER: _ClassVar[int]
     schedules: _containers.RepeatedCompositeFieldContainer[Schedule]
     def __init__(self, schedules: _Optional[_Iterable[_Union[Schedule, _Mapping]]] = ...) -> None: ...
+
+class WatchBackupRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    def __init__(self, id: _Optional[int] = ...) -> None: ...
+
+class BackupProgress(_message.Message):
+    __slots__ = ("id", "status", "bytes_written", "estimated_total_bytes", "elapsed_seconds", "bytes_per_second", "backup")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_WRITTEN_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    ELAPSED_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    BACKUP_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    status: BackupStatus
+    bytes_written: int
+    estimated_total_bytes: int
+    elapsed_seconds: float
+    bytes_per_second: float
+    backup: Backup
+    def __init__(self, id: _Optional[int] = ..., status: _Optional[_Union[BackupStatus, str]] = ..., bytes_written: _Optional[int] = ..., estimated_total_bytes: _Optional[int] = ..., elapsed_seconds: _Optional[float] = ..., bytes_per_second: _Optional[float] = ..., backup: _Optional[_Union[Backup, _Mapping]] = ...) -> None: ...
+
+class VerifyBackupRequest(_message.Message):
+    __slots__ = ("id", "deep")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    DEEP_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    deep: bool
+    def __init__(self, id: _Optional[int] = ..., deep: _Optional[bool] = ...) -> None: ...
+
+class TableRows(_message.Message):
+    __slots__ = ("schema", "table", "rows")
+    SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    schema: str
+    table: str
+    rows: int
+    def __init__(self, schema: _Optional[str] = ..., table: _Optional[str] = ..., rows: _Optional[int] = ...) -> None: ...
+
+class VerifyBackupResponse(_message.Message):
+    __slots__ = ("verification", "reason", "deep", "verified_at", "tables", "duration_seconds")
+    VERIFICATION_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    DEEP_FIELD_NUMBER: _ClassVar[int]
+    VERIFIED_AT_FIELD_NUMBER: _ClassVar[int]
+    TABLES_FIELD_NUMBER: _ClassVar[int]
+    DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    verification: str
+    reason: str
+    deep: bool
+    verified_at: _timestamp_pb2.Timestamp
+    tables: _containers.RepeatedCompositeFieldContainer[TableRows]
+    duration_seconds: float
+    def __init__(self, verification: _Optional[str] = ..., reason: _Optional[str] = ..., deep: _Optional[bool] = ..., verified_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tables: _Optional[_Iterable[_Union[TableRows, _Mapping]]] = ..., duration_seconds: _Optional[float] = ...) -> None: ...
+
+class RestoreBackupRequest(_message.Message):
+    __slots__ = ("id", "target_database", "overwrite", "schemas", "tables", "jobs", "background")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TARGET_DATABASE_FIELD_NUMBER: _ClassVar[int]
+    OVERWRITE_FIELD_NUMBER: _ClassVar[int]
+    SCHEMAS_FIELD_NUMBER: _ClassVar[int]
+    TABLES_FIELD_NUMBER: _ClassVar[int]
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    BACKGROUND_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    target_database: str
+    overwrite: bool
+    schemas: _containers.RepeatedScalarFieldContainer[str]
+    tables: _containers.RepeatedScalarFieldContainer[str]
+    jobs: int
+    background: bool
+    def __init__(self, id: _Optional[int] = ..., target_database: _Optional[str] = ..., overwrite: _Optional[bool] = ..., schemas: _Optional[_Iterable[str]] = ..., tables: _Optional[_Iterable[str]] = ..., jobs: _Optional[int] = ..., background: _Optional[bool] = ...) -> None: ...
+
+class RestoreRun(_message.Message):
+    __slots__ = ("id", "backup_id", "target_database", "status", "started_at", "finished_at", "duration_seconds", "error", "requested_by", "schemas", "tables")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    BACKUP_ID_FIELD_NUMBER: _ClassVar[int]
+    TARGET_DATABASE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_BY_FIELD_NUMBER: _ClassVar[int]
+    SCHEMAS_FIELD_NUMBER: _ClassVar[int]
+    TABLES_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    backup_id: int
+    target_database: str
+    status: BackupStatus
+    started_at: _timestamp_pb2.Timestamp
+    finished_at: _timestamp_pb2.Timestamp
+    duration_seconds: float
+    error: str
+    requested_by: str
+    schemas: _containers.RepeatedScalarFieldContainer[str]
+    tables: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[int] = ..., backup_id: _Optional[int] = ..., target_database: _Optional[str] = ..., status: _Optional[_Union[BackupStatus, str]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration_seconds: _Optional[float] = ..., error: _Optional[str] = ..., requested_by: _Optional[str] = ..., schemas: _Optional[_Iterable[str]] = ..., tables: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetRestoreRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    def __init__(self, id: _Optional[int] = ...) -> None: ...
+
+class ListBackupContentsRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    def __init__(self, id: _Optional[int] = ...) -> None: ...
+
+class ContentEntry(_message.Message):
+    __slots__ = ("schema", "name", "kind", "size_bytes")
+    SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    schema: str
+    name: str
+    kind: str
+    size_bytes: int
+    def __init__(self, schema: _Optional[str] = ..., name: _Optional[str] = ..., kind: _Optional[str] = ..., size_bytes: _Optional[int] = ...) -> None: ...
+
+class ListBackupContentsResponse(_message.Message):
+    __slots__ = ("entries", "schemas")
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    SCHEMAS_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[ContentEntry]
+    schemas: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, entries: _Optional[_Iterable[_Union[ContentEntry, _Mapping]]] = ..., schemas: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -69,6 +69,31 @@ class BackupServiceStub:
                 request_serializer=backup_dot_v1_dot_backup__pb2.ListSchedulesRequest.SerializeToString,
                 response_deserializer=backup_dot_v1_dot_backup__pb2.ListSchedulesResponse.FromString,
                 _registered_method=True)
+        self.WatchBackup = channel.unary_stream(
+                '/backup.v1.BackupService/WatchBackup',
+                request_serializer=backup_dot_v1_dot_backup__pb2.WatchBackupRequest.SerializeToString,
+                response_deserializer=backup_dot_v1_dot_backup__pb2.BackupProgress.FromString,
+                _registered_method=True)
+        self.VerifyBackup = channel.unary_unary(
+                '/backup.v1.BackupService/VerifyBackup',
+                request_serializer=backup_dot_v1_dot_backup__pb2.VerifyBackupRequest.SerializeToString,
+                response_deserializer=backup_dot_v1_dot_backup__pb2.VerifyBackupResponse.FromString,
+                _registered_method=True)
+        self.RestoreBackup = channel.unary_unary(
+                '/backup.v1.BackupService/RestoreBackup',
+                request_serializer=backup_dot_v1_dot_backup__pb2.RestoreBackupRequest.SerializeToString,
+                response_deserializer=backup_dot_v1_dot_backup__pb2.RestoreRun.FromString,
+                _registered_method=True)
+        self.GetRestore = channel.unary_unary(
+                '/backup.v1.BackupService/GetRestore',
+                request_serializer=backup_dot_v1_dot_backup__pb2.GetRestoreRequest.SerializeToString,
+                response_deserializer=backup_dot_v1_dot_backup__pb2.RestoreRun.FromString,
+                _registered_method=True)
+        self.ListBackupContents = channel.unary_unary(
+                '/backup.v1.BackupService/ListBackupContents',
+                request_serializer=backup_dot_v1_dot_backup__pb2.ListBackupContentsRequest.SerializeToString,
+                response_deserializer=backup_dot_v1_dot_backup__pb2.ListBackupContentsResponse.FromString,
+                _registered_method=True)
 
 
 class BackupServiceServicer:
@@ -123,6 +148,42 @@ class BackupServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchBackup(self, request, context):
+        """Progress events of a run until it ends (the last event carries the run).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VerifyBackup(self, request, context):
+        """Checks a backup: checksum and archive structure (quick), or a real
+        restore into a scratch database (deep).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RestoreBackup(self, request, context):
+        """Restores a backup, whole or some schemas/tables, into a database.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRestore(self, request, context):
+        """One recorded restore.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListBackupContents(self, request, context):
+        """Schemas, tables and their sizes, from the backup's table of contents.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BackupServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -160,6 +221,31 @@ def add_BackupServiceServicer_to_server(servicer, server):
                     servicer.ListSchedules,
                     request_deserializer=backup_dot_v1_dot_backup__pb2.ListSchedulesRequest.FromString,
                     response_serializer=backup_dot_v1_dot_backup__pb2.ListSchedulesResponse.SerializeToString,
+            ),
+            'WatchBackup': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchBackup,
+                    request_deserializer=backup_dot_v1_dot_backup__pb2.WatchBackupRequest.FromString,
+                    response_serializer=backup_dot_v1_dot_backup__pb2.BackupProgress.SerializeToString,
+            ),
+            'VerifyBackup': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyBackup,
+                    request_deserializer=backup_dot_v1_dot_backup__pb2.VerifyBackupRequest.FromString,
+                    response_serializer=backup_dot_v1_dot_backup__pb2.VerifyBackupResponse.SerializeToString,
+            ),
+            'RestoreBackup': grpc.unary_unary_rpc_method_handler(
+                    servicer.RestoreBackup,
+                    request_deserializer=backup_dot_v1_dot_backup__pb2.RestoreBackupRequest.FromString,
+                    response_serializer=backup_dot_v1_dot_backup__pb2.RestoreRun.SerializeToString,
+            ),
+            'GetRestore': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRestore,
+                    request_deserializer=backup_dot_v1_dot_backup__pb2.GetRestoreRequest.FromString,
+                    response_serializer=backup_dot_v1_dot_backup__pb2.RestoreRun.SerializeToString,
+            ),
+            'ListBackupContents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBackupContents,
+                    request_deserializer=backup_dot_v1_dot_backup__pb2.ListBackupContentsRequest.FromString,
+                    response_serializer=backup_dot_v1_dot_backup__pb2.ListBackupContentsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -351,6 +437,141 @@ class BackupService:
             '/backup.v1.BackupService/ListSchedules',
             backup_dot_v1_dot_backup__pb2.ListSchedulesRequest.SerializeToString,
             backup_dot_v1_dot_backup__pb2.ListSchedulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchBackup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/backup.v1.BackupService/WatchBackup',
+            backup_dot_v1_dot_backup__pb2.WatchBackupRequest.SerializeToString,
+            backup_dot_v1_dot_backup__pb2.BackupProgress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyBackup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/backup.v1.BackupService/VerifyBackup',
+            backup_dot_v1_dot_backup__pb2.VerifyBackupRequest.SerializeToString,
+            backup_dot_v1_dot_backup__pb2.VerifyBackupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RestoreBackup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/backup.v1.BackupService/RestoreBackup',
+            backup_dot_v1_dot_backup__pb2.RestoreBackupRequest.SerializeToString,
+            backup_dot_v1_dot_backup__pb2.RestoreRun.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRestore(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/backup.v1.BackupService/GetRestore',
+            backup_dot_v1_dot_backup__pb2.GetRestoreRequest.SerializeToString,
+            backup_dot_v1_dot_backup__pb2.RestoreRun.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBackupContents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/backup.v1.BackupService/ListBackupContents',
+            backup_dot_v1_dot_backup__pb2.ListBackupContentsRequest.SerializeToString,
+            backup_dot_v1_dot_backup__pb2.ListBackupContentsResponse.FromString,
             options,
             channel_credentials,
             insecure,

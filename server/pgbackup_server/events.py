@@ -1,0 +1,72 @@
+"""Service events, for metrics, alerts and notifications.
+
+Listeners are called synchronously but shielded: a failing listener is logged
+and counted, and never fails or delays a backup beyond its own call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import structlog
+
+from .models import CleanupResult, Run
+
+log = structlog.get_logger("pgbackup")
+
+
+class Listener:
+    """Base class: override what you need; every method is optional."""
+
+    def on_run_started(self, run: Run) -> None:
+        """A run moved to RUNNING."""
+
+    def on_run_finished(self, run: Run) -> None:
+        """A run reached SUCCEEDED or FAILED (``run`` is the stored record)."""
+
+    def on_cleanup(self, result: CleanupResult, directory: str) -> None:
+        """Retention ran (not for dry runs)."""
+
+    def on_verification(self, run: Run, ok: bool, reason: str) -> None:
+        """A backup was verified."""
+
+    def on_missed_fire(self, schedule: str, fire_time: datetime) -> None:
+        """A schedule's fire did not happen because the service was down."""
+
+
+class EventHub(Listener):
+    """Fans events out to listeners, isolating their failures."""
+
+    def __init__(self) -> None:
+        self.listeners: list[Listener] = []
+        self.errors = 0
+
+    def add(self, listener: Listener) -> None:
+        self.listeners.append(listener)
+
+    def _emit(self, name: str, *args: Any) -> None:
+        for listener in self.listeners:
+            method: Callable[..., None] = getattr(listener, name)
+            try:
+                method(*args)
+            except Exception:
+                self.errors += 1
+                log.exception("Event listener failed", listener=type(listener).__name__,
+                              event=name)
+
+    def on_run_started(self, run: Run) -> None:
+        self._emit("on_run_started", run)
+
+    def on_run_finished(self, run: Run) -> None:
+        self._emit("on_run_finished", run)
+
+    def on_cleanup(self, result: CleanupResult, directory: str) -> None:
+        self._emit("on_cleanup", result, directory)
+
+    def on_verification(self, run: Run, ok: bool, reason: str) -> None:
+        self._emit("on_verification", run, ok, reason)
+
+    def on_missed_fire(self, schedule: str, fire_time: datetime) -> None:
+        self._emit("on_missed_fire", schedule, fire_time)
