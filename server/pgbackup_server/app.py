@@ -8,6 +8,7 @@ SIGTERM/SIGINT and shuts down gracefully.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import signal
 import sys
@@ -50,6 +51,7 @@ class App:
         self.config = config
         self.clock = clock
         self.grpc_port = 0
+        self.upstream_port = 0  # where Envoy sends requests (clear text on loopback)
         self.http_port = 0
         self.envoy: Any = None
         self._server: Any = None
@@ -66,11 +68,13 @@ class App:
 
         from pgbackup_client._gen.backup.v1 import backup_pb2, backup_pb2_grpc
 
+        from .auth import AuthInterceptor
         from .scheduler import Scheduler
         from .servicer import BackupServicer, ErrorInterceptor
         from .store import SqlRunStore
 
         cfg = self.config
+        check_exposure(cfg)
         binaries = find_pg_dump(cfg)
         for binary in binaries:
             log.debug("pg_dump found", path=binary.path, version=binary.version)
@@ -85,9 +89,12 @@ class App:
 
         b = cfg.backup
         workers = b.max_concurrent + b.max_queued + 32
+        interceptors: list[Any] = [ErrorInterceptor()]
+        if cfg.auth.token_sha256:
+            interceptors.insert(0, AuthInterceptor(cfg.auth.token_sha256))
         self._server = grpc.server(ThreadPoolExecutor(max_workers=workers,
                                                       thread_name_prefix="grpc"),
-                                   interceptors=[ErrorInterceptor()],
+                                   interceptors=interceptors,
                                    options=[("grpc.so_reuseport", 0)])
         backup_pb2_grpc.add_BackupServiceServicer_to_server(BackupServicer(self.service),
                                                             self._server)
@@ -97,7 +104,15 @@ class App:
                  health.SERVICE_NAME, reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, self._server)
         try:
-            self.grpc_port = self._server.add_insecure_port(cfg.server.grpc_address)
+            if cfg.server.tls is None:
+                self.grpc_port = self._server.add_insecure_port(cfg.server.grpc_address)
+                self.upstream_port = self.grpc_port
+            else:
+                self.grpc_port = self._server.add_secure_port(cfg.server.grpc_address,
+                                                              _server_credentials(cfg))
+                # Envoy reaches the service over loopback in clear text; clients
+                # reach Envoy and the gRPC port over TLS. Tokens apply on both.
+                self.upstream_port = self._server.add_insecure_port("127.0.0.1:0")
         except RuntimeError as exc:
             raise ConfigError(f"server.grpcAddress: cannot listen on {cfg.server.grpc_address} "
                               f"({exc}); is another backupd running?") from None
@@ -118,22 +133,33 @@ class App:
 
     def _start_envoy(self, runtime: Path) -> None:
         from .embedded import free_port
-        from .envoy import DESCRIPTOR_PATH, TEMPLATE_PATH, EnvoyProcess, find_envoy, render_config
+        from .envoy import (
+            DESCRIPTOR_PATH,
+            TEMPLATE_PATH,
+            EnvoyProcess,
+            TlsFiles,
+            find_envoy,
+            render_config,
+        )
 
         cfg = self.config.server
         http_host, _, http_port = cfg.http_address.rpartition(":")
         if http_host == "localhost":
             http_host = "127.0.0.1"
         grpc_host = cfg.grpc_address.rpartition(":")[0]
-        if grpc_host in ("0.0.0.0", "[::]", "::", "localhost"):
+        if grpc_host in ("0.0.0.0", "[::]", "::", "localhost") or cfg.tls is not None:
             grpc_host = "127.0.0.1"
         self.http_port = int(http_port) or free_port()
         admin_port = cfg.envoy_admin_port or free_port()
         try:
             yaml_text = render_config(TEMPLATE_PATH.read_text(), http_host=http_host,
                                       http_port=self.http_port, grpc_host=grpc_host.strip("[]"),
-                                      grpc_port=self.grpc_port, descriptor=str(DESCRIPTOR_PATH),
-                                      admin_port=admin_port)
+                                      grpc_port=self.upstream_port,
+                                      descriptor=str(DESCRIPTOR_PATH), admin_port=admin_port,
+                                      tls=None if cfg.tls is None else TlsFiles(
+                                          str(cfg.tls.cert), str(cfg.tls.key),
+                                          str(cfg.tls.client_ca) if cfg.tls.client_ca
+                                          else None))
         except ValueError as exc:
             raise ConfigError(f"server.httpAddress: {exc}; use an IP address such as "
                               "127.0.0.1:8000") from None
@@ -191,6 +217,43 @@ class App:
 
     def wait(self) -> None:
         self._stopped.wait()
+
+
+def _is_loopback(host: str) -> bool:
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name may resolve to anything
+
+
+def check_exposure(config: Config) -> None:
+    """Refuse to serve beyond this host without tokens, unless told to explicitly."""
+    if config.auth.token_sha256 or config.auth.allow_unauthenticated:
+        return
+    exposed = [(key, addr) for key, addr in (("server.grpcAddress", config.server.grpc_address),
+                                             ("server.httpAddress", config.server.http_address))
+               if not _is_loopback(addr.rpartition(":")[0])
+               and (key != "server.httpAddress" or config.server.envoy)]
+    if exposed:
+        key, addr = exposed[0]
+        raise ConfigError(
+            f"{key}: refusing to listen on {addr} without authentication; add token digests "
+            "to auth.tokenSha256 (backupctl token new prints one), listen on 127.0.0.1, or "
+            "set auth.allowUnauthenticated: true to accept unauthenticated access explicitly")
+
+
+def _server_credentials(config: Config) -> Any:
+    import grpc
+
+    tls = config.server.tls
+    assert tls is not None
+    key, cert = tls.key.read_bytes(), tls.cert.read_bytes()
+    ca = tls.client_ca.read_bytes() if tls.client_ca else None
+    return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca,
+                                       require_client_auth=ca is not None)
 
 
 def _with_port(address: str, port: int) -> str:

@@ -39,6 +39,9 @@ def confine(requested: str, allowed: tuple[Path, ...], field: str = "backup_dir"
         raise InvalidArgument(f"{field}: contains a NUL byte")
     if len(requested) > MAX_PATH:
         raise InvalidArgument(f"{field}: longer than {MAX_PATH} characters")
+    if not os.path.isabs(os.path.expanduser(requested)):
+        raise InvalidArgument(f"{field}: must be an absolute path inside one of: "
+                              f"{_roots(allowed)}")
     try:
         resolved = Path(os.path.realpath(os.path.expanduser(requested)))
     except (OSError, ValueError) as exc:
