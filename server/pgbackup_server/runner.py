@@ -168,8 +168,10 @@ def dbname_argument(conninfo: Mapping[str, str]) -> str:
 class DumpProcess:
     """One pg_dump child with a deadline and a way to cancel it."""
 
-    def __init__(self, plan: DumpPlan, conninfo: Mapping[str, str], runtime_dir: str) -> None:
+    def __init__(self, plan: DumpPlan, conninfo: Mapping[str, str], runtime_dir: str, *,
+                 kill_grace: float = KILL_GRACE_SECONDS) -> None:
         self.plan = plan
+        self.kill_grace = kill_grace
         self.conninfo = dict(conninfo)
         self.runtime_dir = runtime_dir
         self._proc: subprocess.Popen[bytes] | None = None
@@ -194,10 +196,9 @@ class DumpProcess:
         _signal_group(proc, signal.SIGTERM)
         threading.Thread(target=self._kill_later, args=(proc,), daemon=True).start()
 
-    @staticmethod
-    def _kill_later(proc: subprocess.Popen[bytes]) -> None:
+    def _kill_later(self, proc: subprocess.Popen[bytes]) -> None:
         try:
-            proc.wait(KILL_GRACE_SECONDS)
+            proc.wait(self.kill_grace)
         except subprocess.TimeoutExpired:
             _signal_group(proc, signal.SIGKILL)
 
@@ -235,6 +236,8 @@ class DumpProcess:
                 reason = os.strerror(exc.errno) if exc.errno else str(exc)
                 if exc.errno == errno.ENOSPC:
                     reason = "no space left on device"
+                elif exc.errno == errno.EFBIG:
+                    reason = "file too large (the process file-size limit was reached)"
                 raise BackupFailed(f"writing {temp.name} failed: {reason}") from None
             finally:
                 timer.cancel()
