@@ -130,6 +130,7 @@ def start_app(pg: EmbeddedPostgres, tmp_path: Path) -> Iterator[Callable[..., Ru
     def start(*, clock: ManualClock | None = None, envoy: bool = True,
               root: Path | None = None, **overrides: Any) -> Running:
         r = root or tmp_path
+        r.mkdir(parents=True, exist_ok=True)
         cfg = base_config(pg, r, **overrides)
         cfg["server"]["envoy"] = envoy and cfg["server"].get("envoy", True)
         (r / "config.yaml").write_text(yaml.safe_dump(cfg))

@@ -12,9 +12,9 @@ from pathlib import Path
 import psycopg
 import pytest
 from conftest import DB, ManualClock, base_config
-from pgbackup_client import BackupClient
 from procs import Backupd, pg_dump_pids, wait_for
 
+from pgbackup_client import BackupClient
 from pgbackup_server.embedded import EmbeddedPostgres, free_port, seed_sample
 from pgbackup_server.pgtools import PgBinary
 from pgbackup_server.runner import DumpPlan, DumpProcess

@@ -17,9 +17,9 @@ import yaml
 from certs import make_pki
 from conftest import base_config
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from pgbackup_client import BackupClient, Unauthenticated
 from pgbackup_client.cli import main as backupctl
-
 from pgbackup_server.app import check_exposure
 from pgbackup_server.auth import check_bearer, token_digest
 from pgbackup_server.config import build_config

@@ -130,6 +130,33 @@ def is_our_regular_file(path: Path) -> bool:
     return stat.S_ISREG(st.st_mode) and bool(BACKUP_NAME.match(path.name))
 
 
+def delete_backup(path: Path, allowed: tuple[Path, ...]) -> int | None:
+    """Delete a backup file the service wrote; return its size, or None when the
+    path is no longer such a file. Never deletes through a symlink: the directory
+    must still resolve inside an allowed root, and the name is unlinked relative
+    to that directory only if it is a regular file there."""
+    real_dir = Path(os.path.realpath(path.parent))
+    roots = [Path(os.path.realpath(r)) for r in allowed]
+    if not any(real_dir == r or r in real_dir.parents for r in roots):
+        return None
+    if not BACKUP_NAME.match(path.name):
+        return None
+    try:
+        dir_fd = os.open(real_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        st = os.stat(path.name, dir_fd=dir_fd, follow_symlinks=False)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        os.unlink(path.name, dir_fd=dir_fd)
+        return st.st_size
+    except FileNotFoundError:
+        return None
+    finally:
+        os.close(dir_fd)
+
+
 def remove_orphan_temps(directory: Path) -> list[Path]:
     """Delete temporary files an earlier crash left in ``directory``; only names
     the service uses, and only regular files."""

@@ -34,10 +34,15 @@ def expired(runs: Iterable[Run], *, now: datetime, retention_days: int, min_keep
     for database, good in by_db.items():
         if latest_status.get(database) is RunStatus.FAILED:
             continue
-        good.sort(key=_started, reverse=True)
+        good.sort(key=_order, reverse=True)
         doomed.extend(r for r in good[min_keep:] if _started(r) < cutoff)
-    return sorted(doomed, key=_started)
+    return sorted(doomed, key=_order)
 
 
 def _started(run: Run) -> datetime:
     return run.started_at or run.queued_at
+
+
+def _order(run: Run) -> tuple[datetime, int]:
+    # Ids break ties: runs started in the same instant still have an order.
+    return _started(run), run.id

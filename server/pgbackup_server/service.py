@@ -68,6 +68,7 @@ class RunStore(Protocol):
     def present_runs(self, backup_dir: str | None = None) -> list[Run]: ...
     def latest_status_by_database(self, backup_dir: str) -> dict[str, RunStatus]: ...
     def last_scheduled_run(self, schedule: str) -> Run | None: ...
+    def backup_dirs(self) -> list[str]: ...
     def stats(self, backup_directory: str) -> Stats: ...
 
 
@@ -121,7 +122,9 @@ class BackupService:
                                    error="interrupted: the service stopped during this run")
             log.warning("Backup run interrupted by a service stop", run_id=run.id,
                         database=run.database)
-        for directory in self.config.backup.allowed_directories:
+        directories = {*self.config.backup.allowed_directories,
+                       *(Path(d) for d in self.store.backup_dirs())}
+        for directory in sorted(directories):
             for path in files.remove_orphan_temps(directory):
                 log.info("Removed temporary file left by a crash", file_path=str(path))
         self.reconcile()
@@ -342,16 +345,22 @@ class BackupService:
                 log.warning("Not deleting: file is not the backup the service wrote",
                             run_id=run.id, file_path=run.file_path)
                 continue
-            size = os.lstat(path).st_size
-            if not dry_run:
-                os.unlink(path)
+            if dry_run:
+                size: int | None = os.lstat(path).st_size
+            else:
+                size = files.delete_backup(path, self.config.backup.allowed_directories)
+                if size is None:
+                    missing.append(run.id)
+                    log.warning("Not deleting: file changed under the service",
+                                run_id=run.id, file_path=run.file_path)
+                    continue
                 gone.append(run.id)
             deleted.append(str(path))
-            freed += size
+            freed += size or 0
         if not dry_run:
             self.store.set_file_state(gone, FileState.DELETED)
             self.store.set_file_state(missing, FileState.MISSING)
-            if gone:
+            if gone:  # once for the batch: a sync per file would make big cleanups slow
                 files.fsync_dir(directory)
         log.info("Cleanup completed", deleted_files=len(deleted), freed_bytes=freed,
                  dry_run=dry_run, backup_dir=key, retention_days=retention_days)

@@ -101,7 +101,8 @@ class BackupServicer(pb_grpc.BackupServiceServicer):
     def ListBackups(self, request: pb.ListBackupsRequest, context: Any) -> Any:
         status = None
         if request.status:
-            name = pb.BackupStatus.Name(request.status)
+            name = pb.BackupStatus.Name(request.status) \
+                if request.status in pb.BackupStatus.values() else ""
             if name not in RunStatus.__members__:
                 raise InvalidArgument(f"status: unknown value {request.status}; use PENDING, "
                                       "RUNNING, SUCCEEDED or FAILED")

@@ -267,6 +267,11 @@ class SqlRunStore:
         with self.engine.connect() as conn:
             return {db: RunStatus(st) for db, st in conn.execute(query).all()}
 
+    def backup_dirs(self) -> list[str]:
+        """Every directory the service has written backups to."""
+        with self.engine.connect() as conn:
+            return [d for (d,) in conn.execute(select(runs.c.backup_dir).distinct()).all()]
+
     def last_scheduled_run(self, schedule: str) -> Run | None:
         query = (select(runs).where(runs.c.schedule == schedule)
                  .order_by(runs.c.queued_at.desc()).limit(1))

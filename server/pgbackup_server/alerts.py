@@ -1,0 +1,295 @@
+"""Alerts: a backup that should exist and does not, or one that is not sound.
+
+- ``stale``: the database has no usable successful backup (file still on disk)
+  younger than ``alerts.maxAge``, whether runs failed or no run happened. With
+  no backup at all, the age counts from when tracking began (the first start
+  with alerts, kept in the state file), so a fresh install is not stale at once.
+- ``missed_schedule``: a schedule's fire did not happen because the service was
+  down; resolved by the next successful run of that schedule.
+- ``verification_failed``: a backup failed verification; resolved when a newer
+  backup of the database verifies.
+
+Each alert is sent once when it starts firing and once when it resolves. The
+firing set is kept in ``<server.dataDirectory>/alerts.json`` so that a restart
+neither repeats an alert nor forgets to resolve it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import tempfile
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from .config import Config
+from .events import Listener
+from .models import FileState, Run, RunStatus
+from .notify import rfc3339
+from .service import Clock, RunStore
+
+log = structlog.get_logger("pgbackup")
+
+STALE = "stale"
+MISSED_SCHEDULE = "missed_schedule"
+VERIFICATION_FAILED = "verification_failed"
+KINDS = (STALE, MISSED_SCHEDULE, VERIFICATION_FAILED)
+# Successful runs examined for a usable backup; retention deletes the oldest,
+# so a usable one, if any, is among the newest.
+_SCAN = 50
+
+
+@dataclass
+class Alert:
+    kind: str
+    subject: str  # the database, or the schedule for missed_schedule
+    since: datetime
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}/{self.subject}"
+
+
+def human_age(seconds: float) -> str:
+    minutes = int(seconds // 60)
+    days, rest = divmod(minutes, 1440)
+    hours, minutes = divmod(rest, 60)
+    parts = [f"{days}d"] if days else []
+    parts += [f"{hours}h", f"{minutes}m"] if days or hours else [f"{minutes}m"]
+    return " ".join(parts)
+
+
+class AlertManager(Listener):
+    """The alert state machine. ``sink`` receives the payloads (see notify.py)."""
+
+    def __init__(self, config: Config, store: RunStore, clock: Clock,
+                 sink: Callable[[Mapping[str, Any]], None], *, state_path: Path | None = None,
+                 host: str | None = None) -> None:
+        self.config = config
+        self.store = store
+        self.clock = clock
+        self.sink = sink
+        self.state_path = state_path
+        self.host = host or socket.gethostname()
+        self.databases = (config.database.dbname,)
+        self._lock = threading.RLock()
+        self._active: dict[str, Alert] = {}
+        self._tracking_since: dict[str, datetime] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._load()
+        untracked = [db for db in self.databases if db not in self._tracking_since]
+        for db in untracked:
+            self._tracking_since[db] = clock()
+        if untracked:
+            self._save()
+
+    # -- queries ------------------------------------------------------------
+
+    def active(self) -> dict[str, Alert]:
+        with self._lock:
+            return dict(self._active)
+
+    def firing_counts(self) -> dict[str, int]:
+        with self._lock:
+            counts = dict.fromkeys(KINDS, 0)
+            for alert in self._active.values():
+                counts[alert.kind] = counts.get(alert.kind, 0) + 1
+            return counts
+
+    # -- periodic check -------------------------------------------------------
+
+    def start(self) -> None:
+        """Check now, then every ``alerts.checkInterval``, on a background thread."""
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="alerts")
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.check()
+            except Exception:  # the store may be down: keep checking; health reports it
+                log.exception("Alert check failed")
+            self._stop.wait(self.config.alerts.check_interval_seconds)
+
+    def check(self, now: datetime | None = None) -> None:
+        """Evaluate the alerts that depend on time and on the store."""
+        now = now or self.clock()
+        with self._lock:
+            self._check_stale(now)
+            self._check_missed(now)
+
+    def _check_stale(self, now: datetime) -> None:
+        max_age = self.config.alerts.max_age_seconds
+        for alert in [a for a in self._active.values() if a.kind == STALE]:
+            if max_age is None or alert.subject not in self.databases:
+                self._resolve(alert.key, now, "Stale-backup alert withdrawn: alerts.maxAge is "
+                              "no longer set for this database")
+        if max_age is None:
+            return
+        for db in self.databases:
+            successes = self.store.list_runs(database=db, status=RunStatus.SUCCEEDED,
+                                             page_size=_SCAN).runs
+            usable = [r.finished_at for r in successes if r.finished_at is not None
+                      and r.file_state is FileState.PRESENT and os.path.exists(r.file_path)]
+            newest = max(usable) if usable else None
+            reference = newest or self._tracking_since[db]
+            age = (now - reference).total_seconds()
+            key = f"{STALE}/{db}"
+            if age <= max_age:
+                if newest is not None:
+                    self._resolve(key, now, f"Backups of {db} are fresh again: the newest "
+                                  f"finished {human_age(age)} ago", last_success_time=newest)
+                continue
+            last = successes[0].finished_at if successes else None
+            if newest is not None:
+                detail = f"the newest finished at {rfc3339(newest)}, {human_age(age)} ago"
+            elif last is not None:
+                detail = (f"the last success ({rfc3339(last)}) has no backup file any more; "
+                          f"tracked since {rfc3339(reference)}")
+            else:
+                detail = f"none at all since tracking began at {rfc3339(reference)}"
+            self._fire(Alert(STALE, db, reference + timedelta(seconds=max_age), {
+                "database": db, "last_success_time": rfc3339(last) if last else None,
+                "age_seconds": round(age), "max_age_seconds": max_age}), now,
+                f"No successful backup of {db} in the last {human_age(max_age)} "
+                f"(alerts.maxAge): {detail}")
+
+    def _check_missed(self, now: datetime) -> None:
+        names = {s.name for s in self.config.schedules}
+        for alert in [a for a in self._active.values() if a.kind == MISSED_SCHEDULE]:
+            if alert.subject not in names:
+                self._resolve(alert.key, now, f"Schedule {alert.subject} no longer exists")
+                continue
+            last = self.store.last_scheduled_run(alert.subject)
+            if (last is not None and last.status is RunStatus.SUCCEEDED
+                    and last.queued_at >= alert.since):
+                self._resolve_by_run(alert.key, last, now)
+
+    # -- events ---------------------------------------------------------------
+
+    def on_run_finished(self, run: Run) -> None:
+        if run.status is not RunStatus.SUCCEEDED:
+            return
+        now = run.finished_at or self.clock()
+        with self._lock:
+            self._resolve(f"{STALE}/{run.database}", now,
+                          f"Backup of {run.database} succeeded again (run {run.id})",
+                          run_id=run.id, file_path=run.file_path, last_success_time=now)
+            if run.schedule:
+                self._resolve_by_run(f"{MISSED_SCHEDULE}/{run.schedule}", run, now)
+
+    def on_missed_fire(self, schedule: str, fire_time: datetime) -> None:
+        db = self.config.database.dbname
+        with self._lock:
+            self._fire(Alert(MISSED_SCHEDULE, schedule, fire_time, {
+                "schedule": schedule, "database": db, "missed_fire_time": rfc3339(fire_time)}),
+                self.clock(), f"Scheduled backup {schedule} of {db} did not run at "
+                f"{rfc3339(fire_time)}: the service was down")
+
+    def on_verification(self, run: Run, ok: bool, reason: str) -> None:
+        key = f"{VERIFICATION_FAILED}/{run.database}"
+        now = run.verified_at or self.clock()
+        with self._lock:
+            if not ok:
+                self._fire(Alert(VERIFICATION_FAILED, run.database, now, {
+                    "database": run.database, "run_id": run.id, "file_path": run.file_path,
+                    "error": reason}), now,
+                    f"Backup {run.id} of {run.database} failed verification: {reason}")
+                return
+            alert = self._active.get(key)
+            if alert is not None and run.id > int(alert.details.get("run_id", 0)):
+                self._resolve(key, now, f"A newer backup of {run.database} (run {run.id}) "
+                              "verified successfully", run_id=run.id,
+                              file_path=run.file_path)
+
+    # -- state machine --------------------------------------------------------
+
+    def _fire(self, alert: Alert, now: datetime, message: str) -> None:
+        if alert.key in self._active:
+            return  # already sent; it is not repeated until it resolves
+        self._active[alert.key] = alert
+        self._save()
+        log.error("Alert firing", alert=alert.key, message=message)
+        self._send(alert, "firing", now, message, {})
+
+    def _resolve(self, key: str, now: datetime, message: str, **extra: Any) -> None:
+        alert = self._active.pop(key, None)
+        if alert is None:
+            return
+        self._save()
+        log.info("Alert resolved", alert=key, message=message)
+        self._send(alert, "resolved", now, message, extra)
+
+    def _resolve_by_run(self, key: str, run: Run, now: datetime) -> None:
+        alert = self._active.get(key)
+        if alert is None:
+            return
+        self._resolve(key, now, f"Schedule {alert.subject} ran again successfully "
+                      f"(run {run.id})", run_id=run.id, file_path=run.file_path)
+
+    def _send(self, alert: Alert, status: str, now: datetime, message: str,
+              extra: Mapping[str, Any]) -> None:
+        payload: dict[str, Any] = {**alert.details, **{
+            k: rfc3339(v) if isinstance(v, datetime) else v for k, v in extra.items()}}
+        payload.update(event=alert.kind, status=status, alert_key=alert.key,
+                       since=rfc3339(alert.since), time=rfc3339(now), message=message,
+                       host=self.host)
+        try:
+            self.sink(payload)
+        except Exception:  # the notifier queues; this is a bug guard
+            log.exception("Alert could not be queued for notification", alert=alert.key)
+
+    # -- persistence ------------------------------------------------------------
+
+    def _load(self) -> None:
+        if self.state_path is None or not self.state_path.exists():
+            return
+        try:
+            raw = json.loads(self.state_path.read_text(encoding="utf-8"))
+            for db, when in raw.get("tracking_since", {}).items():
+                self._tracking_since[db] = datetime.fromisoformat(when)
+            for item in raw.get("alerts", []):
+                alert = Alert(item["kind"], item["subject"], datetime.fromisoformat(item["since"]),
+                              dict(item.get("details", {})))
+                self._active[alert.key] = alert
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            log.warning("Alert state unreadable; starting afresh", path=str(self.state_path),
+                        error=str(exc))
+
+    def _save(self) -> None:
+        if self.state_path is None:
+            return
+        data = {"version": 1,
+                "tracking_since": {k: v.isoformat() for k, v in self._tracking_since.items()},
+                "alerts": [{"kind": a.kind, "subject": a.subject, "since": a.since.isoformat(),
+                            "details": a.details} for a in self._active.values()]}
+        tmp = ""
+        try:
+            self.state_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd, tmp = tempfile.mkstemp(dir=self.state_path.parent, prefix=".alerts-")
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(data, f, default=str)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.state_path)  # never a half-written state file
+        except OSError as exc:
+            if tmp:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+            log.error("Cannot save alert state; a restart may repeat or miss a resolution",
+                      path=str(self.state_path), error=str(exc))
