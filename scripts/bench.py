@@ -110,6 +110,25 @@ def machine_info(pg_dump: str, workdir: Path) -> dict[str, Any]:
     }
 
 
+def source_info() -> dict[str, Any]:
+    """The checkout measured: commit and uncommitted changes to the service."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
+                             check=False)
+        return out.stdout.strip() if out.returncode == 0 else ""
+
+    changed = git("status", "--porcelain", "--", "server", "client").splitlines()
+    return {"commit": git("rev-parse", "--short", "HEAD"),
+            "uncommitted_service_files": sorted(line[3:] for line in changed)}
+
+
+def load_average() -> float:
+    """1-minute load average: other work on the machine skews the timings."""
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
 # -- processes ----------------------------------------------------------------
 
 
@@ -343,6 +362,7 @@ class Sample:
     seconds: float
     size_bytes: int
     run_seconds: float = 0.0  # the run's own duration_seconds (service only)
+    load: float = 0.0  # 1-minute load average before the run
     idle_rss_kb: int = 0
     peak_rss_kb: int = 0
     rss_samples: int = 0
@@ -384,6 +404,7 @@ class BareDump:
     def run(self, args: tuple[str, ...]) -> Sample:
         out = self.out_dir / "dump.out"
         out.unlink(missing_ok=True)
+        load = load_average()
         argv = [self.pg_dump, *args, "--no-password", f"--dbname={self.dbname}", "-f", str(out)]
         t0 = time.perf_counter()
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -397,7 +418,7 @@ class BareDump:
         self.proc = None
         size = out.stat().st_size
         out.unlink()
-        return Sample(elapsed, size)
+        return Sample(elapsed, size, load=load)
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -411,6 +432,7 @@ def service_dump(backupd: Backupd, measure_memory: bool) -> Sample:
     """One CreateBackup through gRPC, timed client-side; the file is removed after."""
     with backupd.client(timeout=None) as client:
         client.get_stats()  # connect the channel outside the timed call
+        load = load_average()
         idle = backupd.rss_kb()
         sampler = RssSampler(backupd.pid) if measure_memory else None
         t0 = time.perf_counter()
@@ -423,7 +445,7 @@ def service_dump(backupd: Backupd, measure_memory: bool) -> Sample:
     b = result.backup
     Path(b.file_path).unlink(missing_ok=True)
     return Sample(elapsed, b.size_bytes, b.duration_seconds, idle,
-                  sampler.peak_kb if sampler else 0, sampler.samples if sampler else 0)
+                  sampler.peak_kb if sampler else 0, sampler.samples if sampler else 0, load)
 
 
 def run_dump_cases(cases: list[Case], instances: dict[str, Backupd], bare: BareDump,
@@ -476,6 +498,7 @@ def summarize_case(res: CaseResult, zstd_capable: bool,
         "rss_peak_mb": [round(s.peak_rss_kb / 1024, 1) for s in res.service if s.peak_rss_kb],
         "rss_growth_mb_max": round(max(growth), 1) if growth else None,
         "stream_bytes": plain_bytes,
+        "max_load_average_before_a_run": max(s.load for s in res.bare + res.service),
     }
     targets: list[dict[str, Any]] = []
     if res.case.target == "overhead":
@@ -625,6 +648,7 @@ def bench_cleanup(root: Path, pg: EmbeddedPostgres, pg_dump: str, n_files: int, 
         for row in rows:
             Path(row["file_path"]).write_bytes(b"-- expired bench backup\n" * 40)
         insert_rows(url, rows)
+        os.sync()  # old backups are long on disk: no writeback pending when they go
         backupd = Backupd(base, pg, pg_dump=pg_dump, store_url=url, database="shop",
                           backup={"retentionDays": 30}).start()
         cleanup.push(backupd.stop)
@@ -728,7 +752,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scale", type=int, default=20,
-                   help="pgbench scale (default 20; about 110 gives a >= 1 GB plain dump)")
+                   help="pgbench scale (default 20; 115 gives a >= 1 GiB plain dump)")
     p.add_argument("--runs", type=int, default=3, help="measured runs per side (default 3)")
     p.add_argument("--cases", default="plain,compressed,custom",
                    help="dump cases: plain, compressed, custom (default: all)")
@@ -776,6 +800,7 @@ def main(argv: list[str] | None = None) -> int:
             zstd_capable = pgtools.supports_compression(pg_dump, "zstd")
             report["machine"] = machine_info(pg_dump, root)
             report["machine"]["pg_dump_zstd"] = zstd_capable
+            report["source"] = source_info()
             say(f"pg_dump {pg_dump} (zstd: {'yes' if zstd_capable else 'no'})")
 
             if not args.skip_dumps:

@@ -23,7 +23,7 @@ JOB_NAMES = ("DatabaseBackup",)
 EVENTS = ("failure", "success", "stale", "verification_failed", "cleanup")
 CHANNELS = ("webhook", "slack", "email")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
-FORMATS = ("plain", "custom")
+FORMATS = ("plain", "custom", "directory")
 COMPRESSIONS = {"none": (0, 0), "gzip": (1, 9), "lz4": (1, 12), "zstd": (1, 19)}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
@@ -63,6 +63,7 @@ class BackupConfig:
     max_queued: int
     retention_min_keep: int
     verify: str = "none"  # none, quick, deep: after each scheduled backup
+    jobs: int = 2  # pg_dump -j for the directory format
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,7 +334,7 @@ def build_config(raw: Any, *, base: Path, env: Mapping[str, str],
     b = r.section(top.get("backup"), "backup", {
         "enabled", "directory", "retentionDays", "cleanupOld", "compressBackup",
         "allowedDirectories", "pgDumpPath", "format", "compression", "timeout",
-        "maxConcurrent", "maxQueued", "retentionMinKeep", "verify"})
+        "maxConcurrent", "maxQueued", "retentionMinKeep", "verify", "jobs"})
     directory = _resolve(base, r.get(b, "backup", "directory", "backups", _text, "a path"))
     allowed_raw: list[str] = r.get(b, "backup", "allowedDirectories", [], _path_list,
                                    "a list of paths")
@@ -348,7 +349,9 @@ def build_config(raw: Any, *, base: Path, env: Mapping[str, str],
         compress_backup=r.get(b, "backup", "compressBackup", False, _bool, "true or false"),
         allowed_directories=allowed,
         pg_dump_path=str(_resolve(base, pg_dump_path)) if pg_dump_path else None,
-        format=r.get(b, "backup", "format", "plain", _choice(FORMATS), "plain or custom"),
+        format=r.get(b, "backup", "format", "plain", _choice(FORMATS),
+                     "plain, custom or directory"),
+        jobs=r.get(b, "backup", "jobs", 2, _int_range(1, 64), "an integer from 1 to 64"),
         compression=r.get(b, "backup", "compression", None, parse_compression,
                           "none, gzip[:1-9], lz4[:1-12] or zstd[:1-19]"),
         timeout_seconds=r.get(b, "backup", "timeout", 6 * 3600.0, parse_duration,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import shutil
 import stat
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from .errors import BackupFailed, InvalidArgument, PermissionDenied
 TEMP_SUFFIX = ".partial"
 # Names the service gives its files; nothing else is ever deleted.
 BACKUP_NAME = re.compile(r"^backup_[A-Za-z0-9_.-]+_\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}(?:_\d+)?"
-                         r"\.(?:sql|sql\.gz|sql\.zst|sql\.lz4|dump)$")
+                         r"\.(?:sql|sql\.gz|sql\.zst|sql\.lz4|dump|dir)$")
 TEMP_NAME = re.compile(r"^\.backup_.+\.run\d+\.partial$")
 _SAFE_DB = re.compile(r"[^A-Za-z0-9_.-]")
 MAX_PATH = 4096
@@ -105,6 +106,22 @@ def publish(temp: Path, directory: Path, stem: str, ext: str) -> Path:
     raise OSError(errno.EEXIST, f"no free name for {stem}{ext} in {directory}")
 
 
+def publish_directory(temp: Path, directory: Path, stem: str, ext: str) -> Path:
+    """Like :func:`publish` for a directory backup: the final name is claimed with
+    ``mkdir`` (fails if it exists), then the finished directory replaces that
+    empty placeholder by ``rename``."""
+    for n in range(1, 1000):
+        final = directory / (f"{stem}{ext}" if n == 1 else f"{stem}_{n}{ext}")
+        try:
+            os.mkdir(final, 0o700)
+        except FileExistsError:
+            continue
+        os.rename(temp, final)
+        fsync_dir(directory)
+        return final
+    raise OSError(errno.EEXIST, f"no free name for {stem}{ext} in {directory}")
+
+
 def fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -121,13 +138,38 @@ def remove_quietly(path: Path | str) -> None:
 
 
 def is_our_regular_file(path: Path) -> bool:
-    """True when ``path`` is a regular file (not a symlink) named as the service
-    names its backups."""
+    """True when ``path`` is a regular file (a real directory for the directory
+    format; never a symlink) named as the service names its backups."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
         return False
-    return stat.S_ISREG(st.st_mode) and bool(BACKUP_NAME.match(path.name))
+    kind_ok = stat.S_ISDIR(st.st_mode) if path.name.endswith(".dir") else stat.S_ISREG(
+        st.st_mode)
+    return kind_ok and bool(BACKUP_NAME.match(path.name))
+
+
+def backup_size(path: Path) -> int:
+    """Bytes a backup occupies: the file, or every file of a directory backup."""
+    if path.is_dir() and not path.is_symlink():
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            return _tree_size_at(fd, ".")
+        finally:
+            os.close(fd)
+    return os.lstat(path).st_size
+
+
+def _tree_size_at(dir_fd: int, name: str) -> int:
+    total = 0
+    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
+    try:
+        for entry in os.scandir(fd):
+            if entry.is_file(follow_symlinks=False):
+                total += entry.stat(follow_symlinks=False).st_size
+    finally:
+        os.close(fd)
+    return total
 
 
 def delete_backup(path: Path, allowed: tuple[Path, ...]) -> int | None:
@@ -147,6 +189,12 @@ def delete_backup(path: Path, allowed: tuple[Path, ...]) -> int | None:
         return None
     try:
         st = os.stat(path.name, dir_fd=dir_fd, follow_symlinks=False)
+        if stat.S_ISDIR(st.st_mode) and path.name.endswith(".dir"):
+            size = _tree_size_at(dir_fd, path.name)
+            # rmtree with dir_fd works through file descriptors and never follows
+            # symlinks inside the tree.
+            shutil.rmtree(path.name, dir_fd=dir_fd)
+            return size
         if not stat.S_ISREG(st.st_mode):
             return None
         os.unlink(path.name, dir_fd=dir_fd)
@@ -166,7 +214,12 @@ def remove_orphan_temps(directory: Path) -> list[Path]:
     except (FileNotFoundError, NotADirectoryError):
         return removed
     for entry in entries:
-        if TEMP_NAME.match(entry.name) and entry.is_file(follow_symlinks=False):
+        if not TEMP_NAME.match(entry.name):
+            continue
+        if entry.is_file(follow_symlinks=False):
             remove_quietly(entry.path)
+            removed.append(Path(entry.path))
+        elif entry.is_dir(follow_symlinks=False) and ".dir.run" in entry.name:
+            shutil.rmtree(entry.path, ignore_errors=True)
             removed.append(Path(entry.path))
     return removed

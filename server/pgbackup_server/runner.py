@@ -25,7 +25,13 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 from .errors import BackupFailed, PgDumpFailed
-from .files import create_private_file, fsync_dir, publish, remove_quietly
+from .files import (
+    create_private_file,
+    fsync_dir,
+    publish,
+    publish_directory,
+    remove_quietly,
+)
 from .pgtools import PgBinary, scrub
 
 CHUNK = 1 << 20
@@ -43,11 +49,12 @@ class DumpPlan:
     pg_dump_compress: str | None  # value for pg_dump --compress, or None
     zstd_level: int | None  # compress in-process with zstandard at this level
     extension: str
+    jobs: int = 1  # parallel pg_dump jobs (directory format only)
 
 
 def plan_dump(binary: PgBinary, *, format: str, compression_method: str | None,
               compression_level: int, compress_backup: bool,
-              supports: Callable[[str, str], bool]) -> DumpPlan:
+              supports: Callable[[str, str], bool], jobs: int = 1) -> DumpPlan:
     """Decide format, compression and extension for a run.
 
     ``compressBackup`` without an explicit compression means zstd level 1,
@@ -60,6 +67,15 @@ def plan_dump(binary: PgBinary, *, format: str, compression_method: str | None,
         if compress_backup and format == "plain" and supports(binary.path, "zstd"):
             format = "custom"
     label = "none" if method == "none" else f"{method}:{level}"
+    if format == "directory":
+        if method != "none" and not supports(binary.path, method):
+            if compression_method is not None:
+                raise BackupFailed(f"pg_dump {binary.version} ({binary.path}) was built "
+                                   f"without {method} support; set backup.compression to gzip")
+            # compressBackup on a build without zstd: gzip at its cheapest level.
+            method, level, label = "gzip", 1, "gzip:1"
+        return DumpPlan(binary, "directory", label, "0" if method == "none" else label, None,
+                        ".dir", jobs=jobs)
     if format == "custom":
         if method != "none" and not supports(binary.path, method):
             if method == "zstd":
@@ -178,10 +194,12 @@ class DumpProcess:
         self._stop_reason: str | None = None
         self._lock = threading.Lock()
 
-    def argv(self) -> list[str]:
+    def argv(self, output: Path | None = None) -> list[str]:
         args = [self.plan.binary.path, f"--format={self.plan.format}", "--no-password"]
         if self.plan.pg_dump_compress is not None:
             args.append(f"--compress={self.plan.pg_dump_compress}")
+        if output is not None:  # the directory format cannot stream to a pipe
+            args += [f"--file={output}", f"--jobs={self.plan.jobs}"]
         args.append(f"--dbname={dbname_argument(self.conninfo)}")
         return args
 
@@ -206,6 +224,8 @@ class DumpProcess:
             on_progress: Callable[[int], None] | None = None) -> DumpOutcome:
         """Dump into ``directory`` as ``stem`` + extension; raise on any failure."""
         temp = directory / f".{stem}{self.plan.extension}.run{run_id}.partial"
+        if self.plan.format == "directory":
+            return self._run_directory(directory, temp, stem, timeout, on_progress)
         env, passfile = child_env(self.conninfo, self.runtime_dir)
         fd = -1
         try:
@@ -268,6 +288,60 @@ class DumpProcess:
             if passfile:
                 remove_quietly(passfile)
 
+    def _run_directory(self, directory: Path, temp: Path, stem: str, timeout: float,
+                       on_progress: Callable[[int], None] | None) -> DumpOutcome:
+        """pg_dump -Fd -j N into a private temporary directory, published by rename.
+        The backup stays a directory (pg_restore -j reads it as is)."""
+        env, passfile = child_env(self.conninfo, self.runtime_dir)
+        # pg_dump creates the directory itself and wants it absent; its parent is private.
+        try:
+            with self._lock:
+                if self._stop_reason is not None:
+                    raise BackupFailed(self._stop_reason)
+                self._proc = subprocess.Popen(
+                    [*death_signal_prefix(), *self.argv(temp)], stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+                    start_new_session=True)
+            proc = self._proc
+            assert proc.stderr is not None
+            tail: deque[bytes] = deque(maxlen=64)
+            reader = threading.Thread(target=_drain, args=(proc.stderr, tail), daemon=True)
+            reader.start()
+            timer = threading.Timer(timeout, self.stop,
+                                    args=(f"timed out after {_human(timeout)} "
+                                          "(backup.timeout)",))
+            timer.daemon = True
+            timer.start()
+            try:
+                while True:
+                    try:
+                        returncode = proc.wait(1.0)
+                        break
+                    except subprocess.TimeoutExpired:
+                        if on_progress is not None:
+                            on_progress(tree_size(temp))
+            finally:
+                timer.cancel()
+                proc.wait()
+                reader.join(5)
+            if self._stop_reason is not None:
+                raise BackupFailed(self._stop_reason)
+            if returncode != 0:
+                text = b"".join(tail).decode("utf-8", "replace")[-STDERR_TAIL:]
+                if "No space left on device" in text:
+                    raise BackupFailed(f"writing {temp.name} failed: no space left on device")
+                raise PgDumpFailed(returncode, scrub(text, self.conninfo))
+            os.chmod(temp, 0o700)
+            size, digest = tree_digest(temp)
+            final = publish_directory(temp, directory, stem, self.plan.extension)
+            return DumpOutcome(final, size, digest, size)
+        except BaseException:
+            shutil.rmtree(temp, ignore_errors=True)
+            raise
+        finally:
+            if passfile:
+                remove_quietly(passfile)
+
     def _copy(self, source: IO[bytes], writer: _HashingWriter,
               on_progress: Callable[[int], None] | None) -> int:
         buf = bytearray(CHUNK)
@@ -295,6 +369,30 @@ class DumpProcess:
         if compressor is not None:
             sink.close()
         return seen
+
+
+def tree_size(path: Path) -> int:
+    total = 0
+    for root, _dirs, names in os.walk(path):
+        for name in names:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, name)).st_size
+    return total
+
+
+def tree_digest(path: Path) -> tuple[int, str]:
+    """Size and SHA-256 of a directory backup: the hash of a sorted manifest of
+    ``<sha256>  <name>`` lines, one per file (verification recomputes the same)."""
+    manifest = hashlib.sha256()
+    total = 0
+    for name in sorted(os.listdir(path)):
+        file_hash = hashlib.sha256()
+        with open(path / name, "rb") as f:
+            while chunk := f.read(CHUNK):
+                file_hash.update(chunk)
+                total += len(chunk)
+        manifest.update(f"{file_hash.hexdigest()}  {name}\n".encode())
+    return total, manifest.hexdigest()
 
 
 def _drain(stream: IO[bytes], tail: deque[bytes]) -> None:

@@ -238,7 +238,7 @@ class BackupService:
                              compression_method=b.compression.method if b.compression else None,
                              compression_level=b.compression.level if b.compression else 0,
                              compress_backup=b.compress_backup,
-                             supports=pgtools.supports_compression)
+                             supports=pgtools.supports_compression, jobs=b.jobs)
             files.ensure_private_dir(job.directory)
             stamp = started.astimezone(self.config.scheduler.tz).strftime("%Y-%m-%d_%H-%M-%S")
             stem = f"backup_{files.safe_db_name(run.database)}_{stamp}"
@@ -275,7 +275,7 @@ class BackupService:
                    duration_seconds=round((finished - started).total_seconds(), 3))
         self.events.on_run_finished(self.store.get(run.id))
         deleted = 0
-        if job.cleanup_old:
+        if job.cleanup_old:  # only after a success: a failure never triggers cleanup
             try:
                 deleted = self._cleanup_dir(job.directory, job.retention_days,
                                             dry_run=False).deleted_files
@@ -346,7 +346,7 @@ class BackupService:
                             run_id=run.id, file_path=run.file_path)
                 continue
             if dry_run:
-                size: int | None = os.lstat(path).st_size
+                size: int | None = files.backup_size(path)
             else:
                 size = files.delete_backup(path, self.config.backup.allowed_directories)
                 if size is None:
