@@ -117,7 +117,7 @@ def source_info() -> dict[str, Any]:
     def git(*args: str) -> str:
         out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
                              check=False)
-        return out.stdout.strip() if out.returncode == 0 else ""
+        return out.stdout.rstrip("\n") if out.returncode == 0 else ""
 
     changed = git("status", "--porcelain", "--", "server", "client").splitlines()
     return {"commit": git("rev-parse", "--short", "HEAD"),
@@ -444,8 +444,9 @@ def service_dump(backupd: Backupd, measure_memory: bool) -> Sample:
         elapsed = time.perf_counter() - t0
     b = result.backup
     Path(b.file_path).unlink(missing_ok=True)
-    return Sample(elapsed, b.size_bytes, b.duration_seconds, idle,
-                  sampler.peak_kb if sampler else 0, sampler.samples if sampler else 0, load)
+    return Sample(elapsed, b.size_bytes, run_seconds=b.duration_seconds, load=load,
+                  idle_rss_kb=idle, peak_rss_kb=sampler.peak_kb if sampler else 0,
+                  rss_samples=sampler.samples if sampler else 0)
 
 
 def run_dump_cases(cases: list[Case], instances: dict[str, Backupd], bare: BareDump,

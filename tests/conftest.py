@@ -115,7 +115,9 @@ def base_config(pg: EmbeddedPostgres, root: Path, **overrides: Any) -> dict[str,
         "metrics": {"address": "127.0.0.1:0"},
     }
     for section, values in overrides.items():
-        if isinstance(values, dict) and isinstance(cfg.get(section), dict):
+        if values is None:
+            cfg.pop(section, None)
+        elif isinstance(values, dict) and isinstance(cfg.get(section), dict):
             cfg[section].update(values)
         else:
             cfg[section] = values

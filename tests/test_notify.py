@@ -314,13 +314,15 @@ def test_email_over_tls_with_login_from_the_environment(tmp_path: Path, security
     def authenticator(server: Any, session: Any, envelope: Any, mechanism: str,
                       auth_data: Any) -> AuthResult:
         ok = auth_data.login == b"mailer" and auth_data.password == b"p4ss word"
-        return AuthResult(success=ok)
+        # handled=False: aiosmtpd then answers a refusal with 535 itself.
+        return AuthResult(success=ok, handled=False, auth_data=auth_data)
 
     inbox = Inbox()
     tls = ({"tls_context": server_ctx, "require_starttls": True} if security == "starttls"
            else {"ssl_context": server_ctx})
-    controller, port = smtp_server(inbox, authenticator=authenticator, auth_require_tls=True,
-                                   **tls)
+    # aiosmtpd only knows STARTTLS as TLS; over implicit TLS it must be told AUTH is fine.
+    controller, port = smtp_server(inbox, authenticator=authenticator,
+                                   auth_require_tls=security == "starttls", **tls)
     env = {"SMTP_USER": "mailer", "SMTP_PASSWORD": "p4ss word"}
     try:
         channel = EmailChannel(email(port, smtp_security=security, username_env="SMTP_USER",

@@ -60,12 +60,15 @@ class Alert:
 
 
 def human_age(seconds: float) -> str:
+    """``45m``, ``26h``, ``27h 3m``, ``3d 4h``."""
     minutes = int(seconds // 60)
-    days, rest = divmod(minutes, 1440)
-    hours, minutes = divmod(rest, 60)
-    parts = [f"{days}d"] if days else []
-    parts += [f"{hours}h", f"{minutes}m"] if days or hours else [f"{minutes}m"]
-    return " ".join(parts)
+    hours, minutes = divmod(minutes, 60)
+    if not hours:
+        return f"{minutes}m"
+    if hours < 48:
+        return f"{hours}h" + (f" {minutes}m" if minutes else "")
+    days, hours = divmod(hours, 24)
+    return f"{days}d" + (f" {hours}h" if hours else "")
 
 
 class AlertManager(Listener):
@@ -147,7 +150,10 @@ class AlertManager(Listener):
             usable = [r.finished_at for r in successes if r.finished_at is not None
                       and r.file_state is FileState.PRESENT and os.path.exists(r.file_path)]
             newest = max(usable) if usable else None
-            reference = newest or self._tracking_since[db]
+            last = successes[0].finished_at if successes else None
+            # Without a usable backup, count from tracking start, or from the last
+            # success if that is older: a deleted file gets no fresh-install grace.
+            reference = newest or min(d for d in (self._tracking_since[db], last) if d)
             age = (now - reference).total_seconds()
             key = f"{STALE}/{db}"
             if age <= max_age:
@@ -155,12 +161,10 @@ class AlertManager(Listener):
                     self._resolve(key, now, f"Backups of {db} are fresh again: the newest "
                                   f"finished {human_age(age)} ago", last_success_time=newest)
                 continue
-            last = successes[0].finished_at if successes else None
             if newest is not None:
                 detail = f"the newest finished at {rfc3339(newest)}, {human_age(age)} ago"
             elif last is not None:
-                detail = (f"the last success ({rfc3339(last)}) has no backup file any more; "
-                          f"tracked since {rfc3339(reference)}")
+                detail = f"the last success ({rfc3339(last)}) has no backup file any more"
             else:
                 detail = f"none at all since tracking began at {rfc3339(reference)}"
             self._fire(Alert(STALE, db, reference + timedelta(seconds=max_age), {

@@ -48,6 +48,17 @@ class DatabaseConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TargetConfig:
+    """One thing to back up: a database, or every database of a server."""
+
+    name: str
+    database: DatabaseConfig
+    all_databases: bool = False
+    retention_days: int | None = None  # overrides backup.retentionDays
+    max_age_seconds: float | None = None  # overrides alerts.maxAge
+
+
+@dataclass(frozen=True, slots=True)
 class BackupConfig:
     enabled: bool
     directory: Path
@@ -72,6 +83,7 @@ class ScheduleConfig:
     cron: str
     job: str
     enabled: bool
+    target: str = ""  # name of the database target it backs up
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +166,7 @@ class Config:
     server: ServerConfig
     store_url: str
     log: LogConfig
+    targets: tuple[TargetConfig, ...] = ()
     auth: AuthConfig = AuthConfig((), False)
     metrics: MetricsConfig = MetricsConfig(False, "127.0.0.1:9090")
     alerts: AlertsConfig = AlertsConfig(None, 60.0)
@@ -266,20 +279,21 @@ def _address(value: Any) -> str:
     return value
 
 
-def parse_database_url(url: str) -> DatabaseConfig:
+def parse_database_url(url: str, field: str = "database.url") -> DatabaseConfig:
     """Validate a libpq URI or key=value string; keep a redacted copy for logs."""
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
     try:
         params = conninfo_to_dict(url)
     except Exception as exc:  # psycopg raises ProgrammingError with the reason
-        raise ConfigError(f"database.url: not a valid libpq connection string ({exc})") from None
+        raise ConfigError(f"{field}: not a valid libpq connection string ({exc})") from None
     for port in str(params.get("port") or "5432").split(","):
         if not port.isdigit() or not 0 < int(port) < 65536:
-            raise ConfigError(f'database.url: port "{port}" is not a port number (1-65535)')
+            raise ConfigError(f'{field}: port "{port}" is not a port number (1-65535)')
     dbname = str(params.get("dbname") or params.get("user") or "")
     if not dbname:
-        raise ConfigError("database.url: no database name; write postgresql://user@host:5432/dbname")
+        raise ConfigError(f"{field}: no database name; write "
+                          "postgresql://user@host:5432/dbname")
     shown = {k: v for k, v in params.items() if k != "password"}
     if "password" in params:
         shown["password"] = "***"
@@ -316,20 +330,28 @@ def load_config(path: str | Path | None, env: Mapping[str, str] | None = None) -
 def build_config(raw: Any, *, base: Path, env: Mapping[str, str],
                  source: Path | None = None) -> Config:
     r = _Reader()
-    top = r.section(raw, "", {"database", "backup", "scheduler", "schedules", "server",
+    top = r.section(raw, "", {"database", "databases", "backup", "scheduler", "schedules",
+                              "server",
                               "store", "log", "auth", "metrics", "alerts", "notifications"})
 
-    db = r.section(top.get("database"), "database", {"url"})
-    url = env.get("DATABASE_URL") or r.get(db, "database", "url", "", _text, "a libpq URI")
+    many = top.get("databases")
     database: DatabaseConfig | None = None
-    if not url:
-        r.errors.append("database.url: required; set it in config.yaml or the DATABASE_URL "
-                        "environment variable (postgresql://user@host:5432/dbname)")
-    else:
-        try:
-            database = parse_database_url(url)
-        except ConfigError as exc:
-            r.errors.append(exc.message)
+    if many is None:
+        db = r.section(top.get("database"), "database", {"url"})
+        url = env.get("DATABASE_URL") or r.get(db, "database", "url", "", _text,
+                                                "a libpq URI")
+        if not url:
+            r.errors.append("database.url: required; set it in config.yaml or the "
+                            "DATABASE_URL environment variable "
+                            "(postgresql://user@host:5432/dbname), or list databases:")
+        else:
+            try:
+                database = parse_database_url(url)
+            except ConfigError as exc:
+                r.errors.append(exc.message)
+    elif "database" in top:
+        r.errors.append("database: use either database: (one) or databases: (a list), "
+                        "not both")
 
     b = r.section(top.get("backup"), "backup", {
         "enabled", "directory", "retentionDays", "cleanupOld", "compressBackup",
@@ -380,7 +402,25 @@ def build_config(raw: Any, *, base: Path, env: Mapping[str, str],
                                     'a duration such as "1h"'),
     )
 
-    schedules = _schedules(r, top.get("schedules"), tz)
+    targets: list[TargetConfig] = []
+    schedules: list[ScheduleConfig] = []
+    if many is None:
+        if database is not None:
+            targets.append(TargetConfig(name=database.dbname, database=database))
+        schedules.extend(_schedules(r, top.get("schedules"), tz, "schedules",
+                                    database.dbname if database else ""))
+    else:
+        if "schedules" in top:
+            r.errors.append("schedules: with databases:, put each schedule under "
+                            "databases[i].schedules")
+        for target, target_schedules in _targets(r, many, tz):
+            targets.append(target)
+            schedules.extend(target_schedules)
+        if targets:
+            database = targets[0].database
+    names = [s.name for s in schedules]
+    for dup in sorted({n for n in names if names.count(n) > 1}):
+        r.errors.append(f'schedules: the name "{dup}" is used twice; names must be unique')
 
     sv = r.section(top.get("server"), "server", {"grpcAddress", "httpAddress", "envoy",
                                                   "envoyAdminPort", "shutdownGrace",
@@ -433,9 +473,53 @@ def build_config(raw: Any, *, base: Path, env: Mapping[str, str],
 
     if r.errors or database is None:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(r.errors))
-    return Config(database=database, backup=backup, scheduler=scheduler, schedules=schedules,
-                  server=server, store_url=store_url, log=log, auth=auth, metrics=metrics,
-                  alerts=alerts, notifications=notifications, source=source)
+    return Config(database=database, backup=backup, scheduler=scheduler,
+                  schedules=tuple(schedules), server=server, store_url=store_url, log=log,
+                  targets=tuple(targets), auth=auth, metrics=metrics, alerts=alerts,
+                  notifications=notifications, source=source)
+
+
+_TARGET_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,63}$")
+
+
+def _targets(r: _Reader, raw: Any,
+             tz: str) -> list[tuple[TargetConfig, tuple[ScheduleConfig, ...]]]:
+    if not isinstance(raw, list) or not raw:
+        r.errors.append(f"databases: expected a non-empty list of targets, got {_show(raw)}")
+        return []
+    out = []
+    seen: set[str] = set()
+    for i, entry in enumerate(raw):
+        path = f"databases[{i}]"
+        e = r.section(entry, path, {"name", "url", "allDatabases", "schedules",
+                                    "retentionDays", "maxAge"})
+        url = r.get(e, path, "url", "", _text, "a libpq URI")
+        if not url:
+            r.errors.append(f"{path}.url: required (postgresql://user@host:5432/dbname)")
+            continue
+        try:
+            database = parse_database_url(url, f"{path}.url")
+        except ConfigError as exc:
+            r.errors.append(exc.message)
+            continue
+        name = r.get(e, path, "name", database.dbname, _text, "a name")
+        if not _TARGET_NAME.match(name):
+            r.errors.append(f'{path}.name: "{name}" must be 1-63 letters, digits, ".", "_" '
+                            'or "-"')
+        if name in seen:
+            r.errors.append(f'{path}.name: "{name}" is used twice; give each target a '
+                            "unique name")
+        seen.add(name)
+        target = TargetConfig(
+            name=name, database=database,
+            all_databases=r.get(e, path, "allDatabases", False, _bool, "true or false"),
+            retention_days=r.get(e, path, "retentionDays", None, _int_range(1, 36500),
+                                 "an integer >= 1"),
+            max_age_seconds=r.get(e, path, "maxAge", None, parse_duration,
+                                  'a duration such as "26h"'))
+        out.append((target, _schedules(r, e.get("schedules"), tz, f"{path}.schedules",
+                                       name)))
+    return out
 
 
 def _digests(value: Any) -> list[str]:
@@ -549,23 +633,25 @@ def _path_list(value: Any) -> list[str]:
     return [_text(x) for x in value]
 
 
-def _schedules(r: _Reader, raw: Any, tz: str) -> tuple[ScheduleConfig, ...]:
+def _schedules(r: _Reader, raw: Any, tz: str, where: str,
+               target: str) -> tuple[ScheduleConfig, ...]:
     from apscheduler.triggers.cron import CronTrigger
 
     if raw is None:
         return ()
     if not isinstance(raw, list):
-        r.errors.append(f"schedules: expected a list of schedule entries, got {_show(raw)}")
+        r.errors.append(f"{where}: expected a list of schedule entries, got {_show(raw)}")
         return ()
     out: list[ScheduleConfig] = []
     for i, entry in enumerate(raw):
-        path = f"schedules[{i}]"
+        path = f"{where}[{i}]"
         e = r.section(entry, path, {"name", "cron", "job", "isEnabled"})
         if not e:
             if isinstance(entry, Mapping):
                 r.errors.append(f"{path}: empty entry; give at least cron and job")
             continue
-        name = r.get(e, path, "name", f"schedule-{i}", _text, "a name")
+        default_name = f"schedule-{i}" if where == "schedules" else f"{target}-{i}"
+        name = r.get(e, path, "name", default_name, _text, "a name")
         cron = r.get(e, path, "cron", "", _text, 'a cron expression such as "0 2 * * *"')
         if not cron:
             r.errors.append(f'{path}.cron: required, for example "0 2 * * *"')
@@ -580,8 +666,5 @@ def _schedules(r: _Reader, raw: Any, tz: str) -> tuple[ScheduleConfig, ...]:
             r.errors.append(f'{path}.job: unknown job "{job}"; known jobs: {", ".join(JOB_NAMES)}')
         out.append(ScheduleConfig(name=name, cron=cron, job=job,
                                   enabled=r.get(e, path, "isEnabled", True, _bool,
-                                                "true or false")))
-    names = [s.name for s in out]
-    for dup in sorted({n for n in names if names.count(n) > 1}):
-        r.errors.append(f'schedules: the name "{dup}" is used twice; names must be unique')
+                                                "true or false"), target=target))
     return tuple(out)

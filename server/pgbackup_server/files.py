@@ -18,9 +18,10 @@ from .errors import BackupFailed, InvalidArgument, PermissionDenied
 
 TEMP_SUFFIX = ".partial"
 # Names the service gives its files; nothing else is ever deleted.
-BACKUP_NAME = re.compile(r"^backup_[A-Za-z0-9_.-]+_\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}(?:_\d+)?"
+BACKUP_NAME = re.compile(r"^(?:backup|globals)_[A-Za-z0-9_.-]+_"
+                         r"\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}(?:_\d+)?"
                          r"\.(?:sql|sql\.gz|sql\.zst|sql\.lz4|dump|dir)$")
-TEMP_NAME = re.compile(r"^\.backup_.+\.run\d+\.partial$")
+TEMP_NAME = re.compile(r"^\.(?:backup|globals)_.+\.run\d+\.partial$")
 _SAFE_DB = re.compile(r"[^A-Za-z0-9_.-]")
 MAX_PATH = 4096
 

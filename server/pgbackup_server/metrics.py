@@ -114,9 +114,9 @@ class Metrics(Listener):
         db = self.config.database.dbname
         try:
             for status in (RunStatus.SUCCEEDED, RunStatus.FAILED):
-                runs = self.store.list_runs(database=db, status=status, page_size=1).runs
-                if runs:
-                    self._finished(runs[0])
+                # Newest by id is not always newest to finish (runs overlap): look at a few.
+                for run in self.store.list_runs(database=db, status=status, page_size=20).runs:
+                    self._finished(run)
         except Exception:  # metrics must not stop the service; health reports the store
             log.exception("Could not read the last backups for metrics")
 

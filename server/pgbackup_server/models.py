@@ -60,6 +60,7 @@ class Run:
     verification: str = ""  # "", "OK" or "FAILED"
     verification_reason: str = ""
     verified_at: datetime | None = None
+    target: str = ""  # the configured target that produced the run
 
     @property
     def duration_seconds(self) -> float:
@@ -77,6 +78,16 @@ class RunSummary:
 
 
 @dataclass(frozen=True, slots=True)
+class DatabaseStats:
+    database: str
+    total_backups: int
+    total_size_bytes: int
+    newest_backup: datetime | None
+    last_success: RunSummary | None
+    last_failure: RunSummary | None
+
+
+@dataclass(frozen=True, slots=True)
 class Stats:
     total_backups: int
     total_size_bytes: int
@@ -90,6 +101,7 @@ class Stats:
     last_failure: RunSummary | None
     verified_backups: int = 0
     verification_failures: int = 0
+    databases: tuple[DatabaseStats, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -381,7 +381,7 @@ class Notifier:
                     self._record(channel, False, str(exc), payload, attempts=attempt)
                     return
                 log.warning("Notification failed; retrying", channel=channel.name,
-                            event=payload.get("event"), attempt=attempt, error=str(exc),
+                            notification=payload.get("event"), attempt=attempt, error=str(exc),
                             retry_in_seconds=delay)
                 self._sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX_SECONDS)
@@ -398,11 +398,11 @@ class Notifier:
         with self._cond:  # an RLock: some callers already hold it
             (self.sent if ok else self.errors)[channel.name] += 1
         if ok:
-            log.debug("Notification sent", channel=channel.name, event=payload.get("event"),
-                      status=payload.get("status", ""), attempts=attempts)
+            log.debug("Notification sent", channel=channel.name,
+                      notification=payload.get("event"), status=payload.get("status", ""), attempts=attempts)
         else:
             log.error("Notification not delivered", channel=channel.name,
-                      event=payload.get("event"), status=payload.get("status", ""),
+                      notification=payload.get("event"), status=payload.get("status", ""),
                       error=error, attempts=attempts)
         if self.on_result is not None:
             try:

@@ -149,6 +149,23 @@ def query_server(conninfo: Mapping[str, str], timeout: float = 10.0) -> ServerIn
     return ServerInfo(version_num=num, version=f"{major}.{minor}", database_size=int(size))
 
 
+def list_databases(conninfo: Mapping[str, str], timeout: float = 10.0) -> list[str]:
+    """Every database of the server that can be backed up (not templates)."""
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    params = dict(conninfo)
+    params.setdefault("connect_timeout", str(max(1, int(timeout))))
+    try:
+        with psycopg.connect(make_conninfo("", **params), autocommit=True) as conn:
+            rows = conn.execute("SELECT datname FROM pg_database WHERE NOT datistemplate "
+                                "AND datallowconn ORDER BY datname").fetchall()
+    except psycopg.Error as exc:
+        raise Unavailable(f"cannot list the server's databases: "
+                          f"{scrub(str(exc), params)}") from None
+    return [str(r[0]) for r in rows]
+
+
 def scrub(text: str, conninfo: Mapping[str, str]) -> str:
     """Remove the password from a message, whatever produced it."""
     password = conninfo.get("password")

@@ -50,6 +50,16 @@ class DumpPlan:
     zstd_level: int | None  # compress in-process with zstandard at this level
     extension: str
     jobs: int = 1  # parallel pg_dump jobs (directory format only)
+    globals_only: bool = False  # pg_dumpall --globals-only: roles and tablespaces
+
+    def for_globals(self) -> DumpPlan:
+        """The plan for the server's globals: plain SQL from pg_dumpall, compressed
+        in-process when this plan compresses with zstd."""
+        if self.zstd_level is not None or self.compression.startswith("zstd"):
+            level = self.zstd_level or int(self.compression.partition(":")[2] or 1)
+            return DumpPlan(self.binary, "plain", f"zstd:{level}", None, level, ".sql.zst",
+                            globals_only=True)
+        return DumpPlan(self.binary, "plain", "none", None, None, ".sql", globals_only=True)
 
 
 def plan_dump(binary: PgBinary, *, format: str, compression_method: str | None,
@@ -195,6 +205,9 @@ class DumpProcess:
         self._lock = threading.Lock()
 
     def argv(self, output: Path | None = None) -> list[str]:
+        if self.plan.globals_only:
+            return [self.plan.binary.sibling("pg_dumpall"), "--globals-only", "--no-password",
+                    f"--dbname={dbname_argument(self.conninfo)}"]
         args = [self.plan.binary.path, f"--format={self.plan.format}", "--no-password"]
         if self.plan.pg_dump_compress is not None:
             args.append(f"--compress={self.plan.pg_dump_compress}")

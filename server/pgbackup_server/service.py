@@ -21,7 +21,7 @@ from typing import NoReturn, Protocol
 import structlog
 
 from . import files, pgtools, retention
-from .config import Config
+from .config import Config, TargetConfig
 from .errors import BackupError, BackupFailed, InvalidArgument, ResourceExhausted, Unavailable
 from .events import EventHub
 from .models import (
@@ -49,7 +49,7 @@ class RunStore(Protocol):
     """What the service needs from the store (see store.SqlRunStore)."""
 
     def create_run(self, *, database: str, trigger: Trigger, backup_dir: str,
-                   queued_at: datetime, schedule: str = "") -> Run: ...
+                   queued_at: datetime, schedule: str = "", target: str = "") -> Run: ...
     def mark_running(self, run_id: int, *, started_at: datetime, temp_path: str, format: str,
                      compression: str, pg_dump_version: str, server_version: str) -> None: ...
     def mark_succeeded(self, run_id: int, *, finished_at: datetime, file_path: str,
@@ -69,13 +69,14 @@ class RunStore(Protocol):
     def latest_status_by_database(self, backup_dir: str) -> dict[str, RunStatus]: ...
     def last_scheduled_run(self, schedule: str) -> Run | None: ...
     def backup_dirs(self) -> list[str]: ...
-    def stats(self, backup_directory: str) -> Stats: ...
+    def stats(self, backup_directory: str, database: str = "") -> Stats: ...
 
 
 @dataclass(frozen=True, slots=True)
 class CreateResult:
     run: Run
     deleted_files: int = 0
+    runs: tuple[Run, ...] = ()  # every run of the request (allDatabases: one per database)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +84,9 @@ class _Job:
     directory: Path
     retention_days: int
     cleanup_old: bool
+    target: TargetConfig
+    database: str  # the database dumped (differs from the target's for allDatabases)
+    globals_only: bool = False
 
 
 class BackupService:
@@ -98,11 +102,17 @@ class BackupService:
         self.clock = clock
         self.schedules_provider: Callable[[], list[ScheduleInfo]] = list
         self.events = EventHub()
-        self._conninfo = _conninfo(config.database.url)
-        self._pool = ThreadPoolExecutor(max_workers=config.backup.max_concurrent,
-                                        thread_name_prefix="backup")
+        self.targets = {t.name: t for t in config.targets}
+        self._conninfo_by_target = {t.name: _conninfo(t.database.url) for t in config.targets}
+        servers = {_server_key(c) for c in self._conninfo_by_target.values()}
+        # backup.maxConcurrent is per database server: one slot pool per server.
+        self._slots = {key: threading.BoundedSemaphore(config.backup.max_concurrent)
+                       for key in servers}
+        self._pool = ThreadPoolExecutor(
+            max_workers=config.backup.max_concurrent * max(1, len(servers)),
+            thread_name_prefix="backup")
         self._lock = threading.Lock()
-        self._admitted = 0  # queued + running, for the maxQueued limit
+        self._admitted: dict[tuple[str, str], int] = {key: 0 for key in servers}
         self._active: dict[int, DumpProcess] = {}
         self._futures: dict[int, Future[CreateResult]] = {}
         self._progress: dict[int, tuple[int, int]] = {}  # run id -> (bytes, estimate)
@@ -166,88 +176,161 @@ class BackupService:
 
     # -- backups ------------------------------------------------------------
 
-    def create_backup(self, *, background: bool = False, trigger: Trigger = Trigger.MANUAL,
-                      schedule: str = "") -> CreateResult:
-        """Back up the configured database into the configured directory."""
+    def target(self, name: str = "") -> TargetConfig:
+        """The configured target called ``name`` (empty: the first one)."""
+        if not name:
+            return self.config.targets[0]
+        if name in self.targets:
+            return self.targets[name]
+        raise InvalidArgument(f"database: unknown target {name!r}; configured: "
+                              f"{', '.join(self.targets)}")
+
+    def conninfo_for(self, target: str, database: str = "") -> dict[str, str]:
+        """libpq parameters for ``database`` on ``target``'s server (password included:
+        pass it on only through runner.child_env)."""
+        params = dict(self._conninfo_by_target[self.target(target).name])
+        if database:
+            params["dbname"] = database
+        return params
+
+    def create_backup(self, *, database: str = "", background: bool = False,
+                      trigger: Trigger = Trigger.MANUAL, schedule: str = "") -> CreateResult:
+        """Back up a configured target (default: the first) into the configured directory."""
         b = self.config.backup
-        job = _Job(b.directory, b.retention_days, b.cleanup_old)
-        return self._submit(job, trigger=trigger, schedule=schedule, background=background)
+        target = self.target(database)
+        retention = target.retention_days or b.retention_days
+        jobs = self._jobs_for(target, b.directory, retention, b.cleanup_old)
+        return self._submit(jobs, trigger=trigger, schedule=schedule, background=background)
 
     def create_custom_backup(self, backup_dir: str, *, retention_days: int = 0,
-                             cleanup_old: bool = False, background: bool = False) -> CreateResult:
+                             cleanup_old: bool = False, background: bool = False,
+                             database: str = "") -> CreateResult:
         """Back up into ``backup_dir`` (inside an allowed root) with its own retention."""
         if not 0 <= retention_days <= 36500:
             raise InvalidArgument(f"retention_days: must be between 1 and 36500 days (0 uses "
                                   f"backup.retentionDays), got {retention_days}")
         directory = files.confine(backup_dir, self.config.backup.allowed_directories)
-        job = _Job(directory, retention_days or self.config.backup.retention_days, cleanup_old)
-        return self._submit(job, trigger=Trigger.MANUAL, schedule="", background=background)
+        target = self.target(database)
+        retention = retention_days or target.retention_days or self.config.backup.retention_days
+        jobs = self._jobs_for(target, directory, retention, cleanup_old)
+        return self._submit(jobs, trigger=Trigger.MANUAL, schedule="", background=background)
 
     def run_scheduled(self, schedule: str) -> None:
-        """Entry point of a schedule fire; waits for the run to finish."""
+        """Entry point of a schedule fire; waits for the run(s) to finish."""
+        entry = next((s for s in self.config.schedules if s.name == schedule), None)
         try:
-            self.create_backup(trigger=Trigger.SCHEDULE, schedule=schedule)
+            self.create_backup(database=entry.target if entry else "",
+                               trigger=Trigger.SCHEDULE, schedule=schedule)
         except BackupError:
             pass  # recorded on the run and logged by _execute
 
-    def _submit(self, job: _Job, *, trigger: Trigger, schedule: str,
+    def _jobs_for(self, target: TargetConfig, directory: Path, retention: int,
+                  cleanup_old: bool) -> list[_Job]:
+        if not target.all_databases:
+            return [_Job(directory, retention, cleanup_old, target, target.database.dbname)]
+        # Discovered at each run, so new databases are picked up without a restart.
+        names = pgtools.list_databases(self._conninfo_by_target[target.name])
+        jobs = [_Job(directory, retention, cleanup_old, target, name) for name in names]
+        jobs.append(_Job(directory, retention, cleanup_old, target, f"{target.name}-globals",
+                         globals_only=True))
+        return jobs
+
+    def _submit(self, jobs: list[_Job], *, trigger: Trigger, schedule: str,
                 background: bool) -> CreateResult:
         b = self.config.backup
+        key = _server_key(self._conninfo_by_target[jobs[0].target.name])
         with self._lock:
             if self._closing:
                 raise Unavailable("the service is shutting down; retry on the next instance")
             limit = b.max_concurrent + b.max_queued
             # Schedules are never turned away: a skipped scheduled backup is silent loss.
-            if trigger is Trigger.MANUAL and self._admitted >= limit:
+            if trigger is Trigger.MANUAL and self._admitted[key] + len(jobs) > limit:
                 raise ResourceExhausted(
                     f"backup queue is full: {b.max_concurrent} running and {b.max_queued} "
-                    "queued (backup.maxConcurrent, backup.maxQueued); retry later")
-            self._admitted += 1
+                    f"queued for {key[0]}:{key[1]} (backup.maxConcurrent, "
+                    "backup.maxQueued); retry later")
+            self._admitted[key] += len(jobs)
+        futures: list[Future[CreateResult]] = []
+        runs: list[Run] = []
         try:
-            run = self.store.create_run(database=self.config.database.dbname, trigger=trigger,
-                                        backup_dir=str(job.directory), queued_at=self.clock(),
-                                        schedule=schedule)
-            log.info("Database backup job queued", run_id=run.id, database=run.database,
-                     trigger=trigger.value)
-            future = self._pool.submit(self._execute, run, job)
+            for job in jobs:
+                run = self.store.create_run(database=job.database, trigger=trigger,
+                                            backup_dir=str(job.directory),
+                                            queued_at=self.clock(), schedule=schedule,
+                                            target=job.target.name)
+                log.info("Database backup job queued", run_id=run.id, database=run.database,
+                         trigger=trigger.value)
+                future = self._pool.submit(self._execute, run, job)
+                with self._lock:
+                    self._futures[run.id] = future
+                future.add_done_callback(partial(self._forget, run.id, key))
+                futures.append(future)
+                runs.append(run)
         except BaseException:
             with self._lock:
-                self._admitted -= 1
+                self._admitted[key] -= len(jobs) - len(futures)
             raise
-        with self._lock:
-            self._futures[run.id] = future
-        future.add_done_callback(partial(self._forget, run.id))
         if background:
-            return CreateResult(self.store.get(run.id))
-        return future.result()
+            return CreateResult(self.store.get(runs[0].id),
+                                runs=tuple(self.store.get(r.id) for r in runs))
+        if len(futures) == 1:
+            return futures[0].result()
+        return self._gather(futures)
 
-    def _forget(self, run_id: int, _future: object = None) -> None:
+    def _gather(self, futures: list[Future[CreateResult]]) -> CreateResult:
+        """Wait for every run of a multi-database request; fail if any failed."""
+        results: list[CreateResult] = []
+        failures: list[BackupError] = []
+        for future in futures:
+            try:
+                results.append(future.result())
+            except BackupError as exc:
+                failures.append(exc)
+        if failures:
+            first = failures[0]
+            first.message = (f"{len(failures)} of {len(futures)} runs failed; first: "
+                             f"{first.message}")
+            first.args = (first.message,)
+            raise first
+        return CreateResult(results[-1].run, sum(r.deleted_files for r in results),
+                            tuple(r.run for r in results))
+
+    def _forget(self, run_id: int, key: tuple[str, str], _future: object = None) -> None:
         with self._lock:
-            self._admitted -= 1
+            self._admitted[key] -= 1
             self._futures.pop(run_id, None)
 
     def _execute(self, run: Run, job: _Job) -> CreateResult:
-        b = self.config.backup
-        started = self.clock()
         bound = log.bind(run_id=run.id, database=run.database)
+        conninfo = self.conninfo_for(job.target.name, "" if job.globals_only else job.database)
+        with self._slots[_server_key(conninfo)]:  # time in the queue is not run time
+            return self._dump(run, job, conninfo, self.clock(), bound)
+
+    def _dump(self, run: Run, job: _Job, conninfo: dict[str, str], started: datetime,
+              bound: structlog.typing.FilteringBoundLogger) -> CreateResult:
+        b = self.config.backup
         bound.info("Database backup job started", backup_dir=str(job.directory))
         try:
-            server = pgtools.query_server(self._conninfo)
+            server = pgtools.query_server(conninfo)
             binary = pgtools.choose(self.binaries, server.major, server.version)
             plan = plan_dump(binary, format=b.format,
                              compression_method=b.compression.method if b.compression else None,
                              compression_level=b.compression.level if b.compression else 0,
                              compress_backup=b.compress_backup,
                              supports=pgtools.supports_compression, jobs=b.jobs)
+            if job.globals_only:
+                plan = plan.for_globals()
             files.ensure_private_dir(job.directory)
             stamp = started.astimezone(self.config.scheduler.tz).strftime("%Y-%m-%d_%H-%M-%S")
-            stem = f"backup_{files.safe_db_name(run.database)}_{stamp}"
-            dump = DumpProcess(plan, self._conninfo, str(self.runtime_dir))
+            kind = "globals" if job.globals_only else "backup"
+            name = job.target.name if job.globals_only else run.database
+            stem = f"{kind}_{files.safe_db_name(name)}_{stamp}"
+            dump = DumpProcess(plan, conninfo, str(self.runtime_dir))
             with self._lock:
                 self._active[run.id] = dump
             self.store.mark_running(
                 run.id, started_at=started,
-                temp_path=str(job.directory / f".{stem}{plan.extension}.run{run.id}.partial"),
+                    temp_path=str(job.directory / f".{stem}{plan.extension}.run{run.id}.partial"),
                 format=plan.format, compression=plan.compression,
                 pg_dump_version=binary.version, server_version=server.version)
             self.events.on_run_started(self.store.get(run.id))
@@ -322,17 +405,30 @@ class BackupService:
     def cleanup(self, *, dry_run: bool = False) -> CleanupResult:
         """Apply retention to the configured directory now."""
         b = self.config.backup
-        return self._cleanup_dir(b.directory, b.retention_days, dry_run=dry_run)
+        return self._cleanup_dir(b.directory, b.retention_days, dry_run=dry_run,
+                                 per_target=True)
 
-    def _cleanup_dir(self, directory: Path, retention_days: int, *,
-                     dry_run: bool) -> CleanupResult:
+    def _cleanup_dir(self, directory: Path, retention_days: int, *, dry_run: bool,
+                     per_target: bool = False) -> CleanupResult:
+        """Retention for one directory. With ``per_target``, a target's own
+        retentionDays overrides ``retention_days`` for its runs."""
         key = str(directory)
         if not dry_run:
             self.reconcile(key)
-        doomed = retention.expired(
-            self.store.present_runs(key), now=self.clock(), retention_days=retention_days,
-            min_keep=self.config.backup.retention_min_keep,
-            latest_status=self.store.latest_status_by_database(key))
+        present = self.store.present_runs(key)
+        latest = self.store.latest_status_by_database(key)
+        groups: dict[int, list[Run]] = {}
+        for run in present:
+            target = self.targets.get(run.target)
+            days = (target.retention_days if per_target and target and target.retention_days
+                    else retention_days)
+            groups.setdefault(days, []).append(run)
+        doomed = sorted(
+            (r for days, group in groups.items()
+             for r in retention.expired(group, now=self.clock(), retention_days=days,
+                                        min_keep=self.config.backup.retention_min_keep,
+                                        latest_status=latest)),
+            key=lambda r: r.id)
         deleted: list[str] = []
         gone: list[int] = []
         missing: list[int] = []
@@ -371,8 +467,8 @@ class BackupService:
 
     # -- queries ------------------------------------------------------------
 
-    def stats(self) -> Stats:
-        return self.store.stats(str(self.config.backup.directory))
+    def stats(self, database: str = "") -> Stats:
+        return self.store.stats(str(self.config.backup.directory), database)
 
     def list_backups(self, *, database: str = "", status: RunStatus | None = None,
                      page_size: int = 0, page_token: str = "") -> RunPage:
@@ -392,6 +488,10 @@ class BackupService:
 
     def list_schedules(self) -> list[ScheduleInfo]:
         return self.schedules_provider()
+
+
+def _server_key(conninfo: dict[str, str]) -> tuple[str, str]:
+    return conninfo.get("host", "") or conninfo.get("hostaddr", ""), conninfo.get("port", "")
 
 
 def _conninfo(url: str) -> dict[str, str]:

@@ -63,7 +63,12 @@ def stats_to_proto(stats: Stats) -> pb.GetStatsResponse:
         failed_runs=stats.failed_runs, running_runs=stats.running_runs,
         last_success=_summary(stats.last_success), last_failure=_summary(stats.last_failure),
         verified_backups=stats.verified_backups,
-        verification_failures=stats.verification_failures)
+        verification_failures=stats.verification_failures,
+        databases=[pb.DatabaseStats(
+            database=d.database, total_backups=d.total_backups,
+            total_size_bytes=d.total_size_bytes, newest_backup=_ts(d.newest_backup),
+            last_success=_summary(d.last_success), last_failure=_summary(d.last_failure))
+            for d in stats.databases])
 
 
 def schedule_to_proto(s: ScheduleInfo) -> pb.Schedule:
@@ -73,7 +78,9 @@ def schedule_to_proto(s: ScheduleInfo) -> pb.Schedule:
 
 def _created(result: CreateResult) -> pb.CreateBackupResponse:
     return pb.CreateBackupResponse(backup=run_to_proto(result.run),
-                                   deleted_files=result.deleted_files)
+                                   deleted_files=result.deleted_files,
+                                   backups=[run_to_proto(r) for r in result.runs or
+                                            (result.run,)])
 
 
 class BackupServicer(pb_grpc.BackupServiceServicer):
@@ -83,15 +90,17 @@ class BackupServicer(pb_grpc.BackupServiceServicer):
         self.service = service
 
     def CreateBackup(self, request: pb.CreateBackupRequest, context: Any) -> Any:
-        return _created(self.service.create_backup(background=request.background))
+        return _created(self.service.create_backup(database=request.database,
+                                                   background=request.background))
 
     def CreateCustomBackup(self, request: pb.CreateCustomBackupRequest, context: Any) -> Any:
         return _created(self.service.create_custom_backup(
             request.backup_dir, retention_days=request.retention_days,
-            cleanup_old=request.cleanup_old, background=request.background))
+            cleanup_old=request.cleanup_old, background=request.background,
+            database=request.database))
 
     def GetStats(self, request: pb.GetStatsRequest, context: Any) -> Any:
-        return stats_to_proto(self.service.stats())
+        return stats_to_proto(self.service.stats(request.database))
 
     def Cleanup(self, request: pb.CleanupRequest, context: Any) -> Any:
         r = self.service.cleanup(dry_run=request.dry_run)

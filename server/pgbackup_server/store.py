@@ -33,12 +33,22 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    true,
     update,
 )
 from sqlalchemy.engine import make_url
 
 from .errors import InvalidArgument, NotFound
-from .models import FileState, Run, RunPage, RunStatus, RunSummary, Stats, Trigger
+from .models import (
+    DatabaseStats,
+    FileState,
+    Run,
+    RunPage,
+    RunStatus,
+    RunSummary,
+    Stats,
+    Trigger,
+)
 
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 50
@@ -67,6 +77,7 @@ runs = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("database", String(255), nullable=False),
+    Column("target", String(255), nullable=False, default=""),
     Column("status", String(16), nullable=False),
     Column("trigger", String(16), nullable=False),
     Column("schedule", String(255), nullable=False, default=""),
@@ -92,6 +103,7 @@ runs = Table(
     Column("verified_at", UTCDateTime),
     Index("ix_runs_status_finished", "status", "finished_at"),
     Index("ix_runs_database_id", "database", "id"),
+    Index("ix_runs_database_status_id", "database", "status", "id"),
     Index("ix_runs_present_started", "present", "started_at"),
     Index("ix_runs_dir_present", "backup_dir", "present"),
     Index("ix_runs_schedule_queued", "schedule", "queued_at"),
@@ -102,7 +114,8 @@ runs = Table(
 def _row_to_run(row: Any) -> Run:
     m = row._mapping
     return Run(
-        id=m["id"], database=m["database"], status=RunStatus(m["status"]),
+        id=m["id"], database=m["database"], target=m["target"],
+        status=RunStatus(m["status"]),
         trigger=Trigger(m["trigger"]), backup_dir=m["backup_dir"], queued_at=m["queued_at"],
         schedule=m["schedule"], file_path=m["file_path"], temp_path=m["temp_path"],
         size_bytes=m["size_bytes"], sha256=m["sha256"], started_at=m["started_at"],
@@ -163,10 +176,11 @@ class SqlRunStore:
             conn.execute(update(runs).where(runs.c.id == run_id).values(**values))
 
     def create_run(self, *, database: str, trigger: Trigger, backup_dir: str,
-                   queued_at: datetime, schedule: str = "") -> Run:
+                   queued_at: datetime, schedule: str = "", target: str = "") -> Run:
         with self._write_lock, self.engine.begin() as conn:
             result = conn.execute(insert(runs).values(
-                database=database, status=RunStatus.PENDING.value, trigger=trigger.value,
+                database=database, target=target or database,
+                status=RunStatus.PENDING.value, trigger=trigger.value,
                 schedule=schedule, backup_dir=backup_dir, queued_at=queued_at,
                 file_state=FileState.NONE.value, present=False))
             run_id = int(result.inserted_primary_key[0])  # type: ignore[index]
@@ -279,25 +293,29 @@ class SqlRunStore:
             row = conn.execute(query).first()
         return None if row is None else _row_to_run(row)
 
-    def stats(self, backup_directory: str) -> Stats:
+    def stats(self, backup_directory: str, database: str = "") -> Stats:
+        scope = (runs.c.database == database) if database else true()
         with self.engine.connect() as conn:
             present = conn.execute(
                 select(func.count(), func.coalesce(func.sum(runs.c.size_bytes), 0),
                        func.min(runs.c.started_at), func.max(runs.c.started_at))
-                .where(runs.c.present.is_(True))).one()
+                .where(runs.c.present.is_(True), scope)).one()
             counts: dict[str, int] = dict(conn.execute(
-                select(runs.c.status, func.count()).group_by(runs.c.status)).all())
+                select(runs.c.status, func.count()).where(scope)
+                .group_by(runs.c.status)).all())
             verified: dict[str, int] = dict(conn.execute(
-                select(runs.c.verification, func.count()).where(runs.c.verification != "")
+                select(runs.c.verification, func.count())
+                .where(runs.c.verification != "", scope)
                 .group_by(runs.c.verification)).all())
             last_ok = conn.execute(
                 select(runs.c.id, runs.c.finished_at, runs.c.file_path)
-                .where(runs.c.status == RunStatus.SUCCEEDED.value)
+                .where(runs.c.status == RunStatus.SUCCEEDED.value, scope)
                 .order_by(runs.c.status, runs.c.finished_at.desc()).limit(1)).first()
             last_fail = conn.execute(
                 select(runs.c.id, runs.c.finished_at, runs.c.error)
-                .where(runs.c.status == RunStatus.FAILED.value)
+                .where(runs.c.status == RunStatus.FAILED.value, scope)
                 .order_by(runs.c.status, runs.c.finished_at.desc()).limit(1)).first()
+            per_db = self._per_database(conn) if not database else ()
         # min/max come back raw from aggregate functions: convert like the column type.
         oldest, newest = (_aware(v) for v in (present[2], present[3]))
         return Stats(
@@ -313,7 +331,34 @@ class SqlRunStore:
             if last_fail else None,
             verified_backups=int(verified.get("OK", 0)),
             verification_failures=int(verified.get("FAILED", 0)),
+            databases=per_db,
         )
+
+    @staticmethod
+    def _per_database(conn: Any) -> tuple[DatabaseStats, ...]:
+        """Totals and last outcomes per database, in three grouped queries."""
+        totals = {db: (n, size, newest) for db, n, size, newest in conn.execute(
+            select(runs.c.database, func.count(), func.coalesce(func.sum(runs.c.size_bytes), 0),
+                   func.max(runs.c.started_at))
+            .where(runs.c.present.is_(True)).group_by(runs.c.database)).all()}
+        last: dict[tuple[str, str], RunSummary] = {}
+        for status in (RunStatus.SUCCEEDED, RunStatus.FAILED):
+            newest_id = (select(func.max(runs.c.id).label("id"))
+                         .where(runs.c.status == status.value)
+                         .group_by(runs.c.database).subquery())
+            for row in conn.execute(select(runs.c.database, runs.c.id, runs.c.finished_at,
+                                           runs.c.file_path, runs.c.error)
+                                    .join(newest_id, runs.c.id == newest_id.c.id)).all():
+                last[(row[0], status.value)] = RunSummary(
+                    row[1], row[2], file_path=row[3] if status is RunStatus.SUCCEEDED else "",
+                    error=row[4] if status is RunStatus.FAILED else "")
+        names = sorted({*totals, *(db for db, _ in last)})
+        return tuple(DatabaseStats(
+            database=db, total_backups=int(totals.get(db, (0, 0, None))[0]),
+            total_size_bytes=int(totals.get(db, (0, 0, None))[1]),
+            newest_backup=_aware(totals.get(db, (0, 0, None))[2]),
+            last_success=last.get((db, RunStatus.SUCCEEDED.value)),
+            last_failure=last.get((db, RunStatus.FAILED.value))) for db in names)
 
     def bulk_insert(self, rows: Sequence[dict[str, Any]]) -> None:
         """Insert prepared rows (benchmarks and tests that need many runs)."""

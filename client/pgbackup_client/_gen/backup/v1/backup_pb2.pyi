@@ -110,12 +110,14 @@ class CreateCustomBackupRequest(_message.Message):
     def __init__(self, backup_dir: _Optional[str] = ..., retention_days: _Optional[int] = ..., cleanup_old: _Optional[bool] = ..., background: _Optional[bool] = ..., database: _Optional[str] = ...) -> None: ...
 
 class CreateBackupResponse(_message.Message):
-    __slots__ = ("backup", "deleted_files")
+    __slots__ = ("backup", "deleted_files", "backups")
     BACKUP_FIELD_NUMBER: _ClassVar[int]
     DELETED_FILES_FIELD_NUMBER: _ClassVar[int]
+    BACKUPS_FIELD_NUMBER: _ClassVar[int]
     backup: Backup
     deleted_files: int
-    def __init__(self, backup: _Optional[_Union[Backup, _Mapping]] = ..., deleted_files: _Optional[int] = ...) -> None: ...
+    backups: _containers.RepeatedCompositeFieldContainer[Backup]
+    def __init__(self, backup: _Optional[_Union[Backup, _Mapping]] = ..., deleted_files: _Optional[int] = ..., backups: _Optional[_Iterable[_Union[Backup, _Mapping]]] = ...) -> None: ...
 
 class GetStatsRequest(_message.Message):
     __slots__ = ("database",)

@@ -1,0 +1,164 @@
+"""Prometheus metrics, scraped over HTTP from a real backupd and from a bare store."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import DB, ManualClock
+from prometheus_client.parser import text_string_to_metric_families
+
+from pgbackup_client import BackupClientError
+from pgbackup_server.config import build_config
+from pgbackup_server.errors import ConfigError
+from pgbackup_server.metrics import Metrics
+from pgbackup_server.models import Trigger
+from pgbackup_server.observability import start_observability
+from pgbackup_server.store import SqlRunStore
+
+T0 = datetime(2024, 1, 15, 2, 0, tzinfo=UTC)
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(port: int) -> Samples:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    out: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples[(name, frozenset(labels.items()))]
+
+
+def test_metrics_after_a_success_and_a_failure(start_app, tmp_path):
+    blocked = tmp_path / "blocked"  # an allowed backup directory that is a file
+    clock = ManualClock(T0)
+    stack = start_app(clock=clock, envoy=False,
+                      backup={"allowedDirectories": [str(blocked)]})
+    obs = start_observability(stack.app.config, stack.app.service, stack.app.store,
+                              lambda ok: None, clock, background=False)
+    try:
+        client = stack.client()
+        before = scrape(obs.metrics_port)
+        for status in ("succeeded", "failed"):
+            assert value(before, "backup_runs_total", database=DB, status=status,
+                         trigger="manual") == 0
+        assert ("backup_last_success_timestamp_seconds", frozenset({("database", DB)})) \
+            not in before
+
+        run = client.create_backup().backup
+        clock.advance(seconds=90)
+        m = scrape(obs.metrics_port)
+        assert value(m, "backup_runs_total", database=DB, status="succeeded",
+                     trigger="manual") == 1
+        assert value(m, "backup_runs_total", database=DB, status="failed",
+                     trigger="manual") == 0
+        assert value(m, "backup_size_bytes", database=DB) == run.size_bytes > 0
+        assert value(m, "backup_last_success_timestamp_seconds", database=DB) == T0.timestamp()
+        assert value(m, "backup_last_success_age_seconds", database=DB) == 90
+        assert value(m, "backup_storage_bytes", directory=str(stack.backup_dir)) == run.size_bytes
+        assert value(m, "backup_storage_files", directory=str(stack.backup_dir)) == 1
+        assert value(m, "backup_duration_seconds_count", database=DB, status="succeeded") == 1
+        assert value(m, "backup_in_progress") == 0
+        assert value(m, "backup_healthy") == 1
+        assert value(m, "backup_directory_free_bytes", directory=str(stack.backup_dir)) > 0
+
+        blocked.write_text("not a directory")
+        with pytest.raises(BackupClientError, match="not a directory"):
+            client.create_custom_backup(str(blocked))
+        clock.advance(seconds=10)
+        m = scrape(obs.metrics_port)
+        assert value(m, "backup_runs_total", database=DB, status="failed",
+                     trigger="manual") == 1
+        assert value(m, "backup_runs_total", database=DB, status="succeeded",
+                     trigger="manual") == 1
+        assert value(m, "backup_last_failure_timestamp_seconds", database=DB) \
+            == (T0 + timedelta(seconds=90)).timestamp()
+        # The failure changes nothing about the last success, which keeps ageing.
+        assert value(m, "backup_last_success_timestamp_seconds", database=DB) == T0.timestamp()
+        assert value(m, "backup_last_success_age_seconds", database=DB) == 100
+        assert value(m, "backup_size_bytes", database=DB) == run.size_bytes
+        assert value(m, "backup_in_progress") == 0
+
+        client.cleanup()  # nothing old enough: retention deletes nothing
+        assert value(scrape(obs.metrics_port), "backup_retention_deleted_total") == 0
+    finally:
+        obs.stop()
+
+
+# -- without PostgreSQL -----------------------------------------------------------
+
+
+def make_config(tmp_path: Path, **overrides: Any) -> Any:
+    raw: dict[str, Any] = {"database": {"url": "postgresql://u@127.0.0.1:5432/shop"},
+                           "backup": {"directory": str(tmp_path / "backups")},
+                           "server": {"dataDirectory": str(tmp_path / "data")},
+                           "metrics": {"address": "127.0.0.1:0"}}
+    raw.update(overrides)
+    return build_config(raw, base=tmp_path, env={})
+
+
+def add_success(store: SqlRunStore, directory: Path, at: datetime, size: int) -> int:
+    run = store.create_run(database="shop", trigger=Trigger.SCHEDULE, backup_dir=str(directory),
+                           queued_at=at, schedule="nightly")
+    store.mark_running(run.id, started_at=at, temp_path="", format="plain", compression="none",
+                       pg_dump_version="18", server_version="18")
+    store.mark_succeeded(run.id, finished_at=at + timedelta(seconds=30),
+                         file_path=str(directory / f"b{run.id}.sql"), size_bytes=size,
+                         sha256="0" * 64)
+    return run.id
+
+
+def test_last_success_is_right_after_a_restart(tmp_path):
+    config = make_config(tmp_path)
+    store = SqlRunStore(f"sqlite:///{tmp_path / 'runs.sqlite3'}")
+    add_success(store, config.backup.directory, T0, 100)
+    add_success(store, config.backup.directory, T0 + timedelta(hours=24), 120)
+    add_success(store, tmp_path / "custom", T0, 5)
+    clock = ManualClock(T0 + timedelta(hours=25))
+    metrics = Metrics(config, store, clock)  # a fresh process over an existing store
+    port = metrics.serve("127.0.0.1:0")
+    try:
+        m = scrape(port)
+    finally:
+        metrics.stop()
+    last = (T0 + timedelta(hours=24, seconds=30)).timestamp()
+    assert value(m, "backup_last_success_timestamp_seconds", database="shop") == last
+    assert value(m, "backup_last_success_age_seconds", database="shop") == 3600 - 30
+    assert value(m, "backup_size_bytes", database="shop") == 120
+    assert value(m, "backup_storage_bytes", directory=str(config.backup.directory)) == 220
+    assert value(m, "backup_storage_bytes", directory=str(tmp_path / "custom")) == 5
+    # Counters count this process's events only.
+    assert value(m, "backup_runs_total", database="shop", status="succeeded",
+                 trigger="schedule") == 0
+
+
+def test_two_instances_in_one_process_and_only_metrics_path(tmp_path):
+    config = make_config(tmp_path)
+    store = SqlRunStore(f"sqlite:///{tmp_path / 'runs.sqlite3'}")
+    first, second = Metrics(config, store, ManualClock(T0)), Metrics(config, store,
+                                                                      ManualClock(T0))
+    ports = first.serve("127.0.0.1:0"), second.serve("127.0.0.1:0")
+    try:
+        assert ports[0] != ports[1] and all(ports)
+        first.misfires.labels("nightly").inc()
+        assert value(scrape(ports[0]), "backup_scheduler_misfires_total", schedule="nightly") == 1
+        assert ("backup_scheduler_misfires_total", frozenset({("schedule", "nightly")})) \
+            not in scrape(ports[1])
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"http://127.0.0.1:{ports[0]}/", timeout=10)
+        assert err.value.code == 404
+        err.value.close()
+        with pytest.raises(ConfigError, match="metrics.address"):
+            Metrics(config, store, ManualClock(T0)).serve(f"127.0.0.1:{ports[0]}")
+    finally:
+        first.stop()
+        second.stop()
