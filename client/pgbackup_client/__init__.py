@@ -15,12 +15,17 @@ from pgbackup_client.errors import (
 )
 from pgbackup_client.models import (
     Backup,
+    BackupContents,
     BackupPage,
     CleanupResult,
+    ContentEntry,
     CreateResult,
+    RestoreRun,
     RunSummary,
     Schedule,
     Stats,
+    TableRows,
+    VerifyResult,
 )
 from pgbackup_client.sdk import BackupClient
 
@@ -28,8 +33,10 @@ __all__ = [
     "Backup",
     "BackupClient",
     "BackupClientError",
+    "BackupContents",
     "BackupPage",
     "CleanupResult",
+    "ContentEntry",
     "CreateResult",
     "DeadlineExceeded",
     "FailedPrecondition",
@@ -38,10 +45,13 @@ __all__ = [
     "NotFound",
     "PermissionDenied",
     "ResourceExhausted",
+    "RestoreRun",
     "RunSummary",
     "Schedule",
     "Stats",
+    "TableRows",
     "Unauthenticated",
     "Unavailable",
+    "VerifyResult",
     "from_rpc_error",
 ]

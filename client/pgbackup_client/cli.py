@@ -13,7 +13,16 @@ from datetime import datetime
 from typing import Any
 
 from pgbackup_client.errors import BackupClientError, Unavailable
-from pgbackup_client.models import Backup, CleanupResult, CreateResult, Schedule, Stats
+from pgbackup_client.models import (
+    Backup,
+    BackupContents,
+    CleanupResult,
+    CreateResult,
+    RestoreRun,
+    Schedule,
+    Stats,
+    VerifyResult,
+)
 from pgbackup_client.sdk import DEFAULT_ADDRESS, TOKEN_ENV, BackupClient
 
 __all__ = ["human_size", "main"]
@@ -110,6 +119,9 @@ def _backup_rows(b: Backup) -> list[tuple[str, str]]:
     ]
     if b.error:
         rows.append(("error", b.error))
+    if b.verification:
+        verdict = b.verification + (f": {b.verification_reason}" if b.verification_reason else "")
+        rows.append(("verification", f"{verdict} ({_time(b.verified_at)})"))
     return rows
 
 
@@ -171,6 +183,8 @@ def _cmd_stats(client: BackupClient, args: argparse.Namespace) -> int:
     )
     f = st.last_failure
     rows.append(("last failure", f"#{f.id} at {_time(f.time)}: {f.error}" if f else "-"))
+    rows.append(("verified backups", str(st.verified_backups)))
+    rows.append(("failed verifications", str(st.verification_failures)))
     _print_kv(rows)
     return EXIT_OK
 
@@ -266,6 +280,98 @@ def _cmd_schedules(client: BackupClient, args: argparse.Namespace) -> int:
         for s in schedules
     ]
     _print_table(["NAME", "ENABLED", "CRON", "TIMEZONE", "JOB", "NEXT RUN"], rows)
+    return EXIT_OK
+
+
+def _cmd_verify(client: BackupClient, args: argparse.Namespace) -> int:
+    res: VerifyResult = client.verify_backup(args.id, deep=args.deep, timeout=args.create_timeout)
+    if args.json:
+        _print_json(res.to_dict())
+    else:
+        rows = [
+            ("backup", str(args.id)),
+            ("verification", res.verification),
+            ("mode", "deep" if res.deep else "quick"),
+            ("verified at", _time(res.verified_at)),
+            ("duration", _duration(res.duration_seconds)),
+        ]
+        if res.reason:
+            rows.append(("reason", res.reason))
+        _print_kv(rows)
+        if res.tables:
+            print()
+            _print_table(
+                ["SCHEMA", "TABLE", "ROWS"], [[t.schema, t.table, str(t.rows)] for t in res.tables]
+            )
+    if not res.ok:
+        _err(f"FAILED: {res.reason or 'verification failed'}")
+        return EXIT_ERROR
+    return EXIT_OK
+
+
+def _restore_rows(r: RestoreRun) -> list[tuple[str, str]]:
+    rows = [
+        ("restore", str(r.id)),
+        ("backup", str(r.backup_id)),
+        ("status", r.status),
+        ("target database", r.target_database or "-"),
+        ("started", _time(r.started_at)),
+        ("finished", _time(r.finished_at)),
+        ("duration", _duration(r.duration_seconds) if r.finished_at else "-"),
+        ("requested by", r.requested_by or "-"),
+    ]
+    if r.schemas:
+        rows.append(("schemas", ", ".join(r.schemas)))
+    if r.tables:
+        rows.append(("tables", ", ".join(r.tables)))
+    if r.error:
+        rows.append(("error", r.error))
+    return rows
+
+
+def _report_restore(args: argparse.Namespace, r: RestoreRun) -> int:
+    if args.json:
+        _print_json(r.to_dict())
+    else:
+        _print_kv(_restore_rows(r))
+    if r.status == "FAILED":
+        _err(f"FAILED: {r.error or 'restore failed'}")
+        return EXIT_ERROR
+    return EXIT_OK
+
+
+def _cmd_restore(client: BackupClient, args: argparse.Namespace) -> int:
+    r = client.restore_backup(
+        args.id,
+        target_database=args.target,
+        overwrite=args.overwrite,
+        schemas=args.schema,
+        tables=args.table,
+        jobs=args.jobs,
+        background=args.background,
+        timeout=args.create_timeout,
+    )
+    return _report_restore(args, r)
+
+
+def _cmd_restore_status(client: BackupClient, args: argparse.Namespace) -> int:
+    return _report_restore(args, client.get_restore(args.id))
+
+
+def _cmd_contents(client: BackupClient, args: argparse.Namespace) -> int:
+    c: BackupContents = client.list_backup_contents(args.id)
+    if args.json:
+        _print_json(c.to_dict())
+        return EXIT_OK
+    if not c.entries:
+        print("no objects")
+        return EXIT_OK
+    rows = [
+        [e.schema or "-", e.name, e.kind, human_size(e.size_bytes) if e.size_bytes else "-"]
+        for e in c.entries
+    ]
+    _print_table(["SCHEMA", "NAME", "KIND", "DATA"], rows)
+    print(f"schemas: {', '.join(c.schemas) or '-'}")
     return EXIT_OK
 
 
@@ -394,6 +500,60 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("schedules", "configured schedules and their next run")
     p.set_defaults(func=_cmd_schedules)
 
+    p = add("verify", "check a backup: checksum and structure, or --deep restore")
+    p.add_argument("id", type=int, metavar="ID", help="backup id")
+    p.add_argument(
+        "--deep",
+        action="store_true",
+        help="restore into a scratch database (always dropped) and count rows",
+    )
+    p.set_defaults(func=_cmd_verify)
+
+    p = add("restore", "restore a backup, whole or some schemas/tables, into a database")
+    p.add_argument("id", type=int, metavar="ID", help="backup id")
+    p.add_argument(
+        "--target",
+        default="",
+        metavar="NAME",
+        help="database to restore into (default: a new database named after the backup)",
+    )
+    p.add_argument(
+        "--schema",
+        action="append",
+        default=[],
+        metavar="S",
+        help="restore only this schema (repeatable; custom/directory backups)",
+    )
+    p.add_argument(
+        "--table",
+        action="append",
+        default=[],
+        metavar="T",
+        help="restore only this table, T or SCHEMA.T (repeatable; custom/directory backups)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="allow restoring into an existing, non-empty database",
+    )
+    p.add_argument(
+        "--jobs",
+        type=_non_negative_int,
+        default=0,
+        metavar="N",
+        help="parallel pg_restore jobs (custom/directory backups)",
+    )
+    p.add_argument("--background", action="store_true", help="return at once, do not wait")
+    p.set_defaults(func=_cmd_restore)
+
+    p = add("restore-status", "one recorded restore")
+    p.add_argument("id", type=int, metavar="ID", help="restore id")
+    p.set_defaults(func=_cmd_restore_status)
+
+    p = add("contents", "schemas, tables and their sizes in a backup")
+    p.add_argument("id", type=int, metavar="ID", help="backup id")
+    p.set_defaults(func=_cmd_contents)
+
     p = add("token", "manage API tokens (offline)")
     token_sub = p.add_subparsers(dest="token_command", metavar="ACTION", required=True)
     tp = token_sub.add_parser(
@@ -414,8 +574,8 @@ def _run(args: argparse.Namespace) -> int:
     address = getattr(args, "address", None) or os.environ.get(ADDRESS_ENV) or DEFAULT_ADDRESS
     explicit_timeout: float | None = getattr(args, "timeout", None)
     timeout = DEFAULT_TIMEOUT if explicit_timeout is None else (explicit_timeout or None)
-    # A long dump must not be cut short by the default deadline; only an
-    # explicit --timeout bounds the create calls.
+    # A long dump (or restore, or deep verification) must not be cut short by the
+    # default deadline; only an explicit --timeout bounds those calls.
     args.create_timeout = explicit_timeout or None
     with BackupClient(
         address,

@@ -12,12 +12,17 @@ from pgbackup_client._gen.backup.v1 import backup_pb2
 
 __all__ = [
     "Backup",
+    "BackupContents",
     "BackupPage",
     "CleanupResult",
+    "ContentEntry",
     "CreateResult",
+    "RestoreRun",
     "RunSummary",
     "Schedule",
     "Stats",
+    "TableRows",
+    "VerifyResult",
 ]
 
 
@@ -69,6 +74,10 @@ class Backup:
     server_version: str
     file_deleted: bool
     file_missing: bool
+    # Last verification: "" (never), "OK" or "FAILED".
+    verification: str = ""
+    verification_reason: str = ""
+    verified_at: datetime | None = None
 
     @classmethod
     def from_proto(cls, msg: backup_pb2.Backup) -> Backup:
@@ -94,6 +103,9 @@ class Backup:
             server_version=msg.server_version,
             file_deleted=msg.file_deleted,
             file_missing=msg.file_missing,
+            verification=msg.verification,
+            verification_reason=msg.verification_reason,
+            verified_at=_ts(msg, "verified_at"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -119,6 +131,9 @@ class Backup:
             "server_version": self.server_version,
             "file_deleted": self.file_deleted,
             "file_missing": self.file_missing,
+            "verification": self.verification,
+            "verification_reason": self.verification_reason,
+            "verified_at": _iso(self.verified_at),
         }
 
 
@@ -177,6 +192,9 @@ class Stats:
     running_runs: int
     last_success: RunSummary | None
     last_failure: RunSummary | None
+    # Backups whose last verification passed / failed.
+    verified_backups: int = 0
+    verification_failures: int = 0
 
     @classmethod
     def from_proto(cls, msg: backup_pb2.GetStatsResponse) -> Stats:
@@ -196,6 +214,8 @@ class Stats:
             last_failure=(
                 RunSummary.from_proto(msg.last_failure) if msg.HasField("last_failure") else None
             ),
+            verified_backups=msg.verified_backups,
+            verification_failures=msg.verification_failures,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -211,6 +231,8 @@ class Stats:
             "running_runs": self.running_runs,
             "last_success": self.last_success.to_dict() if self.last_success else None,
             "last_failure": self.last_failure.to_dict() if self.last_failure else None,
+            "verified_backups": self.verified_backups,
+            "verification_failures": self.verification_failures,
         }
 
 
@@ -299,3 +321,146 @@ class BackupPage:
             "backups": [b.to_dict() for b in self.backups],
             "next_page_token": self.next_page_token,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class TableRows:
+    """A table restored by a deep verification, and its row count."""
+
+    schema: str
+    table: str
+    rows: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly dict."""
+        return {"schema": self.schema, "table": self.table, "rows": self.rows}
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyResult:
+    """Outcome of VerifyBackup: ``verification`` is ``"OK"`` or ``"FAILED"``."""
+
+    verification: str
+    reason: str
+    deep: bool
+    verified_at: datetime | None
+    tables: tuple[TableRows, ...]
+    duration_seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.verification == "OK"
+
+    @classmethod
+    def from_proto(cls, msg: backup_pb2.VerifyBackupResponse) -> VerifyResult:
+        """Build from a ``backup.v1.VerifyBackupResponse`` message."""
+        return cls(
+            verification=msg.verification,
+            reason=msg.reason,
+            deep=msg.deep,
+            verified_at=_ts(msg, "verified_at"),
+            tables=tuple(TableRows(t.schema, t.table, t.rows) for t in msg.tables),
+            duration_seconds=msg.duration_seconds,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly dict."""
+        return {
+            "verification": self.verification,
+            "reason": self.reason,
+            "deep": self.deep,
+            "verified_at": _iso(self.verified_at),
+            "tables": [t.to_dict() for t in self.tables],
+            "duration_seconds": self.duration_seconds,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreRun:
+    """One restore, whatever its outcome; ``status`` as for backups."""
+
+    id: int
+    backup_id: int
+    target_database: str
+    status: str
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_seconds: float
+    error: str
+    requested_by: str
+    schemas: tuple[str, ...]
+    tables: tuple[str, ...]
+
+    @classmethod
+    def from_proto(cls, msg: backup_pb2.RestoreRun) -> RestoreRun:
+        """Build from a ``backup.v1.RestoreRun`` message."""
+        return cls(
+            id=msg.id,
+            backup_id=msg.backup_id,
+            target_database=msg.target_database,
+            status=_enum_name(backup_pb2.BackupStatus, msg.status),
+            started_at=_ts(msg, "started_at"),
+            finished_at=_ts(msg, "finished_at"),
+            duration_seconds=msg.duration_seconds,
+            error=msg.error,
+            requested_by=msg.requested_by,
+            schemas=tuple(msg.schemas),
+            tables=tuple(msg.tables),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly dict."""
+        return {
+            "id": self.id,
+            "backup_id": self.backup_id,
+            "target_database": self.target_database,
+            "status": self.status,
+            "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at),
+            "duration_seconds": self.duration_seconds,
+            "error": self.error,
+            "requested_by": self.requested_by,
+            "schemas": list(self.schemas),
+            "tables": list(self.tables),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ContentEntry:
+    """An object in a backup; ``size_bytes`` is a table's data as stored."""
+
+    schema: str
+    name: str
+    kind: str
+    size_bytes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly dict."""
+        return {
+            "schema": self.schema,
+            "name": self.name,
+            "kind": self.kind,
+            "size_bytes": self.size_bytes,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class BackupContents:
+    """What a backup holds, from its table of contents."""
+
+    entries: tuple[ContentEntry, ...]
+    schemas: tuple[str, ...]
+
+    @classmethod
+    def from_proto(cls, msg: backup_pb2.ListBackupContentsResponse) -> BackupContents:
+        """Build from a ``backup.v1.ListBackupContentsResponse`` message."""
+        return cls(
+            entries=tuple(
+                ContentEntry(e.schema, e.name, e.kind, e.size_bytes) for e in msg.entries
+            ),
+            schemas=tuple(msg.schemas),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly dict."""
+        return {"entries": [e.to_dict() for e in self.entries], "schemas": list(self.schemas)}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -13,11 +13,14 @@ from pgbackup_client._gen.backup.v1 import backup_pb2, backup_pb2_grpc
 from pgbackup_client.errors import from_rpc_error
 from pgbackup_client.models import (
     Backup,
+    BackupContents,
     BackupPage,
     CleanupResult,
     CreateResult,
+    RestoreRun,
     Schedule,
     Stats,
+    VerifyResult,
 )
 
 __all__ = ["DEFAULT_ADDRESS", "BackupClient"]
@@ -173,6 +176,57 @@ class BackupClient:
         req = backup_pb2.ListSchedulesRequest()
         resp = self._call(self._stub.ListSchedules, req, self.timeout)
         return [Schedule.from_proto(s) for s in resp.schedules]
+
+    def verify_backup(
+        self, id: int, *, deep: bool = False, timeout: float | None = None
+    ) -> VerifyResult:
+        """Verify a backup: checksum and structure, or with ``deep`` a restore into a
+        scratch database. A corrupt or missing file is ``verification == "FAILED"``
+        with the reason, not an exception. No deadline by default (deep takes long).
+        """
+        req = backup_pb2.VerifyBackupRequest(id=id, deep=deep)
+        return VerifyResult.from_proto(self._call(self._stub.VerifyBackup, req, timeout))
+
+    def restore_backup(
+        self,
+        id: int,
+        *,
+        target_database: str = "",
+        overwrite: bool = False,
+        schemas: Sequence[str] = (),
+        tables: Sequence[str] = (),
+        jobs: int = 0,
+        background: bool = False,
+        timeout: float | None = None,
+    ) -> RestoreRun:
+        """Restore a backup into ``target_database`` (default: a new database).
+
+        ``overwrite`` is needed for an existing non-empty database; ``schemas`` and
+        ``tables`` (``"table"`` or ``"schema.table"``) restore just those objects.
+        A failed restore raises (the run is recorded; see ``get_restore``). With
+        ``background`` the RUNNING restore is returned at once.
+        """
+        req = backup_pb2.RestoreBackupRequest(
+            id=id,
+            target_database=target_database,
+            overwrite=overwrite,
+            schemas=list(schemas),
+            tables=list(tables),
+            jobs=jobs,
+            background=background,
+        )
+        return RestoreRun.from_proto(self._call(self._stub.RestoreBackup, req, timeout))
+
+    def get_restore(self, id: int) -> RestoreRun:
+        """One recorded restore by id; raises NotFound if there is none."""
+        req = backup_pb2.GetRestoreRequest(id=id)
+        return RestoreRun.from_proto(self._call(self._stub.GetRestore, req, self.timeout))
+
+    def list_backup_contents(self, id: int) -> BackupContents:
+        """Schemas, tables (with data sizes) and other objects in a backup."""
+        req = backup_pb2.ListBackupContentsRequest(id=id)
+        resp = self._call(self._stub.ListBackupContents, req, self.timeout)
+        return BackupContents.from_proto(resp)
 
     def close(self) -> None:
         """Close the underlying channel."""

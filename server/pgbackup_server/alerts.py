@@ -1,9 +1,11 @@
 """Alerts: a backup that should exist and does not, or one that is not sound.
 
-- ``stale``: the database has no usable successful backup (file still on disk)
-  younger than ``alerts.maxAge``, whether runs failed or no run happened. With
-  no backup at all, the age counts from when tracking began (the first start
-  with alerts, kept in the state file), so a fresh install is not stale at once.
+- ``stale``: a database has no usable successful backup (file still on disk)
+  younger than its ``maxAge`` (``databases[i].maxAge``, else ``alerts.maxAge``),
+  whether runs failed or no run happened. With no backup at all, the age counts
+  from when tracking began (kept in the state file), so a fresh install is not
+  stale at once. Watched: each target's database; for an ``allDatabases``
+  target, its globals and every database its latest request dumped.
 - ``missed_schedule``: a schedule's fire did not happen because the service was
   down; resolved by the next successful run of that schedule.
 - ``verification_failed``: a backup failed verification; resolved when a newer
@@ -45,6 +47,27 @@ KINDS = (STALE, MISSED_SCHEDULE, VERIFICATION_FAILED)
 # Successful runs examined for a usable backup; retention deletes the oldest,
 # so a usable one, if any, is among the newest.
 _SCAN = 50
+# Runs of one allDatabases request are queued together; a database whose newest
+# run is older than the target's newest request by more than this was not in
+# it (dropped from the server) and is no longer watched.
+_REQUEST_GAP_SECONDS = 60.0
+_RECENT_RUNS = 1000
+
+
+def subject_of(target: str, database: str) -> str:
+    """What an alert is about: the database, qualified by its target if they differ."""
+    return database if not target or target == database else f"{target}/{database}"
+
+
+@dataclass(frozen=True, slots=True)
+class Watched:
+    target: str
+    database: str
+    max_age: float | None
+
+    @property
+    def subject(self) -> str:
+        return subject_of(self.target, self.database)
 
 
 @dataclass
@@ -83,18 +106,53 @@ class AlertManager(Listener):
         self.sink = sink
         self.state_path = state_path
         self.host = host or socket.gethostname()
-        self.databases = (config.database.dbname,)
         self._lock = threading.RLock()
         self._active: dict[str, Alert] = {}
         self._tracking_since: dict[str, datetime] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._load()
-        untracked = [db for db in self.databases if db not in self._tracking_since]
-        for db in untracked:
-            self._tracking_since[db] = clock()
-        if untracked:
+        self._track([w.subject for w in self._configured()], clock())
+
+    def _track(self, subjects: list[str], now: datetime) -> None:
+        new = [s for s in subjects if s not in self._tracking_since]
+        for subject in new:
+            self._tracking_since[subject] = now
+        if new:
             self._save()
+
+    def _configured(self) -> list[Watched]:
+        """Watched databases known from the configuration alone."""
+        out = []
+        for t in self.config.targets:
+            max_age = t.max_age_seconds or self.config.alerts.max_age_seconds
+            name = f"{t.name}-globals" if t.all_databases else t.database.dbname
+            out.append(Watched(t.name, name, max_age))
+        if not self.config.targets:
+            db = self.config.database.dbname
+            out.append(Watched(db, db, self.config.alerts.max_age_seconds))
+        return out
+
+    def watched(self) -> list[Watched]:
+        """Every database whose backups must stay fresh."""
+        out = self._configured()
+        spread = {t.name: t for t in self.config.targets if t.all_databases}
+        if not spread:
+            return out
+        newest: dict[tuple[str, str], datetime] = {}
+        for r in self.store.list_runs(page_size=_RECENT_RUNS).runs:  # newest first
+            if r.target in spread:
+                newest.setdefault((r.target, r.database), r.queued_at)
+        for name, t in spread.items():
+            latest = newest.get((name, f"{name}-globals"))
+            max_age = t.max_age_seconds or self.config.alerts.max_age_seconds
+            for (target, db), queued in sorted(newest.items()):
+                if target != name or db == f"{name}-globals":
+                    continue
+                if latest and (latest - queued).total_seconds() > _REQUEST_GAP_SECONDS:
+                    continue  # not in the latest request: no longer on the server
+                out.append(Watched(name, db, max_age))
+        return out
 
     # -- queries ------------------------------------------------------------
 
@@ -137,41 +195,47 @@ class AlertManager(Listener):
             self._check_missed(now)
 
     def _check_stale(self, now: datetime) -> None:
-        max_age = self.config.alerts.max_age_seconds
+        watched = [w for w in self.watched() if w.max_age is not None]
+        self._track([w.subject for w in watched], now)
+        subjects = {w.subject for w in watched}
         for alert in [a for a in self._active.values() if a.kind == STALE]:
-            if max_age is None or alert.subject not in self.databases:
-                self._resolve(alert.key, now, "Stale-backup alert withdrawn: alerts.maxAge is "
-                              "no longer set for this database")
-        if max_age is None:
-            return
-        for db in self.databases:
-            successes = self.store.list_runs(database=db, status=RunStatus.SUCCEEDED,
-                                             page_size=_SCAN).runs
-            usable = [r.finished_at for r in successes if r.finished_at is not None
-                      and r.file_state is FileState.PRESENT and os.path.exists(r.file_path)]
-            newest = max(usable) if usable else None
-            last = successes[0].finished_at if successes else None
-            # Without a usable backup, count from tracking start, or from the last
-            # success if that is older: a deleted file gets no fresh-install grace.
-            reference = newest or min(d for d in (self._tracking_since[db], last) if d)
-            age = (now - reference).total_seconds()
-            key = f"{STALE}/{db}"
-            if age <= max_age:
-                if newest is not None:
-                    self._resolve(key, now, f"Backups of {db} are fresh again: the newest "
-                                  f"finished {human_age(age)} ago", last_success_time=newest)
-                continue
+            if alert.subject not in subjects:
+                self._resolve(alert.key, now, f"Stale-backup alert withdrawn: {alert.subject} "
+                              "is no longer backed up or has no maxAge")
+        for w in watched:
+            self._check_one(w, w.max_age or 0.0, now)
+
+    def _check_one(self, w: Watched, max_age: float, now: datetime) -> None:
+        db = w.database
+        successes = [r for r in self.store.list_runs(database=db, status=RunStatus.SUCCEEDED,
+                                                     page_size=_SCAN).runs
+                     if r.target in (w.target, "")]
+        usable = [r.finished_at for r in successes if r.finished_at is not None
+                  and r.file_state is FileState.PRESENT and os.path.exists(r.file_path)]
+        newest = max(usable) if usable else None
+        last = successes[0].finished_at if successes else None
+        # Without a usable backup, count from tracking start, or from the last
+        # success if that is older: a deleted file gets no fresh-install grace.
+        reference = newest or min(d for d in (self._tracking_since[w.subject], last) if d)
+        age = (now - reference).total_seconds()
+        key = f"{STALE}/{w.subject}"
+        if age <= max_age:
             if newest is not None:
-                detail = f"the newest finished at {rfc3339(newest)}, {human_age(age)} ago"
-            elif last is not None:
-                detail = f"the last success ({rfc3339(last)}) has no backup file any more"
-            else:
-                detail = f"none at all since tracking began at {rfc3339(reference)}"
-            self._fire(Alert(STALE, db, reference + timedelta(seconds=max_age), {
-                "database": db, "last_success_time": rfc3339(last) if last else None,
-                "age_seconds": round(age), "max_age_seconds": max_age}), now,
-                f"No successful backup of {db} in the last {human_age(max_age)} "
-                f"(alerts.maxAge): {detail}")
+                self._resolve(key, now, f"Backups of {db} are fresh again: the newest "
+                              f"finished {human_age(age)} ago", last_success_time=newest)
+            return
+        if newest is not None:
+            detail = f"the newest finished at {rfc3339(newest)}, {human_age(age)} ago"
+        elif last is not None:
+            detail = f"the last success ({rfc3339(last)}) has no backup file any more"
+        else:
+            detail = f"none at all since tracking began at {rfc3339(reference)}"
+        self._fire(Alert(STALE, w.subject, reference + timedelta(seconds=max_age), {
+            "database": db, "target": w.target,
+            "last_success_time": rfc3339(last) if last else None,
+            "age_seconds": round(age), "max_age_seconds": max_age}), now,
+            f"No successful backup of {db} in the last {human_age(max_age)} "
+            f"(maxAge): {detail}")
 
     def _check_missed(self, now: datetime) -> None:
         names = {s.name for s in self.config.schedules}
@@ -191,28 +255,37 @@ class AlertManager(Listener):
             return
         now = run.finished_at or self.clock()
         with self._lock:
-            self._resolve(f"{STALE}/{run.database}", now,
+            self._resolve(f"{STALE}/{subject_of(run.target, run.database)}", now,
                           f"Backup of {run.database} succeeded again (run {run.id})",
                           run_id=run.id, file_path=run.file_path, last_success_time=now)
             if run.schedule:
                 self._resolve_by_run(f"{MISSED_SCHEDULE}/{run.schedule}", run, now)
 
     def on_missed_fire(self, schedule: str, fire_time: datetime) -> None:
-        db = self.config.database.dbname
+        entry = next((s for s in self.config.schedules if s.name == schedule), None)
+        target = next((t for t in self.config.targets if entry and t.name == entry.target),
+                      None)
+        if target is None:
+            db = self.config.database.dbname
+        else:
+            db = target.name if target.all_databases else target.database.dbname
         with self._lock:
             self._fire(Alert(MISSED_SCHEDULE, schedule, fire_time, {
-                "schedule": schedule, "database": db, "missed_fire_time": rfc3339(fire_time)}),
+                "schedule": schedule, "database": db,
+                "target": target.name if target else db,
+                "missed_fire_time": rfc3339(fire_time)}),
                 self.clock(), f"Scheduled backup {schedule} of {db} did not run at "
                 f"{rfc3339(fire_time)}: the service was down")
 
     def on_verification(self, run: Run, ok: bool, reason: str) -> None:
-        key = f"{VERIFICATION_FAILED}/{run.database}"
+        subject = subject_of(run.target, run.database)
+        key = f"{VERIFICATION_FAILED}/{subject}"
         now = run.verified_at or self.clock()
         with self._lock:
             if not ok:
-                self._fire(Alert(VERIFICATION_FAILED, run.database, now, {
-                    "database": run.database, "run_id": run.id, "file_path": run.file_path,
-                    "error": reason}), now,
+                self._fire(Alert(VERIFICATION_FAILED, subject, now, {
+                    "database": run.database, "target": run.target or run.database,
+                    "run_id": run.id, "file_path": run.file_path, "error": reason}), now,
                     f"Backup {run.id} of {run.database} failed verification: {reason}")
                 return
             alert = self._active.get(key)

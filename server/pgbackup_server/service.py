@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,6 +27,7 @@ from .events import EventHub
 from .models import (
     CleanupResult,
     FileState,
+    Progress,
     Run,
     RunPage,
     RunStatus,
@@ -485,6 +486,31 @@ class BackupService:
             self.store.set_file_state([run.id], FileState.MISSING)
             run = self.store.get(run_id)
         return run
+
+    def watch(self, run_id: int, *, interval: float = 0.5,
+              cancelled: Callable[[], bool] = lambda: False) -> Iterator[Progress]:
+        """Progress snapshots of a run until it ends; the last one carries the run."""
+        run = self.get_backup(run_id)
+        last: tuple[RunStatus, int] | None = None
+        while True:
+            if run.status.finished:
+                yield self._snapshot(run, run.bytes_written, run.estimated_total_bytes, run)
+                return
+            seen, total = self.progress(run_id)
+            if (run.status, seen) != last:  # send only what changed
+                last = (run.status, seen)
+                yield self._snapshot(run, seen, total)
+            if cancelled():
+                return
+            time.sleep(interval)
+            run = self.store.get(run_id)
+
+    def _snapshot(self, run: Run, seen: int, total: int, final: Run | None = None) -> Progress:
+        end = run.finished_at or self.clock()
+        elapsed = max(0.0, (end - run.started_at).total_seconds()) if run.started_at else 0.0
+        return Progress(id=run.id, status=run.status, bytes_written=seen,
+                        estimated_total_bytes=max(total, seen), elapsed_seconds=elapsed,
+                        bytes_per_second=seen / elapsed if elapsed > 0 else 0.0, run=final)
 
     def list_schedules(self) -> list[ScheduleInfo]:
         return self.schedules_provider()

@@ -7,7 +7,7 @@ status codes in one place, :class:`ErrorInterceptor`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -19,7 +19,8 @@ from pgbackup_client._gen.backup.v1 import backup_pb2 as pb
 from pgbackup_client._gen.backup.v1 import backup_pb2_grpc as pb_grpc
 
 from .errors import BackupError, InvalidArgument
-from .models import FileState, Run, RunStatus, RunSummary, ScheduleInfo, Stats
+from .models import FileState, Progress, Run, RunStatus, RunSummary, ScheduleInfo, Stats
+from .restore import BackupContents, RestoreRun, RestoreService, Unimplemented, VerifyResult
 from .service import BackupService, CreateResult
 
 log = structlog.get_logger("pgbackup")
@@ -83,11 +84,49 @@ def _created(result: CreateResult) -> pb.CreateBackupResponse:
                                             (result.run,)])
 
 
-class BackupServicer(pb_grpc.BackupServiceServicer):
-    """backup.v1.BackupService over a :class:`BackupService`."""
+def verify_to_proto(r: VerifyResult) -> pb.VerifyBackupResponse:
+    return pb.VerifyBackupResponse(
+        verification=r.verification, reason=r.reason, deep=r.deep,
+        verified_at=_ts(r.verified_at), duration_seconds=r.duration_seconds,
+        tables=[pb.TableRows(schema=t.schema, table=t.table, rows=t.rows) for t in r.tables])
 
-    def __init__(self, service: BackupService) -> None:
+
+def restore_to_proto(r: RestoreRun) -> pb.RestoreRun:
+    return pb.RestoreRun(
+        id=r.id, backup_id=r.backup_id, target_database=r.target_database,
+        status=pb.BackupStatus.Value(r.status.value), started_at=_ts(r.started_at),
+        finished_at=_ts(r.finished_at), duration_seconds=r.duration_seconds, error=r.error,
+        requested_by=r.requested_by, schemas=list(r.schemas), tables=list(r.tables))
+
+
+def contents_to_proto(c: BackupContents) -> pb.ListBackupContentsResponse:
+    return pb.ListBackupContentsResponse(
+        entries=[pb.ContentEntry(schema=e.schema, name=e.name, kind=e.kind,
+                                 size_bytes=e.size_bytes) for e in c.entries],
+        schemas=list(c.schemas))
+
+
+def requester(context: Any) -> str:
+    """Who asked, for the restore record: the token's label (a digest prefix; the
+    AuthInterceptor has already checked the token) and the peer, or the client
+    Envoy forwarded for."""
+    from .auth import caller_label, token_digest
+
+    metadata = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+    scheme, _, token = metadata.get("authorization", "").partition(" ")
+    label = caller_label(token_digest(token.strip())) if scheme.lower() == "bearer" and \
+        token.strip() else ""
+    peer = metadata.get("x-forwarded-for", "").split(",")[0].strip() or str(context.peer() or "")
+    return " ".join(filter(None, (label, peer))) or "unknown"
+
+
+class BackupServicer(pb_grpc.BackupServiceServicer):
+    """backup.v1.BackupService over a :class:`BackupService`, and a
+    :class:`RestoreService` for verification, restore and contents."""
+
+    def __init__(self, service: BackupService, restore: RestoreService | None = None) -> None:
         self.service = service
+        self.restore = restore
 
     def CreateBackup(self, request: pb.CreateBackupRequest, context: Any) -> Any:
         return _created(self.service.create_backup(database=request.database,
@@ -125,9 +164,46 @@ class BackupServicer(pb_grpc.BackupServiceServicer):
     def GetBackup(self, request: pb.GetBackupRequest, context: Any) -> Any:
         return run_to_proto(self.service.get_backup(request.id))
 
+    def WatchBackup(self, request: pb.WatchBackupRequest, context: Any) -> Any:
+        return watch_backup(self.service, request, context)
+
     def ListSchedules(self, request: pb.ListSchedulesRequest, context: Any) -> Any:
         return pb.ListSchedulesResponse(
             schedules=[schedule_to_proto(s) for s in self.service.list_schedules()])
+
+    def _restore(self) -> RestoreService:
+        if self.restore is None:
+            raise Unimplemented("verification and restore are not enabled on this server")
+        return self.restore
+
+    def VerifyBackup(self, request: pb.VerifyBackupRequest, context: Any) -> Any:
+        return verify_to_proto(self._restore().verify(request.id, deep=request.deep))
+
+    def RestoreBackup(self, request: pb.RestoreBackupRequest, context: Any) -> Any:
+        return restore_to_proto(self._restore().restore(
+            request.id, target_database=request.target_database, overwrite=request.overwrite,
+            schemas=list(request.schemas), tables=list(request.tables), jobs=request.jobs,
+            requested_by=requester(context), background=request.background))
+
+    def GetRestore(self, request: pb.GetRestoreRequest, context: Any) -> Any:
+        return restore_to_proto(self._restore().get_restore(request.id))
+
+    def ListBackupContents(self, request: pb.ListBackupContentsRequest, context: Any) -> Any:
+        return contents_to_proto(self._restore().contents(request.id))
+
+
+def progress_to_proto(p: Progress) -> pb.BackupProgress:
+    return pb.BackupProgress(
+        id=p.id, status=pb.BackupStatus.Value(p.status.value), bytes_written=p.bytes_written,
+        estimated_total_bytes=p.estimated_total_bytes, elapsed_seconds=p.elapsed_seconds,
+        bytes_per_second=p.bytes_per_second,
+        backup=run_to_proto(p.run) if p.run is not None else None)
+
+
+def watch_backup(service: BackupService, request: Any, context: Any) -> Iterator[Any]:
+    """Server-streaming WatchBackup: progress events until the run ends."""
+    for progress in service.watch(request.id, cancelled=lambda: not context.is_active()):
+        yield progress_to_proto(progress)
 
 
 class ErrorInterceptor(grpc.ServerInterceptor):
@@ -137,10 +213,14 @@ class ErrorInterceptor(grpc.ServerInterceptor):
     def intercept_service(self, continuation: Callable[[Any], Any], handler_call_details: Any
                           ) -> Any:
         handler = continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
+        if handler is None:
+            return handler
+        method = handler_call_details.method
+        if handler.unary_stream is not None:
+            return self._stream(handler, method)
+        if handler.unary_unary is None:
             return handler
         inner = handler.unary_unary
-        method = handler_call_details.method
 
         def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
             try:
@@ -155,5 +235,24 @@ class ErrorInterceptor(grpc.ServerInterceptor):
                               "internal error; the server log has the details")
 
         return grpc.unary_unary_rpc_method_handler(
+            wrapped, request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer)
+
+    @staticmethod
+    def _stream(handler: Any, method: str) -> Any:
+        inner = handler.unary_stream
+
+        def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            try:
+                yield from inner(request, context)
+            except BackupError as exc:
+                code = getattr(grpc.StatusCode, exc.status, grpc.StatusCode.INTERNAL)
+                context.abort(code, exc.message)
+            except Exception:
+                log.exception("Unhandled error in RPC", method=method)
+                context.abort(grpc.StatusCode.INTERNAL,
+                              "internal error; the server log has the details")
+
+        return grpc.unary_stream_rpc_method_handler(
             wrapped, request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer)

@@ -17,18 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
-    Boolean,
-    Column,
-    DateTime,
+    Connection,
     Engine,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    TypeDecorator,
+    and_,
     create_engine,
+    delete,
     event,
     func,
     insert,
@@ -49,66 +42,14 @@ from .models import (
     Stats,
     Trigger,
 )
+from .store_schema import UTCDateTime, database_latest, metadata, run_totals, runs
 
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 50
+_KEY = (runs.c.database, runs.c.status, runs.c.file_state, runs.c.verification)
+_Totals = dict[tuple[str, str, str, str], tuple[int, int]]
 
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """Stores UTC without zone (SQLite has none) and reads back aware datetimes."""
-
-    impl = DateTime
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to the store")
-        return value.astimezone(UTC).replace(tzinfo=None)
-
-    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
-        return None if value is None else value.replace(tzinfo=UTC)
-
-
-metadata = MetaData()
-runs = Table(
-    "backup_runs",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("database", String(255), nullable=False),
-    Column("target", String(255), nullable=False, default=""),
-    Column("status", String(16), nullable=False),
-    Column("trigger", String(16), nullable=False),
-    Column("schedule", String(255), nullable=False, default=""),
-    Column("backup_dir", Text, nullable=False),
-    Column("file_path", Text, nullable=False, default=""),
-    Column("temp_path", Text, nullable=False, default=""),
-    Column("size_bytes", Integer, nullable=False, default=0),
-    Column("sha256", String(64), nullable=False, default=""),
-    Column("queued_at", UTCDateTime, nullable=False),
-    Column("started_at", UTCDateTime),
-    Column("finished_at", UTCDateTime),
-    Column("error", Text, nullable=False, default=""),
-    Column("format", String(16), nullable=False, default=""),
-    Column("compression", String(16), nullable=False, default=""),
-    Column("pg_dump_version", String(32), nullable=False, default=""),
-    Column("server_version", String(32), nullable=False, default=""),
-    Column("file_state", String(16), nullable=False, default=FileState.NONE.value),
-    Column("present", Boolean, nullable=False, default=False),
-    Column("bytes_written", Integer, nullable=False, default=0),
-    Column("estimated_total_bytes", Integer, nullable=False, default=0),
-    Column("verification", String(16), nullable=False, default=""),
-    Column("verification_reason", Text, nullable=False, default=""),
-    Column("verified_at", UTCDateTime),
-    Index("ix_runs_status_finished", "status", "finished_at"),
-    Index("ix_runs_database_id", "database", "id"),
-    Index("ix_runs_database_status_id", "database", "status", "id"),
-    Index("ix_runs_present_started", "present", "started_at"),
-    Index("ix_runs_dir_present", "backup_dir", "present"),
-    Index("ix_runs_schedule_queued", "schedule", "queued_at"),
-    Index("ix_runs_verification", "verification"),
-)
+__all__ = ["SqlRunStore", "UTCDateTime", "metadata", "runs"]
 
 
 def _row_to_run(row: Any) -> Run:
@@ -165,15 +106,81 @@ class SqlRunStore:
         # SQLite allows one writer; serialising writes here avoids busy retries.
         self._write_lock = threading.Lock()
         metadata.create_all(self.engine)
+        self.rebuild_totals()
 
     def close(self) -> None:
         self.engine.dispose()
 
     # -- writes -------------------------------------------------------------
 
-    def _update(self, run_id: int, **values: Any) -> None:
+    # -- derived totals -----------------------------------------------------
+
+    @staticmethod
+    def _snapshot(conn: Connection, ids: list[int]) -> _Totals:
+        rows = conn.execute(select(*_KEY, func.count(), func.coalesce(func.sum(
+            runs.c.size_bytes), 0)).where(runs.c.id.in_(ids)).group_by(*_KEY)).all()
+        return {(r[0], r[1], r[2], r[3]): (int(r[4]), int(r[5])) for r in rows}
+
+    @staticmethod
+    def _apply(conn: Connection, before: _Totals, after: _Totals) -> None:
+        for key in before.keys() | after.keys():
+            n0, s0 = before.get(key, (0, 0))
+            n1, s1 = after.get(key, (0, 0))
+            if n1 == n0 and s1 == s0:
+                continue
+            match = and_(run_totals.c.database == key[0], run_totals.c.status == key[1],
+                         run_totals.c.file_state == key[2], run_totals.c.verification == key[3])
+            done = conn.execute(update(run_totals).where(match).values(
+                runs=run_totals.c.runs + (n1 - n0),
+                size_bytes=run_totals.c.size_bytes + (s1 - s0)))
+            if done.rowcount == 0:
+                conn.execute(insert(run_totals).values(
+                    database=key[0], status=key[1], file_state=key[2], verification=key[3],
+                    runs=n1 - n0, size_bytes=s1 - s0))
+
+    def _tracked(self, ids: list[int], **values: Any) -> None:
+        """Update runs and keep the totals in step, in one transaction."""
         with self._write_lock, self.engine.begin() as conn:
-            conn.execute(update(runs).where(runs.c.id == run_id).values(**values))
+            for i in range(0, len(ids), 500):
+                chunk = ids[i:i + 500]
+                before = self._snapshot(conn, chunk)
+                conn.execute(update(runs).where(runs.c.id.in_(chunk)).values(**values))
+                self._apply(conn, before, self._snapshot(conn, chunk))
+
+    def rebuild_totals(self) -> None:
+        """Recompute the derived tables from the runs (at start: self-healing)."""
+        with self._write_lock, self.engine.begin() as conn:
+            conn.execute(delete(run_totals))
+            conn.execute(insert(run_totals).from_select(
+                ["database", "status", "file_state", "verification", "runs", "size_bytes"],
+                select(*_KEY, func.count(), func.coalesce(func.sum(runs.c.size_bytes), 0))
+                .group_by(*_KEY)))
+            conn.execute(delete(database_latest))
+            latest: dict[str, dict[str, Any]] = {}
+            for column, status in (("last_success_id", RunStatus.SUCCEEDED),
+                                   ("last_failure_id", RunStatus.FAILED)):
+                for db, run_id in conn.execute(
+                        select(runs.c.database, func.max(runs.c.id))
+                        .where(runs.c.status == status.value).group_by(runs.c.database)):
+                    latest.setdefault(db, {"database": db, "last_success_id": None,
+                                           "last_failure_id": None})[column] = run_id
+            if latest:
+                conn.execute(insert(database_latest), list(latest.values()))
+
+    @staticmethod
+    def _note_latest(conn: Connection, database: str, run_id: int, column: str) -> None:
+        current = database_latest.c[column]
+        done = conn.execute(update(database_latest)
+                            .where(database_latest.c.database == database)
+                            .values({column: func.max(func.coalesce(current, 0), run_id)}))
+        if done.rowcount == 0:
+            conn.execute(insert(database_latest).values({"database": database,
+                                                         column: run_id}))
+
+    # -- writes -------------------------------------------------------------
+
+    def _update(self, run_id: int, **values: Any) -> None:
+        self._tracked([run_id], **values)
 
     def create_run(self, *, database: str, trigger: Trigger, backup_dir: str,
                    queued_at: datetime, schedule: str = "", target: str = "") -> Run:
@@ -184,6 +191,7 @@ class SqlRunStore:
                 schedule=schedule, backup_dir=backup_dir, queued_at=queued_at,
                 file_state=FileState.NONE.value, present=False))
             run_id = int(result.inserted_primary_key[0])  # type: ignore[index]
+            self._apply(conn, {}, self._snapshot(conn, [run_id]))
         return self.get(run_id)
 
     def mark_running(self, run_id: int, *, started_at: datetime, temp_path: str,
@@ -205,9 +213,9 @@ class SqlRunStore:
 
     def mark_succeeded(self, run_id: int, *, finished_at: datetime, file_path: str,
                        size_bytes: int, sha256: str, bytes_written: int = 0) -> None:
-        self._update(run_id, status=RunStatus.SUCCEEDED.value, finished_at=finished_at,
-                     file_path=file_path, temp_path="", size_bytes=size_bytes, sha256=sha256,
-                     bytes_written=bytes_written,
+        self._finish(run_id, "last_success_id", status=RunStatus.SUCCEEDED.value,
+                     finished_at=finished_at, file_path=file_path, temp_path="",
+                     size_bytes=size_bytes, sha256=sha256, bytes_written=bytes_written,
                      file_state=FileState.PRESENT.value, present=True)
 
     def mark_failed(self, run_id: int, *, finished_at: datetime, error: str,
@@ -216,17 +224,21 @@ class SqlRunStore:
                                       error=error, temp_path="")
         if started_at is not None:
             values["started_at"] = started_at
-        self._update(run_id, **values)
+        self._finish(run_id, "last_failure_id", **values)
+
+    def _finish(self, run_id: int, latest_column: str, **values: Any) -> None:
+        with self._write_lock, self.engine.begin() as conn:
+            before = self._snapshot(conn, [run_id])
+            conn.execute(update(runs).where(runs.c.id == run_id).values(**values))
+            self._apply(conn, before, self._snapshot(conn, [run_id]))
+            database = conn.execute(select(runs.c.database).where(runs.c.id == run_id)).scalar()
+            if database is not None:
+                self._note_latest(conn, database, run_id, latest_column)
 
     def set_file_state(self, run_ids: Iterable[int], state: FileState) -> None:
         ids = list(run_ids)
-        if not ids:
-            return
-        present = state is FileState.PRESENT
-        with self._write_lock, self.engine.begin() as conn:
-            for chunk in range(0, len(ids), 500):
-                conn.execute(update(runs).where(runs.c.id.in_(ids[chunk:chunk + 500]))
-                             .values(file_state=state.value, present=present))
+        if ids:
+            self._tracked(ids, file_state=state.value, present=state is FileState.PRESENT)
 
     # -- reads --------------------------------------------------------------
 
@@ -294,76 +306,93 @@ class SqlRunStore:
         return None if row is None else _row_to_run(row)
 
     def stats(self, backup_directory: str, database: str = "") -> Stats:
-        scope = (runs.c.database == database) if database else true()
+        """Totals from the derived tables; oldest/newest and the last outcomes are
+        index seeks. Nothing here scans the runs."""
+        scope = (run_totals.c.database == database) if database else true()
+        present_scope = and_(runs.c.present.is_(True),
+                             runs.c.database == database if database else true())
         with self.engine.connect() as conn:
-            present = conn.execute(
-                select(func.count(), func.coalesce(func.sum(runs.c.size_bytes), 0),
-                       func.min(runs.c.started_at), func.max(runs.c.started_at))
-                .where(runs.c.present.is_(True), scope)).one()
-            counts: dict[str, int] = dict(conn.execute(
-                select(runs.c.status, func.count()).where(scope)
-                .group_by(runs.c.status)).all())
-            verified: dict[str, int] = dict(conn.execute(
-                select(runs.c.verification, func.count())
-                .where(runs.c.verification != "", scope)
-                .group_by(runs.c.verification)).all())
-            last_ok = conn.execute(
-                select(runs.c.id, runs.c.finished_at, runs.c.file_path)
-                .where(runs.c.status == RunStatus.SUCCEEDED.value, scope)
-                .order_by(runs.c.status, runs.c.finished_at.desc()).limit(1)).first()
-            last_fail = conn.execute(
-                select(runs.c.id, runs.c.finished_at, runs.c.error)
-                .where(runs.c.status == RunStatus.FAILED.value, scope)
-                .order_by(runs.c.status, runs.c.finished_at.desc()).limit(1)).first()
+            rows = conn.execute(select(run_totals.c.status, run_totals.c.file_state,
+                                       run_totals.c.verification, func.sum(run_totals.c.runs),
+                                       func.sum(run_totals.c.size_bytes))
+                                .where(scope).group_by(run_totals.c.status,
+                                                       run_totals.c.file_state,
+                                                       run_totals.c.verification)).all()
+            oldest = conn.execute(select(func.min(runs.c.started_at))
+                                  .where(present_scope)).scalar()
+            newest = conn.execute(select(func.max(runs.c.started_at))
+                                  .where(present_scope)).scalar()
+            latest = self._latest(conn, database)
             per_db = self._per_database(conn) if not database else ()
-        # min/max come back raw from aggregate functions: convert like the column type.
-        oldest, newest = (_aware(v) for v in (present[2], present[3]))
+        by_status: dict[str, int] = {}
+        verified: dict[str, int] = {}
+        total = size = 0
+        for status, file_state, verification, n, nbytes in rows:
+            by_status[status] = by_status.get(status, 0) + int(n)
+            if verification:
+                verified[verification] = verified.get(verification, 0) + int(n)
+            if file_state == FileState.PRESENT.value:
+                total += int(n)
+                size += int(nbytes)
         return Stats(
-            total_backups=int(present[0]), total_size_bytes=int(present[1]),
-            oldest_backup=oldest, newest_backup=newest, backup_directory=backup_directory,
-            succeeded_runs=int(counts.get(RunStatus.SUCCEEDED.value, 0)),
-            failed_runs=int(counts.get(RunStatus.FAILED.value, 0)),
-            running_runs=int(counts.get(RunStatus.RUNNING.value, 0))
-            + int(counts.get(RunStatus.PENDING.value, 0)),
-            last_success=RunSummary(last_ok[0], last_ok[1], file_path=last_ok[2])
-            if last_ok else None,
-            last_failure=RunSummary(last_fail[0], last_fail[1], error=last_fail[2])
-            if last_fail else None,
-            verified_backups=int(verified.get("OK", 0)),
-            verification_failures=int(verified.get("FAILED", 0)),
+            total_backups=total, total_size_bytes=size, oldest_backup=_aware(oldest),
+            newest_backup=_aware(newest), backup_directory=backup_directory,
+            succeeded_runs=by_status.get(RunStatus.SUCCEEDED.value, 0),
+            failed_runs=by_status.get(RunStatus.FAILED.value, 0),
+            running_runs=by_status.get(RunStatus.RUNNING.value, 0)
+            + by_status.get(RunStatus.PENDING.value, 0),
+            last_success=latest[0], last_failure=latest[1],
+            verified_backups=verified.get("OK", 0),
+            verification_failures=verified.get("FAILED", 0),
             databases=per_db,
         )
 
     @staticmethod
-    def _per_database(conn: Any) -> tuple[DatabaseStats, ...]:
-        """Totals and last outcomes per database, in three grouped queries."""
-        totals = {db: (n, size, newest) for db, n, size, newest in conn.execute(
-            select(runs.c.database, func.count(), func.coalesce(func.sum(runs.c.size_bytes), 0),
-                   func.max(runs.c.started_at))
-            .where(runs.c.present.is_(True)).group_by(runs.c.database)).all()}
-        last: dict[tuple[str, str], RunSummary] = {}
-        for status in (RunStatus.SUCCEEDED, RunStatus.FAILED):
-            newest_id = (select(func.max(runs.c.id).label("id"))
-                         .where(runs.c.status == status.value)
-                         .group_by(runs.c.database).subquery())
-            for row in conn.execute(select(runs.c.database, runs.c.id, runs.c.finished_at,
-                                           runs.c.file_path, runs.c.error)
-                                    .join(newest_id, runs.c.id == newest_id.c.id)).all():
-                last[(row[0], status.value)] = RunSummary(
-                    row[1], row[2], file_path=row[3] if status is RunStatus.SUCCEEDED else "",
-                    error=row[4] if status is RunStatus.FAILED else "")
-        names = sorted({*totals, *(db for db, _ in last)})
-        return tuple(DatabaseStats(
-            database=db, total_backups=int(totals.get(db, (0, 0, None))[0]),
-            total_size_bytes=int(totals.get(db, (0, 0, None))[1]),
-            newest_backup=_aware(totals.get(db, (0, 0, None))[2]),
-            last_success=last.get((db, RunStatus.SUCCEEDED.value)),
-            last_failure=last.get((db, RunStatus.FAILED.value))) for db in names)
+    def _summaries(conn: Connection, ok_id: int | None,
+                   fail_id: int | None) -> tuple[RunSummary | None, RunSummary | None]:
+        out: list[RunSummary | None] = []
+        for run_id in (ok_id, fail_id):
+            row = None if run_id is None else conn.execute(
+                select(runs.c.id, runs.c.finished_at, runs.c.file_path, runs.c.error)
+                .where(runs.c.id == run_id)).first()
+            out.append(None if row is None else RunSummary(
+                row[0], row[1], file_path=row[2] if run_id == ok_id else "",
+                error=row[3] if run_id == fail_id else ""))
+        return out[0], out[1]
+
+    def _latest(self, conn: Connection,
+                database: str) -> tuple[RunSummary | None, RunSummary | None]:
+        scope = (database_latest.c.database == database) if database else true()
+        ok_id, fail_id = conn.execute(select(func.max(database_latest.c.last_success_id),
+                                             func.max(database_latest.c.last_failure_id))
+                                      .where(scope)).one()
+        return self._summaries(conn, ok_id, fail_id)
+
+    def _per_database(self, conn: Connection) -> tuple[DatabaseStats, ...]:
+        totals: dict[str, tuple[int, int]] = {}
+        for db, n, nbytes in conn.execute(
+                select(run_totals.c.database, func.sum(run_totals.c.runs),
+                       func.sum(run_totals.c.size_bytes))
+                .where(run_totals.c.file_state == FileState.PRESENT.value)
+                .group_by(run_totals.c.database)):
+            totals[db] = (int(n), int(nbytes))
+        latest = {db: (ok, fail) for db, ok, fail in conn.execute(select(database_latest))}
+        out = []
+        for db in sorted({*totals, *latest}):
+            newest = conn.execute(select(func.max(runs.c.started_at)).where(
+                runs.c.database == db, runs.c.present.is_(True))).scalar()
+            ok, fail = self._summaries(conn, *latest.get(db, (None, None)))
+            n, nbytes = totals.get(db, (0, 0))
+            out.append(DatabaseStats(database=db, total_backups=n, total_size_bytes=nbytes,
+                                     newest_backup=_aware(newest), last_success=ok,
+                                     last_failure=fail))
+        return tuple(out)
 
     def bulk_insert(self, rows: Sequence[dict[str, Any]]) -> None:
         """Insert prepared rows (benchmarks and tests that need many runs)."""
         with self._write_lock, self.engine.begin() as conn:
             conn.execute(insert(runs), list(rows))
+        self.rebuild_totals()
 
 
 def _aware(value: Any) -> datetime | None:
