@@ -25,6 +25,7 @@ import json
 import math
 import os
 import platform
+import resource
 import signal
 import statistics
 import subprocess
@@ -143,6 +144,13 @@ def proc_status_kb(pid: int, key: str) -> int | None:
     return None
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and of its children it has waited for."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    utime, stime, cutime, cstime = (int(f) for f in fields[11:15])
+    return (utime + stime + cutime + cstime) / os.sysconf("SC_CLK_TCK")
+
+
 class RssSampler:
     """Samples a process's VmRSS every ``interval`` seconds in a thread; also resets
     and reads the kernel's peak (VmHWM) so short spikes between samples count."""
@@ -214,6 +222,7 @@ class Backupd:
         self.config_path.chmod(0o600)
         self.log_path = root / "backupd.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.started_rss_kb = 0  # idle RSS right after start, before any backup
 
     @property
     def pid(self) -> int:
@@ -232,6 +241,8 @@ class Backupd:
             while True:
                 try:
                     client.get_stats()
+                    time.sleep(0.5)  # let start-up settle before the idle reading
+                    self.started_rss_kb = self.rss_kb()
                     return self
                 except Exception:
                     if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -363,6 +374,7 @@ class Sample:
     size_bytes: int
     run_seconds: float = 0.0  # the run's own duration_seconds (service only)
     load: float = 0.0  # 1-minute load average before the run
+    cpu_seconds: float = 0.0  # client side: pg_dump (bare) or backupd + its pg_dump (service)
     idle_rss_kb: int = 0
     peak_rss_kb: int = 0
     rss_samples: int = 0
@@ -406,10 +418,12 @@ class BareDump:
         out.unlink(missing_ok=True)
         load = load_average()
         argv = [self.pg_dump, *args, "--no-password", f"--dbname={self.dbname}", "-f", str(out)]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, env=self.env)
         _, err = self.proc.communicate()
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if self.proc.returncode != 0:
             raise RuntimeError(f"pg_dump failed ({self.proc.returncode}): {err.decode()[-2000:]}")
         fsync_path(out)
@@ -418,7 +432,8 @@ class BareDump:
         self.proc = None
         size = out.stat().st_size
         out.unlink()
-        return Sample(elapsed, size, load=load)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        return Sample(elapsed, size, load=load, cpu_seconds=cpu)
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -435,6 +450,7 @@ def service_dump(backupd: Backupd, measure_memory: bool) -> Sample:
         load = load_average()
         idle = backupd.rss_kb()
         sampler = RssSampler(backupd.pid) if measure_memory else None
+        cpu0 = process_cpu_seconds(backupd.pid)
         t0 = time.perf_counter()
         if sampler is not None:
             with sampler:
@@ -442,11 +458,12 @@ def service_dump(backupd: Backupd, measure_memory: bool) -> Sample:
         else:
             result = client.create_backup()
         elapsed = time.perf_counter() - t0
+        cpu = process_cpu_seconds(backupd.pid) - cpu0
     b = result.backup
     Path(b.file_path).unlink(missing_ok=True)
     return Sample(elapsed, b.size_bytes, run_seconds=b.duration_seconds, load=load,
                   idle_rss_kb=idle, peak_rss_kb=sampler.peak_kb if sampler else 0,
-                  rss_samples=sampler.samples if sampler else 0)
+                  rss_samples=sampler.samples if sampler else 0, cpu_seconds=cpu)
 
 
 def run_dump_cases(cases: list[Case], instances: dict[str, Backupd], bare: BareDump,

@@ -19,13 +19,14 @@ T0 = datetime(2024, 1, 15, 2, 0, tzinfo=UTC)
 
 class Env:
     def __init__(self, tmp_path: Path, **overrides: Any) -> None:
-        raw = {"database": {"url": "postgresql://u@127.0.0.1:5432/shop"},
-               "backup": {"directory": str(tmp_path / "backups")},
-               "server": {"dataDirectory": str(tmp_path / "data")},
-               "alerts": {"maxAge": "26h"},
-               "schedules": [{"name": "nightly", "cron": "0 2 * * *",
-                              "job": "DatabaseBackup"}]}
+        raw: dict[str, Any] = {
+            "database": {"url": "postgresql://u@127.0.0.1:5432/shop"},
+            "backup": {"directory": str(tmp_path / "backups")},
+            "server": {"dataDirectory": str(tmp_path / "data")},
+            "alerts": {"maxAge": "26h"},
+            "schedules": [{"name": "nightly", "cron": "0 2 * * *", "job": "DatabaseBackup"}]}
         raw.update(overrides)
+        raw = {k: v for k, v in raw.items() if v is not None}
         self.config = build_config(raw, base=tmp_path, env={})
         self.tmp = tmp_path
         self.store = SqlRunStore(f"sqlite:///{tmp_path / 'runs.sqlite3'}")
@@ -38,22 +39,22 @@ class Env:
                             state_path=self.state, host="testhost")
 
     def success(self, *, at: datetime | None = None, schedule: str = "",
-                with_file: bool = True) -> Run:
+                with_file: bool = True, database: str = "shop", target: str = "") -> Run:
         at = at or self.clock()
-        run = self.store.create_run(database="shop", backup_dir=str(self.tmp), queued_at=at,
+        run = self.store.create_run(database=database, backup_dir=str(self.tmp), queued_at=at,
                                     trigger=Trigger.SCHEDULE if schedule else Trigger.MANUAL,
-                                    schedule=schedule)
-        path = self.tmp / f"backup_shop_{run.id}.sql"
+                                    schedule=schedule, target=target)
+        path = self.tmp / f"backup_{database}_{run.id}.sql"
         if with_file:
             path.write_text("-- dump\n")
         self.store.mark_succeeded(run.id, finished_at=at, file_path=str(path), size_bytes=8,
                                   sha256="0" * 64)
         return self.store.get(run.id)
 
-    def failure(self, *, schedule: str = "") -> Run:
-        run = self.store.create_run(database="shop", backup_dir=str(self.tmp),
+    def failure(self, *, schedule: str = "", database: str = "shop", target: str = "") -> Run:
+        run = self.store.create_run(database=database, backup_dir=str(self.tmp),
                                     queued_at=self.clock(), trigger=Trigger.SCHEDULE,
-                                    schedule=schedule)
+                                    schedule=schedule, target=target)
         self.store.mark_failed(run.id, finished_at=self.clock(), error="boom")
         return self.store.get(run.id)
 
@@ -193,6 +194,35 @@ def test_a_corrupt_state_file_is_not_fatal(env):
     am = env.manager()
     am.on_missed_fire("nightly", T0)
     assert len(env.sent) == 1 and "missed_schedule/nightly" in env.manager().active()
+
+
+def test_targets_have_their_own_max_age_and_all_databases_targets_watch_their_dumps(tmp_path):
+    env = Env(tmp_path, database=None, schedules=None, databases=[
+        {"name": "shop", "url": "postgresql://u@10.0.0.1:5432/shop", "maxAge": "2h"},
+        {"name": "cluster", "url": "postgresql://u@10.0.0.2:5432/postgres",
+         "allDatabases": True}])
+    am = env.manager()
+    for db in ("a", "b", "c", "cluster-globals"):  # one allDatabases request
+        env.success(database=db, target="cluster")
+    env.success(database="shop", target="shop")
+    assert {w.subject for w in am.watched()} == {
+        "shop", "cluster/cluster-globals", "cluster/a", "cluster/b", "cluster/c"}
+    env.clock.advance(hours=2, seconds=1)
+    am.check()
+    assert [(a["alert_key"], a["status"]) for a in env.sent] == [("stale/shop", "firing")]
+    assert env.sent[0]["max_age_seconds"] == 7200
+
+    env.clock.advance(hours=8)  # the next request: b is gone from the server, c fails
+    for db in ("a", "cluster-globals"):
+        env.success(database=db, target="cluster")
+    env.failure(database="c", target="cluster")
+    env.clock.advance(hours=17)
+    am.check()
+    keys = [(a["alert_key"], a["status"]) for a in env.sent]
+    assert keys == [("stale/shop", "firing"), ("stale/cluster/c", "firing")]
+    assert env.sent[1]["database"] == "c" and env.sent[1]["target"] == "cluster"
+    am.on_run_finished(env.success(database="c", target="cluster"))
+    assert env.sent[2]["alert_key"] == "stale/cluster/c" and env.sent[2]["status"] == "resolved"
 
 
 def test_human_age():

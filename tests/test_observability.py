@@ -107,7 +107,8 @@ def test_stale_backup_alert_fires_once_and_resolves_once(start_app, observed, mo
         (alert,) = receiver.json()
         assert alert == {
             "event": "stale", "status": "firing", "alert_key": f"stale/{DB}",
-            "database": DB, "since": "2024-01-16T04:00:00Z", "time": "2024-01-16T05:00:00Z",
+            "database": DB, "target": DB, "since": "2024-01-16T04:00:00Z",
+            "time": "2024-01-16T05:00:00Z",
             "last_success_time": "2024-01-15T02:00:00Z", "age_seconds": 27 * 3600,
             "max_age_seconds": 26 * 3600.0, "host": socket.gethostname(),
             "message": f"No successful backup of {DB} in the last 26h (maxAge): the "

@@ -117,20 +117,26 @@ class Metrics(Listener):
 
     def _seed(self) -> None:
         """Newest success and failure per database from the store: right after a restart."""
-        targets = {t.name: t for t in self.config.targets}
         try:
-            for d in self.store.stats(str(self.config.backup.directory)).databases:
-                for summary in (d.last_success, d.last_failure):
-                    if summary is None:
-                        continue
-                    run = self.store.get(summary.id)
-                    target = targets.get(run.target or run.database)
-                    # Only what is still configured: a removed database must not age forever.
-                    if not targets or (target is not None and (
-                            target.all_databases or target.database.dbname == run.database)):
-                        self._finished(run)
+            stats = self.store.stats(str(self.config.backup.directory))
+            for db in sorted({*self._databases(), *(d.database for d in stats.databases)}):
+                for status in (RunStatus.SUCCEEDED, RunStatus.FAILED):
+                    # Newest by id is not always the last to finish (runs overlap): a few.
+                    for run in self.store.list_runs(database=db, status=status,
+                                                    page_size=20).runs:
+                        if self._configured(run):
+                            self._finished(run)
         except Exception:  # metrics must not stop the service; health reports the store
             log.exception("Could not read the last backups for metrics")
+
+    def _configured(self, run: Run) -> bool:
+        """Still backed up: a removed database must not show an age growing forever."""
+        if not self.config.targets:
+            return run.database == self.config.database.dbname
+        target = next((t for t in self.config.targets if t.name == (run.target or run.database)),
+                      None)
+        return target is not None and (target.all_databases
+                                       or target.database.dbname == run.database)
 
     # -- events -------------------------------------------------------------
 

@@ -502,6 +502,7 @@ _ATTACHED = frozenset({
     "STATISTICS DATA",
 })
 _ON_SCHEMA = frozenset({"COMMENT", "ACL", "SECURITY LABEL"})
+_DEPENDENT_RELATIONS = frozenset({"VIEW", "MATERIALIZED VIEW"})
 # Definitions a selected object may need; restored too unless the target has them.
 _PREREQUISITES = frozenset({
     "SCHEMA", "EXTENSION", "TYPE", "SHELL TYPE", "DOMAIN", "FUNCTION", "PROCEDURE",
@@ -559,11 +560,16 @@ def _qualified(spec: str) -> tuple[str | None, str] | None:
 
 
 def select_entries(archive: Archive, schemas: Iterable[str], tables: Iterable[str],
-                   backup_id: int) -> Selection:
+                   backup_id: int, *, replacing: bool = False) -> Selection:
     """The entries that restore just ``schemas`` and ``tables``: the objects, what
     belongs to them (data, indexes, constraints, defaults, owned sequences,
-    comments, grants) when everything that depends on is restored too, and the
-    definitions they need (schemas, types, functions...)."""
+    comments, grants) when everything it depends on is restored too, and the
+    definitions they need (schemas, types, functions...).
+
+    ``replacing`` (over existing objects, with --clean): what belongs to a selected
+    object follows it even when it also involves others (a foreign key to a table
+    already there), and views on it are re-created; otherwise dropping it would
+    fail, or lose them."""
     by_id = {e.dump_id: e for e in archive.entries}
     core: set[int] = set()
     for schema in schemas:
@@ -591,16 +597,19 @@ def select_entries(archive: Archive, schemas: Iterable[str], tables: Iterable[st
         core.add(found[0].dump_id)
 
     def follows(e: TocEntry) -> bool:
+        if e.desc not in _ATTACHED and not (replacing and e.desc in _DEPENDENT_RELATIONS):
+            return False
         parents = [d for d in e.deps if d in by_id]
         return (any(d in core and (by_id[d].desc != "SCHEMA" or e.desc in _ON_SCHEMA)
                     for d in parents)
-                and all(d in core or by_id[d].desc in _PREREQUISITES for d in parents))
+                and (replacing
+                     or all(d in core or by_id[d].desc in _PREREQUISITES for d in parents)))
 
     grew = True
     while grew:  # attached entries can hang on attached entries (DEFAULT -> SEQUENCE)
         grew = False
         for e in archive.entries:
-            if e.dump_id not in core and e.desc in _ATTACHED and follows(e):
+            if e.dump_id not in core and follows(e):
                 core.add(e.dump_id)
                 grew = True
     prerequisites: set[int] = set()
@@ -974,13 +983,17 @@ class RestoreService:
             raise FailedPrecondition(f"backup {run.id}: file {run.file_path} is missing from "
                                      "disk")
         plan = _Plan(server=self._server(run), target=target_database, mode="new", jobs=jobs)
-        if partial:
+        archive: Archive | None = None
+        if partial:  # names are checked before anything else happens
             try:
-                plan.selection = select_entries(read_archive(Path(run.file_path)), schema_list,
-                                                table_list, run.id)
+                archive = read_archive(Path(run.file_path))
             except _Corrupt as exc:
                 raise FailedPrecondition(f"backup {run.id}: {exc.reason}") from None
+            select_entries(archive, schema_list, table_list, run.id)
         self._plan_target(run, plan, overwrite, partial)
+        if archive is not None:
+            plan.selection = select_entries(archive, schema_list, table_list, run.id,
+                                            replacing=plan.mode == "replace")
         busy = _busy_key(plan)
         with self._lock:
             if busy in self._busy_targets:
