@@ -369,7 +369,9 @@ class DumpProcess:
                                                   write_checksum=True)
             sink = compressor.stream_writer(cast(IO[bytes], writer), closefd=False)
         seen = 0
-        readinto = cast(Any, source).readinto
+        # One read(2) per call: the buffered reader would wait for a full MiB while
+        # pg_dump stalls on the 64 KiB pipe (measured: 1.4x slower than pg_dump -f).
+        readinto = cast(Any, getattr(source, "raw", source)).readinto
         write = sink.write
         while True:
             n = readinto(buf)

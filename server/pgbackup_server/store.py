@@ -31,7 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import make_url
 
-from .errors import InvalidArgument, NotFound
+from .errors import ConfigError, InvalidArgument, NotFound
 from .models import (
     DatabaseStats,
     FileState,
@@ -106,6 +106,7 @@ class SqlRunStore:
         # SQLite allows one writer; serialising writes here avoids busy retries.
         self._write_lock = threading.Lock()
         metadata.create_all(self.engine)
+        _check_schema(self.engine, url)
         self.rebuild_totals()
 
     def close(self) -> None:
@@ -393,6 +394,21 @@ class SqlRunStore:
         with self._write_lock, self.engine.begin() as conn:
             conn.execute(insert(runs), list(rows))
         self.rebuild_totals()
+
+
+def _check_schema(engine: Engine, url: str) -> None:
+    """create_all adds missing tables, not missing columns: refuse a store written
+    by an incompatible backupd with a clear message instead of failing mid-query."""
+    from sqlalchemy import inspect
+
+    for table in (runs, run_totals, database_latest):
+        have = {c["name"] for c in inspect(engine).get_columns(table.name)}
+        missing = sorted({c.name for c in table.columns} - have)
+        if missing:
+            raise ConfigError(f"store.url: the table {table.name} in {make_url(url)!r} lacks "
+                              f"columns {', '.join(missing)}; it was created by an "
+                              "incompatible backupd version. Point store.url at a new file "
+                              "or migrate the store")
 
 
 def _aware(value: Any) -> datetime | None:
