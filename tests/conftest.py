@@ -25,9 +25,12 @@ import pytest
 import yaml
 
 from pgbackup_client import BackupClient
+from pgbackup_server import logs  # noqa: E402
 from pgbackup_server.app import App
 from pgbackup_server.config import build_config
 from pgbackup_server.embedded import EmbeddedPostgres, seed_sample
+
+logs.configure("debug", "console")  # server logs to stderr, shown for failing tests
 
 DB = "shop"
 PASSWORD = "s3cr3t-Pa55:word"

@@ -58,7 +58,7 @@ def test_two_targets_with_their_own_schedules_and_retention(pg, inventory, start
 
     # The inventory target keeps 2 days, the shop target the global 30.
     clock.advance(days=5)
-    stack.rest("POST", "/api/v1/backup/create", {"database": "inv"})
+    client.create_backup(database="inv")
     client.create_backup()
     result = client.cleanup()
     assert result.deleted_files == 2

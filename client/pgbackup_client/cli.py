@@ -147,8 +147,55 @@ def _report_create(args: argparse.Namespace, result: CreateResult) -> int:
 
 
 def _cmd_create(client: BackupClient, args: argparse.Namespace) -> int:
-    result = client.create_backup(background=args.background, timeout=args.create_timeout)
+    if args.wait:
+        started = client.create_backup(database=args.database, background=True)
+        return _wait_with_progress(client, args, started)
+    result = client.create_backup(database=args.database, background=args.background,
+                                  timeout=args.create_timeout)
     return _report_create(args, result)
+
+
+def _wait_with_progress(client: BackupClient, args: argparse.Namespace,
+                        started: CreateResult) -> int:
+    """Follow every run of the request with WatchBackup: a progress bar with rate
+    and ETA on a terminal (rich), then a one-line summary per run."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    console = Console(stderr=True)
+    finals: list[Backup] = []
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
+                  TransferSpeedColumn(), TimeRemainingColumn(), console=console,
+                  disable=args.json) as bar:
+        for run in started.backups or (started.backup,):
+            task = bar.add_task(f"#{run.id} {run.database}", total=None)
+            for event in client.watch_backup(run.id):
+                bar.update(task, completed=event.bytes_written,
+                           total=event.estimated_total_bytes or None)
+                if event.backup is not None:
+                    finals.append(event.backup)
+                    bar.update(task, total=max(event.bytes_written, 1),
+                               completed=max(event.bytes_written, 1))
+    failed = [b for b in finals if b.status != "SUCCEEDED"]
+    if args.json:
+        _print_json({"backups": [b.to_dict() for b in finals]})
+    else:
+        for b in finals:
+            line = (f"backup #{b.id} {b.database}: {b.status} in {b.duration_seconds:.1f}s"
+                    f", {_size_exact(b.size_bytes)} -> {b.file_path}")
+            print(line if b.status == "SUCCEEDED" else
+                  f"backup #{b.id} {b.database}: {b.status}: {b.error}")
+    if failed:
+        _err(f"FAILED: {len(failed)} of {len(finals)} runs failed")
+        return EXIT_ERROR
+    return EXIT_OK
 
 
 def _cmd_create_custom(client: BackupClient, args: argparse.Namespace) -> int:
@@ -157,13 +204,14 @@ def _cmd_create_custom(client: BackupClient, args: argparse.Namespace) -> int:
         retention_days=args.retention_days,
         cleanup_old=args.cleanup_old,
         background=args.background,
+        database=args.database,
         timeout=args.create_timeout,
     )
     return _report_create(args, result)
 
 
 def _cmd_stats(client: BackupClient, args: argparse.Namespace) -> int:
-    st: Stats = client.get_stats()
+    st: Stats = client.get_stats(database=args.database)
     if args.json:
         _print_json(st.to_dict())
         return EXIT_OK
@@ -186,6 +234,13 @@ def _cmd_stats(client: BackupClient, args: argparse.Namespace) -> int:
     rows.append(("verified backups", str(st.verified_backups)))
     rows.append(("failed verifications", str(st.verification_failures)))
     _print_kv(rows)
+    if len(st.databases) > 1:
+        print()
+        for d in st.databases:
+            last = d.last_success
+            print(f"  {d.database:<24} {d.total_backups:>6} backups  "
+                  f"{_size_exact(d.total_size_bytes):>24}  last success "
+                  f"{_time(last.time) if last else '-'}")
     return EXIT_OK
 
 
@@ -453,10 +508,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("create", "back up the configured database now")
     p.add_argument("--background", action="store_true", help="return at once, do not wait")
+    p.add_argument("--wait", action="store_true",
+                   help="show a progress bar (rate, ETA) until the backup ends")
+    p.add_argument("--database", default="", metavar="TARGET",
+                   help="configured target to back up (default: the first)")
     p.set_defaults(func=_cmd_create)
 
     p = add("create-custom", "back up into an allowed directory with its own retention")
     p.add_argument("--backup-dir", required=True, metavar="DIR", help="target directory")
+    p.add_argument("--database", default="", metavar="TARGET",
+                   help="configured target to back up (default: the first)")
     p.add_argument(
         "--retention-days",
         type=_non_negative_int,
@@ -471,6 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_create_custom)
 
     p = add("stats", "totals and the last success and failure")
+    p.add_argument("--database", default="", metavar="NAME", help="one database only")
     p.set_defaults(func=_cmd_stats)
 
     p = add("cleanup", "apply the retention policy now")

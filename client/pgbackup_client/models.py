@@ -78,6 +78,9 @@ class Backup:
     verification: str = ""
     verification_reason: str = ""
     verified_at: datetime | None = None
+    # Progress while running: bytes pg_dump produced, and the estimated total.
+    bytes_written: int = 0
+    estimated_total_bytes: int = 0
 
     @classmethod
     def from_proto(cls, msg: backup_pb2.Backup) -> Backup:
@@ -106,6 +109,8 @@ class Backup:
             verification=msg.verification,
             verification_reason=msg.verification_reason,
             verified_at=_ts(msg, "verified_at"),
+            bytes_written=msg.bytes_written,
+            estimated_total_bytes=msg.estimated_total_bytes,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -134,7 +139,35 @@ class Backup:
             "verification": self.verification,
             "verification_reason": self.verification_reason,
             "verified_at": _iso(self.verified_at),
+            "bytes_written": self.bytes_written,
+            "estimated_total_bytes": self.estimated_total_bytes,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """One WatchBackup event; ``backup`` is set on the last one, when the run ended."""
+
+    id: int
+    status: str
+    bytes_written: int
+    estimated_total_bytes: int
+    elapsed_seconds: float
+    bytes_per_second: float
+    backup: Backup | None
+
+    @classmethod
+    def from_proto(cls, msg: backup_pb2.BackupProgress) -> Progress:
+        """Build from a ``backup.v1.BackupProgress`` message."""
+        return cls(
+            id=msg.id,
+            status=_enum_name(backup_pb2.BackupStatus, msg.status),
+            bytes_written=msg.bytes_written,
+            estimated_total_bytes=msg.estimated_total_bytes,
+            elapsed_seconds=msg.elapsed_seconds,
+            bytes_per_second=msg.bytes_per_second,
+            backup=Backup.from_proto(msg.backup) if msg.HasField("backup") else None,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,15 +176,19 @@ class CreateResult:
 
     backup: Backup
     deleted_files: int
+    # Every run the request started (allDatabases: one per database, plus globals).
+    backups: tuple[Backup, ...] = ()
 
     @classmethod
     def from_proto(cls, msg: backup_pb2.CreateBackupResponse) -> CreateResult:
         """Build from a ``backup.v1.CreateBackupResponse`` message."""
-        return cls(backup=Backup.from_proto(msg.backup), deleted_files=msg.deleted_files)
+        return cls(backup=Backup.from_proto(msg.backup), deleted_files=msg.deleted_files,
+                   backups=tuple(Backup.from_proto(b) for b in msg.backups))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict."""
-        return {"backup": self.backup.to_dict(), "deleted_files": self.deleted_files}
+        return {"backup": self.backup.to_dict(), "deleted_files": self.deleted_files,
+                "backups": [b.to_dict() for b in self.backups]}
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +216,38 @@ class RunSummary:
 
 
 @dataclass(frozen=True, slots=True)
+class DatabaseStats:
+    """Totals and last outcomes of one database."""
+
+    database: str
+    total_backups: int
+    total_size_bytes: int
+    newest_backup: datetime | None
+    last_success: RunSummary | None
+    last_failure: RunSummary | None
+
+    @classmethod
+    def from_proto(cls, msg: backup_pb2.DatabaseStats) -> DatabaseStats:
+        """Build from a ``backup.v1.DatabaseStats`` message."""
+        return cls(
+            database=msg.database, total_backups=msg.total_backups,
+            total_size_bytes=msg.total_size_bytes, newest_backup=_ts(msg, "newest_backup"),
+            last_success=(RunSummary.from_proto(msg.last_success)
+                          if msg.HasField("last_success") else None),
+            last_failure=(RunSummary.from_proto(msg.last_failure)
+                          if msg.HasField("last_failure") else None))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly dict."""
+        return {
+            "database": self.database, "total_backups": self.total_backups,
+            "total_size_bytes": self.total_size_bytes, "newest_backup": _iso(self.newest_backup),
+            "last_success": self.last_success.to_dict() if self.last_success else None,
+            "last_failure": self.last_failure.to_dict() if self.last_failure else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class Stats:
     """Totals over the recorded backups."""
 
@@ -195,6 +264,7 @@ class Stats:
     # Backups whose last verification passed / failed.
     verified_backups: int = 0
     verification_failures: int = 0
+    databases: tuple[DatabaseStats, ...] = ()
 
     @classmethod
     def from_proto(cls, msg: backup_pb2.GetStatsResponse) -> Stats:
@@ -216,6 +286,7 @@ class Stats:
             ),
             verified_backups=msg.verified_backups,
             verification_failures=msg.verification_failures,
+            databases=tuple(DatabaseStats.from_proto(d) for d in msg.databases),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -233,6 +304,7 @@ class Stats:
             "last_failure": self.last_failure.to_dict() if self.last_failure else None,
             "verified_backups": self.verified_backups,
             "verification_failures": self.verification_failures,
+            "databases": [d.to_dict() for d in self.databases],
         }
 
 

@@ -17,6 +17,7 @@ from pgbackup_client.models import (
     BackupPage,
     CleanupResult,
     CreateResult,
+    Progress,
     RestoreRun,
     Schedule,
     Stats,
@@ -88,14 +89,14 @@ class BackupClient:
             raise from_rpc_error(exc) from None
 
     def create_backup(
-        self, *, background: bool = False, timeout: float | None = None
+        self, *, database: str = "", background: bool = False, timeout: float | None = None
     ) -> CreateResult:
-        """Back up the configured database now.
+        """Back up a configured target now (``database``: its name; empty: the first).
 
         With ``background`` the PENDING/RUNNING run is returned at once.
         ``timeout`` defaults to no deadline so a long dump is never cut short.
         """
-        req = backup_pb2.CreateBackupRequest(background=background)
+        req = backup_pb2.CreateBackupRequest(background=background, database=database)
         return CreateResult.from_proto(self._call(self._stub.CreateBackup, req, timeout))
 
     def create_custom_backup(
@@ -105,6 +106,7 @@ class BackupClient:
         retention_days: int = 0,
         cleanup_old: bool = False,
         background: bool = False,
+        database: str = "",
         timeout: float | None = None,
     ) -> CreateResult:
         """Back up into ``backup_dir``, which must be an allowed directory.
@@ -117,13 +119,27 @@ class BackupClient:
             retention_days=retention_days,
             cleanup_old=cleanup_old,
             background=background,
+            database=database,
         )
         return CreateResult.from_proto(self._call(self._stub.CreateCustomBackup, req, timeout))
 
-    def get_stats(self) -> Stats:
-        """Totals over recorded backups and the last success and failure."""
-        resp = self._call(self._stub.GetStats, backup_pb2.GetStatsRequest(), self.timeout)
+    def get_stats(self, *, database: str = "") -> Stats:
+        """Totals over recorded backups (of one database, if given), the last success
+        and failure, and per-database totals."""
+        resp = self._call(self._stub.GetStats, backup_pb2.GetStatsRequest(database=database),
+                          self.timeout)
         return Stats.from_proto(resp)
+
+    def watch_backup(self, id: int) -> Iterator[Progress]:
+        """Progress events of a run until it ends; the last carries the run.
+        No deadline: it lasts as long as the backup."""
+        stream = self._stub.WatchBackup(backup_pb2.WatchBackupRequest(id=id),
+                                        metadata=self._metadata)
+        try:
+            for event in stream:
+                yield Progress.from_proto(event)
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from None
 
     def cleanup(self, *, dry_run: bool = False) -> CleanupResult:
         """Apply the retention policy now; ``dry_run`` only lists what would go."""
