@@ -34,7 +34,7 @@ from pgbackup_server.errors import NotFound as DomainNotFound
 from pgbackup_server.events import EventHub, Listener
 from pgbackup_server.models import FileState, Run, RunStatus, Trigger
 from pgbackup_server.restore import RestoreFailed, RestoreService, VerifyAfterBackup
-from pgbackup_server.restore_store import SqlRestoreStore
+from pgbackup_server.restore.store import SqlRestoreStore
 from pgbackup_server.runner import tree_digest
 from pgbackup_server.service import BackupService
 from pgbackup_server.servicer import BackupServicer, ErrorInterceptor

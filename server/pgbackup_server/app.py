@@ -71,7 +71,7 @@ class App:
         from .auth import AuthInterceptor
         from .observability import start_observability
         from .restore import RestoreService, VerifyAfterBackup
-        from .restore_store import SqlRestoreStore
+        from .restore.store import SqlRestoreStore
         from .scheduler import Scheduler
         from .servicer import BackupServicer, ErrorInterceptor
         from .store import SqlRunStore

@@ -30,10 +30,10 @@ from sqlalchemy import (
     update,
 )
 
-from .errors import NotFound
-from .models import RunStatus
-from .restore import RestoreRun
-from .store import UTCDateTime
+from ..errors import NotFound
+from ..models import RunStatus
+from ..store import UTCDateTime
+from .models import RestoreRun
 
 metadata = MetaData()
 restore_runs = Table(

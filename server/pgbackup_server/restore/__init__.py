@@ -1,0 +1,50 @@
+"""Verification and restore of recorded backups.
+
+Verification is quick (size and SHA-256 against the run record, then the
+format's own structure: ``pg_restore --list`` for archives, pg_dump's
+completion marker for plain SQL) or deep (a real restore into a scratch
+database that is always dropped). Restores stream the backup into
+``pg_restore`` or ``psql``: never a second copy on disk. Each restore is
+recorded as its own run.
+
+Like the service, this package knows nothing of gRPC, protobuf or SQLAlchemy;
+``store`` (SqlRestoreStore) is its edge and is not imported here.
+"""
+
+from __future__ import annotations
+
+from .archive import Archive, TocEntry, data_sizes, read_archive
+from .models import (
+    BackupContents,
+    ContentEntry,
+    RestoreFailed,
+    RestoreRun,
+    RestoreStore,
+    TableRows,
+    Unimplemented,
+    VerifyResult,
+)
+from .selection import Selection, select_entries
+from .service import RestoreService
+from .validation import check_database_name
+from .verify import VerifyAfterBackup
+
+__all__ = [
+    "Archive",
+    "BackupContents",
+    "ContentEntry",
+    "RestoreFailed",
+    "RestoreRun",
+    "RestoreService",
+    "RestoreStore",
+    "Selection",
+    "TableRows",
+    "TocEntry",
+    "Unimplemented",
+    "VerifyAfterBackup",
+    "VerifyResult",
+    "check_database_name",
+    "data_sizes",
+    "read_archive",
+    "select_entries",
+]

@@ -1,0 +1,82 @@
+"""How one restore goes, decided before it is recorded: the target database, the
+mode (a new database, an empty one, a staging database swapped in, or objects
+replaced in place) and, for a partial restore, the archive entries."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import FailedPrecondition
+from ..models import Run
+from .archive import Archive, read_archive
+from .databases import database_exists, database_state
+from .models import Corrupt
+from .selection import Selection, select_entries
+
+
+@dataclass
+class Plan:
+    """How one restore goes, decided before it is recorded."""
+
+    server: dict[str, str]
+    target: str
+    mode: str  # "new": create target; "into": existing empty target;
+    #            "swap": restore into a staging database, then replace target;
+    #            "replace": partial restore over existing objects (--clean)
+    selection: Selection | None = None
+    jobs: int = 0
+
+    @property
+    def busy_key(self) -> str:
+        """The target database, on its server: one restore into it at a time."""
+        return f"{self.server.get('host', '')}:{self.server.get('port', '')}/{self.target}"
+
+
+def plan_restore(run: Run, server: dict[str, str], *, target_database: str, overwrite: bool,
+                 schemas: tuple[str, ...], tables: tuple[str, ...], jobs: int) -> Plan:
+    plan = Plan(server=server, target=target_database, mode="new", jobs=jobs)
+    partial = bool(schemas or tables)
+    archive: Archive | None = None
+    if partial:  # names are checked before anything else happens
+        try:
+            archive = read_archive(Path(run.file_path))
+        except Corrupt as exc:
+            raise FailedPrecondition(f"backup {run.id}: {exc.reason}") from None
+        select_entries(archive, schemas, tables, run.id)
+    _plan_target(run, plan, overwrite, partial)
+    if archive is not None:
+        plan.selection = select_entries(archive, schemas, tables, run.id,
+                                        replacing=plan.mode == "replace")
+    return plan
+
+
+def _plan_target(run: Run, plan: Plan, overwrite: bool, partial: bool) -> None:
+    if not plan.target:
+        plan.target = _new_name(plan.server, run)
+        return
+    state = database_state(plan.server, plan.target)
+    if state is None:
+        return
+    if state == "empty":
+        plan.mode = "into"
+        return
+    if not overwrite:
+        what = "the restored objects in it" if partial else "it"
+        raise FailedPrecondition(f'database "{plan.target}" exists and is not empty; set '
+                                 f"overwrite: true to replace {what}, or choose another "
+                                 "target_database")
+    plan.mode = "replace" if partial else "swap"
+
+
+def _new_name(server: dict[str, str], run: Run) -> str:
+    """A database named after the backup that does not exist yet."""
+    base = re.sub(r"[^a-z0-9_]", "_", run.database.lower())[:40] or "db"
+    base = base if base[0].isalpha() or base[0] == "_" else f"db_{base}"
+    for n in range(1, 100):
+        name = f"{base}_restore_{run.id}" + (f"_{n}" if n > 1 else "")
+        if not database_exists(server, name):
+            return name
+    raise FailedPrecondition(f"no free database name for restoring backup {run.id}; "
+                             "give target_database")

@@ -1,0 +1,372 @@
+"""The restore service: verification, restore and contents of recorded backups.
+
+It checks requests, decides how each restore goes (a new database, an empty
+one, a staging database swapped in, or objects replaced in place), records
+every restore as a run of its own, tracks the databases it creates so a crash
+leaves none behind, and settles what a previous process left.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, NoReturn
+
+import structlog
+
+from .. import pgtools
+from ..config import Config
+from ..errors import BackupError, FailedPrecondition, InvalidArgument, Unavailable
+from ..events import Listener
+from ..models import FileState, Run, RunStatus
+from ..service import Clock, RunStore, utc_now
+from .contents import backup_contents
+from .databases import create_database, drop_database, rename_database
+from .models import (
+    BackupContents,
+    Corrupt,
+    RestoreFailed,
+    RestoreRun,
+    RestoreStore,
+    TableRows,
+    ToolFailed,
+    VerifyResult,
+)
+from .plan import Plan, plan_restore
+from .tools import ToolRunner
+from .validation import check_database_name, check_jobs, check_selection
+from .verify import check_digest, deep_check, quick_check
+
+log = structlog.get_logger("pgbackup")
+
+
+class RestoreService:
+    """Verification, restore and contents of recorded backups. Thread-safe."""
+
+    def __init__(self, config: Config, store: RunStore, restores: RestoreStore, *,
+                 binaries: list[pgtools.PgBinary], runtime_dir: Path, clock: Clock = utc_now,
+                 events: Listener | None = None,
+                 conninfo_for: Callable[[str, str], Mapping[str, str]] | None = None) -> None:
+        self.config = config
+        self.store = store
+        self.restores = restores
+        self.binaries = binaries
+        self.runtime_dir = runtime_dir
+        self.clock = clock
+        self.events = events or Listener()
+        # (target, database) -> libpq parameters, password included (BackupService has
+        # the same method); the default reads the targets from the configuration.
+        self.conninfo_for = conninfo_for or self._configured_conninfo
+        self._pool = ThreadPoolExecutor(max_workers=config.backup.max_concurrent,
+                                        thread_name_prefix="restore")
+        self._lock = threading.Lock()
+        self.tools = ToolRunner(binaries, runtime_dir, self._lock)
+        self._busy_targets: dict[str, int] = {}  # target database -> restore id
+        self._closing = False
+
+    def _configured_conninfo(self, target: str, database: str = "") -> dict[str, str]:
+        from psycopg.conninfo import conninfo_to_dict
+
+        targets = {t.name: t for t in self.config.targets}
+        if target not in targets:
+            raise KeyError(target)
+        params = {k: str(v) for k, v in conninfo_to_dict(targets[target].database.url).items()
+                  if v is not None}
+        if database:
+            params["dbname"] = database
+        return params
+
+    def _server(self, run: Run) -> dict[str, str]:
+        """Connection parameters of the server a run's database is on; ``dbname`` is
+        the configured one (it exists), used for CREATE/DROP DATABASE."""
+        try:
+            return dict(self.conninfo_for(run.target or run.database, ""))
+        except (KeyError, BackupError):
+            raise FailedPrecondition(f"backup {run.id} was made for target "
+                                     f"{run.target or run.database!r}, which is no longer "
+                                     "configured; its server is unknown") from None
+
+    # -- lifecycle ----------------------------------------------------------
+
+    def recover(self) -> None:
+        """Settle what a previous process left: restores it did not finish are FAILED
+        "interrupted", and the databases it created for them are dropped."""
+        now = self.clock()
+        for r in self.restores.unfinished():
+            self.restores.mark_failed(r.id, finished_at=now,
+                                      error="interrupted: the service stopped during this "
+                                            "restore")
+            log.warning("Restore interrupted by a service stop", restore_id=r.id,
+                        backup_id=r.backup_id, target_database=r.target_database)
+        for name, target in self.restores.scratch_databases():
+            try:
+                drop_database(dict(self.conninfo_for(target, "")), name)
+                self.restores.remove_scratch(name)
+            except (BackupError, ToolFailed, KeyError) as exc:
+                log.error("Cannot drop a database left by an interrupted restore",
+                          database=name, error=_message(exc))
+
+    def shutdown(self, grace_seconds: float) -> None:
+        """Refuse new work, give running restores ``grace_seconds``, then cancel them."""
+        with self._lock:
+            self._closing = True
+        deadline = time.monotonic() + grace_seconds
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self.tools.procs and not self._busy_targets:
+                    break
+            time.sleep(0.05)
+        self.tools.cancel()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        now = self.clock()
+        for r in self.restores.unfinished():
+            self.restores.mark_failed(r.id, finished_at=now,
+                                      error="cancelled: the service shut down")
+
+    # -- verification -------------------------------------------------------
+
+    def verify(self, run_id: int, *, deep: bool = False) -> VerifyResult:
+        """Check a backup and record the outcome on it. A corrupt, truncated or
+        missing file is a FAILED result with the reason, not an error."""
+        run = self._backup(run_id, "verified")
+        self._admit()
+        started, t0 = self.clock(), time.monotonic()
+        tables: tuple[TableRows, ...] = ()
+        try:
+            quick_check(run, self.tools)
+            if deep:
+                tables = self._deep(run)
+            ok, reason = True, ""
+        except Corrupt as exc:
+            ok, reason = False, exc.reason
+        except ToolFailed as exc:  # not the backup's fault (e.g. CREATE DATABASE failed)
+            raise RestoreFailed(f"verification of backup {run.id} could not run: "
+                                f"{exc.reason}") from None
+        finished = self.clock()
+        self.store.set_verification(run.id, ok=ok, reason=reason, verified_at=finished)
+        if not ok and not os.path.lexists(run.file_path):
+            self.store.set_file_state([run.id], FileState.MISSING)
+        result = VerifyResult(run.id, ok, reason, deep, finished, tables,
+                              round(time.monotonic() - t0, 3))
+        bound = log.bind(run_id=run.id, deep=deep,
+                         duration_seconds=round((finished - started).total_seconds(), 3))
+        if ok:
+            bound.info("Backup verified", tables=len(tables))
+        else:
+            bound.error("Backup verification failed", reason=reason)
+        self.events.on_verification(self.store.get(run.id), ok, reason)
+        return result
+
+    def verify_in_background(self, run_id: int, *, deep: bool = False
+                             ) -> Future[VerifyResult] | None:
+        """Queue a verification (after a scheduled backup); None when shutting down."""
+        with self._lock:
+            if self._closing:
+                return None
+            future = self._pool.submit(self.verify, run_id, deep=deep)
+
+        def report(f: Future[VerifyResult]) -> None:
+            exc = f.exception() if not f.cancelled() else None
+            if exc is not None:
+                log.error("Verification after backup could not run", run_id=run_id,
+                          error=_message(exc))
+
+        future.add_done_callback(report)
+        return future
+
+    def _deep(self, run: Run) -> tuple[TableRows, ...]:
+        """Restore into a scratch database, count every table's rows, drop it."""
+        _refuse_globals(run, "deep-verified")
+        server = self._server(run)
+        scratch = f"pgbackup_verify_{run.id}_{secrets.token_hex(4)}"
+        self.restores.add_scratch(scratch, purpose="verify", target=run.target,
+                                  created_at=self.clock())
+        try:
+            return deep_check(self.tools, server, run, scratch)
+        finally:
+            self._drop_scratch(server, scratch)
+
+    # -- restore ------------------------------------------------------------
+
+    def restore(self, run_id: int, *, target_database: str = "", overwrite: bool = False,
+                schemas: Iterable[str] = (), tables: Iterable[str] = (), jobs: int = 0,
+                requested_by: str = "", background: bool = False) -> RestoreRun:
+        """Restore a backup, whole or ``schemas``/``tables`` only, into
+        ``target_database`` (default: a new database named after the backup)."""
+        if target_database:
+            check_database_name(target_database)
+        schema_list = check_selection(schemas, "schemas")
+        table_list = check_selection(tables, "tables")
+        check_jobs(jobs)
+        run = self._backup(run_id, "restored")
+        _refuse_globals(run, "restored")
+        partial = bool(schema_list or table_list)
+        if run.format == "plain":
+            if partial:
+                raise FailedPrecondition(
+                    f"backup {run.id} is plain SQL: restoring only some schemas or tables "
+                    "needs a custom or directory format backup (backup.format: custom); "
+                    "restore it whole into a new database instead")
+            if jobs > 1:
+                raise InvalidArgument(f"jobs: backup {run.id} is plain SQL, which psql restores "
+                                      "in one session; parallel jobs need a custom or "
+                                      "directory format backup")
+        self._admit()
+        self._require_file(run)
+        plan = plan_restore(run, self._server(run), target_database=target_database,
+                            overwrite=overwrite, schemas=schema_list, tables=table_list,
+                            jobs=jobs)
+        busy = plan.busy_key
+        with self._lock:
+            if busy in self._busy_targets:
+                raise FailedPrecondition(
+                    f'database "{plan.target}": restore {self._busy_targets[busy]} '
+                    "into it is still running")
+            self._busy_targets[busy] = 0
+        try:
+            record = self.restores.create(
+                backup_id=run.id, target_database=plan.target,
+                requested_by=requested_by[:255], schemas=schema_list, tables=table_list,
+                jobs=jobs, overwrite=overwrite, started_at=self.clock())
+            with self._lock:
+                self._busy_targets[busy] = record.id
+            log.info("Restore started", restore_id=record.id, backup_id=run.id,
+                     target_database=plan.target, mode=plan.mode, requested_by=requested_by,
+                     schemas=list(schema_list), tables=list(table_list))
+            if background:
+                self._pool.submit(self._execute, record, run, plan)
+                return record
+        except BaseException:
+            self._release(busy)
+            raise
+        return self._execute(record, run, plan)
+
+    def _execute(self, record: RestoreRun, run: Run, plan: Plan) -> RestoreRun:
+        bound = log.bind(restore_id=record.id, backup_id=run.id, target_database=plan.target)
+        server = plan.server
+        created: str | None = None
+        try:
+            try:
+                check_digest(run)
+            except Corrupt as exc:
+                self.store.set_verification(run.id, ok=False, reason=exc.reason,
+                                            verified_at=self.clock())
+                self.events.on_verification(self.store.get(run.id), False, exc.reason)
+                raise ToolFailed(f"the backup file failed its checksum: {exc.reason}") from None
+            load_into = plan.target
+            if plan.mode == "swap":
+                load_into = f"pgbackup_restore_{record.id}_{secrets.token_hex(4)}"
+            if plan.mode in ("new", "swap"):
+                self.restores.add_scratch(load_into, purpose="restore", target=run.target,
+                                          created_at=self.clock())
+                created = load_into
+                create_database(server, load_into)
+            # Into an existing database a partial restore is one transaction, so a failure
+            # leaves it as it was; pg_restore cannot combine that with parallel jobs.
+            atomic = plan.mode in ("into", "replace") and plan.selection is not None
+            self.tools.load(server, run, load_into, jobs=0 if atomic else plan.jobs,
+                            selection=plan.selection, clean=plan.mode == "replace",
+                            single_transaction=atomic)
+            if plan.mode == "swap":
+                drop_database(server, plan.target)
+                # From here the staging database is the only copy: never drop it, not
+                # even at the next start.
+                self.restores.remove_scratch(load_into)
+                created = None
+                rename_database(server, load_into, plan.target)
+            if created is not None:
+                self.restores.remove_scratch(created)
+                created = None
+        except (ToolFailed, Corrupt, BackupError) as exc:
+            reason = exc.message if isinstance(exc, BackupError) else exc.reason
+            self._fail(record, run, reason, server, created, bound)
+        except Exception as exc:  # a bug or an unexpected OS error: still record the restore
+            bound.exception("Restore crashed")
+            self._fail(record, run, f"internal error: {exc}", server, created, bound)
+        finally:
+            self._release(plan.busy_key)
+        self.restores.mark_succeeded(record.id, finished_at=self.clock())
+        done = self.restores.get(record.id)
+        bound.info("Restore completed successfully", duration_seconds=done.duration_seconds)
+        return done
+
+    def _fail(self, record: RestoreRun, run: Run, reason: str, server: dict[str, str],
+              created: str | None, bound: Any) -> NoReturn:
+        if created is not None:
+            self._drop_scratch(server, created)
+        self.restores.mark_failed(record.id, finished_at=self.clock(), error=reason)
+        bound.error("Restore failed", error=reason)
+        raise RestoreFailed(f"restore {record.id} of backup {run.id} failed: {reason}")
+
+    def _release(self, key: str) -> None:
+        with self._lock:
+            self._busy_targets.pop(key, None)
+
+    def get_restore(self, restore_id: int) -> RestoreRun:
+        if restore_id < 1:
+            raise InvalidArgument(f"id: must be a positive restore id, got {restore_id}")
+        return self.restores.get(restore_id)
+
+    # -- contents -----------------------------------------------------------
+
+    def contents(self, run_id: int) -> BackupContents:
+        """Schemas, tables and other objects in a backup, with each table's data size."""
+        run = self._backup(run_id, "listed")
+        self._require_file(run)
+        try:
+            return backup_contents(run)
+        except Corrupt as exc:
+            raise FailedPrecondition(f"backup {run.id} cannot be read: {exc.reason}") from None
+
+    # -- helpers ------------------------------------------------------------
+
+    def _admit(self) -> None:
+        with self._lock:
+            if self._closing:
+                raise Unavailable("the service is shutting down; retry on the next instance")
+
+    def _backup(self, run_id: int, action: str) -> Run:
+        if run_id < 1:
+            raise InvalidArgument(f"id: must be a positive backup id, got {run_id}")
+        run = self.store.get(run_id)
+        if run.status is not RunStatus.SUCCEEDED:
+            raise FailedPrecondition(f"backup {run.id} is {run.status.value}; only a succeeded "
+                                     f"backup can be {action}")
+        if run.file_state is FileState.DELETED:
+            raise FailedPrecondition(f"backup {run.id}: its file was deleted by retention")
+        return run
+
+    def _require_file(self, run: Run) -> None:
+        """A backup's file must be on disk; one that is not is marked missing."""
+        if not os.path.lexists(run.file_path):
+            self.store.set_file_state([run.id], FileState.MISSING)
+            raise FailedPrecondition(f"backup {run.id}: file {run.file_path} is missing from "
+                                     "disk")
+
+    def _drop_scratch(self, server: dict[str, str], name: str) -> None:
+        """Drop a database this service created; keep it registered (for the next
+        start) only if dropping fails."""
+        try:
+            drop_database(server, name)
+        except (BackupError, ToolFailed) as exc:
+            log.error("Cannot drop scratch database; will retry at the next start",
+                      database=name, error=_message(exc))
+            return
+        self.restores.remove_scratch(name)
+
+
+def _refuse_globals(run: Run, action: str) -> None:
+    if Path(run.file_path).name.startswith("globals_"):
+        raise FailedPrecondition(
+            f"backup {run.id} holds the server's roles and tablespaces (pg_dumpall "
+            f"--globals-only) and cannot be {action} into a database: it changes the whole "
+            "server. Review it, then apply it with psql by hand")
+
+
+def _message(exc: BaseException) -> str:
+    return getattr(exc, "message", str(exc))
