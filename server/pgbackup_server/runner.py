@@ -243,23 +243,8 @@ class DumpProcess:
         fd = -1
         try:
             fd = create_private_file(temp)
-            with self._lock:
-                if self._stop_reason is not None:
-                    raise BackupFailed(self._stop_reason)
-                self._proc = subprocess.Popen(
-                    [*death_signal_prefix(), *self.argv()], stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE, env=env, start_new_session=True)
-            proc = self._proc
-            assert proc.stdout is not None and proc.stderr is not None
-            tail: deque[bytes] = deque(maxlen=64)
-            reader = threading.Thread(target=_drain, args=(proc.stderr, tail), daemon=True)
-            reader.start()
-            timer = threading.Timer(timeout, self.stop,
-                                    args=(f"timed out after {_human(timeout)} "
-                                          "(backup.timeout)",))
-            timer.daemon = True
-            timer.start()
+            proc, tail, reader, timer = self._start(self.argv(), env, subprocess.PIPE, timeout)
+            assert proc.stdout is not None
             try:
                 writer = _HashingWriter(fd)
                 bytes_in = self._copy(proc.stdout, writer, on_progress)
@@ -277,11 +262,7 @@ class DumpProcess:
                 returncode = proc.wait()
                 proc.stdout.close()
                 reader.join(5)
-            if self._stop_reason is not None:
-                raise BackupFailed(self._stop_reason)
-            if returncode != 0:
-                text = b"".join(tail).decode("utf-8", "replace")[-STDERR_TAIL:]
-                raise PgDumpFailed(returncode, scrub(text, self.conninfo))
+            self._check_exit(returncode, tail, temp)
             os.fsync(fd)
             os.close(fd)
             fd = -1
@@ -301,6 +282,38 @@ class DumpProcess:
             if passfile:
                 remove_quietly(passfile)
 
+    def _start(self, argv: list[str], env: dict[str, str], stdout: int,
+               timeout: float) -> tuple[subprocess.Popen[bytes], deque[bytes],
+                                        threading.Thread, threading.Timer]:
+        """Spawn pg_dump in its own process group, keep the tail of its stderr,
+        and arm the backup.timeout timer."""
+        with self._lock:
+            if self._stop_reason is not None:
+                raise BackupFailed(self._stop_reason)
+            self._proc = subprocess.Popen(
+                [*death_signal_prefix(), *argv], stdin=subprocess.DEVNULL, stdout=stdout,
+                stderr=subprocess.PIPE, env=env, start_new_session=True)
+        proc = self._proc
+        assert proc.stderr is not None
+        tail: deque[bytes] = deque(maxlen=64)
+        reader = threading.Thread(target=_drain, args=(proc.stderr, tail), daemon=True)
+        reader.start()
+        timer = threading.Timer(timeout, self.stop,
+                                args=(f"timed out after {_human(timeout)} (backup.timeout)",))
+        timer.daemon = True
+        timer.start()
+        return proc, tail, reader, timer
+
+    def _check_exit(self, returncode: int, tail: deque[bytes], temp: Path) -> None:
+        """Raise why the run failed: stopped (timeout, shutdown), or pg_dump's exit."""
+        if self._stop_reason is not None:
+            raise BackupFailed(self._stop_reason)
+        if returncode != 0:
+            text = b"".join(tail).decode("utf-8", "replace")[-STDERR_TAIL:]
+            if "No space left on device" in text:
+                raise BackupFailed(f"writing {temp.name} failed: no space left on device")
+            raise PgDumpFailed(returncode, scrub(text, self.conninfo))
+
     def _run_directory(self, directory: Path, temp: Path, stem: str, timeout: float,
                        on_progress: Callable[[int], None] | None) -> DumpOutcome:
         """pg_dump -Fd -j N into a private temporary directory, published by rename.
@@ -308,23 +321,8 @@ class DumpProcess:
         env, passfile = child_env(self.conninfo, self.runtime_dir)
         # pg_dump creates the directory itself and wants it absent; its parent is private.
         try:
-            with self._lock:
-                if self._stop_reason is not None:
-                    raise BackupFailed(self._stop_reason)
-                self._proc = subprocess.Popen(
-                    [*death_signal_prefix(), *self.argv(temp)], stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
-                    start_new_session=True)
-            proc = self._proc
-            assert proc.stderr is not None
-            tail: deque[bytes] = deque(maxlen=64)
-            reader = threading.Thread(target=_drain, args=(proc.stderr, tail), daemon=True)
-            reader.start()
-            timer = threading.Timer(timeout, self.stop,
-                                    args=(f"timed out after {_human(timeout)} "
-                                          "(backup.timeout)",))
-            timer.daemon = True
-            timer.start()
+            proc, tail, reader, timer = self._start(self.argv(temp), env, subprocess.DEVNULL,
+                                                    timeout)
             try:
                 while True:
                     try:
@@ -337,13 +335,7 @@ class DumpProcess:
                 timer.cancel()
                 proc.wait()
                 reader.join(5)
-            if self._stop_reason is not None:
-                raise BackupFailed(self._stop_reason)
-            if returncode != 0:
-                text = b"".join(tail).decode("utf-8", "replace")[-STDERR_TAIL:]
-                if "No space left on device" in text:
-                    raise BackupFailed(f"writing {temp.name} failed: no space left on device")
-                raise PgDumpFailed(returncode, scrub(text, self.conninfo))
+            self._check_exit(returncode, tail, temp)
             os.chmod(temp, 0o700)
             size, digest = tree_digest(temp)
             final = publish_directory(temp, directory, stem, self.plan.extension)
