@@ -49,12 +49,13 @@ def test_min_keep_keeps_n_newest_per_database():
 
 def test_no_pruning_while_the_newest_run_failed():
     runs = [run(100), run(90), run(80)]
-    latest = {"shop": RunStatus.FAILED}
+    latest = {("", "shop"): RunStatus.FAILED}
     assert expired(runs, now=NOW, retention_days=30, latest_status=latest) == []
     # Another database that is healthy is still pruned.
     other = [run(100, db="other"), run(1, db="other")]
     doomed = expired(runs + other, now=NOW, retention_days=30,
-                     latest_status={"shop": RunStatus.FAILED, "other": RunStatus.SUCCEEDED})
+                     latest_status={("", "shop"): RunStatus.FAILED,
+                                    ("", "other"): RunStatus.SUCCEEDED})
     assert ids(doomed) == [other[0].id]
 
 
@@ -73,3 +74,19 @@ def test_min_keep_below_one_still_keeps_one():
 def test_rejects_a_zero_window():
     with pytest.raises(ValueError):
         expired([], now=NOW, retention_days=0)
+
+
+def test_same_database_name_on_two_servers_is_kept_apart():
+    a = [run(100, db="postgres"), run(90, db="postgres")]
+    b = [run(80, db="postgres"), run(70, db="postgres")]
+    a = [Run(**{**_fields(r), "target": "server-a"}) for r in a]
+    b = [Run(**{**_fields(r), "target": "server-b"}) for r in b]
+    # Server b keeps failing: none of its backups go, whatever server a does.
+    latest = {("server-a", "postgres"): RunStatus.SUCCEEDED,
+              ("server-b", "postgres"): RunStatus.FAILED}
+    doomed = expired(a + b, now=NOW, retention_days=30, latest_status=latest)
+    assert ids(doomed) == [a[0].id]
+
+
+def _fields(r: Run) -> dict:
+    return {f: getattr(r, f) for f in Run.__dataclass_fields__}

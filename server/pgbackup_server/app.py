@@ -74,7 +74,6 @@ class App:
         from .restore.store import SqlRestoreStore
         from .scheduler import Scheduler
         from .servicer import BackupServicer, ErrorInterceptor
-        from .store import SqlRunStore
 
         cfg = self.config
         check_exposure(cfg)
@@ -82,13 +81,16 @@ class App:
         for binary in binaries:
             log.debug("pg_dump found", path=binary.path, version=binary.version)
         runtime = cfg.server.data_directory / "run"
-        runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(cfg.server.data_directory, 0o700)
-        os.chmod(runtime, 0o700)
-        self.store = SqlRunStore(cfg.store_url)
+        try:
+            runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.chmod(cfg.server.data_directory, 0o700)
+            os.chmod(runtime, 0o700)
+        except OSError as exc:
+            raise ConfigError(f"server.dataDirectory: cannot use {cfg.server.data_directory}: "
+                              f"{exc.strerror or exc}") from None
+        self.store = open_store(cfg.store_url)
         self.service = BackupService(cfg, self.store, binaries=binaries, runtime_dir=runtime,
                                      clock=self.clock)
-        self.service.recover()
         self.restore = RestoreService(cfg, self.store, SqlRestoreStore(self.store.engine),
                                       binaries=binaries, runtime_dir=runtime, clock=self.clock,
                                       events=self.service.events,
@@ -140,6 +142,8 @@ class App:
         # Before the scheduler: missed fires are reported as it starts.
         self.observability = start_observability(cfg, self.service, self.store, set_serving,
                                                  self.clock)
+        # After the listeners: runs interrupted by a crash are notified and counted too.
+        self.service.recover()
         self.scheduler = Scheduler(cfg, self.service, self.clock)
         self.service.schedules_provider = self.scheduler.schedules
         self.scheduler.start()
@@ -267,6 +271,25 @@ def check_exposure(config: Config) -> None:
             "set auth.allowUnauthenticated: true to accept unauthenticated access explicitly")
 
 
+def open_store(url: str) -> Any:
+    """The run store, or a ConfigError naming store.url."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from .store import SqlRunStore
+
+    try:
+        return SqlRunStore(url)
+    except (SQLAlchemyError, OSError) as exc:
+        from sqlalchemy.engine import make_url
+
+        try:
+            shown = repr(make_url(url))  # the URL's repr masks its password
+        except SQLAlchemyError:
+            shown = "the configured URL"
+        raise ConfigError(f"store.url: cannot open {shown}: {type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0][:200]}") from None
+
+
 def _server_credentials(config: Config) -> Any:
     import grpc
 
@@ -274,6 +297,9 @@ def _server_credentials(config: Config) -> Any:
     assert tls is not None
     key, cert = tls.key.read_bytes(), tls.cert.read_bytes()
     ca = tls.client_ca.read_bytes() if tls.client_ca else None
+    for name, data in (("cert", cert), ("key", key), ("clientCa", ca)):
+        if data is not None and b"-----BEGIN" not in data:
+            raise ConfigError(f"server.tls.{name}: not a PEM file")
     return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca,
                                        require_client_auth=ca is not None)
 

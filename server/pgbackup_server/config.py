@@ -285,8 +285,14 @@ def parse_database_url(url: str, field: str = "database.url") -> DatabaseConfig:
 
     try:
         params = conninfo_to_dict(url)
-    except Exception as exc:  # psycopg raises ProgrammingError with the reason
-        raise ConfigError(f"{field}: not a valid libpq connection string ({exc})") from None
+    except Exception:  # psycopg's reason may quote the password: not repeated here
+        raise ConfigError(f"{field}: not a valid libpq connection string; write "
+                          "postgresql://user:password@host:5432/dbname and percent-encode "
+                          "special characters in the password (@ as %40, : as %3A, "
+                          "space as %20)") from None
+    if "@" in str(params.get("host") or ""):
+        raise ConfigError(f"{field}: the host contains '@'; percent-encode '@' in the "
+                          "password as %40")
     for port in str(params.get("port") or "5432").split(","):
         if not port.isdigit() or not 0 < int(port) < 65536:
             raise ConfigError(f'{field}: port "{port}" is not a port number (1-65535)')

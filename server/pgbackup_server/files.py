@@ -24,6 +24,7 @@ BACKUP_NAME = re.compile(r"^(?:backup|globals)_[A-Za-z0-9_.-]+_"
 TEMP_NAME = re.compile(r"^\.(?:backup|globals)_.+\.run\d+\.partial$")
 _SAFE_DB = re.compile(r"[^A-Za-z0-9_.-]")
 MAX_PATH = 4096
+NAME_MAX = 255
 
 
 def safe_db_name(name: str) -> str:
@@ -41,6 +42,9 @@ def confine(requested: str, allowed: tuple[Path, ...], field: str = "backup_dir"
         raise InvalidArgument(f"{field}: contains a NUL byte")
     if len(requested) > MAX_PATH:
         raise InvalidArgument(f"{field}: longer than {MAX_PATH} characters")
+    if any(len(part.encode("utf-8", "surrogateescape")) > NAME_MAX
+           for part in requested.split("/")):
+        raise InvalidArgument(f"{field}: a path component is longer than {NAME_MAX} bytes")
     if not os.path.isabs(os.path.expanduser(requested)):
         raise InvalidArgument(f"{field}: must be an absolute path inside one of: "
                               f"{_roots(allowed)}")
@@ -204,6 +208,18 @@ def delete_backup(path: Path, allowed: tuple[Path, ...]) -> int | None:
         return None
     finally:
         os.close(dir_fd)
+
+
+def remove_temp(path: Path) -> None:
+    """Remove a temporary file or, for the directory format, directory of ours."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        remove_quietly(path)
 
 
 def remove_orphan_temps(directory: Path) -> list[Path]:

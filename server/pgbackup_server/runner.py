@@ -35,6 +35,8 @@ from .files import (
 from .pgtools import PgBinary, scrub
 
 CHUNK = 1 << 20
+# libpq parameters that hold secrets: never on a command line.
+SECRET_PARAMS = frozenset({"password", "sslpassword"})
 STDERR_TAIL = 4000
 KILL_GRACE_SECONDS = 10.0
 
@@ -88,9 +90,10 @@ def plan_dump(binary: PgBinary, *, format: str, compression_method: str | None,
                         ".dir", jobs=jobs)
     if format == "custom":
         if method != "none" and not supports(binary.path, method):
-            if method == "zstd":
-                # Plain SQL through zstandard is what this build can do fast.
-                return DumpPlan(binary, "plain", label, None, level, ".sql.zst")
+            if compression_method is None:
+                # compressBackup on a build without zstd: the format the operator chose,
+                # with gzip at its cheapest level.
+                return DumpPlan(binary, "custom", "gzip:1", "gzip:1", None, ".dump")
             raise BackupFailed(f"pg_dump {binary.version} ({binary.path}) was built without "
                                f"{method} support; set backup.compression to gzip or zstd")
         return DumpPlan(binary, "custom", label, "0" if method == "none" else label, None,
@@ -174,10 +177,10 @@ def _write_passfile(password: str, directory: str) -> str:
 def child_env(conninfo: Mapping[str, str], runtime_dir: str) -> tuple[dict[str, str], str | None]:
     """Environment for a libpq client: the password goes in a private passfile,
     never on the command line."""
-    env = {k: v for k, v in os.environ.items() if k != "PGPASSFILE"}
+    env = dict(os.environ)
     password = conninfo.get("password")
     if not password:
-        return env, None
+        return env, None  # the operator's own PGPASSWORD/PGPASSFILE/~/.pgpass apply
     passfile = _write_passfile(password, runtime_dir)
     env["PGPASSFILE"] = passfile
     env.pop("PGPASSWORD", None)
@@ -188,7 +191,7 @@ def dbname_argument(conninfo: Mapping[str, str]) -> str:
     """The connection string for argv, without the password."""
     from psycopg.conninfo import make_conninfo
 
-    return make_conninfo("", **{k: v for k, v in conninfo.items() if k != "password"})
+    return make_conninfo("", **{k: v for k, v in conninfo.items() if k not in SECRET_PARAMS})
 
 
 class DumpProcess:
@@ -257,9 +260,13 @@ class DumpProcess:
                 elif exc.errno == errno.EFBIG:
                     reason = "file too large (the process file-size limit was reached)"
                 raise BackupFailed(f"writing {temp.name} failed: {reason}") from None
+            except BaseException as exc:
+                # Nobody reads the pipe any more: pg_dump would block on it forever.
+                self.stop(f"internal error while copying: {exc!r}")
+                raise
             finally:
-                timer.cancel()
                 returncode = proc.wait()
+                timer.cancel()
                 proc.stdout.close()
                 reader.join(5)
             self._check_exit(returncode, tail, temp)
@@ -372,7 +379,10 @@ class DumpProcess:
             write(view[:n])
             seen += n
             if on_progress is not None:
-                on_progress(seen)
+                try:
+                    on_progress(seen)
+                except Exception:  # progress is a nicety; never let it stop a backup
+                    on_progress = None
         if compressor is not None:
             sink.close()
         return seen

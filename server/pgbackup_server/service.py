@@ -67,7 +67,8 @@ class RunStore(Protocol):
                   page_size: int = 0, page_token: str = "") -> RunPage: ...
     def unfinished_runs(self) -> list[Run]: ...
     def present_runs(self, backup_dir: str | None = None) -> list[Run]: ...
-    def latest_status_by_database(self, backup_dir: str) -> dict[str, RunStatus]: ...
+    def latest_status_by_database(self,
+                                  backup_dir: str) -> dict[tuple[str, str], RunStatus]: ...
     def last_scheduled_run(self, schedule: str) -> Run | None: ...
     def backup_dirs(self) -> list[str]: ...
     def stats(self, backup_directory: str, database: str = "") -> Stats: ...
@@ -106,12 +107,11 @@ class BackupService:
         self.targets = {t.name: t for t in config.targets}
         self._conninfo_by_target = {t.name: _conninfo(t.database.url) for t in config.targets}
         servers = {_server_key(c) for c in self._conninfo_by_target.values()}
-        # backup.maxConcurrent is per database server: one slot pool per server.
-        self._slots = {key: threading.BoundedSemaphore(config.backup.max_concurrent)
+        # backup.maxConcurrent is per database server: one worker pool per server, so a
+        # busy server's queue never holds up another server's backups.
+        self._pools = {key: ThreadPoolExecutor(max_workers=config.backup.max_concurrent,
+                                               thread_name_prefix=f"backup-{key[0]}:{key[1]}")
                        for key in servers}
-        self._pool = ThreadPoolExecutor(
-            max_workers=config.backup.max_concurrent * max(1, len(servers)),
-            thread_name_prefix="backup")
         self._lock = threading.Lock()
         self._admitted: dict[tuple[str, str], int] = {key: 0 for key in servers}
         self._active: dict[int, DumpProcess] = {}
@@ -127,12 +127,16 @@ class BackupService:
         in every allowed directory are removed; vanished files are marked missing."""
         now = self.clock()
         for run in self.store.unfinished_runs():
-            if run.temp_path:
-                files.remove_quietly(run.temp_path)
+            # Record first: a cleanup problem must never keep the run unrecorded.
             self.store.mark_failed(run.id, finished_at=now,
                                    error="interrupted: the service stopped during this run")
             log.warning("Backup run interrupted by a service stop", run_id=run.id,
                         database=run.database)
+            if run.temp_path and files.TEMP_NAME.match(Path(run.temp_path).name):
+                files.remove_temp(Path(run.temp_path))
+            self.events.on_run_finished(self.store.get(run.id))
+        for stale in self.runtime_dir.glob("pgpass-*"):  # left by a SIGKILL: hold a password
+            files.remove_quietly(stale)
         directories = {*self.config.backup.allowed_directories,
                        *(Path(d) for d in self.store.backup_dirs())}
         for directory in sorted(directories):
@@ -141,9 +145,10 @@ class BackupService:
         self.reconcile()
 
     def reconcile(self, backup_dir: str | None = None) -> int:
-        """Mark backups whose file disappeared from disk as missing."""
+        """Mark backups whose file disappeared from disk as missing. A directory that
+        is absent as a whole (an unmounted volume) is skipped: that is not a deletion."""
         gone = [r.id for r in self.store.present_runs(backup_dir)
-                if not os.path.lexists(r.file_path)]
+                if not os.path.lexists(r.file_path) and os.path.isdir(r.backup_dir)]
         self.store.set_file_state(gone, FileState.MISSING)
         for run_id in gone:
             log.warning("Backup file missing from disk", run_id=run_id)
@@ -154,6 +159,8 @@ class BackupService:
         with self._lock:
             self._closing = True
             futures = list(self._futures.values())
+        for f in futures:
+            f.cancel()  # queued runs do not start during the grace; running ones go on
         done = threading.Event()
 
         def wait_all() -> None:
@@ -167,13 +174,14 @@ class BackupService:
                 active = list(self._active.values())
             for dump in active:
                 dump.stop("cancelled: the service shut down (server.shutdownGrace expired)")
-        # Queued runs never started: cancel_futures drops them; record why.
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        for pool in self._pools.values():
+            pool.shutdown(wait=True, cancel_futures=True)
         now = self.clock()
         for run in self.store.unfinished_runs():
             self.store.mark_failed(run.id, finished_at=now,
                                    error="cancelled: the service shut down before this run "
                                          "started")
+            self.events.on_run_finished(self.store.get(run.id))
 
     # -- backups ------------------------------------------------------------
 
@@ -200,8 +208,28 @@ class BackupService:
         b = self.config.backup
         target = self.target(database)
         retention = target.retention_days or b.retention_days
-        jobs = self._jobs_for(target, b.directory, retention, b.cleanup_old)
+        jobs = self._jobs_or_failed_run(target, b.directory, retention, b.cleanup_old,
+                                        trigger, schedule)
         return self._submit(jobs, trigger=trigger, schedule=schedule, background=background)
+
+    def _jobs_or_failed_run(self, target: TargetConfig, directory: Path, retention: int,
+                            cleanup_old: bool, trigger: Trigger, schedule: str) -> list[_Job]:
+        """The jobs of a request; when even discovering them fails (allDatabases on an
+        unreachable server), record a FAILED run so the failure is never silent."""
+        try:
+            return self._jobs_for(target, directory, retention, cleanup_old)
+        except BackupError as exc:
+            now = self.clock()
+            run = self.store.create_run(database=f"{target.name}-globals", trigger=trigger,
+                                        backup_dir=str(directory), queued_at=now,
+                                        schedule=schedule, target=target.name)
+            self.store.mark_failed(run.id, finished_at=now, error=exc.message, started_at=now)
+            log.error("Database backup failed", run_id=run.id, database=run.database,
+                      error=exc.message)
+            self.events.on_run_finished(self.store.get(run.id))
+            exc.message = f"backup {run.id} failed: {exc.message}"
+            exc.args = (exc.message,)
+            raise
 
     def create_custom_backup(self, backup_dir: str, *, retention_days: int = 0,
                              cleanup_old: bool = False, background: bool = False,
@@ -213,7 +241,8 @@ class BackupService:
         directory = files.confine(backup_dir, self.config.backup.allowed_directories)
         target = self.target(database)
         retention = retention_days or target.retention_days or self.config.backup.retention_days
-        jobs = self._jobs_for(target, directory, retention, cleanup_old)
+        jobs = self._jobs_or_failed_run(target, directory, retention, cleanup_old,
+                                        Trigger.MANUAL, "")
         return self._submit(jobs, trigger=Trigger.MANUAL, schedule="", background=background)
 
     def run_scheduled(self, schedule: str) -> None:
@@ -223,7 +252,7 @@ class BackupService:
             self.create_backup(database=entry.target if entry else "",
                                trigger=Trigger.SCHEDULE, schedule=schedule)
         except BackupError:
-            pass  # recorded on the run and logged by _execute
+            pass  # recorded on the run(s), logged and notified
 
     def _jobs_for(self, target: TargetConfig, directory: Path, retention: int,
                   cleanup_old: bool) -> list[_Job]:
@@ -245,7 +274,9 @@ class BackupService:
                 raise Unavailable("the service is shutting down; retry on the next instance")
             limit = b.max_concurrent + b.max_queued
             # Schedules are never turned away: a skipped scheduled backup is silent loss.
-            if trigger is Trigger.MANUAL and self._admitted[key] + len(jobs) > limit:
+            # A request larger than the queue (allDatabases) is admitted when idle.
+            if (trigger is Trigger.MANUAL and self._admitted[key]
+                    and self._admitted[key] + len(jobs) > limit):
                 raise ResourceExhausted(
                     f"backup queue is full: {b.max_concurrent} running and {b.max_queued} "
                     f"queued for {key[0]}:{key[1]} (backup.maxConcurrent, "
@@ -261,7 +292,13 @@ class BackupService:
                                             target=job.target.name)
                 log.info("Database backup job queued", run_id=run.id, database=run.database,
                          trigger=trigger.value)
-                future = self._pool.submit(self._execute, run, job)
+                try:
+                    future = self._pools[key].submit(self._execute, run, job)
+                except RuntimeError:  # the pool shut down after the _closing check
+                    self.store.mark_failed(run.id, finished_at=self.clock(),
+                                           error="cancelled: the service is shutting down")
+                    raise Unavailable("the service is shutting down; retry on the next "
+                                      "instance") from None
                 with self._lock:
                     self._futures[run.id] = future
                 future.add_done_callback(partial(self._forget, run.id, key))
@@ -304,8 +341,9 @@ class BackupService:
     def _execute(self, run: Run, job: _Job) -> CreateResult:
         bound = log.bind(run_id=run.id, database=run.database)
         conninfo = self.conninfo_for(job.target.name, "" if job.globals_only else job.database)
-        with self._slots[_server_key(conninfo)]:  # time in the queue is not run time
-            return self._dump(run, job, conninfo, self.clock(), bound)
+        if self._closing:  # queued before shutdown: left PENDING, recorded as cancelled
+            raise Unavailable("cancelled: the service shut down before this run started")
+        return self._dump(run, job, conninfo, self.clock(), bound)
 
     def _dump(self, run: Run, job: _Job, conninfo: dict[str, str], started: datetime,
               bound: structlog.typing.FilteringBoundLogger) -> CreateResult:
@@ -324,7 +362,10 @@ class BackupService:
             files.ensure_private_dir(job.directory)
             stamp = started.astimezone(self.config.scheduler.tz).strftime("%Y-%m-%d_%H-%M-%S")
             kind = "globals" if job.globals_only else "backup"
-            name = job.target.name if job.globals_only else run.database
+            # Two servers may both have a database "postgres": name the target too.
+            name = (job.target.name if job.globals_only else
+                    f"{job.target.name}.{run.database}" if job.target.all_databases
+                    else run.database)
             stem = f"{kind}_{files.safe_db_name(name)}_{stamp}"
             dump = DumpProcess(plan, conninfo, str(self.runtime_dir))
             with self._lock:

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     and_,
+    case,
     create_engine,
     delete,
     event,
@@ -173,7 +174,8 @@ class SqlRunStore:
         current = database_latest.c[column]
         done = conn.execute(update(database_latest)
                             .where(database_latest.c.database == database)
-                            .values({column: func.max(func.coalesce(current, 0), run_id)}))
+                            .values({column: case((func.coalesce(current, 0) > run_id,
+                                                   current), else_=run_id)}))
         if done.rowcount == 0:
             conn.execute(insert(database_latest).values({"database": database,
                                                          column: run_id}))
@@ -284,15 +286,16 @@ class SqlRunStore:
         with self.engine.connect() as conn:
             return [_row_to_run(r) for r in conn.execute(query).all()]
 
-    def latest_status_by_database(self, backup_dir: str) -> dict[str, RunStatus]:
-        """Status of the newest finished run of each database in ``backup_dir``."""
-        newest = (select(runs.c.database, func.max(runs.c.id).label("id"))
+    def latest_status_by_database(self, backup_dir: str) -> dict[tuple[str, str], RunStatus]:
+        """Status of the newest finished run of each (target, database) in ``backup_dir``."""
+        newest = (select(func.max(runs.c.id).label("id"))
                   .where(runs.c.backup_dir == backup_dir,
                          runs.c.status.in_([RunStatus.SUCCEEDED.value, RunStatus.FAILED.value]))
-                  .group_by(runs.c.database).subquery())
-        query = select(runs.c.database, runs.c.status).join(newest, runs.c.id == newest.c.id)
+                  .group_by(runs.c.target, runs.c.database).subquery())
+        query = select(runs.c.target, runs.c.database, runs.c.status).join(
+            newest, runs.c.id == newest.c.id)
         with self.engine.connect() as conn:
-            return {db: RunStatus(st) for db, st in conn.execute(query).all()}
+            return {(t, db): RunStatus(st) for t, db, st in conn.execute(query).all()}
 
     def backup_dirs(self) -> list[str]:
         """Every directory the service has written backups to."""
