@@ -148,3 +148,29 @@ def test_failed_sync_create_is_an_error_not_a_success(pg, start_app):
     with pytest.raises(BackupClientError):
         stack.client().create_backup()
     assert Path(stack.backup_dir).exists() is False or not list(stack.backup_dir.iterdir())
+
+
+def test_a_scheduled_run_cut_short_by_a_crash_is_caught_up(start_app, tmp_path):
+    from datetime import timedelta
+
+    from procs import wait_for
+
+    now = datetime.now(UTC)
+    fire = now.replace(second=0, microsecond=0) - timedelta(minutes=now.minute % 5)
+    if now - fire < timedelta(seconds=5):
+        fire -= timedelta(minutes=5)
+    store = SqlRunStore(f"sqlite:///{tmp_path / 'data' / 'backupd.sqlite3'}")
+    run = store.create_run(database=DB, trigger=Trigger.SCHEDULE,
+                           backup_dir=str(tmp_path / "backups"),
+                           queued_at=fire + timedelta(seconds=1), schedule="five", target=DB)
+    store.mark_running(run.id, started_at=fire + timedelta(seconds=1), temp_path="",
+                       format="plain", compression="none", pg_dump_version="18.6",
+                       server_version="18.6")
+    store.close()
+    stack = start_app(schedules=[{"name": "five", "cron": "*/5 * * * *",
+                                  "job": "DatabaseBackup"}])
+    client = stack.client()
+    assert "interrupted" in client.get_backup(run.id).error
+    redo = wait_for(lambda: [b for b in client.list_backups(status="SUCCEEDED").backups
+                             if b.schedule == "five"], timeout=60)
+    assert redo[0].trigger == "SCHEDULE"

@@ -81,11 +81,16 @@ class Scheduler:
             if last is None:
                 continue  # a first start is not an outage
             trigger = self._triggers[entry.name]
-            missed = last_fire_between(trigger, last.queued_at, now)
+            last_at = last.queued_at
+            if last.error.startswith(("interrupted", "cancelled")):
+                # The fire that started the cut-short run did not produce a backup:
+                # it counts as missed (its run was queued just after the fire).
+                last_at -= timedelta(seconds=self.config.scheduler.misfire_grace_seconds)
+            missed = last_fire_between(trigger, last_at, now)
             if missed is None:
                 continue
             self.service.events.on_missed_fire(entry.name, missed)
-            fire = missed_fire(trigger, last_run=last.queued_at, now=now,
+            fire = missed_fire(trigger, last_run=last_at, now=now,
                                grace_seconds=self.config.scheduler.misfire_grace_seconds)
             if fire is not None:
                 log.warning("Running a backup missed while the service was down",
