@@ -225,14 +225,8 @@ class ErrorInterceptor(grpc.ServerInterceptor):
         def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
             try:
                 return inner(request, context)
-            except BackupError as exc:
-                code = getattr(grpc.StatusCode, exc.status, grpc.StatusCode.INTERNAL)
-                log.debug("RPC failed", method=method, code=code.name, error=exc.message)
-                context.abort(code, exc.message)
-            except Exception:
-                log.exception("Unhandled error in RPC", method=method)
-                context.abort(grpc.StatusCode.INTERNAL,
-                              "internal error; the server log has the details")
+            except Exception as exc:
+                _abort(context, exc, method)
 
         return grpc.unary_unary_rpc_method_handler(
             wrapped, request_deserializer=handler.request_deserializer,
@@ -245,14 +239,20 @@ class ErrorInterceptor(grpc.ServerInterceptor):
         def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             try:
                 yield from inner(request, context)
-            except BackupError as exc:
-                code = getattr(grpc.StatusCode, exc.status, grpc.StatusCode.INTERNAL)
-                context.abort(code, exc.message)
-            except Exception:
-                log.exception("Unhandled error in RPC", method=method)
-                context.abort(grpc.StatusCode.INTERNAL,
-                              "internal error; the server log has the details")
+            except Exception as exc:
+                _abort(context, exc, method)
 
         return grpc.unary_stream_rpc_method_handler(
             wrapped, request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer)
+
+
+def _abort(context: grpc.ServicerContext, exc: Exception, method: str) -> None:
+    """End the RPC with the error's own status; anything unplanned is INTERNAL with
+    a generic message (the details go to the log, not to the client)."""
+    if isinstance(exc, BackupError):
+        code = getattr(grpc.StatusCode, exc.status, grpc.StatusCode.INTERNAL)
+        log.debug("RPC failed", method=method, code=code.name, error=exc.message)
+        context.abort(code, exc.message)
+    log.exception("Unhandled error in RPC", method=method)
+    context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has the details")
