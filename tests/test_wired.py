@@ -54,3 +54,22 @@ def test_metrics_and_healthz_are_served(start_app):
         in text
     assert "backup_last_success_age_seconds" in text
     assert stack.rest("GET", "/healthz")[0] == 200
+
+
+def test_reflection_lists_the_services(stack):
+    import grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    with grpc.insecure_channel(stack.grpc_address) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        (reply,) = list(stub.ServerReflectionInfo(iter([request]), timeout=10))
+    names = {s.name for s in reply.list_services_response.service}
+    assert {"backup.v1.BackupService", "grpc.health.v1.Health"} <= names
+    # The descriptor comes with it, so grpcurl works without the proto file.
+    with grpc.insecure_channel(stack.grpc_address) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(
+            file_containing_symbol="backup.v1.BackupService")
+        (reply,) = list(stub.ServerReflectionInfo(iter([request]), timeout=10))
+    assert reply.file_descriptor_response.file_descriptor_proto

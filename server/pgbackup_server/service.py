@@ -1,15 +1,15 @@
 """The backup service: the domain operations behind every RPC and schedule.
 
 It owns the run lifecycle (PENDING -> RUNNING -> SUCCEEDED | FAILED), the
-concurrency limit and queue, retention, crash recovery and statistics. It
-knows nothing of gRPC, protobuf or SQLAlchemy.
+concurrency limit and queue, crash recovery and statistics; retention is applied
+by :mod:`.cleanup` and progress tracked by :mod:`.progress`. It knows nothing of
+gRPC, protobuf or SQLAlchemy.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,7 +20,8 @@ from typing import NoReturn, Protocol
 
 import structlog
 
-from . import files, pgtools, retention
+from . import files, pgtools
+from .cleanup import Cleaner
 from .config import Config, TargetConfig
 from .errors import BackupError, BackupFailed, InvalidArgument, ResourceExhausted, Unavailable
 from .events import EventHub
@@ -35,6 +36,7 @@ from .models import (
     Stats,
     Trigger,
 )
+from .progress import ProgressTracker
 from .runner import DumpProcess, plan_dump
 
 log = structlog.get_logger("pgbackup")
@@ -116,7 +118,8 @@ class BackupService:
         self._admitted: dict[tuple[str, str], int] = {key: 0 for key in servers}
         self._active: dict[int, DumpProcess] = {}
         self._futures: dict[int, Future[CreateResult]] = {}
-        self._progress: dict[int, tuple[int, int]] = {}  # run id -> (bytes, estimate)
+        self._tracker = ProgressTracker(store, clock)
+        self._cleaner = Cleaner(config.backup, store, self.targets, self.events, clock)
         self._closing = False
 
     # -- lifecycle ----------------------------------------------------------
@@ -145,14 +148,8 @@ class BackupService:
         self.reconcile()
 
     def reconcile(self, backup_dir: str | None = None) -> int:
-        """Mark backups whose file disappeared from disk as missing. A directory that
-        is absent as a whole (an unmounted volume) is skipped: that is not a deletion."""
-        gone = [r.id for r in self.store.present_runs(backup_dir)
-                if not os.path.lexists(r.file_path) and os.path.isdir(r.backup_dir)]
-        self.store.set_file_state(gone, FileState.MISSING)
-        for run_id in gone:
-            log.warning("Backup file missing from disk", run_id=run_id)
-        return len(gone)
+        """Mark backups whose file disappeared from disk as missing (see Cleaner.reconcile)."""
+        return self._cleaner.reconcile(backup_dir)
 
     def shutdown(self, grace_seconds: float) -> None:
         """Stop admitting runs, give running ones ``grace_seconds``, then cancel them."""
@@ -380,8 +377,8 @@ class BackupService:
                         server_version=server.version, format=plan.format,
                         compression=plan.compression)
             outcome = dump.run(job.directory, stem, run.id, b.timeout_seconds,
-                               on_progress=self._progress_recorder(run.id,
-                                                                   server.database_size))
+                               on_progress=self._tracker.recorder(run.id,
+                                                                  server.database_size))
         except BackupError as exc:
             self._fail(run, started, exc, bound)
         except Exception as exc:  # a bug or an unexpected OS error: still record the run
@@ -390,7 +387,7 @@ class BackupService:
         finally:
             with self._lock:
                 self._active.pop(run.id, None)
-                self._progress.pop(run.id, None)
+            self._tracker.forget(run.id)
         finished = self.clock()
         self.store.mark_succeeded(run.id, finished_at=finished, file_path=str(outcome.path),
                                   size_bytes=outcome.size_bytes, sha256=outcome.sha256,
@@ -408,28 +405,9 @@ class BackupService:
                 bound.exception("Cleanup after backup failed")
         return CreateResult(self.store.get(run.id), deleted)
 
-    def _progress_recorder(self, run_id: int, estimate: int) -> Callable[[int], None]:
-        """Track bytes produced; persist at most once a second (cheap, and enough
-        for GetBackup and WatchBackup)."""
-        last_saved = [0.0]
-
-        def record(seen: int) -> None:
-            total = max(estimate, seen)
-            with self._lock:
-                self._progress[run_id] = (seen, total)
-            now = time.monotonic()
-            if now - last_saved[0] >= 1.0:
-                last_saved[0] = now
-                self.store.set_progress(run_id, bytes_written=seen, estimated_total_bytes=total)
-
-        with self._lock:
-            self._progress[run_id] = (0, estimate)
-        return record
-
     def progress(self, run_id: int) -> tuple[int, int]:
         """(bytes produced so far, estimated total) of a running run; (0, 0) otherwise."""
-        with self._lock:
-            return self._progress.get(run_id, (0, 0))
+        return self._tracker.current(run_id)
 
     def _fail(self, run: Run, started: datetime, exc: BackupError,
               bound: structlog.typing.FilteringBoundLogger) -> NoReturn:
@@ -446,66 +424,13 @@ class BackupService:
 
     def cleanup(self, *, dry_run: bool = False) -> CleanupResult:
         """Apply retention to the configured directory now."""
-        b = self.config.backup
-        return self._cleanup_dir(b.directory, b.retention_days, dry_run=dry_run,
-                                 per_target=True)
+        return self._cleaner.cleanup(dry_run=dry_run)
 
     def _cleanup_dir(self, directory: Path, retention_days: int, *, dry_run: bool,
                      per_target: bool = False) -> CleanupResult:
-        """Retention for one directory. With ``per_target``, a target's own
-        retentionDays overrides ``retention_days`` for its runs."""
-        key = str(directory)
-        if not dry_run:
-            self.reconcile(key)
-        present = self.store.present_runs(key)
-        latest = self.store.latest_status_by_database(key)
-        groups: dict[int, list[Run]] = {}
-        for run in present:
-            target = self.targets.get(run.target)
-            days = (target.retention_days if per_target and target and target.retention_days
-                    else retention_days)
-            groups.setdefault(days, []).append(run)
-        doomed = sorted(
-            (r for days, group in groups.items()
-             for r in retention.expired(group, now=self.clock(), retention_days=days,
-                                        min_keep=self.config.backup.retention_min_keep,
-                                        latest_status=latest)),
-            key=lambda r: r.id)
-        deleted: list[str] = []
-        gone: list[int] = []
-        missing: list[int] = []
-        freed = 0
-        for run in doomed:
-            path = Path(run.file_path)
-            # Only a regular file with our name, directly in the run's directory.
-            if path.parent != directory or not files.is_our_regular_file(path):
-                missing.append(run.id)
-                log.warning("Not deleting: file is not the backup the service wrote",
-                            run_id=run.id, file_path=run.file_path)
-                continue
-            if dry_run:
-                size: int | None = files.backup_size(path)
-            else:
-                size = files.delete_backup(path, self.config.backup.allowed_directories)
-                if size is None:
-                    missing.append(run.id)
-                    log.warning("Not deleting: file changed under the service",
-                                run_id=run.id, file_path=run.file_path)
-                    continue
-                gone.append(run.id)
-            deleted.append(str(path))
-            freed += size or 0
-        if not dry_run:
-            self.store.set_file_state(gone, FileState.DELETED)
-            self.store.set_file_state(missing, FileState.MISSING)
-            if gone:  # once for the batch: a sync per file would make big cleanups slow
-                files.fsync_dir(directory)
-        log.info("Cleanup completed", deleted_files=len(deleted), freed_bytes=freed,
-                 dry_run=dry_run, backup_dir=key, retention_days=retention_days)
-        result = CleanupResult(len(deleted), freed, dry_run, tuple(deleted))
-        if not dry_run:
-            self.events.on_cleanup(result, key)
-        return result
+        """Retention for one directory (see Cleaner.cleanup_dir)."""
+        return self._cleaner.cleanup_dir(directory, retention_days, dry_run=dry_run,
+                                         per_target=per_target)
 
     # -- queries ------------------------------------------------------------
 
@@ -531,27 +456,8 @@ class BackupService:
     def watch(self, run_id: int, *, interval: float = 0.5,
               cancelled: Callable[[], bool] = lambda: False) -> Iterator[Progress]:
         """Progress snapshots of a run until it ends; the last one carries the run."""
-        run = self.get_backup(run_id)
-        last: tuple[RunStatus, int] | None = None
-        while True:
-            if run.status.finished:
-                yield self._snapshot(run, run.bytes_written, run.estimated_total_bytes, run)
-                return
-            seen, total = self.progress(run_id)
-            if (run.status, seen) != last:  # send only what changed
-                last = (run.status, seen)
-                yield self._snapshot(run, seen, total)
-            if cancelled():
-                return
-            time.sleep(interval)
-            run = self.store.get(run_id)
-
-    def _snapshot(self, run: Run, seen: int, total: int, final: Run | None = None) -> Progress:
-        end = run.finished_at or self.clock()
-        elapsed = max(0.0, (end - run.started_at).total_seconds()) if run.started_at else 0.0
-        return Progress(id=run.id, status=run.status, bytes_written=seen,
-                        estimated_total_bytes=max(total, seen), elapsed_seconds=elapsed,
-                        bytes_per_second=seen / elapsed if elapsed > 0 else 0.0, run=final)
+        yield from self._tracker.watch(self.get_backup(run_id), interval=interval,
+                                       cancelled=cancelled)
 
     def list_schedules(self) -> list[ScheduleInfo]:
         return self.schedules_provider()
