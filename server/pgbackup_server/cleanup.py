@@ -47,12 +47,15 @@ class Cleaner:
     def reconcile(self, backup_dir: str | None = None) -> int:
         """Mark backups whose file disappeared from disk as missing. A directory that
         is absent as a whole (an unmounted volume) is skipped: that is not a deletion."""
-        gone = [r.id for r in self.store.present_runs(backup_dir)
-                if not os.path.lexists(r.file_path) and os.path.isdir(r.backup_dir)]
-        self.store.set_file_state(gone, FileState.MISSING)
-        for run_id in gone:
+        return len(self._mark_vanished(self.store.present_runs(backup_dir)))
+
+    def _mark_vanished(self, present: list[Run]) -> set[int]:
+        gone = {r.id for r in present
+                if not os.path.lexists(r.file_path) and os.path.isdir(r.backup_dir)}
+        self.store.set_file_state(sorted(gone), FileState.MISSING)
+        for run_id in sorted(gone):
             log.warning("Backup file missing from disk", run_id=run_id)
-        return len(gone)
+        return gone
 
     def cleanup(self, *, dry_run: bool = False) -> CleanupResult:
         """Apply retention to the configured directory now."""
@@ -65,9 +68,10 @@ class Cleaner:
         """Retention for one directory. With ``per_target``, a target's own
         retentionDays overrides ``retention_days`` for its runs."""
         key = str(directory)
-        if not dry_run:
-            self.reconcile(key)
         present = self.store.present_runs(key)
+        if not dry_run:  # one listing serves both the reconcile and retention
+            vanished = self._mark_vanished(present)
+            present = [r for r in present if r.id not in vanished]
         latest = self.store.latest_status_by_database(key)
         groups: dict[int, list[Run]] = {}
         for run in present:
