@@ -41,3 +41,40 @@ def test_stats_and_list_tables(stack, capsys):
     assert json.loads(capsys.readouterr().out)["total_backups"] == 1
     assert backupctl(["--address", stack.grpc_address, "list"]) == 0
     assert "SUCCEEDED" in capsys.readouterr().out
+
+
+def test_list_piped_into_head_exits_quietly(stack):
+    """`backupctl list --all | head -1`: the closed pipe is not a server error."""
+    import subprocess
+    import sys
+    from datetime import UTC, datetime
+
+    t = datetime.now(UTC)
+    # Enough rows that the output overflows the pipe buffer after head has gone.
+    stack.app.store.bulk_insert([dict(
+        database="shop", target="shop", status="FAILED", trigger="MANUAL", schedule="",
+        backup_dir=str(stack.backup_dir), file_path="", temp_path="", size_bytes=0, sha256="",
+        queued_at=t, started_at=t, finished_at=t, error="x" * 100, format="plain",
+        compression="none", pg_dump_version="", server_version="", file_state="NONE",
+        present=False, bytes_written=0, estimated_total_bytes=0, verification="",
+        verification_reason="", verified_at=None) for _ in range(3000)])
+    script = (f"set -o pipefail; {sys.executable} -m pgbackup_client.cli --address "
+              f"{stack.grpc_address} list --all | head -1")
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60,
+                         check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("ID") and out.stderr == ""
+
+
+def test_tls_ca_that_is_not_pem_is_refused_before_connecting(tmp_path):
+    import subprocess
+    import sys
+
+    bad = tmp_path / "ca.pem"
+    bad.write_text("not a certificate\n")
+    out = subprocess.run([sys.executable, "-m", "pgbackup_client.cli", "--address",
+                          "127.0.0.1:1", "--tls-ca", str(bad), "stats"],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 2
+    assert "is not a PEM certificate bundle" in out.stderr
+    assert "E1" not in out.stderr and "ssl_transport_security" not in out.stderr

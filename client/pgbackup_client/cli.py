@@ -660,19 +660,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.json = getattr(args, "json", False)
 
     try:
-        return _run(args)
+        code = _run(args)
+        sys.stdout.flush()  # here, not at exit: a closed pipe is handled below
+        return code
     except Unavailable as exc:
         _err(str(exc))
         return EXIT_UNAVAILABLE
     except BackupClientError as exc:
         _err(str(exc))
         return EXIT_ERROR
+    except BrokenPipeError:
+        # Output piped into e.g. `head`, which stopped reading: not an error.
+        _silence_stdout()
+        return EXIT_OK
     except OSError as exc:
-        if isinstance(exc, BrokenPipeError):
-            # Output piped into e.g. `head`; silence the flush at interpreter exit.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            return EXIT_ERROR
         _err(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
         return EXIT_USAGE
     except ValueError as exc:
@@ -680,6 +681,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,18 @@ def _status_value(status: str | None) -> backup_pb2.BackupStatus:
         raise ValueError(f"unknown status {status!r}; expected one of {', '.join(known)}") from None
 
 
+def _read_ca(path: str | os.PathLike[str]) -> bytes:
+    """The CA bundle, checked here: gRPC's own TLS code would only print C-core log
+    lines and then fail every call with a vague UNAVAILABLE."""
+    with open(path, "rb") as fh:
+        data = fh.read()
+    if b"-----BEGIN CERTIFICATE-----" not in data:
+        raise ValueError(f"tls_ca: {os.fspath(path)} is not a PEM certificate bundle (no "
+                         "'-----BEGIN CERTIFICATE-----' block); give the CA that signed the "
+                         "server's certificate, in PEM form")
+    return data
+
+
 class BackupClient:
     """Client for the backup service.
 
@@ -74,8 +86,7 @@ class BackupClient:
         if tls_ca is not None or tls:
             root = None
             if tls_ca is not None:
-                with open(tls_ca, "rb") as fh:
-                    root = fh.read()
+                root = _read_ca(tls_ca)
             creds = grpc.ssl_channel_credentials(root_certificates=root)
             self._channel = grpc.secure_channel(address, creds)
         else:
