@@ -1,0 +1,1 @@
+"""The domain: models, errors, ports and pure rules. No I/O frameworks here."""

@@ -1,0 +1,118 @@
+"""The ports: every interface the domain depends on, in one place.
+
+Implementations live at the edges (``persistence`` for the stores, the
+scheduler for schedules); the domain is built with them and never imports them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .models import (
+    Alert,
+    CleanupResult,
+    FileState,
+    Run,
+    RunKind,
+    RunPage,
+    RunStatus,
+    ScheduleInfo,
+    Stats,
+    Trigger,
+)
+
+if TYPE_CHECKING:
+    from ..restore.models import RestoreRun
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """The real clock; tests inject their own."""
+    return datetime.now(UTC)
+
+
+class RunStore(Protocol):
+    """Backup runs (persistence.SqlRunStore). Writes return the updated run."""
+
+    def create_run(self, *, database: str, trigger: Trigger, backup_dir: str,
+                   queued_at: datetime, schedule: str = "", target: str = "",
+                   kind: RunKind = RunKind.DATABASE) -> Run: ...
+    def mark_running(self, run_id: int, **changes: Any) -> Run: ...
+    def mark_succeeded(self, run_id: int, *, finished_at: datetime, file_path: str,
+                       size_bytes: int, sha256: str, bytes_written: int = 0) -> Run: ...
+    def mark_failed(self, run_id: int, *, finished_at: datetime, error: str,
+                    started_at: datetime | None = None) -> Run: ...
+    def set_progress(self, run_id: int, *, bytes_written: int,
+                     estimated_total_bytes: int) -> None: ...
+    def set_verification(self, run_id: int, *, ok: bool, reason: str,
+                         verified_at: datetime) -> Run: ...
+    def set_file_state(self, run_ids: Iterable[int], state: FileState) -> None: ...
+    def get(self, run_id: int) -> Run: ...
+    def list_runs(self, *, database: str = "", target: str = "",
+                  status: RunStatus | None = None, page_size: int = 0,
+                  page_token: str = "") -> RunPage: ...
+    def has_runs(self, *, target: str = "", database: str = "") -> bool: ...
+    def unfinished_runs(self) -> list[Run]: ...
+    def present_runs(self, backup_dir: str | None = None) -> list[Run]: ...
+    def latest_status_by_database(self,
+                                  backup_dir: str) -> dict[tuple[str, str], RunStatus]: ...
+    def last_scheduled_run(self, schedule: str) -> Run | None: ...
+    def backup_dirs(self) -> list[str]: ...
+    def stats(self, backup_directory: str, *, target: str = "",
+              database: str = "") -> Stats: ...
+
+
+class RestoreStore(Protocol):
+    """Restore runs and the scratch databases restores create (persistence.SqlRestoreStore)."""
+
+    def create(self, *, backup_id: int, target_database: str, requested_by: str,
+               schemas: tuple[str, ...], tables: tuple[str, ...], jobs: int, overwrite: bool,
+               started_at: datetime) -> RestoreRun: ...
+    def mark_succeeded(self, restore_id: int, *, finished_at: datetime) -> RestoreRun: ...
+    def mark_failed(self, restore_id: int, *, finished_at: datetime,
+                    error: str) -> RestoreRun: ...
+    def get(self, restore_id: int) -> RestoreRun: ...
+    def unfinished(self) -> list[RestoreRun]: ...
+    def add_scratch(self, name: str, *, purpose: str, target: str,
+                    created_at: datetime) -> None: ...
+    def remove_scratch(self, name: str) -> None: ...
+    def scratch_databases(self) -> list[tuple[str, str]]: ...
+
+
+class AlertStore(Protocol):
+    """Alerts firing now and since when subjects are watched (persistence.SqlAlertStore)."""
+
+    def firing(self) -> list[Alert]: ...
+    def tracking(self) -> dict[str, datetime]: ...
+    def fire(self, alert: Alert) -> None: ...
+    def resolve(self, key: str) -> None: ...
+    def track(self, subjects: dict[str, datetime]) -> None: ...
+
+
+class ScheduleSource(Protocol):
+    """What asks for schedules asks the scheduler."""
+
+    def schedules(self) -> list[ScheduleInfo]: ...
+
+
+class Listener:
+    """Receives service events; override what you need, every method is optional.
+    Listeners never fail a backup (the hub isolates their errors)."""
+
+    def on_run_started(self, run: Run) -> None:
+        """A run moved to RUNNING."""
+
+    def on_run_finished(self, run: Run) -> None:
+        """A run reached SUCCEEDED or FAILED (``run`` is the stored record)."""
+
+    def on_cleanup(self, result: CleanupResult, directory: str) -> None:
+        """Retention ran (not for dry runs)."""
+
+    def on_verification(self, run: Run, ok: bool, reason: str) -> None:
+        """A backup was verified."""
+
+    def on_missed_fire(self, schedule: str, fire_time: datetime) -> None:
+        """A schedule's fire did not happen because the service was down."""

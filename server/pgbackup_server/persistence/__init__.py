@@ -1,0 +1,45 @@
+"""Persistence: the SQL store behind the domain's ports (SQLAlchemy Core, Alembic).
+
+:func:`open_store` opens the database named by ``store.url``, migrates it, and
+returns the stores the domain uses. Only this package imports SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from ..domain.errors import ConfigError
+from .alerts import SqlAlertStore
+from .engine import open_engine, shown_url
+from .restores import SqlRestoreStore
+from .runs import SqlRunStore
+
+__all__ = ["SqlAlertStore", "SqlRestoreStore", "SqlRunStore", "Store", "open_store"]
+
+
+@dataclass(frozen=True)
+class Store:
+    """The stores over one database."""
+
+    engine: Engine
+    runs: SqlRunStore
+    restores: SqlRestoreStore
+    alerts: SqlAlertStore
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def open_store(url: str) -> Store:
+    """The store at ``url``, migrated; a ConfigError naming store.url otherwise."""
+    try:
+        engine = open_engine(url)
+        return Store(engine, SqlRunStore(engine), SqlRestoreStore(engine),
+                     SqlAlertStore(engine))
+    except (SQLAlchemyError, OSError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        raise ConfigError(f"store.url: cannot open {shown_url(url)}: {type(exc).__name__}: "
+                          f"{first}") from None

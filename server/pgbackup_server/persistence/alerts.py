@@ -1,0 +1,69 @@
+"""Alert state in the store: the alerts firing now and since when each subject is
+watched. It survives restarts, so an alert is neither repeated nor forgotten."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import Engine, delete, insert, select
+
+from ..domain.models import Alert, AlertKind
+from .codec import aware
+from .schema import alert_tracking, alerts_firing
+
+
+class SqlAlertStore:
+    """Thread-safe; every change is one small transaction."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._lock = threading.Lock()
+
+    def firing(self) -> list[Alert]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(alerts_firing)).all()
+        return [Alert(AlertKind(r.kind), r.subject, aware(r.since) or r.since,  # type: ignore[arg-type]
+                      json.loads(r.details)) for r in rows]
+
+    def tracking(self) -> dict[str, datetime]:
+        with self.engine.connect() as conn:
+            return {r.subject: aware(r.since) or r.since  # type: ignore[misc]
+                    for r in conn.execute(select(alert_tracking))}
+
+    def fire(self, alert: Alert) -> None:
+        with self._lock, self.engine.begin() as conn:
+            conn.execute(delete(alerts_firing).where(alerts_firing.c.key == alert.key))
+            conn.execute(insert(alerts_firing).values(
+                key=alert.key, kind=alert.kind.value, subject=alert.subject, since=alert.since,
+                details=json.dumps(alert.details, default=str)))
+
+    def resolve(self, key: str) -> None:
+        with self._lock, self.engine.begin() as conn:
+            conn.execute(delete(alerts_firing).where(alerts_firing.c.key == key))
+
+    def track(self, subjects: dict[str, datetime]) -> None:
+        """Start watching ``subjects`` (subject -> since); known ones keep their date."""
+        if not subjects:
+            return
+        with self._lock, self.engine.begin() as conn:
+            known = {s for (s,) in conn.execute(select(alert_tracking.c.subject))}
+            new = [{"subject": s, "since": t} for s, t in subjects.items() if s not in known]
+            if new:
+                conn.execute(insert(alert_tracking), new)
+
+    def import_legacy(self, path: Path) -> bool:
+        """Take over ``alerts.json`` of backupd 0.1.0 once (renamed ``.imported``)."""
+        if not path.is_file():
+            return False
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        self.track({s: datetime.fromisoformat(t)
+                    for s, t in raw.get("tracking_since", {}).items()})
+        for item in raw.get("alerts", []):
+            self.fire(Alert(AlertKind(item["kind"]), item["subject"],
+                            datetime.fromisoformat(item["since"]),
+                            dict(item.get("details", {}))))
+        path.rename(path.with_name(path.name + ".imported"))
+        return True

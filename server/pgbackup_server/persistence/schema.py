@@ -1,0 +1,166 @@
+"""Tables of the store (SQLAlchemy Core). The migrations in ``migrations/versions``
+create them; a test checks that they agree with this module.
+
+``backup_runs`` has a column per field of :class:`~..domain.models.Run`, derived
+from the dataclass, so a new field needs only its migration here. ``run_totals``
+and ``database_latest`` are derived: counts and sizes per (database, status, file
+state, verification) and the newest success and failure per database (both per target too), kept in
+step with every write and rebuilt at start, so statistics never scan the runs.
+"""
+
+from __future__ import annotations
+
+import enum
+import types
+import typing
+from dataclasses import fields
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+
+from ..domain.models import Compression, Run
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores UTC without zone (SQLite has none) and reads back aware datetimes."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+metadata = MetaData()
+
+# Column types of the fields whose Python type alone does not say enough.
+_STRING_LENGTHS = {"database": 255, "target": 255, "schedule": 255, "sha256": 64,
+                   "pg_dump_version": 32, "server_version": 32}
+
+
+def _unwrap(hint: Any) -> Any:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return next(a for a in typing.get_args(hint) if a is not type(None))
+    return hint
+
+
+def run_column(name: str, hint: Any) -> Column[Any]:
+    """The column of one :class:`Run` field (what a migration adding it must create)."""
+    kind = _unwrap(hint)
+    if name == "id":
+        return Column("id", Integer, primary_key=True, autoincrement=True)
+    if kind is datetime:
+        nullable = kind is not hint
+        return Column(name, UTCDateTime, nullable=nullable)
+    if kind is int:
+        return Column(name, BigInteger, nullable=False, default=0)
+    if kind is bool:
+        return Column(name, Boolean, nullable=False, default=False)
+    if isinstance(kind, type) and issubclass(kind, enum.Enum | Compression):
+        return Column(name, String(16 if kind is not Compression else 32), nullable=False,
+                      default="")
+    if name in _STRING_LENGTHS:
+        return Column(name, String(_STRING_LENGTHS[name]), nullable=False, default="")
+    return Column(name, Text, nullable=False, default="")
+
+
+RUN_HINTS = typing.get_type_hints(Run)
+runs = Table(
+    "backup_runs",
+    metadata,
+    *(run_column(f.name, RUN_HINTS[f.name]) for f in fields(Run)),
+    # Denormalised from file_state, for the indexes behind statistics and retention.
+    Column("present", Boolean, nullable=False, default=False),
+    Index("ix_runs_status_finished", "status", "finished_at"),
+    Index("ix_runs_database_id", "database", "id"),
+    Index("ix_runs_database_status_id", "database", "status", "id"),
+    Index("ix_runs_present_started", "present", "started_at"),
+    Index("ix_runs_db_present_started", "database", "present", "started_at"),
+    Index("ix_runs_db_status_finished", "database", "status", "finished_at"),
+    Index("ix_runs_dir_present", "backup_dir", "present"),
+    Index("ix_runs_schedule_queued", "schedule", "queued_at"),
+    Index("ix_runs_verification", "verification"),
+    Index("ix_runs_target_id", "target", "id"),
+)
+run_totals = Table(
+    "run_totals",
+    metadata,
+    Column("target", String(255), primary_key=True),
+    Column("database", String(255), primary_key=True),
+    Column("status", String(16), primary_key=True),
+    Column("file_state", String(16), primary_key=True),
+    Column("verification", String(16), primary_key=True),
+    Column("runs", BigInteger, nullable=False, default=0),
+    Column("size_bytes", BigInteger, nullable=False, default=0),
+)
+database_latest = Table(
+    "database_latest",
+    metadata,
+    Column("target", String(255), primary_key=True),
+    Column("database", String(255), primary_key=True),
+    Column("last_success_id", Integer),
+    Column("last_failure_id", Integer),
+)
+restore_runs = Table(
+    "restore_runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("backup_id", Integer, nullable=False),
+    Column("target_database", String(255), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime),
+    Column("error", Text, nullable=False, default=""),
+    Column("requested_by", String(255), nullable=False, default=""),
+    Column("schemas", Text, nullable=False, default="[]"),  # JSON list
+    Column("tables", Text, nullable=False, default="[]"),  # JSON list
+    Column("jobs", Integer, nullable=False, default=0),
+    Column("overwrite", Boolean, nullable=False, default=False),
+    Index("ix_restore_runs_backup", "backup_id", "id"),
+    Index("ix_restore_runs_status", "status"),
+)
+scratch_databases = Table(
+    "restore_scratch_databases",
+    metadata,
+    Column("name", String(255), primary_key=True),
+    Column("purpose", String(32), nullable=False),
+    Column("target", String(255), nullable=False, default=""),  # whose server it is on
+    Column("created_at", UTCDateTime, nullable=False),
+)
+# Alerts firing now, and since when each subject is watched (the stale alert's
+# grace on a fresh install). Survive restarts, so nothing is repeated or forgotten.
+alerts_firing = Table(
+    "alerts_firing",
+    metadata,
+    Column("key", String(512), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("subject", String(255), nullable=False),
+    Column("since", UTCDateTime, nullable=False),
+    Column("details", Text, nullable=False, default="{}"),  # JSON
+)
+alert_tracking = Table(
+    "alert_tracking",
+    metadata,
+    Column("subject", String(255), primary_key=True),
+    Column("since", UTCDateTime, nullable=False),
+)

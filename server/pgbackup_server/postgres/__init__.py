@@ -1,0 +1,1 @@
+"""PostgreSQL: connection strings, client programs, servers (embedded included)."""

@@ -1,0 +1,136 @@
+"""Settings: ``config.yaml`` parsed once into frozen, validated models.
+
+Every problem names the key's path and what was expected, e.g.
+``backup.retentionDays: expected an integer >= 1, got "thirty"``; all problems
+are collected and raised together as one :class:`ConfigError`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from ..domain.errors import ConfigError
+from .errors import messages
+from .fields import parse_duration
+from .model import (
+    AlertsConfig,
+    AuthConfig,
+    BackupConfig,
+    DatabaseConfig,
+    LogConfig,
+    MetricsConfig,
+    NotificationConfig,
+    ScheduleConfig,
+    SchedulerConfig,
+    ServerConfig,
+    Settings,
+    TargetConfig,
+    TlsConfig,
+)
+
+__all__ = [
+    "AlertsConfig", "AuthConfig", "BackupConfig", "ConfigError", "DatabaseConfig",
+    "LogConfig", "MetricsConfig", "NotificationConfig", "ScheduleConfig", "SchedulerConfig",
+    "ServerConfig", "Settings", "TargetConfig", "TlsConfig", "build_settings",
+    "load_settings", "parse_duration",
+]
+
+
+def load_settings(path: str | Path | None, env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate ``path`` (None: defaults only). Relative paths are resolved
+    against the config file's directory."""
+    env = os.environ if env is None else env
+    raw: Any = {}
+    base = Path.cwd()
+    if path is not None:
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {p}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {p}: {exc}") from None
+        try:
+            raw = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: invalid YAML: {_yaml_problem(exc, p)}") from None
+        base = p.resolve().parent
+    return build_settings(raw, base=base, env=env, source=Path(path) if path else None)
+
+
+def _yaml_problem(exc: yaml.YAMLError, path: Path) -> str:
+    """PyYAML's message, with the file's name where it says ``<unicode string>``."""
+    return str(exc).replace('"<unicode string>"', str(path)).replace("<unicode string>",
+                                                                      str(path))
+
+
+def build_settings(raw: Any, *, base: Path, env: Mapping[str, str],
+                   source: Path | None = None) -> Settings:
+    """Validate the parsed YAML ``raw``; ConfigError listing every problem."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"invalid configuration:\n  the file must hold a mapping of "
+                          f"sections, got {type(raw).__name__}")
+    raw = _with_environment(raw, env)
+    problems = _shape_problems(raw)
+    settings: Settings | None = None
+    try:
+        settings = Settings.model_validate(raw, context={"base": base}, by_alias=True,
+                                           by_name=False)
+    except ValidationError as exc:
+        problems = messages(exc, Settings) + problems
+    if settings is not None and not problems:
+        problems = _name_problems(settings)
+    if problems or settings is None:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+    settings._source = source
+    return settings
+
+
+def _with_environment(raw: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    """``DATABASE_URL`` overrides ``database.url`` (not a ``databases:`` list)."""
+    url = env.get("DATABASE_URL")
+    if not url or "databases" in raw:
+        return raw
+    section = raw.get("database")
+    if section is None:
+        return {**raw, "database": {"url": url}}
+    if isinstance(section, dict):
+        return {**raw, "database": {**section, "url": url}}
+    return raw
+
+
+def _shape_problems(raw: dict[str, Any]) -> list[str]:
+    """Rules across sections, checked on the raw file so they are reported together
+    with every other problem."""
+    problems = []
+    if "databases" in raw and "database" in raw:
+        problems.append("database: use either database: (one) or databases: (a list), "
+                        "not both")
+    elif raw.get("databases") is None and raw.get("database") is None:
+        problems.append("database.url: required; set it in config.yaml or the DATABASE_URL "
+                        "environment variable (postgresql://user@host:5432/dbname), or list "
+                        "databases:")
+    if raw.get("databases") is not None and "schedules" in raw:
+        problems.append("schedules: with databases:, put each schedule under "
+                        "databases[i].schedules")
+    return problems
+
+
+def _name_problems(settings: Settings) -> list[str]:
+    problems = []
+    seen: set[str] = set()
+    for i, target in enumerate(settings.databases or ()):
+        if target.name in seen:
+            problems.append(f'databases[{i}].name: "{target.name}" is used twice; give each '
+                            "target a unique name")
+        seen.add(target.name)
+    names = [s.name for s in settings.schedules]
+    for dup in sorted({n for n in names if names.count(n) > 1}):
+        problems.append(f'schedules: the name "{dup}" is used twice; names must be unique')
+    return problems
