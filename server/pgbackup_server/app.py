@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import json
 import os
 import signal
 import sys
@@ -308,15 +309,39 @@ def _with_port(address: str, port: int) -> str:
     return f"{address.rpartition(':')[0]}:{port}"
 
 
+# --demo's listeners: the defaults of server.grpcAddress, server.httpAddress and
+# metrics.address unless these are set (HOST:PORT), e.g. to run two demos.
+DEMO_ADDRESS_ENV = {"BACKUPD_DEMO_GRPC_ADDRESS": ("server", "grpcAddress"),
+                    "BACKUPD_DEMO_HTTP_ADDRESS": ("server", "httpAddress"),
+                    "BACKUPD_DEMO_METRICS_ADDRESS": ("metrics", "address")}
+
+
 def _demo_config(root: Path) -> Path:
     """Start an embedded PostgreSQL with sample data and write a config for it."""
+    from .config_values import as_address
     from .embedded import EmbeddedPostgres, seed_sample
 
-    pg = EmbeddedPostgres(root / "postgres", password="demo-password", port=0).start()
+    addresses: dict[tuple[str, str], str] = {}
+    for var, key in DEMO_ADDRESS_ENV.items():
+        if value := os.environ.get(var):
+            try:
+                addresses[key] = as_address(value)
+            except ValueError:
+                raise ConfigError(f"{var}={value!r}: expected HOST:PORT, "
+                                  f"e.g. 127.0.0.1:8001") from None
+    pg = EmbeddedPostgres(root / "postgres", password="demo-password", port=0)
+    print(f"backupd --demo: PostgreSQL runs as {pg.runs_as}; its data: {pg.pgdata}",
+          file=sys.stderr)
+    _DEMO_SERVERS.append(pg)  # stopped by main() however the rest goes
+    pg.start()
     exists = pg.psql("SELECT 1 FROM pg_database WHERE datname = 'my_db'").strip()
     if not exists:
         seed_sample(pg, "my_db")
-    _DEMO_SERVERS.append(pg)
+    # JSON strings are YAML strings: the values cannot break out of their line.
+    listeners = "".join(f"  {name}: {json.dumps(value)}\n"
+                        for (section, name), value in addresses.items() if section == "server")
+    if ("metrics", "address") in addresses:
+        listeners += f"metrics:\n  address: {json.dumps(addresses['metrics', 'address'])}\n"
     path = root / "config.yaml"
     path.write_text(f"""# Written by backupd --demo; the database is an embedded PostgreSQL.
 database:
@@ -338,7 +363,7 @@ schedules:
     isEnabled: true
 server:
   dataDirectory: data
-""")
+{listeners}""")
     path.chmod(0o600)
     return path
 
