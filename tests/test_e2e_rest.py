@@ -226,7 +226,8 @@ def test_list_pagination_and_filters(stack):
     assert len(second["backups"]) == 1 and second["next_page_token"] == ""
     ids = [b["id"] for b in first["backups"] + second["backups"]]
     assert ids == sorted(ids, key=int, reverse=True) and len(set(ids)) == 3
-    assert stack.rest("GET", "/api/v1/backups?database=other")[1]["backups"] == []
+    status, err = stack.rest("GET", "/api/v1/backups?database=other")
+    assert status == 404 and 'no backups or target named "other"' in err["message"]
     assert stack.rest("GET", "/api/v1/backups?status=FAILED")[1]["backups"] == []
     status, err = stack.rest("GET", "/api/v1/backups?page_token=garbage")
     assert status == 400 and "page_token" in err["message"]

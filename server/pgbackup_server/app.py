@@ -24,6 +24,7 @@ import structlog
 from . import __version__, logs, pgtools
 from .config import Config, load_config
 from .errors import BackupError, ConfigError, PgDumpNotFound
+from .runner import check_compression_support
 from .service import BackupService, Clock, utc_now
 
 log = structlog.get_logger("pgbackup")
@@ -79,6 +80,7 @@ class App:
         cfg = self.config
         check_exposure(cfg)
         binaries = find_pg_dump(cfg)
+        check_compression_support(cfg.backup, binaries, pgtools.supports_compression)
         for binary in binaries:
             log.debug("pg_dump found", path=binary.path, version=binary.version)
         runtime = cfg.server.data_directory / "run"
@@ -406,6 +408,7 @@ def main(argv: list[str] | None = None) -> None:
         logs.configure(config.log.level, config.log.format)
         if args.check_config:
             binaries = find_pg_dump(config)
+            check_compression_support(config.backup, binaries, pgtools.supports_compression)
             found = ", ".join(f"{b.version} ({b.path})" for b in binaries)
             print(f"configuration OK; pg_dump: {found}")
             sys.exit(0)
