@@ -183,7 +183,8 @@ class BackupServicer(pb_grpc.BackupServiceServicer):
         return restore_to_proto(self._restore().restore(
             request.id, target_database=request.target_database, overwrite=request.overwrite,
             schemas=list(request.schemas), tables=list(request.tables), jobs=request.jobs,
-            requested_by=requester(context), background=request.background))
+            requested_by=requester(context), background=request.background,
+            force=request.force))
 
     def GetRestore(self, request: pb.GetRestoreRequest, context: Any) -> Any:
         return restore_to_proto(self._restore().get_restore(request.id))
