@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -49,6 +50,9 @@ from .runner import DumpProcess, needed_capability, plan_dump
 log = structlog.get_logger("pgbackup")
 
 Clock = Callable[[], datetime]
+
+SHUTDOWN_CANCELLED = "cancelled: the service shut down (server.shutdownGrace expired)"
+NOT_STARTED = "cancelled: the service shut down before this run started"
 
 
 def utc_now() -> datetime:
@@ -132,6 +136,7 @@ class BackupService:
         self._tracker = ProgressTracker(store, clock)
         self._cleaner = Cleaner(config.backup, store, self.targets, self.events, clock)
         self._closing = False
+        self._cancelling = False
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -171,26 +176,19 @@ class BackupService:
             futures = list(self._futures.values())
         for f in futures:
             f.cancel()  # queued runs do not start during the grace; running ones go on
-        done = threading.Event()
-
-        def wait_all() -> None:
-            for f in futures:
-                f.exception()
-            done.set()
-
-        threading.Thread(target=wait_all, daemon=True).start()
-        if not done.wait(grace_seconds):
-            with self._lock:
-                active = list(self._active.values())
-            for dump in active:
-                dump.stop("cancelled: the service shut down (server.shutdownGrace expired)")
+        # wait() counts a cancelled future as done (Future.exception() raises on one).
+        wait_futures(futures, timeout=grace_seconds)
+        with self._lock:
+            # From here a run that had not reached pg_dump yet fails instead of starting it.
+            self._cancelling = True
+            active = list(self._active.values())
+        for dump in active:
+            dump.stop(SHUTDOWN_CANCELLED)
         for pool in self._pools.values():
             pool.shutdown(wait=True, cancel_futures=True)
         now = self.clock()
         for run in self.store.unfinished_runs():
-            self.store.mark_failed(run.id, finished_at=now,
-                                   error="cancelled: the service shut down before this run "
-                                         "started")
+            self.store.mark_failed(run.id, finished_at=now, error=NOT_STARTED)
             self.events.on_run_finished(self.store.get(run.id))
 
     # -- backups ------------------------------------------------------------
@@ -339,7 +337,7 @@ class BackupService:
             return CreateResult(self.store.get(runs[0].id),
                                 runs=tuple(self.store.get(r.id) for r in runs))
         if len(futures) == 1:
-            return futures[0].result()
+            return _result(futures[0])
         return self._gather(futures)
 
     def _gather(self, futures: list[Future[CreateResult]]) -> CreateResult:
@@ -348,7 +346,7 @@ class BackupService:
         failures: list[BackupError] = []
         for future in futures:
             try:
-                results.append(future.result())
+                results.append(_result(future))
             except BackupError as exc:
                 failures.append(exc)
         if failures:
@@ -369,7 +367,7 @@ class BackupService:
         bound = log.bind(run_id=run.id, database=run.database)
         conninfo = self.conninfo_for(job.target.name, job.dbname)
         if self._closing:  # queued before shutdown: left PENDING, recorded as cancelled
-            raise Unavailable("cancelled: the service shut down before this run started")
+            raise Unavailable(NOT_STARTED)
         return self._dump(run, job, conninfo, self.clock(), bound)
 
     def _dump(self, run: Run, job: _Job, conninfo: dict[str, str], started: datetime,
@@ -397,6 +395,8 @@ class BackupService:
             temp = files.free_temp_path(job.directory, f"{stem}{plan.extension}", run.id)
             dump = DumpProcess(plan, conninfo, str(self.runtime_dir))
             with self._lock:
+                if self._cancelling:
+                    raise Unavailable(SHUTDOWN_CANCELLED)
                 self._active[run.id] = dump
             self.store.mark_running(
                 run.id, started_at=started, temp_path=str(temp),
@@ -511,6 +511,14 @@ class BackupService:
 
     def list_schedules(self) -> list[ScheduleInfo]:
         return self.schedules_provider()
+
+
+def _result(future: Future[CreateResult]) -> CreateResult:
+    """The run's result; a run cancelled by the shutdown before it started is UNAVAILABLE."""
+    try:
+        return future.result()
+    except CancelledError:
+        raise Unavailable(NOT_STARTED) from None
 
 
 def _server_key(conninfo: dict[str, str]) -> tuple[str, str]:
