@@ -418,3 +418,11 @@ def test_envoy_errors_without_the_check_are_json_and_not_echoed(tmp_path):
             error_body(status, headers, raw)
         finally:
             envoy.stop()
+
+
+def test_an_error_quoting_a_huge_value_is_still_a_json_400(stack):
+    """backupd's own message quotes the value; it is clipped, so Envoy still relays it."""
+    status, body = stack.rest("POST", "/api/v1/backup/create", {"database": "x" * 200_000})
+    assert status == 400, body
+    assert isinstance(body, dict) and body["code"] == 3
+    assert len(body["message"]) <= 2000 and body["message"].startswith("database:")

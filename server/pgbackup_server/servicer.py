@@ -249,13 +249,22 @@ class ErrorInterceptor(grpc.ServerInterceptor):
             response_serializer=handler.response_serializer)
 
 
+MAX_MESSAGE = 2000
+
+
+def clip(message: str) -> str:
+    """A message short enough for the grpc-message header: one quoting an enormous
+    input would make Envoy answer 502 instead of the error."""
+    return message if len(message) <= MAX_MESSAGE else message[:MAX_MESSAGE - 1] + "…"
+
+
 def _abort(context: grpc.ServicerContext, exc: Exception, method: str) -> None:
     """End the RPC with the error's own status; anything unplanned is INTERNAL with
     a generic message (the details go to the log, not to the client)."""
     if isinstance(exc, BackupError):
         code = getattr(grpc.StatusCode, exc.status, grpc.StatusCode.INTERNAL)
         log.debug("RPC failed", method=method, code=code.name, error=exc.message)
-        context.abort(code, exc.message)
+        context.abort(code, clip(exc.message))
     log.exception("Unhandled error in RPC", method=method)
     context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has the details")
 
