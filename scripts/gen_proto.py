@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Generate the Python stubs and the Envoy descriptor set from proto/.
+"""Generate the Python stubs, the Envoy descriptor set, the REST allow-list
+(rest_api.lua) and envoy/envoy.yaml from proto/.
 
 The one place generated code comes from. ``--check`` regenerates into a
 temporary tree and fails if anything differs from what is checked in.
@@ -14,6 +15,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "proto"
@@ -24,6 +26,9 @@ PY_OUT = Path("client/pgbackup_client/_gen")
 DESCRIPTORS = [Path("envoy/backup.pb"), Path("server/pgbackup_server/envoy/backup.pb")]
 ENVOY_TEMPLATE = Path("server/pgbackup_server/envoy/envoy.yaml.tmpl")
 ENVOY_DEFAULT = Path("envoy/envoy.yaml")
+# The REST methods and their request fields, read by rest_guard.lua in Envoy.
+REST_API = Path("server/pgbackup_server/envoy/rest_api.lua")
+SERVICE = "backup.v1.BackupService"
 # Needed in the descriptor set so Envoy can render google.rpc error details.
 EXTRA_DESCRIPTOR_INPUTS = [
     "google/rpc/status.proto",
@@ -85,10 +90,13 @@ def generate(out_root: Path) -> None:
         (out_root / other).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(first, out_root / other)
 
+    api_lua = rest_api_lua(first.read_bytes())
+    (out_root / REST_API).write_text(api_lua)
+
     # envoy/envoy.yaml is the template rendered with the default addresses,
     # for operators who run Envoy themselves (server.envoy: false).
     sys.path.insert(0, str(ROOT / "server"))
-    from pgbackup_server.envoy import render_config
+    from pgbackup_server.envoy import render_config, rest_guard_code
 
     template = (ROOT / ENVOY_TEMPLATE).read_text()
     (out_root / ENVOY_DEFAULT).write_text(
@@ -100,14 +108,192 @@ def generate(out_root: Path) -> None:
             grpc_port=50051,
             descriptor="envoy/backup.pb",
             admin_port=9901,
+            rest_guard=rest_guard_code(api_lua),
         )
     )
+
+
+# Proto field types as rest_guard.lua checks them (proto3 JSON mapping).
+_SCALARS = {
+    "TYPE_BOOL": "bool",
+    "TYPE_STRING": "string",
+    "TYPE_BYTES": "bytes",
+    "TYPE_DOUBLE": "double",
+    "TYPE_FLOAT": "double",
+    "TYPE_INT32": "int32",
+    "TYPE_SINT32": "int32",
+    "TYPE_SFIXED32": "int32",
+    "TYPE_UINT32": "uint32",
+    "TYPE_FIXED32": "uint32",
+    "TYPE_INT64": "int64",
+    "TYPE_SINT64": "int64",
+    "TYPE_SFIXED64": "int64",
+    "TYPE_UINT64": "uint64",
+    "TYPE_FIXED64": "uint64",
+}
+_HTTP_METHODS = {"get": "GET", "put": "PUT", "post": "POST", "delete": "DELETE", "patch": "PATCH"}
+
+
+def _lua(value: object, indent: str = "") -> str:
+    """``value`` (dict, list, str, int, bool) as a Lua table constructor."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        if not value.isprintable() or not value.isascii():
+            raise SystemExit(f"rest_api.lua: unexpected characters in {value!r}")
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        items = [_lua(v, indent + "  ") for v in value]
+    elif isinstance(value, dict):
+        items = [
+            (k if re.fullmatch(r"[A-Za-z_]\w*", k) else f"[{_lua(k)}]") + " = "
+            + _lua(v, indent + "  ")
+            for k, v in value.items()
+        ]
+    else:
+        raise TypeError(f"cannot write {type(value).__name__} as Lua")
+    inline = "{" + ", ".join(items) + "}"
+    if len(indent) + len(inline) <= 90 and "\n" not in inline:
+        return inline
+    return "{\n" + "".join(f"{indent}  {item},\n" for item in items) + indent + "}"
+
+
+def rest_api_lua(descriptor_set: bytes) -> str:
+    """The REST methods of SERVICE and the fields of their requests, as Lua.
+
+    rest_guard.lua (in Envoy, before the transcoder) uses this to answer
+    unknown paths (404) and wrong methods (405), and to refuse unknown or
+    mistyped body fields and query parameters, which the transcoder would
+    drop or coerce silently.
+    """
+    from google.api import annotations_pb2
+    from google.protobuf import descriptor_pb2
+
+    fds = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set)
+    messages: dict[str, descriptor_pb2.DescriptorProto] = {}
+    enums: dict[str, list[str]] = {}
+
+    def collect(prefix: str, msgs: list[descriptor_pb2.DescriptorProto],
+                enum_types: list[descriptor_pb2.EnumDescriptorProto]) -> None:
+        for e in enum_types:
+            enums[f"{prefix}.{e.name}"] = [v.name for v in e.value]
+        for m in msgs:
+            messages[f"{prefix}.{m.name}"] = m
+            collect(f"{prefix}.{m.name}", list(m.nested_type), list(m.enum_type))
+
+    service = None
+    for f in fds.file:
+        collect(f".{f.package}" if f.package else "", list(f.message_type), list(f.enum_type))
+        for s in f.service:
+            if f"{f.package}.{s.name}" == SERVICE:
+                service = s
+    if service is None:
+        raise SystemExit(f"{SERVICE} is not in the descriptor set")
+
+    used_messages: dict[str, list[dict[str, object]]] = {}
+    used_enums: dict[str, list[str]] = {}
+
+    def fields_of(type_name: str) -> str:
+        name = type_name.lstrip(".")
+        if name in used_messages:
+            return name
+        used_messages[name] = []  # placeholder: recursive messages terminate
+        specs = []
+        for fld in messages[type_name].field:
+            spec: dict[str, object] = {"name": fld.name, "json": fld.json_name or fld.name}
+            kind = descriptor_pb2.FieldDescriptorProto.Type.Name(fld.type)
+            if kind in _SCALARS:
+                spec["type"] = _SCALARS[kind]
+            elif kind == "TYPE_ENUM":
+                enum = fld.type_name.lstrip(".")
+                spec["type"], spec["enum"] = "enum", enum
+                used_enums[enum] = enums[fld.type_name]
+            elif fld.type_name.startswith(".google.protobuf."):
+                # Well-known types have their own JSON forms (strings, any value).
+                spec["type"] = "any"
+            elif messages[fld.type_name].options.map_entry:
+                spec["type"] = "map"
+            else:
+                spec["type"] = "message"
+                spec["message"] = fields_of(fld.type_name)
+            if fld.label == descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED and (
+                spec["type"] != "map"
+            ):
+                spec["repeated"] = True
+            specs.append(spec)
+        used_messages[name] = specs
+        return name
+
+    methods: list[dict[str, Any]] = []
+    for m in service.method:
+        rule = m.options.Extensions[annotations_pb2.http]
+        for binding in [rule, *rule.additional_bindings]:
+            pattern = binding.WhichOneof("pattern")
+            if pattern is None:
+                continue
+            if pattern == "custom":
+                verb, template = binding.custom.kind, binding.custom.path
+            else:
+                verb, template = _HTTP_METHODS[pattern], getattr(binding, pattern)
+            methods.append(
+                {
+                    "rpc": m.name,
+                    "http_method": verb,
+                    "template": template,
+                    **_parse_template(template, m.name),
+                    "body": binding.body,
+                    "request": fields_of(m.input_type),
+                }
+            )
+    for method in methods:
+        names = {f["name"] for f in used_messages[str(method["request"])]}
+        for var in method["path_fields"]:
+            if var not in names:
+                raise SystemExit(f"{method['rpc']}: path variable {{{var}}} is not a field")
+        if method["body"] not in ("", "*") and method["body"] not in names:
+            raise SystemExit(f"{method['rpc']}: body {method['body']!r} is not a field")
+    api = {"service": SERVICE, "methods": methods, "messages": used_messages, "enums": used_enums}
+    return (
+        "-- Generated by scripts/gen_proto.py from proto/; do not edit.\n"
+        f"-- The REST methods of {SERVICE} (google.api.http rules) and the fields\n"
+        "-- of their requests, checked by rest_guard.lua before the transcoder.\n"
+        f"local API = {_lua(api)}\n"
+    )
+
+
+def _parse_template(template: str, rpc: str) -> dict[str, object]:
+    """Segments of an http rule path: literals, and {"var": field} for a variable."""
+    path, verb = template, ""
+    last = path.rsplit("/", 1)[-1]
+    if ":" in last and "}" not in last.split(":", 1)[1]:
+        path, verb = path[: len(path) - len(last)] + last.rsplit(":", 1)[0], last.rsplit(":", 1)[1]
+    if not path.startswith("/"):
+        raise SystemExit(f"{rpc}: path template {template!r} must start with /")
+    segments: list[object] = []
+    path_fields: list[str] = []
+    for seg in path[1:].split("/"):
+        var = re.fullmatch(r"\{([A-Za-z_]\w*)(?:=\*)?\}", seg)
+        if var:
+            segments.append({"var": var.group(1)})
+            path_fields.append(var.group(1))
+        elif re.fullmatch(r"[A-Za-z0-9._~-]+", seg):
+            segments.append(seg)
+        else:
+            # Multi-segment (**) and nested-field variables: rest_guard.lua
+            # would need to learn them; fail here rather than guard wrongly.
+            raise SystemExit(f"{rpc}: unsupported path segment {seg!r} in {template!r}")
+    out: dict[str, object] = {"segments": segments, "path_fields": path_fields}
+    if verb:
+        out["verb"] = verb
+    return out
 
 
 def _generated_files(root: Path) -> list[Path]:
     files = [p.relative_to(root) for p in (root / PY_OUT).rglob("*") if p.is_file()]
     files = [p for p in files if "__pycache__" not in p.parts]
-    return sorted([*files, *DESCRIPTORS, ENVOY_DEFAULT])
+    return sorted([*files, *DESCRIPTORS, ENVOY_DEFAULT, REST_API])
 
 
 def check() -> list[str]:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from conftest import ManualClock
 
-from pgbackup_server.alerts import AlertManager, human_age
+from pgbackup_server.alerts import AlertManager, human_age, subject_of
 from pgbackup_server.config import build_config
 from pgbackup_server.models import Run, Trigger
 from pgbackup_server.store import SqlRunStore
@@ -202,27 +202,44 @@ def test_targets_have_their_own_max_age_and_all_databases_targets_watch_their_du
         {"name": "cluster", "url": "postgresql://u@10.0.0.2:5432/postgres",
          "allDatabases": True}])
     am = env.manager()
-    for db in ("a", "b", "c", "cluster-globals"):  # one allDatabases request
+    for db in ("cluster.a", "cluster.b", "cluster.c", "cluster-globals"):  # one request
         env.success(database=db, target="cluster")
     env.success(database="shop", target="shop")
+    # The subject is the run's database, as the API and the metrics name it.
     assert {w.subject for w in am.watched()} == {
-        "shop", "cluster/cluster-globals", "cluster/a", "cluster/b", "cluster/c"}
+        "shop", "cluster-globals", "cluster.a", "cluster.b", "cluster.c"}
     env.clock.advance(hours=2, seconds=1)
     am.check()
     assert [(a["alert_key"], a["status"]) for a in env.sent] == [("stale/shop", "firing")]
     assert env.sent[0]["max_age_seconds"] == 7200
 
     env.clock.advance(hours=8)  # the next request: b is gone from the server, c fails
-    for db in ("a", "cluster-globals"):
+    for db in ("cluster.a", "cluster-globals"):
         env.success(database=db, target="cluster")
-    env.failure(database="c", target="cluster")
+    env.failure(database="cluster.c", target="cluster")
     env.clock.advance(hours=17)
     am.check()
     keys = [(a["alert_key"], a["status"]) for a in env.sent]
-    assert keys == [("stale/shop", "firing"), ("stale/cluster/c", "firing")]
-    assert env.sent[1]["database"] == "c" and env.sent[1]["target"] == "cluster"
-    am.on_run_finished(env.success(database="c", target="cluster"))
-    assert env.sent[2]["alert_key"] == "stale/cluster/c" and env.sent[2]["status"] == "resolved"
+    assert keys == [("stale/shop", "firing"), ("stale/cluster.c", "firing")]
+    assert env.sent[1]["database"] == "cluster.c" and env.sent[1]["target"] == "cluster"
+    am.on_run_finished(env.success(database="cluster.c", target="cluster"))
+    assert env.sent[2]["alert_key"] == "stale/cluster.c" and env.sent[2]["status"] == "resolved"
+
+
+def test_a_target_named_apart_from_its_database_is_watched_by_its_name(tmp_path):
+    env = Env(tmp_path, database=None, schedules=None, databases=[
+        {"name": "pg15", "url": "postgresql://u@10.0.0.1:5432/test", "maxAge": "2h",
+         "schedules": [{"name": "nightly", "cron": "0 2 * * *", "job": "DatabaseBackup"}]}])
+    am = env.manager()
+    assert [w.subject for w in am.watched()] == ["pg15"]
+    env.success(database="pg15", target="pg15")
+    env.clock.advance(hours=1)
+    am.check()
+    assert env.sent == []  # its backups are found under its name
+    am.on_missed_fire("nightly", env.clock())
+    assert env.sent[0]["database"] == "pg15" and "of pg15 did not run" in env.sent[0]["message"]
+    # A run recorded under the older naming (the PostgreSQL name) keeps a qualified subject.
+    assert subject_of("pg15", "test") == "pg15/test"
 
 
 def test_human_age():

@@ -48,6 +48,8 @@ def test_kill_9_mid_backup_then_restart(pg, tmp_path, locked_table):
             dead = client.get_backup(run.id)
             assert dead.status == "FAILED" and "interrupted" in dead.error
             assert not any(p.name.endswith(".partial") for p in backups.iterdir())
+            assert f"Removed temporary file left by a crash    run_id={run.id}    " \
+                   f"file_path={temps[0]}" in daemon.log()
             stats = client.get_stats()
             assert (stats.total_backups, stats.failed_runs, stats.succeeded_runs) == (0, 1, 0)
             fresh = client.create_backup().backup

@@ -230,3 +230,50 @@ def test_envoy_dies_with_its_supervisor(tmp_path: Path) -> None:
     if not _wait_gone(pid):
         os.kill(pid, 9)  # ours: started by the script above
         pytest.fail("envoy outlived its supervisor")
+
+
+def _gen_proto() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gen_proto", ROOT / "scripts" / "gen_proto.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_rest_allow_list_follows_the_proto(tmp_path: Path) -> None:
+    # The allow-list in rest_api.lua comes from the descriptor alone: a field or
+    # an RPC added to the proto is known to the REST check after regeneration.
+    gen = _gen_proto()
+    proto = (ROOT / "proto" / "backup" / "v1" / "backup.proto").read_text()
+    proto = proto.replace(
+        "message RestoreBackupRequest {\n",
+        "message RestoreBackupRequest {\n  bool force_it = 99;\n  repeated int64 ids = 98;\n",
+    ).replace(
+        "service BackupService {\n",
+        'service BackupService {\n  rpc Ping(GetStatsRequest) returns (GetStatsResponse) {\n'
+        '    option (google.api.http) = {put: "/api/v1/ping/{database}:now" body: "*"};\n  }\n',
+    )
+    (tmp_path / "backup" / "v1").mkdir(parents=True)
+    (tmp_path / "backup" / "v1" / "backup.proto").write_text(proto)
+    out = tmp_path / "set.pb"
+    gen._protoc([f"-I{tmp_path}", f"-I{gen._googleapis_root()}",
+                 f"--descriptor_set_out={out}", "--include_imports", "backup/v1/backup.proto"])
+    lua = gen.rest_api_lua(out.read_bytes())
+    assert '{name = "force_it", json = "forceIt", type = "bool"}' in lua
+    assert '{name = "ids", json = "ids", type = "int64", repeated = true}' in lua
+    assert 'template = "/api/v1/ping/{database}:now"' in lua
+    assert 'segments = {"api", "v1", "ping", {var = "database"}}' in lua
+    assert 'verb = "now"' in lua
+    # The checked-in allow-list is this generator's output for the real proto.
+    assert gen.rest_api_lua(DESCRIPTOR_PATH.read_bytes()) == (
+        ROOT / "server" / "pgbackup_server" / "envoy" / "rest_api.lua").read_text()
+
+
+def test_rest_guard_is_in_the_rendered_config() -> None:
+    text = _render()
+    assert "envoy.filters.http.lua" in text
+    assert "local API = {" in text and "function envoy_on_request(handle)" in text
+    # The Lua code is a YAML literal block: nothing of it was taken as a placeholder.
+    assert "$$" not in text and "${" not in text

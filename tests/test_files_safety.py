@@ -25,6 +25,15 @@ def test_modes_whatever_the_umask(start_app):
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
 
 
+def test_directory_backups_are_private_inside_too(start_app):
+    stack = start_app(backup={"format": "directory"})
+    backup = Path(stack.client().create_backup().backup.file_path)
+    assert stat.S_IMODE(backup.stat().st_mode) == 0o700
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in backup.iterdir()}
+    assert "toc.dat" in modes and len(modes) > 1  # the toc and the tables' data
+    assert set(modes.values()) == {0o600}, modes
+
+
 def test_planted_symlinks_are_never_followed(start_app, tmp_path):
     clock = ManualClock()
     backups = tmp_path / "backups"
@@ -39,16 +48,14 @@ def test_planted_symlinks_are_never_followed(start_app, tmp_path):
     assert backup.status == "SUCCEEDED"
     assert Path(backup.file_path).name == f"backup_shop_{stamp}_2.sql"
     assert victim.read_text() == "precious"
-    # The temporary name of the next run is a planted symlink: the run fails, the
-    # target is untouched.
-    (backups / f".backup_shop_{stamp}.sql.run2.partial").symlink_to(victim)
-    from pgbackup_client import BackupClientError
-
-    try:
-        stack.client().create_backup()
-    except BackupClientError as exc:
-        assert "File exists" in exc.details
-    assert victim.read_text() == "precious"
+    # The temporary name of the next run is a planted symlink: the run takes another
+    # name and succeeds; the symlink and its target are untouched.
+    planted = backups / f".backup_shop_{stamp}.sql.run2.partial"
+    planted.symlink_to(victim)
+    second = stack.client().create_backup().backup
+    assert second.status == "SUCCEEDED"
+    assert Path(second.file_path).name == f"backup_shop_{stamp}_3.sql"
+    assert planted.is_symlink() and victim.read_text() == "precious"
 
 
 def test_cleanup_never_deletes_through_a_symlink(start_app, tmp_path):

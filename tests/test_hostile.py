@@ -131,6 +131,27 @@ def test_create_custom_validation(hostile_stack, backup_dir, retention, cleanup)
     assert not Path("relative").exists()
 
 
+CONTROL = [chr(c) for c in (*range(0x20), 0x7F, 0x85, 0x9B)] + ["\u2028", "\u2029"]
+
+
+@SETTINGS
+@given(char=st.sampled_from(CONTROL), prefix=st.text(alphabet=string.ascii_letters, max_size=8))
+def test_control_characters_inside_the_root_are_refused(hostile_stack, char, prefix):
+    """Inside the allowed root too: a path or name with a control character is refused
+    before anything is created or run."""
+    app, stub, _ = hostile_stack
+    root = app.config.backup.directory
+    req = pb.CreateCustomBackupRequest(backup_dir=f"{root}/{prefix}{char}x", background=True)
+    assert _call(stub.CreateCustomBackup, req) == "INVALID_ARGUMENT"
+    assert _call(stub.CreateBackup, pb.CreateBackupRequest(database=f"shop{char}",
+                                                           background=True)) \
+        == "INVALID_ARGUMENT"
+    assert _call(stub.ListBackups, pb.ListBackupsRequest(database=f"{prefix}{char}")) \
+        == "INVALID_ARGUMENT"
+    assert not root.exists() or not [p for p in root.iterdir() if char in p.name]
+    assert stub.ListBackups(pb.ListBackupsRequest(), timeout=30).backups == []
+
+
 @SETTINGS
 @given(run_id=st.integers(min_value=-(2**63), max_value=2**63 - 1),
        page_size=ints, token=text_inputs, status=st.integers(0, 10),

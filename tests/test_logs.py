@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 
+import structlog
 from conftest import DB
 
 from pgbackup_server import logs
@@ -42,3 +44,34 @@ def test_json_lines_carry_run_id_and_database(start_app):
     assert all(r["run_id"] == run_lines[0]["run_id"] and r["database"] == DB
                for r in run_lines)
     assert all(r["level"] in {"info", "warning", "error", "debug"} for r in records)
+
+
+def test_console_values_never_start_a_new_line():
+    buf = io.StringIO()
+    logs.configure("info", "console", stream=buf)
+    try:
+        structlog.get_logger("pgbackup").info("Message\nINFO    forged message",
+                                              path="/srv/a\nINFO    forged",
+                                              other="tab\there\rcr\x1besc\u2028ls")
+        logging.getLogger("apscheduler").warning("stdlib\nINFO    forged too")
+    finally:
+        logs.configure("debug", "console")
+    lines = buf.getvalue().splitlines()
+    assert len(lines) == 2, lines
+    assert not any("forged" in ln.split("    ")[0] for ln in lines)
+    assert "Message\\nINFO    forged message" in lines[0]
+    assert 'path="/srv/a\\nINFO    forged"' in lines[0]
+    assert r"other=tab\there\rcr\x1besc\u2028ls" in lines[0]
+    assert "stdlib\\nINFO    forged too" in lines[1]
+
+
+def test_json_lines_stay_one_line_per_record():
+    buf = io.StringIO()
+    logs.configure("info", "json", stream=buf)
+    try:
+        structlog.get_logger("pgbackup").info("Message\nforged", path="/srv/a\nb\u2028c")
+    finally:
+        logs.configure("debug", "console")
+    (line,) = buf.getvalue().splitlines()
+    record = json.loads(line)
+    assert record["event"] == "Message\nforged" and record["path"] == "/srv/a\nb\u2028c"

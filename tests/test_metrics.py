@@ -38,10 +38,13 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples[(name, frozenset(labels.items()))]
 
 
-def test_metrics_after_a_success_and_a_failure(start_app, tmp_path):
+def test_metrics_after_a_success_and_a_failure(pg, start_app, tmp_path):
+    pg.psql("DROP ROLE IF EXISTS metrics_flaky; CREATE ROLE metrics_flaky LOGIN PASSWORD "
+            "'before'; GRANT pg_read_all_data TO metrics_flaky")
     blocked = tmp_path / "blocked"  # an allowed backup directory that is a file
     clock = ManualClock(T0)
     stack = start_app(clock=clock, envoy=False,
+                      database={"url": pg.url(DB, user="metrics_flaky", password="before")},
                       backup={"allowedDirectories": [str(blocked)]})
     stack.app.observability.stop()  # replaced by one that runs on the test's clock
     obs = start_observability(stack.app.config, stack.app.service, stack.app.store,
@@ -73,8 +76,15 @@ def test_metrics_after_a_success_and_a_failure(start_app, tmp_path):
         assert value(m, "backup_directory_free_bytes", directory=str(stack.backup_dir)) > 0
 
         blocked.write_text("not a directory")
-        with pytest.raises(BackupClientError, match="not a directory"):
+        with pytest.raises(BackupClientError, match="is a regular file"):
             client.create_custom_backup(str(blocked))
+        # Refused before anything ran: no run, nothing counted.
+        assert value(scrape(obs.metrics_port), "backup_runs_total", database=DB,
+                     status="failed", trigger="manual") == 0
+        assert len(client.list_backups().backups) == 1
+        pg.psql("ALTER ROLE metrics_flaky PASSWORD 'after'")  # now the run itself fails
+        with pytest.raises(BackupClientError, match="password authentication failed"):
+            client.create_backup()
         clock.advance(seconds=10)
         m = scrape(obs.metrics_port)
         assert value(m, "backup_runs_total", database=DB, status="failed",
@@ -93,6 +103,8 @@ def test_metrics_after_a_success_and_a_failure(start_app, tmp_path):
         assert value(scrape(obs.metrics_port), "backup_retention_deleted_total") == 0
     finally:
         obs.stop()
+        stack.app.stop()
+        pg.psql("DROP ROLE IF EXISTS metrics_flaky")
 
 
 # -- without PostgreSQL -----------------------------------------------------------

@@ -91,6 +91,19 @@ FROM generate_series(1, 200) g;
 INSERT INTO "Odd Schema"."Mixed Case" VALUES ('a;b', '{"quote": "it''s"}'),
                                              (E'line\nbreak', 'null');
 SELECT setval('sales.invoice_no', 5000);
+-- Text that looks like pg_dump's object headers, in a function body and a comment: a
+-- plain dump must not be cut there.
+CREATE FUNCTION inventory.tricky() RETURNS text LANGUAGE sql IMMUTABLE AS $body$ SELECT '
+--
+-- Name: items; Type: TABLE; Schema: inventory; Owner: postgres
+--
+
+DROP TABLE inventory.items;'::text $body$;
+COMMENT ON FUNCTION inventory.tricky() IS '
+--
+-- Name: items; Type: TABLE; Schema: inventory; Owner: postgres
+--
+';
 """
 ROWS = {("public", "customers"): 300, ("sales", "orders"): 2000, ("sales", "invoices"): 500,
         ("inventory", "items"): 200, ("Odd Schema", "Mixed Case"): 2}
@@ -271,10 +284,15 @@ def test_contents_list_schemas_tables_and_sizes(world: World) -> None:
 # -- partial restore ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("fmt", ["custom", "directory"])
-def test_restore_of_one_table_restores_that_table_only(world: World, fmt: str) -> None:
-    run = next(r for (f, _), r in world.runs.items() if f == fmt)
-    target = world.target(f"rst_one_{fmt}")
+PARTIAL = [("plain", "none"), ("plain", "zstd:1"), ("plain", "gzip:6"), ("custom", "none"),
+           ("directory", "gzip:1")]
+
+
+@pytest.mark.parametrize(("fmt", "compression"), PARTIAL)
+def test_restore_of_one_table_restores_that_table_only(world: World, fmt: str,
+                                                       compression: str) -> None:
+    run = world.runs[(fmt, compression)]
+    target = world.target(f"rst_one_{fmt}_{compression.replace(':', '')}")
     world.service.restore(run.id, target_database=target, tables=["sales.orders"])
     pg = world.pg
     assert list(fingerprint(pg, target)) == ["sales.orders"]
@@ -293,9 +311,12 @@ def test_restore_of_one_table_restores_that_table_only(world: World, fmt: str) -
                    target).split()[0] == "2001"
 
 
-def test_partial_restore_brings_the_types_and_schemas_a_table_needs(world: World) -> None:
-    run = world.runs[("custom", "gzip:6")]
-    target = world.target("rst_customers")
+@pytest.mark.parametrize(("fmt", "compression"), [("custom", "gzip:6"), ("plain", "zstd:1"),
+                                                  ("plain", "gzip:6")])
+def test_partial_restore_brings_the_types_and_schemas_a_table_needs(
+        world: World, fmt: str, compression: str) -> None:
+    run = world.runs[(fmt, compression)]
+    target = world.target(f"rst_customers_{fmt}_{compression.replace(':', '')}")
     world.service.restore(run.id, target_database=target, schemas=["inventory"],
                           tables=["customers", '"Odd Schema"."Mixed Case"'])
     tables = fingerprint(world.pg, target)
@@ -309,11 +330,47 @@ def test_partial_restore_brings_the_types_and_schemas_a_table_needs(world: World
     assert "public.customers_id_seq=300" in sequences(world.pg, target)
 
 
-def test_partial_restore_of_a_plain_backup_is_refused(world: World) -> None:
-    run = world.runs[("plain", "none")]
-    with pytest.raises(DomainFailedPrecondition, match="custom"):
-        world.service.restore(run.id, target_database="rst_never", tables=["sales.orders"])
+    # The schema came whole, its function (whose body looks like a header) too.
+    assert world.pg.psql("SELECT inventory.tricky() LIKE '%Name: items; Type: TABLE%'",
+                         target).strip() == "t"
+
+
+@pytest.mark.parametrize(("fmt", "compression"), [("custom", "none"), ("plain", "none"),
+                                                  ("plain", "zstd:1")])
+def test_a_sequence_a_restored_table_needs_comes_with_its_value(
+        world: World, fmt: str, compression: str) -> None:
+    """invoices' default draws from sales.invoice_no, a sequence of its own: created
+    because the target lacks it, and set where the source had it, so new rows do not
+    collide with restored ones."""
+    run = world.runs[(fmt, compression)]
+    target = world.target(f"rst_invoices_{fmt}_{compression.replace(':', '')}")
+    world.service.restore(run.id, target_database=target, tables=["sales.invoices"])
+    pg = world.pg
+    assert list(fingerprint(pg, target)) == ["sales.invoices"]
+    assert fingerprint(pg, target)["sales.invoices"] == \
+        world.source["tables"]["sales.invoices"]
+    assert "sales.invoice_no=5000" in sequences(pg, target)
+    assert pg.psql("INSERT INTO sales.invoices (order_id, amounts) VALUES (1, '{1}') "
+                   "RETURNING no", target).split()[0] == "5007"
+
+
+@pytest.mark.parametrize(("fmt", "compression"), PARTIAL)
+def test_a_view_without_the_table_it_reads_is_refused_up_front(
+        world: World, fmt: str, compression: str) -> None:
+    run = world.runs[(fmt, compression)]
+    before = world.restores.list_restores(limit=1)
+    with pytest.raises(InvalidArgument) as caught:
+        world.service.restore(run.id, target_database="rst_never", tables=["sales.big_orders"])
+    assert caught.value.message == ("tables: view sales.big_orders needs table sales.orders; "
+                                    "add it to tables (or restore schema sales)")
     assert databases(world.pg, "rst_never") == []
+    assert world.restores.list_restores(limit=1) == before  # nothing recorded
+    # With its table it is fine.
+    target = world.target(f"rst_view_{fmt}_{compression.replace(':', '')}")
+    world.service.restore(run.id, target_database=target,
+                          tables=["sales.big_orders", "sales.orders"])
+    assert world.pg.psql("SELECT count(*) FROM sales.big_orders", target).strip() == \
+        world.pg.psql("SELECT count(*) FROM sales.big_orders", SRC).strip()
 
 
 # -- existing databases ------------------------------------------------------
@@ -342,9 +399,11 @@ def test_restore_into_existing_empty_database_needs_no_overwrite(world: World) -
     assert fingerprint(world.pg, target) == world.source["tables"]
 
 
-def test_overwriting_one_table_leaves_the_rest_alone(world: World) -> None:
-    pg, run = world.pg, world.runs[("custom", "gzip:6")]
-    target = world.target("rst_partial_over")
+@pytest.mark.parametrize(("fmt", "compression"), [("custom", "gzip:6"), ("plain", "zstd:1")])
+def test_overwriting_one_table_leaves_the_rest_alone(world: World, fmt: str,
+                                                     compression: str) -> None:
+    pg, run = world.pg, world.runs[(fmt, compression)]
+    target = world.target(f"rst_partial_over_{fmt}")
     world.service.restore(run.id, target_database=target)
     pg.psql("DELETE FROM sales.invoices; UPDATE sales.orders SET total = 0; "
             "UPDATE customers SET name = 'changed' WHERE id = 1;", target)
@@ -358,11 +417,25 @@ def test_overwriting_one_table_leaves_the_rest_alone(world: World) -> None:
     assert objects(pg, target) == world.source["objects"]
     assert pg.psql("SELECT count(*) FROM pg_constraint WHERE contype = 'f'",
                    target).strip() == "2"
+    # customers needs the enum sales.mood, which the database has: kept, not re-created.
+    pg.psql("UPDATE customers SET name = 'changed' WHERE id = 1;", target)
+    world.service.restore(run.id, target_database=target, tables=["customers"],
+                          overwrite=True)
+    assert fingerprint(pg, target)["public.customers"] == \
+        world.source["tables"]["public.customers"]
+    # A view alone over a database that has its table: replaced in place.
+    pg.psql("CREATE OR REPLACE VIEW sales.big_orders AS SELECT id, customer_id, total "
+            "FROM sales.orders WHERE total > 900", target)
+    world.service.restore(run.id, target_database=target, tables=["sales.big_orders"],
+                          overwrite=True)
+    assert objects(pg, target) == world.source["objects"]
 
 
-def test_failed_overwrite_leaves_the_database_untouched(world: World) -> None:
-    pg, run = world.pg, world.runs[("custom", "gzip:6")]
-    target = world.target("rst_blocked")
+@pytest.mark.parametrize(("fmt", "compression"), [("custom", "gzip:6"), ("plain", "none")])
+def test_failed_overwrite_leaves_the_database_untouched(world: World, fmt: str,
+                                                        compression: str) -> None:
+    pg, run = world.pg, world.runs[(fmt, compression)]
+    target = world.target(f"rst_blocked_{fmt}")
     world.service.restore(run.id, target_database=target)
     # A view the backup does not know depends on orders: dropping orders must fail.
     pg.psql("CREATE VIEW public.mine AS SELECT id FROM sales.orders; "
@@ -480,15 +553,33 @@ def test_failed_whole_overwrite_keeps_the_old_database(world: World) -> None:
     assert world.restores.scratch_databases() == []
 
 
-def test_restore_refuses_a_corrupt_file_and_leaves_nothing(world: World) -> None:
-    run, path = copy_of(world, world.runs[("custom", "none")])
+@pytest.mark.parametrize(("combo", "tables"), [(("custom", "none"), []),
+                                               (("plain", "zstd:1"), ["sales.orders"]),
+                                               (("plain", "none"), ["sales.orders"])])
+def test_restore_refuses_a_corrupt_file_and_leaves_nothing(world: World, combo: tuple[str, str],
+                                                           tables: list[str]) -> None:
+    run, path = copy_of(world, world.runs[combo])
     data = bytearray(path.read_bytes())
     data[-100] ^= 0xFF
     path.write_bytes(bytes(data))
     with pytest.raises(RestoreFailed, match="failed its checksum: SHA-256 mismatch"):
-        world.service.restore(run.id, target_database=world.target("rst_corrupt"))
+        world.service.restore(run.id, target_database=world.target("rst_corrupt"),
+                              tables=tables)
     assert databases(world.pg, "rst_corrupt") == []
     assert world.store.get(run.id).verification == "FAILED"
+    assert world.restores.list_restores(limit=1)[0].status is RunStatus.FAILED
+
+
+def test_partial_restore_of_an_incomplete_plain_dump_is_refused(world: World) -> None:
+    """Cut before its checksum was recorded: the checksum matches, the dump's end
+    marker is missing."""
+    source = world.runs[("plain", "none")]
+    path = world.root / "cut-partial.sql"
+    path.write_bytes(Path(source.file_path).read_bytes()[:-300])
+    run = record(world, path, fmt="plain", compression="none")
+    with pytest.raises(DomainFailedPrecondition, match="completion marker"):
+        world.service.restore(run.id, target_database="rst_never", tables=["sales.orders"])
+    assert databases(world.pg, "rst_never") == []
 
 
 def test_globals_dump_is_verified_but_never_restored(world: World) -> None:
@@ -653,6 +744,16 @@ def test_grpc_verify_restore_and_contents(world: World, client, capsys) -> None:
     assert cli.main(["--address", address, "restore", str(run.id), "--target", target,
                      "--table", "inventory.items", "--overwrite", "--json"]) == 0
     assert '"status": "SUCCEEDED"' in capsys.readouterr().out
+    # Over the backup's own source database: only with --force.
+    before = fingerprint(world.pg, SRC)
+    assert cli.main(["--address", address, "restore", str(run.id), "--target", SRC,
+                     "--table", "inventory.items", "--overwrite"]) != 0
+    assert f'"{SRC}" is the live database this backup was taken from' in \
+        capsys.readouterr().err
+    assert cli.main(["--address", address, "restore", str(run.id), "--target", SRC,
+                     "--table", "inventory.items", "--overwrite", "--force"]) == 0
+    capsys.readouterr()
+    assert fingerprint(world.pg, SRC) == before
     assert cli.main(["--address", address, "restore-status", str(restored.id)]) == 0
     assert "inventory.items" in capsys.readouterr().out
     broken, path = copy_of(world, run)

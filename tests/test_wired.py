@@ -73,3 +73,54 @@ def test_reflection_lists_the_services(stack):
             file_containing_symbol="backup.v1.BackupService")
         (reply,) = list(stub.ServerReflectionInfo(iter([request]), timeout=10))
     assert reply.file_descriptor_response.file_descriptor_proto
+
+
+def test_plain_partial_restore_and_risky_targets_through_envoy(pg, start_app):
+    """A plain backup (the default format) restores one table; a view without its
+    table is a 400; overwriting the live source or postgres needs force."""
+    from pgbackup_server.embedded import seed_sample
+
+    live, target = "wired_live", "wired_partial"
+    for name in (live, target):
+        drop_database(pg, name)
+    seed_sample(pg, live)
+    try:
+        stack = start_app(database={"url": pg.url(live)})
+        run = stack.rest("POST", "/api/v1/backup/create")[1]["backup"]
+        assert run["file_path"].endswith(".sql"), run
+        restore = f"/api/v1/backups/{run['id']}:restore"
+
+        status, restored = stack.rest("POST", restore, {"target_database": target,
+                                                         "tables": ["customers"]})
+        assert status == 200 and restored["status"] == "SUCCEEDED", restored
+        source = table_fingerprint(pg, live)
+        assert table_fingerprint(pg, target) == {"public.customers": source["public.customers"]}
+        assert pg.psql("SELECT last_value FROM public.customers_id_seq", target).strip() == \
+            "1000"
+
+        status, body = stack.rest("POST", restore, {"target_database": "wired_never",
+                                                    "tables": ["order_totals"]})
+        assert status == 400 and body["message"] == (
+            "tables: view public.order_totals needs table public.orders; add it to tables "
+            "(or restore schema public)"), body
+
+        pg.psql("DELETE FROM orders WHERE id > 10", live)
+        changed = table_fingerprint(pg, live)
+        for request, what in (
+                ({"target_database": live, "overwrite": True}, "the live database"),
+                ({"target_database": live, "overwrite": True, "tables": ["orders"]},
+                 "the live database"),
+                ({"target_database": "postgres", "overwrite": True}, "maintenance database")):
+            status, body = stack.rest("POST", restore, request)
+            assert status == 400 and what in body["message"], body
+            assert "set force: true (backupctl restore --force)" in body["message"]
+        assert table_fingerprint(pg, live) == changed  # refused: nothing touched
+        assert "postgres" in pg.psql("SELECT datname FROM pg_database")
+
+        status, body = stack.rest("POST", restore, {"target_database": live, "overwrite": True,
+                                                    "tables": ["orders"], "force": True})
+        assert status == 200 and body["status"] == "SUCCEEDED", body
+        assert table_fingerprint(pg, live) == source
+    finally:
+        for name in (live, target, "wired_never"):
+            drop_database(pg, name)

@@ -404,6 +404,7 @@ def _cmd_restore(client: BackupClient, args: argparse.Namespace) -> int:
         tables=args.table,
         jobs=args.jobs,
         background=args.background,
+        force=args.force,
         timeout=args.create_timeout,
     )
     return _report_restore(args, r)
@@ -584,19 +585,25 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="S",
-        help="restore only this schema (repeatable; custom/directory backups)",
+        help="restore only this schema (repeatable)",
     )
     p.add_argument(
         "--table",
         action="append",
         default=[],
         metavar="T",
-        help="restore only this table, T or SCHEMA.T (repeatable; custom/directory backups)",
+        help="restore only this table, T or SCHEMA.T (repeatable)",
     )
     p.add_argument(
         "--overwrite",
         action="store_true",
         help="allow restoring into an existing, non-empty database",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="with --overwrite: allow replacing the postgres database or the live "
+        "database the backup was taken from",
     )
     p.add_argument(
         "--jobs",

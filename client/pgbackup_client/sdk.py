@@ -224,12 +224,15 @@ class BackupClient:
         tables: Sequence[str] = (),
         jobs: int = 0,
         background: bool = False,
+        force: bool = False,
         timeout: float | None = None,
     ) -> RestoreRun:
         """Restore a backup into ``target_database`` (default: a new database).
 
         ``overwrite`` is needed for an existing non-empty database; ``schemas`` and
         ``tables`` (``"table"`` or ``"schema.table"``) restore just those objects.
+        Overwriting ``postgres`` or the backup's own source database also needs
+        ``force``.
         A failed restore raises (the run is recorded; see ``get_restore``). With
         ``background`` the RUNNING restore is returned at once.
         """
@@ -241,6 +244,7 @@ class BackupClient:
             tables=list(tables),
             jobs=jobs,
             background=background,
+            force=force,
         )
         return RestoreRun.from_proto(self._call(self._stub.RestoreBackup, req, timeout))
 

@@ -55,8 +55,13 @@ _RECENT_RUNS = 1000
 
 
 def subject_of(target: str, database: str) -> str:
-    """What an alert is about: the database, qualified by its target if they differ."""
-    return database if not target or target == database else f"{target}/{database}"
+    """What an alert is about: the run's database (the target's name, ``<target>.<db>``
+    or ``<target>-globals``); a run recorded under the older naming (the PostgreSQL
+    database name) is qualified by its target."""
+    if (not target or database == target or database.startswith(f"{target}.")
+            or database == f"{target}-globals"):
+        return database
+    return f"{target}/{database}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +131,7 @@ class AlertManager(Listener):
         out = []
         for t in self.config.targets:
             max_age = t.max_age_seconds or self.config.alerts.max_age_seconds
-            name = f"{t.name}-globals" if t.all_databases else t.database.dbname
+            name = f"{t.name}-globals" if t.all_databases else t.name
             out.append(Watched(t.name, name, max_age))
         if not self.config.targets:
             db = self.config.database.dbname
@@ -265,10 +270,7 @@ class AlertManager(Listener):
         entry = next((s for s in self.config.schedules if s.name == schedule), None)
         target = next((t for t in self.config.targets if entry and t.name == entry.target),
                       None)
-        if target is None:
-            db = self.config.database.dbname
-        else:
-            db = target.name if target.all_databases else target.database.dbname
+        db = self.config.database.dbname if target is None else target.name
         with self._lock:
             self._fire(Alert(MISSED_SCHEDULE, schedule, fire_time, {
                 "schedule": schedule, "database": db,

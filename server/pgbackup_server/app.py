@@ -8,7 +8,9 @@ SIGTERM/SIGINT and shuts down gracefully.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import ipaddress
+import json
 import os
 import signal
 import sys
@@ -23,6 +25,7 @@ import structlog
 from . import __version__, logs, pgtools
 from .config import Config, load_config
 from .errors import BackupError, ConfigError, PgDumpNotFound
+from .runner import check_compression_support
 from .service import BackupService, Clock, utc_now
 
 log = structlog.get_logger("pgbackup")
@@ -55,7 +58,14 @@ class App:
         self.http_port = 0
         self.envoy: Any = None
         self._server: Any = None
-        self._stopped = threading.Event()
+        self._gate: Any = None
+        self._started = False  # start() completed: its stop is logged
+        self._stop_lock = threading.Lock()
+        self._stopping = False
+        # A plain flag, not an Event: a signal handler runs on the main thread between
+        # two bytecodes, possibly while that thread holds the very lock Event.set() takes.
+        self._stop_asked = False
+        self._stopped = threading.Event()  # set once everything is stopped
         # Separate from _stopped: a restarted Envoy dies with the watcher thread that
         # started it, so the watcher must outlive the service's shutdown grace.
         self._envoy_done = threading.Event()
@@ -73,11 +83,12 @@ class App:
         from .restore import RestoreService, VerifyAfterBackup
         from .restore.store import SqlRestoreStore
         from .scheduler import Scheduler
-        from .servicer import BackupServicer, ErrorInterceptor
+        from .servicer import BackupServicer, ErrorInterceptor, ShutdownGate
 
         cfg = self.config
         check_exposure(cfg)
         binaries = find_pg_dump(cfg)
+        check_compression_support(cfg.backup, binaries, pgtools.supports_compression)
         for binary in binaries:
             log.debug("pg_dump found", path=binary.path, version=binary.version)
         runtime = cfg.server.data_directory / "run"
@@ -103,6 +114,9 @@ class App:
         interceptors: list[Any] = [ErrorInterceptor()]
         if cfg.auth.token_sha256:
             interceptors.insert(0, AuthInterceptor(cfg.auth.token_sha256))
+        # Outermost: while stopping, every caller gets UNAVAILABLE, authenticated or not.
+        self._gate = ShutdownGate()
+        interceptors.insert(0, self._gate)
         self._server = grpc.server(ThreadPoolExecutor(max_workers=workers,
                                                       thread_name_prefix="grpc"),
                                    interceptors=interceptors,
@@ -150,6 +164,7 @@ class App:
 
         if cfg.server.envoy:
             self._start_envoy(runtime)
+        self._started = True
         log.info("backupd started", version=__version__, database=cfg.database.redacted_url,
                  backup_dir=str(b.directory), schedules=len(cfg.schedules))
 
@@ -217,32 +232,79 @@ class App:
                 except Exception as exc:  # keep trying; gRPC still serves
                     log.error("Envoy restart failed", error=str(exc))
 
+    def request_stop(self) -> None:
+        """Ask for a stop; :meth:`wait` then stops the service. Safe in a signal
+        handler: it takes no lock."""
+        self._stop_asked = True
+
+    @property
+    def stop_requested(self) -> bool:
+        """A stop was asked for, or is under way."""
+        return self._stop_asked or self._stopping
+
+    def wait_for_stop_request(self) -> None:
+        """Block until :meth:`request_stop` or :meth:`stop` was called."""
+        while not self.stop_requested:
+            time.sleep(0.1)  # polled: Event.wait() would need a lock request_stop() may not take
+
+    def wait(self) -> None:
+        """Block until a stop is requested, then stop; returns once fully stopped."""
+        self.wait_for_stop_request()
+        self.stop()
+
     def stop(self) -> None:
-        if self._stopped.is_set():
+        """Stop everything, in order, within server.shutdownGrace plus a few seconds.
+        Safe from any thread and more than once: later calls wait for the first."""
+        with self._stop_lock:
+            first = not self._stopping
+            self._stopping = True
+        if not first:
+            self._stopped.wait()
             return
-        self._stopped.set()
-        log.info("backupd shutting down", grace_seconds=self.config.server.shutdown_grace_seconds)
+        try:
+            self._shutdown()
+        finally:
+            self._stopped.set()
+
+    def _shutdown(self) -> None:
+        grace = self.config.server.shutdown_grace_seconds
+        # A start that failed part-way is undone quietly: its error says what happened.
+        say = log.info if self._started else log.debug
+        say("backupd shutting down" if self._started else "Undoing a failed start",
+            grace_seconds=grace)
+        # 1. New RPCs get UNAVAILABLE at once; health checks answer NOT_SERVING.
+        if self._gate is not None:
+            self._gate.close()
         if hasattr(self, "health"):
             self.health.enter_graceful_shutdown()
+        # 2. No new scheduled fires; runs in progress get the grace, together.
         if hasattr(self, "scheduler"):
             self.scheduler.shutdown()
+        deadline = time.monotonic() + grace
+        restores = None
         if hasattr(self, "restore"):
-            self.restore.shutdown(self.config.server.shutdown_grace_seconds)
+            restores = threading.Thread(target=self.restore.shutdown, args=(grace,),
+                                        name="restore-shutdown", daemon=True)
+            restores.start()
         if hasattr(self, "service"):
-            self.service.shutdown(self.config.server.shutdown_grace_seconds)
+            self.service.shutdown(grace)
+        if restores is not None:
+            restores.join()
         if hasattr(self, "observability"):
             self.observability.stop()
+        # 3. RPCs still in flight (their runs just ended) send their replies, through
+        # Envoy too; only then does Envoy go, and then the gRPC server.
+        if self._gate is not None and not self._gate.wait_idle(
+                max(deadline - time.monotonic(), 0) + 2):
+            log.warning("RPCs still running after the shutdown grace; cutting them off")
         self._envoy_done.set()
         if self.envoy is not None:
             self.envoy.stop()
         if self._server is not None:
-            self._server.stop(grace=2).wait()
+            self._server.stop(grace=1).wait(5)
         if hasattr(self, "store"):
             self.store.close()
-        log.info("backupd stopped")
-
-    def wait(self) -> None:
-        self._stopped.wait()
+        say("backupd stopped")
 
 
 def _is_loopback(host: str) -> bool:
@@ -308,15 +370,39 @@ def _with_port(address: str, port: int) -> str:
     return f"{address.rpartition(':')[0]}:{port}"
 
 
+# --demo's listeners: the defaults of server.grpcAddress, server.httpAddress and
+# metrics.address unless these are set (HOST:PORT), e.g. to run two demos.
+DEMO_ADDRESS_ENV = {"BACKUPD_DEMO_GRPC_ADDRESS": ("server", "grpcAddress"),
+                    "BACKUPD_DEMO_HTTP_ADDRESS": ("server", "httpAddress"),
+                    "BACKUPD_DEMO_METRICS_ADDRESS": ("metrics", "address")}
+
+
 def _demo_config(root: Path) -> Path:
     """Start an embedded PostgreSQL with sample data and write a config for it."""
+    from .config_values import as_address
     from .embedded import EmbeddedPostgres, seed_sample
 
-    pg = EmbeddedPostgres(root / "postgres", password="demo-password", port=0).start()
+    addresses: dict[tuple[str, str], str] = {}
+    for var, key in DEMO_ADDRESS_ENV.items():
+        if value := os.environ.get(var):
+            try:
+                addresses[key] = as_address(value)
+            except ValueError:
+                raise ConfigError(f"{var}={value!r}: expected HOST:PORT, "
+                                  f"e.g. 127.0.0.1:8001") from None
+    pg = EmbeddedPostgres(root / "postgres", password="demo-password", port=0)
+    print(f"backupd --demo: PostgreSQL runs as {pg.runs_as}; its data: {pg.pgdata}",
+          file=sys.stderr)
+    _DEMO_SERVERS.append(pg)  # stopped by main() however the rest goes
+    pg.start()
     exists = pg.psql("SELECT 1 FROM pg_database WHERE datname = 'my_db'").strip()
     if not exists:
         seed_sample(pg, "my_db")
-    _DEMO_SERVERS.append(pg)
+    # JSON strings are YAML strings: the values cannot break out of their line.
+    listeners = "".join(f"  {name}: {json.dumps(value)}\n"
+                        for (section, name), value in addresses.items() if section == "server")
+    if ("metrics", "address") in addresses:
+        listeners += f"metrics:\n  address: {json.dumps(addresses['metrics', 'address'])}\n"
     path = root / "config.yaml"
     path.write_text(f"""# Written by backupd --demo; the database is an embedded PostgreSQL.
 database:
@@ -338,7 +424,7 @@ schedules:
     isEnabled: true
 server:
   dataDirectory: data
-""")
+{listeners}""")
     path.chmod(0o600)
     return path
 
@@ -377,19 +463,41 @@ def main(argv: list[str] | None = None) -> None:
             config_path = Path("config.yaml")
         else:
             config_path = None
-        config = load_config(config_path)
+        missing = f"{Path.cwd() / 'config.yaml'} not found and no --config given"
+        source = (str(config_path.resolve()) if config_path is not None
+                  else f"none ({missing}; defaults apply)")
+        try:
+            config = load_config(config_path)
+        except ConfigError as exc:
+            if config_path is None:  # say why every setting is missing
+                exc.message = f"no config file ({missing}), so defaults apply; {exc.message}"
+            raise
         logs.configure(config.log.level, config.log.format)
+        check_exposure(config)
         if args.check_config:
             binaries = find_pg_dump(config)
+            check_compression_support(config.backup, binaries, pgtools.supports_compression)
             found = ", ".join(f"{b.version} ({b.path})" for b in binaries)
+            print(f"config file: {source}")
             print(f"configuration OK; pg_dump: {found}")
             sys.exit(0)
+        log.info("Configuration loaded", config_file=source)
         app = App(config)
+
+        signals = [0]  # how many arrived; the stop watchdog reports repeats
+
+        def on_signal(_signum: int, _frame: Any) -> None:
+            # Runs on the main thread, wherever it is: flags only, no lock, no log.
+            signals[0] += 1
+            app.request_stop()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: threading.Thread(target=app.stop).start())
+            signal.signal(sig, on_signal)
+        deadline = config.server.shutdown_grace_seconds + STOP_MARGIN_SECONDS
         try:
             app.start()
         except BaseException:
+            _watch_stop(deadline, signals)
             app.stop()
             raise
         if args.demo:
@@ -397,7 +505,13 @@ def main(argv: list[str] | None = None) -> None:
                   f"  curl -X POST http://localhost:{app.http_port}/api/v1/backup/create\n"
                   f"  curl -X GET http://localhost:{app.http_port}/api/v1/backup/stats\n"
                   f"Press Ctrl-C to stop.\n", file=sys.stderr)
-        app.wait()
+        app.wait_for_stop_request()
+        _watch_stop(deadline, signals)
+        app.stop()
+        # Stopped: a late signal must not turn the clean exit into death by SIGTERM
+        # (the interpreter drops Python handlers while it exits, not ignored ones).
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)
     except (ConfigError, PgDumpNotFound) as exc:
         print(f"backupd: {exc.message}", file=sys.stderr)
         sys.exit(2)
@@ -407,6 +521,33 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         for pg in _DEMO_SERVERS:
             pg.stop()
+
+
+# Beyond server.shutdownGrace: pg_dump's SIGKILL delay (10 s), Envoy's and gRPC's stop,
+# delivering queued notifications. Only a hang ever reaches it.
+STOP_MARGIN_SECONDS = 30.0
+
+
+def _watch_stop(seconds: float, signals: list[int]) -> None:
+    """Stopping must always stop: if the process is still alive ``seconds`` from now
+    (a stop step or a leftover thread hangs), dump every thread's stack and exit 1;
+    children die with the process and the next start settles unfinished runs.
+    Meanwhile, say that a repeated signal changes nothing."""
+    def watchdog() -> None:
+        end = time.monotonic() + seconds
+        seen = signals[0]
+        while time.monotonic() < end:
+            time.sleep(0.2)
+            if signals[0] > seen:
+                seen = signals[0]
+                log.warning("Already shutting down; waiting for running work to stop",
+                            at_most_seconds=round(end - time.monotonic()))
+        log.error("backupd did not stop in time; exiting anyway", seconds=seconds,
+                  threads=sorted(t.name for t in threading.enumerate()))
+        faulthandler.dump_traceback(all_threads=True)
+        os._exit(1)
+
+    threading.Thread(target=watchdog, name="stop-watchdog", daemon=True).start()
 
 
 if __name__ == "__main__":

@@ -62,14 +62,16 @@ class AuthInterceptor(grpc.ServerInterceptor):
                 break
         if check_bearer(header, self.digests) is not None:
             return continuation(handler_call_details)
-        return _deny(continuation(handler_call_details),
-                     "missing or invalid bearer token; send 'authorization: Bearer <token>' "
-                     "(backupctl --token, or the BACKUP_TOKEN environment variable)")
+        return deny(continuation(handler_call_details),
+                    "missing or invalid bearer token; send 'authorization: Bearer <token>' "
+                    "(backupctl --token, or the BACKUP_TOKEN environment variable)")
 
 
-def _deny(handler: Any, message: str) -> Any:
+def deny(handler: Any, message: str,
+         code: grpc.StatusCode = grpc.StatusCode.UNAUTHENTICATED) -> Any:
+    """A handler of the same kind as ``handler`` that ends every call with ``code``."""
     def abort(request: Any, context: grpc.ServicerContext) -> Any:
-        context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+        context.abort(code, message)
 
     if handler is None:
         return None

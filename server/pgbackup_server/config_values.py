@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -52,7 +53,8 @@ class Reader:
 
 
 def show(value: Any) -> str:
-    text = repr(value) if not isinstance(value, str) else f'"{value}"'
+    # repr for text with control characters: a message must stay on one line.
+    text = repr(value) if not isinstance(value, str) or _has_control(value) else f'"{value}"'
     return text if len(text) <= 80 else text[:77] + "..."
 
 
@@ -71,8 +73,15 @@ def int_range(low: int, high: int) -> Callable[[Any], int]:
     return parse
 
 
+def _has_control(text: str) -> bool:
+    return not text.isprintable() and any(
+        unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in text)
+
+
 def as_text(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip() or "\x00" in value:
+    """A non-blank single-line string: no NUL, newline or other control character
+    (paths and names with them cannot be typed, and would forge log lines)."""
+    if not isinstance(value, str) or not value.strip() or _has_control(value):
         raise ValueError
     return value
 

@@ -10,18 +10,22 @@ from __future__ import annotations
 import errno
 import os
 import re
+import secrets
 import shutil
 import stat
+import unicodedata
 from pathlib import Path
 
-from .errors import BackupFailed, InvalidArgument, PermissionDenied
+from .errors import BackupFailed, FailedPrecondition, InvalidArgument, PermissionDenied
 
 TEMP_SUFFIX = ".partial"
 # Names the service gives its files; nothing else is ever deleted.
 BACKUP_NAME = re.compile(r"^(?:backup|globals)_[A-Za-z0-9_.-]+_"
                          r"\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}(?:_\d+)?"
                          r"\.(?:sql|sql\.gz|sql\.zst|sql\.lz4|dump|dir)$")
-TEMP_NAME = re.compile(r"^\.(?:backup|globals)_.+\.run\d+\.partial$")
+# .<final name>.run<ID>.partial, or .run<ID>-<N>.partial when that name was taken.
+TEMP_NAME = re.compile(r"^\.(?:backup|globals)_.+\.run\d+(?:-\d+)?\.partial$")
+PROBE_PREFIX = ".backupd-probe-"
 _SAFE_DB = re.compile(r"[^A-Za-z0-9_.-]")
 MAX_PATH = 4096
 NAME_MAX = 255
@@ -32,14 +36,23 @@ def safe_db_name(name: str) -> str:
     return _SAFE_DB.sub("_", name)[:100] or "db"
 
 
+def refuse_control_characters(field: str, value: str) -> None:
+    """Refuse a path or name holding a control character (NUL, newline, tab, escape...):
+    it would make a file name nobody can type, and forge lines in logs."""
+    for i, ch in enumerate(value):
+        if unicodedata.category(ch) in ("Cc", "Zl", "Zp"):
+            what = "a NUL byte" if ch == "\x00" else f"a control character (U+{ord(ch):04X})"
+            raise InvalidArgument(f"{field}: contains {what} at position {i}; paths and names "
+                                  "must not contain control characters")
+
+
 def confine(requested: str, allowed: tuple[Path, ...], field: str = "backup_dir") -> Path:
     """Resolve ``requested`` (following ``..`` and symlinks) and require it to lie
     inside one of ``allowed``; return the resolved path."""
     if not requested or not requested.strip():
         raise InvalidArgument(f"{field}: required; give a directory inside one of: "
                               f"{_roots(allowed)}")
-    if "\x00" in requested:
-        raise InvalidArgument(f"{field}: contains a NUL byte")
+    refuse_control_characters(field, requested)
     if len(requested) > MAX_PATH:
         raise InvalidArgument(f"{field}: longer than {MAX_PATH} characters")
     if any(len(part.encode("utf-8", "surrogateescape")) > NAME_MAX
@@ -64,11 +77,30 @@ def _roots(allowed: tuple[Path, ...]) -> str:
     return ", ".join(str(p) for p in allowed)
 
 
-def ensure_private_dir(path: Path) -> None:
-    """Create ``path`` (and parents) 0700; refuse a symlink or a non-directory."""
+def prepare_backup_dir(path: Path, field: str, *, requested: bool) -> None:
+    """Make sure backups can be written to ``path`` before anything runs: create it
+    (and missing parents) 0700, then create and remove a private file in it, the
+    one test that catches modes, read-only mounts and immutable flags, even as root.
+
+    A path that is or lies below something other than a directory is the caller's
+    mistake when the caller gave it (``requested``: INVALID_ARGUMENT), a configuration
+    problem otherwise; a directory that cannot be created or written is
+    FAILED_PRECONDITION. Both name ``field`` and the fix."""
+    blocker = path
+    while not os.path.lexists(blocker) and blocker != blocker.parent:
+        blocker = blocker.parent
+    if not os.path.isdir(blocker):
+        kind = ("a broken symlink" if os.path.islink(blocker) else
+                "a regular file" if os.path.isfile(blocker) else "not a directory")
+        where = (f"{path} is {kind}" if blocker == path else
+                 f"{path} lies below {blocker}, which is {kind}")
+        error = InvalidArgument if requested else FailedPrecondition
+        fix = ("choose a directory path" if requested else
+               f"move it away or point {field} at a directory")
+        raise error(f"{field}: {where}; {fix}")
     missing: list[Path] = []
     p = path
-    while not p.exists() and p != p.parent:
+    while not os.path.lexists(p):
         missing.append(p)
         p = p.parent
     for d in reversed(missing):
@@ -78,13 +110,34 @@ def ensure_private_dir(path: Path) -> None:
         except FileExistsError:
             pass
         except OSError as exc:
-            raise BackupFailed(f"cannot create backup directory {d}: "
-                               f"{exc.strerror or exc}") from None
-    st = os.lstat(path)
-    if stat.S_ISLNK(st.st_mode) and not os.path.isdir(path):
-        raise InvalidArgument(f"backup directory {path} is a broken symlink")
-    if not os.path.isdir(path):
-        raise InvalidArgument(f"backup directory {path} exists and is not a directory")
+            raise FailedPrecondition(
+                f"{field}: cannot create the backup directory {d}: {exc.strerror or exc}; "
+                f"make {d.parent} writable for the user backupd runs as (uid {os.geteuid()}) "
+                "or create the directory yourself") from None
+    if not os.path.isdir(path):  # replaced while we looked
+        raise FailedPrecondition(f"{field}: {path} is not a directory")
+    probe = path / f"{PROBE_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        os.close(create_private_file(probe))
+    except OSError as exc:
+        raise FailedPrecondition(
+            f"{field}: the backup directory {path} exists but cannot be written: "
+            f"{exc.strerror or exc}; make it writable for the user backupd runs as (uid "
+            f"{os.geteuid()}): check its permissions, its immutable flag (lsattr -d) and "
+            "whether its file system is mounted read-only") from None
+    remove_quietly(probe)
+
+
+def free_temp_path(directory: Path, name: str, run_id: int) -> Path:
+    """The temporary path of a run writing ``name``: ``.<name>.run<ID>.partial``, or
+    ``.run<ID>-2.partial``, ... when something already has that name (left by another
+    store, or planted): it is never opened, followed or removed."""
+    for n in range(1, 1000):
+        temp = directory / f".{name}.run{run_id}{'' if n == 1 else f'-{n}'}.partial"
+        if not os.path.lexists(temp):
+            return temp
+    raise BackupFailed(f"no free temporary name for {name} in {directory}; remove the "
+                       f".{name}.run{run_id}*.partial files there")
 
 
 def create_private_file(path: Path) -> int:
@@ -210,16 +263,18 @@ def delete_backup(path: Path, allowed: tuple[Path, ...]) -> int | None:
         os.close(dir_fd)
 
 
-def remove_temp(path: Path) -> None:
-    """Remove a temporary file or, for the directory format, directory of ours."""
+def remove_temp(path: Path) -> bool:
+    """Remove a temporary file or, for the directory format, directory of ours;
+    True if there was one."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
-        return
+        return False
     if stat.S_ISDIR(st.st_mode):
         shutil.rmtree(path, ignore_errors=True)
     else:
         remove_quietly(path)
+    return True
 
 
 def remove_orphan_temps(directory: Path) -> list[Path]:

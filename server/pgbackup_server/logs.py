@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import unicodedata
 from typing import Any
 
 import structlog
@@ -18,18 +19,31 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
 
 def _console(_logger: Any, _name: str, event: dict[str, Any]) -> str:
     level = str(event.pop("level", "info")).upper()
-    message = str(event.pop("event", ""))
+    message = _escape(str(event.pop("event", "")))
     timestamp = event.pop("timestamp", "")
     event.pop("logger", None)
     exc = event.pop("exception", None)
-    fields = "    ".join(f"{k}={_fmt(v)}" for k, v in event.items())
+    fields = "    ".join(f"{_escape(str(k))}={_fmt(v)}" for k, v in event.items())
     line = f"{timestamp} {level:<8}{message}" + (f"    {fields}" if fields else "")
     return line + (f"\n{exc}" if exc else "")
 
 
 def _fmt(value: Any) -> str:
-    text = str(value)
+    text = _escape(str(value))
     return f'"{text}"' if (" " in text or not text) else text
+
+
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(text: str) -> str:
+    """Control characters as escapes: a value (a path, a name, an error from
+    elsewhere) must never start a new line and forge one."""
+    if text.isprintable():
+        return text
+    return "".join(_ESCAPES.get(ch) or (f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else
+                                        f"\\u{ord(ch):04x}")
+                   if unicodedata.category(ch) in ("Cc", "Zl", "Zp") else ch for ch in text)
 
 
 def configure(level: str = "info", fmt: str = "console", stream: Any = None) -> None:

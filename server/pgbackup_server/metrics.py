@@ -97,10 +97,13 @@ class Metrics(Listener):
         self._seed()
 
     def _databases(self) -> list[str]:
-        """The databases known from the configuration (allDatabases: found at run time)."""
+        """The ``database`` labels known from the configuration: each single-database
+        target's name, each allDatabases target's globals (its databases are found at
+        run time, as ``<target>.<db>``)."""
         if not self.config.targets:
             return [self.config.database.dbname]
-        return [t.database.dbname for t in self.config.targets if not t.all_databases]
+        return [f"{t.name}-globals" if t.all_databases else t.name
+                for t in self.config.targets]
 
     def _zeroes(self) -> None:
         # Series exist from the start at 0, so rate() and increase() see the first event.
@@ -130,13 +133,18 @@ class Metrics(Listener):
             log.exception("Could not read the last backups for metrics")
 
     def _configured(self, run: Run) -> bool:
-        """Still backed up: a removed database must not show an age growing forever."""
+        """Still backed up, under the name it has now: a removed database, or one
+        recorded under an older naming, must not show an age growing forever."""
         if not self.config.targets:
             return run.database == self.config.database.dbname
         target = next((t for t in self.config.targets if t.name == (run.target or run.database)),
                       None)
-        return target is not None and (target.all_databases
-                                       or target.database.dbname == run.database)
+        if target is None:
+            return False
+        if target.all_databases:
+            return (run.database == f"{target.name}-globals"
+                    or run.database.startswith(f"{target.name}."))
+        return run.database == target.name
 
     # -- events -------------------------------------------------------------
 

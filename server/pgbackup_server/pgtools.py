@@ -106,8 +106,10 @@ def discover(configured: str | None) -> list[PgBinary]:
     return sorted(binaries, key=lambda b: (b.major, b.minor), reverse=True)
 
 
-def choose(binaries: list[PgBinary], server_major: int, server_version: str) -> PgBinary:
-    """The newest client whose major version is at least the server's."""
+def choose(binaries: list[PgBinary], server_major: int, server_version: str,
+           compression: str | None = None) -> PgBinary:
+    """The newest client whose major version is at least the server's; with
+    ``compression``, the newest such client whose build can write it, if any."""
     suitable = [b for b in binaries if b.major >= server_major]
     if not suitable:
         found = ", ".join(f"{b.version} ({b.path})" for b in binaries) or "none"
@@ -115,6 +117,12 @@ def choose(binaries: list[PgBinary], server_major: int, server_version: str) -> 
             f"no pg_dump can dump this server: server version {server_version}, pg_dump "
             f"clients found: {found}. Install PostgreSQL {server_major} client tools or set "
             f"backup.pgDumpPath to a pg_dump of version {server_major} or newer")
+    if compression is not None:
+        # Two builds of one version (the embedded wheel's without zstd, another with):
+        # take the one that can do what the configuration asks.
+        able = [b for b in suitable if supports_compression(b.path, compression)]
+        if able:
+            return able[0]
     return suitable[0]
 
 

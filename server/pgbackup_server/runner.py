@@ -24,9 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
 
-from .errors import BackupFailed, PgDumpFailed
+from .config import BackupConfig
+from .errors import BackupFailed, ConfigError, FailedPrecondition, PgDumpFailed
 from .files import (
     create_private_file,
+    free_temp_path,
     fsync_dir,
     publish,
     publish_directory,
@@ -64,6 +66,35 @@ class DumpPlan:
         return DumpPlan(self.binary, "plain", "none", None, None, ".sql", globals_only=True)
 
 
+def needed_capability(format: str, compression_method: str | None) -> str | None:
+    """The compression method the pg_dump build must support for an explicit
+    ``backup.compression`` in ``format``; None when any build will do (gzip is in
+    every build, and zstd for plain SQL is done in-process)."""
+    if compression_method in (None, "none", "gzip"):
+        return None
+    if format == "plain" and compression_method == "zstd":
+        return None
+    return compression_method
+
+
+def _capability_fix(method: str) -> str:
+    return (f"install a {method}-capable pg_dump (pip install '.[zstd]' on Python 3.12+, or "
+            "your distribution's postgresql-client) or set backup.compression: gzip")
+
+
+def check_compression_support(backup: BackupConfig, binaries: list[PgBinary],
+                              supports: Callable[[str, str], bool]) -> None:
+    """At startup (and ``--check-config``): refuse an explicit ``backup.compression``
+    that no pg_dump found here can write, instead of failing every backup later."""
+    method = needed_capability(backup.format, backup.compression.method
+                               if backup.compression else None)
+    if method is None or not binaries or any(supports(b.path, method) for b in binaries):
+        return
+    found = ", ".join(f"{b.version} {b.path}" for b in binaries)
+    raise ConfigError(f"backup.compression: no pg_dump found here supports {method} for "
+                      f"format {backup.format} (found: {found}); {_capability_fix(method)}")
+
+
 def plan_dump(binary: PgBinary, *, format: str, compression_method: str | None,
               compression_level: int, compress_backup: bool,
               supports: Callable[[str, str], bool], jobs: int = 1) -> DumpPlan:
@@ -72,6 +103,8 @@ def plan_dump(binary: PgBinary, *, format: str, compression_method: str | None,
     ``compressBackup`` without an explicit compression means zstd level 1,
     the cheapest good setting measured here: inside pg_dump (custom format)
     where the build has zstd, else plain SQL streamed through ``zstandard``.
+    An explicit ``backup.compression`` the chosen pg_dump cannot write is
+    FAILED_PRECONDITION (startup refuses it when no pg_dump here can).
     """
     method, level = compression_method, compression_level
     if method is None:
@@ -79,23 +112,23 @@ def plan_dump(binary: PgBinary, *, format: str, compression_method: str | None,
         if compress_backup and format == "plain" and supports(binary.path, "zstd"):
             format = "custom"
     label = "none" if method == "none" else f"{method}:{level}"
+    needed = needed_capability(format, compression_method)
+    if needed is not None and not supports(binary.path, needed):
+        raise FailedPrecondition(
+            f"backup.compression: {label} with format {format} needs a pg_dump built with "
+            f"{needed} support, and pg_dump {binary.version} ({binary.path}), the one chosen "
+            f"for this server, was built without it; {_capability_fix(needed)}")
     if format == "directory":
         if method != "none" and not supports(binary.path, method):
-            if compression_method is not None:
-                raise BackupFailed(f"pg_dump {binary.version} ({binary.path}) was built "
-                                   f"without {method} support; set backup.compression to gzip")
             # compressBackup on a build without zstd: gzip at its cheapest level.
             method, level, label = "gzip", 1, "gzip:1"
         return DumpPlan(binary, "directory", label, "0" if method == "none" else label, None,
                         ".dir", jobs=jobs)
     if format == "custom":
         if method != "none" and not supports(binary.path, method):
-            if compression_method is None:
-                # compressBackup on a build without zstd: the format the operator chose,
-                # with gzip at its cheapest level.
-                return DumpPlan(binary, "custom", "gzip:1", "gzip:1", None, ".dump")
-            raise BackupFailed(f"pg_dump {binary.version} ({binary.path}) was built without "
-                               f"{method} support; set backup.compression to gzip or zstd")
+            # compressBackup on a build without zstd: the format the operator chose,
+            # with gzip at its cheapest level.
+            return DumpPlan(binary, "custom", "gzip:1", "gzip:1", None, ".dump")
         return DumpPlan(binary, "custom", label, "0" if method == "none" else label, None,
                         ".dump")
     if method == "none":
@@ -104,9 +137,6 @@ def plan_dump(binary: PgBinary, *, format: str, compression_method: str | None,
         # pg_dump can write a zstd plain dump too, but in-process keeps one code path
         # for every build and measured within noise of pg_dump's own.
         return DumpPlan(binary, "plain", label, None, level, ".sql.zst")
-    if not supports(binary.path, method):
-        raise BackupFailed(f"pg_dump {binary.version} ({binary.path}) was built without "
-                           f"{method} support; set backup.compression to gzip or zstd")
     return DumpPlan(binary, "plain", label, label, None, {"gzip": ".sql.gz",
                                                           "lz4": ".sql.lz4"}[method])
 
@@ -237,15 +267,22 @@ class DumpProcess:
             _signal_group(proc, signal.SIGKILL)
 
     def run(self, directory: Path, stem: str, run_id: int, timeout: float,
-            on_progress: Callable[[int], None] | None = None) -> DumpOutcome:
-        """Dump into ``directory`` as ``stem`` + extension; raise on any failure."""
-        temp = directory / f".{stem}{self.plan.extension}.run{run_id}.partial"
+            on_progress: Callable[[int], None] | None = None, *,
+            temp: Path | None = None) -> DumpOutcome:
+        """Dump into ``directory`` as ``stem`` + extension; raise on any failure.
+        ``temp``: the temporary path (default: a free one, see files.free_temp_path)."""
+        if temp is None:
+            temp = free_temp_path(directory, f"{stem}{self.plan.extension}", run_id)
         if self.plan.format == "directory":
             return self._run_directory(directory, temp, stem, timeout, on_progress)
-        env, passfile = child_env(self.conninfo, self.runtime_dir)
-        fd = -1
         try:
             fd = create_private_file(temp)
+        except OSError as exc:  # nothing of ours to remove: the name was not ours
+            raise BackupFailed(f"cannot create the temporary file {temp}: "
+                               f"{exc.strerror or exc}") from None
+        passfile: str | None = None
+        try:
+            env, passfile = child_env(self.conninfo, self.runtime_dir)
             proc, tail, reader, timer = self._start(self.argv(), env, subprocess.PIPE, timeout)
             assert proc.stdout is not None
             try:
@@ -279,8 +316,10 @@ class DumpProcess:
             if fd >= 0:
                 os.close(fd)
                 fd = -1
-            remove_quietly(temp)
+            # A directory that turned read-only keeps the file: the next start removes
+            # it; the run's own error is the one to report.
             with contextlib.suppress(OSError):
+                remove_quietly(temp)
                 fsync_dir(directory)
             raise
         finally:
@@ -344,6 +383,7 @@ class DumpProcess:
                 reader.join(5)
             self._check_exit(returncode, tail, temp)
             os.chmod(temp, 0o700)
+            private_files(temp)
             size, digest = tree_digest(temp)
             final = publish_directory(temp, directory, stem, self.plan.extension)
             return DumpOutcome(final, size, digest, size)
@@ -386,6 +426,18 @@ class DumpProcess:
         if compressor is not None:
             sink.close()
         return seen
+
+
+def private_files(path: Path) -> None:
+    """Make the files pg_dump wrote in a directory backup 0600 (it creates them with
+    its umask, 0644 by default), like every other backup file."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        for entry in os.scandir(fd):
+            if entry.is_file(follow_symlinks=False):
+                os.chmod(entry.name, 0o600, dir_fd=fd)
+    finally:
+        os.close(fd)
 
 
 def tree_size(path: Path) -> int:

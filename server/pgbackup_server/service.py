@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -23,7 +24,14 @@ import structlog
 from . import files, pgtools
 from .cleanup import Cleaner
 from .config import Config, TargetConfig
-from .errors import BackupError, BackupFailed, InvalidArgument, ResourceExhausted, Unavailable
+from .errors import (
+    BackupError,
+    BackupFailed,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
 from .events import EventHub
 from .models import (
     CleanupResult,
@@ -37,11 +45,14 @@ from .models import (
     Trigger,
 )
 from .progress import ProgressTracker
-from .runner import DumpProcess, plan_dump
+from .runner import DumpProcess, needed_capability, plan_dump
 
 log = structlog.get_logger("pgbackup")
 
 Clock = Callable[[], datetime]
+
+SHUTDOWN_CANCELLED = "cancelled: the service shut down (server.shutdownGrace expired)"
+NOT_STARTED = "cancelled: the service shut down before this run started"
 
 
 def utc_now() -> datetime:
@@ -66,14 +77,15 @@ class RunStore(Protocol):
     def set_file_state(self, run_ids: list[int], state: FileState) -> None: ...
     def get(self, run_id: int) -> Run: ...
     def list_runs(self, *, database: str = "", status: RunStatus | None = None,
-                  page_size: int = 0, page_token: str = "") -> RunPage: ...
+                  page_size: int = 0, page_token: str = "", target: str = "") -> RunPage: ...
+    def has_database(self, database: str) -> bool: ...
     def unfinished_runs(self) -> list[Run]: ...
     def present_runs(self, backup_dir: str | None = None) -> list[Run]: ...
     def latest_status_by_database(self,
                                   backup_dir: str) -> dict[tuple[str, str], RunStatus]: ...
     def last_scheduled_run(self, schedule: str) -> Run | None: ...
     def backup_dirs(self) -> list[str]: ...
-    def stats(self, backup_directory: str, database: str = "") -> Stats: ...
+    def stats(self, backup_directory: str, database: str = "", target: str = "") -> Stats: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +101,11 @@ class _Job:
     retention_days: int
     cleanup_old: bool
     target: TargetConfig
-    database: str  # the database dumped (differs from the target's for allDatabases)
+    database: str  # the run's database: the target's name, <target>.<db>, <target>-globals
+    dbname: str = ""  # the PostgreSQL database dumped (empty: the one in the target's URL)
     globals_only: bool = False
+    dir_field: str = "backup.directory"  # what names the directory in errors
+    requested: bool = False  # the caller gave the directory (create-custom)
 
 
 class BackupService:
@@ -121,6 +136,7 @@ class BackupService:
         self._tracker = ProgressTracker(store, clock)
         self._cleaner = Cleaner(config.backup, store, self.targets, self.events, clock)
         self._closing = False
+        self._cancelling = False
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -135,8 +151,10 @@ class BackupService:
                                    error="interrupted: the service stopped during this run")
             log.warning("Backup run interrupted by a service stop", run_id=run.id,
                         database=run.database)
-            if run.temp_path and files.TEMP_NAME.match(Path(run.temp_path).name):
-                files.remove_temp(Path(run.temp_path))
+            if (run.temp_path and files.TEMP_NAME.match(Path(run.temp_path).name)
+                    and files.remove_temp(Path(run.temp_path))):
+                log.info("Removed temporary file left by a crash", run_id=run.id,
+                         file_path=run.temp_path)
             self.events.on_run_finished(self.store.get(run.id))
         for stale in self.runtime_dir.glob("pgpass-*"):  # left by a SIGKILL: hold a password
             files.remove_quietly(stale)
@@ -158,36 +176,36 @@ class BackupService:
             futures = list(self._futures.values())
         for f in futures:
             f.cancel()  # queued runs do not start during the grace; running ones go on
-        done = threading.Event()
-
-        def wait_all() -> None:
-            for f in futures:
-                f.exception()
-            done.set()
-
-        threading.Thread(target=wait_all, daemon=True).start()
-        if not done.wait(grace_seconds):
-            with self._lock:
-                active = list(self._active.values())
-            for dump in active:
-                dump.stop("cancelled: the service shut down (server.shutdownGrace expired)")
+        # wait() counts a cancelled future as done (Future.exception() raises on one).
+        wait_futures(futures, timeout=grace_seconds)
+        with self._lock:
+            # From here a run that had not reached pg_dump yet fails instead of starting it.
+            self._cancelling = True
+            active = list(self._active.values())
+        for dump in active:
+            dump.stop(SHUTDOWN_CANCELLED)
         for pool in self._pools.values():
             pool.shutdown(wait=True, cancel_futures=True)
         now = self.clock()
         for run in self.store.unfinished_runs():
-            self.store.mark_failed(run.id, finished_at=now,
-                                   error="cancelled: the service shut down before this run "
-                                         "started")
+            self.store.mark_failed(run.id, finished_at=now, error=NOT_STARTED)
             self.events.on_run_finished(self.store.get(run.id))
 
     # -- backups ------------------------------------------------------------
 
     def target(self, name: str = "") -> TargetConfig:
-        """The configured target called ``name`` (empty: the first one)."""
+        """The configured target called ``name`` (empty: the first one). A name that is
+        no target's but the PostgreSQL database of exactly one single-database target
+        means that target."""
         if not name:
             return self.config.targets[0]
         if name in self.targets:
             return self.targets[name]
+        files.refuse_control_characters("database", name)
+        by_dbname = [t for t in self.config.targets
+                     if not t.all_databases and t.database.dbname == name]
+        if len(by_dbname) == 1:
+            return by_dbname[0]
         raise InvalidArgument(f"database: unknown target {name!r}; configured: "
                               f"{', '.join(self.targets)}")
 
@@ -205,16 +223,21 @@ class BackupService:
         b = self.config.backup
         target = self.target(database)
         retention = target.retention_days or b.retention_days
+        if trigger is Trigger.MANUAL:
+            # Refused before any run exists: a request that cannot run is not a failed
+            # backup. A scheduled fire is recorded as FAILED instead, never silent.
+            files.prepare_backup_dir(b.directory, "backup.directory", requested=False)
         jobs = self._jobs_or_failed_run(target, b.directory, retention, b.cleanup_old,
                                         trigger, schedule)
         return self._submit(jobs, trigger=trigger, schedule=schedule, background=background)
 
     def _jobs_or_failed_run(self, target: TargetConfig, directory: Path, retention: int,
-                            cleanup_old: bool, trigger: Trigger, schedule: str) -> list[_Job]:
+                            cleanup_old: bool, trigger: Trigger, schedule: str,
+                            dir_field: str = "backup.directory") -> list[_Job]:
         """The jobs of a request; when even discovering them fails (allDatabases on an
         unreachable server), record a FAILED run so the failure is never silent."""
         try:
-            return self._jobs_for(target, directory, retention, cleanup_old)
+            return self._jobs_for(target, directory, retention, cleanup_old, dir_field)
         except BackupError as exc:
             now = self.clock()
             run = self.store.create_run(database=f"{target.name}-globals", trigger=trigger,
@@ -238,8 +261,9 @@ class BackupService:
         directory = files.confine(backup_dir, self.config.backup.allowed_directories)
         target = self.target(database)
         retention = retention_days or target.retention_days or self.config.backup.retention_days
+        files.prepare_backup_dir(directory, "backup_dir", requested=True)
         jobs = self._jobs_or_failed_run(target, directory, retention, cleanup_old,
-                                        Trigger.MANUAL, "")
+                                        Trigger.MANUAL, "", dir_field="backup_dir")
         return self._submit(jobs, trigger=Trigger.MANUAL, schedule="", background=background)
 
     def run_scheduled(self, schedule: str) -> None:
@@ -252,14 +276,18 @@ class BackupService:
             pass  # recorded on the run(s), logged and notified
 
     def _jobs_for(self, target: TargetConfig, directory: Path, retention: int,
-                  cleanup_old: bool) -> list[_Job]:
+                  cleanup_old: bool, dir_field: str) -> list[_Job]:
+        """One job per database: the runs are named after the configured target (its
+        name is the identity the operator chose), ``<target>.<db>`` for each database
+        an allDatabases target finds, ``<target>-globals`` for its globals."""
+        job = partial(_Job, directory, retention, cleanup_old, target, dir_field=dir_field,
+                      requested=dir_field == "backup_dir")
         if not target.all_databases:
-            return [_Job(directory, retention, cleanup_old, target, target.database.dbname)]
+            return [job(target.name)]
         # Discovered at each run, so new databases are picked up without a restart.
         names = pgtools.list_databases(self._conninfo_by_target[target.name])
-        jobs = [_Job(directory, retention, cleanup_old, target, name) for name in names]
-        jobs.append(_Job(directory, retention, cleanup_old, target, f"{target.name}-globals",
-                         globals_only=True))
+        jobs = [job(f"{target.name}.{name}", dbname=name) for name in names]
+        jobs.append(job(f"{target.name}-globals", globals_only=True))
         return jobs
 
     def _submit(self, jobs: list[_Job], *, trigger: Trigger, schedule: str,
@@ -309,7 +337,7 @@ class BackupService:
             return CreateResult(self.store.get(runs[0].id),
                                 runs=tuple(self.store.get(r.id) for r in runs))
         if len(futures) == 1:
-            return futures[0].result()
+            return _result(futures[0])
         return self._gather(futures)
 
     def _gather(self, futures: list[Future[CreateResult]]) -> CreateResult:
@@ -318,7 +346,7 @@ class BackupService:
         failures: list[BackupError] = []
         for future in futures:
             try:
-                results.append(future.result())
+                results.append(_result(future))
             except BackupError as exc:
                 failures.append(exc)
         if failures:
@@ -337,9 +365,9 @@ class BackupService:
 
     def _execute(self, run: Run, job: _Job) -> CreateResult:
         bound = log.bind(run_id=run.id, database=run.database)
-        conninfo = self.conninfo_for(job.target.name, "" if job.globals_only else job.database)
+        conninfo = self.conninfo_for(job.target.name, job.dbname)
         if self._closing:  # queued before shutdown: left PENDING, recorded as cancelled
-            raise Unavailable("cancelled: the service shut down before this run started")
+            raise Unavailable(NOT_STARTED)
         return self._dump(run, job, conninfo, self.clock(), bound)
 
     def _dump(self, run: Run, job: _Job, conninfo: dict[str, str], started: datetime,
@@ -347,29 +375,31 @@ class BackupService:
         b = self.config.backup
         bound.info("Database backup job started", backup_dir=str(job.directory))
         try:
+            files.prepare_backup_dir(job.directory, job.dir_field, requested=job.requested)
             server = pgtools.query_server(conninfo)
-            binary = pgtools.choose(self.binaries, server.major, server.version)
-            plan = plan_dump(binary, format=b.format,
-                             compression_method=b.compression.method if b.compression else None,
+            method = b.compression.method if b.compression else None
+            wanted = needed_capability(b.format, method) or (
+                "zstd" if b.compress_backup and method is None else None)
+            binary = pgtools.choose(self.binaries, server.major, server.version, wanted)
+            plan = plan_dump(binary, format=b.format, compression_method=method,
                              compression_level=b.compression.level if b.compression else 0,
                              compress_backup=b.compress_backup,
                              supports=pgtools.supports_compression, jobs=b.jobs)
             if job.globals_only:
                 plan = plan.for_globals()
-            files.ensure_private_dir(job.directory)
             stamp = started.astimezone(self.config.scheduler.tz).strftime("%Y-%m-%d_%H-%M-%S")
             kind = "globals" if job.globals_only else "backup"
-            # Two servers may both have a database "postgres": name the target too.
-            name = (job.target.name if job.globals_only else
-                    f"{job.target.name}.{run.database}" if job.target.all_databases
-                    else run.database)
+            # The run's database names the file; globals_<target> for the globals.
+            name = job.target.name if job.globals_only else run.database
             stem = f"{kind}_{files.safe_db_name(name)}_{stamp}"
+            temp = files.free_temp_path(job.directory, f"{stem}{plan.extension}", run.id)
             dump = DumpProcess(plan, conninfo, str(self.runtime_dir))
             with self._lock:
+                if self._cancelling:
+                    raise Unavailable(SHUTDOWN_CANCELLED)
                 self._active[run.id] = dump
             self.store.mark_running(
-                run.id, started_at=started,
-                    temp_path=str(job.directory / f".{stem}{plan.extension}.run{run.id}.partial"),
+                run.id, started_at=started, temp_path=str(temp),
                 format=plan.format, compression=plan.compression,
                 pg_dump_version=binary.version, server_version=server.version)
             self.events.on_run_started(self.store.get(run.id))
@@ -378,10 +408,15 @@ class BackupService:
                         compression=plan.compression)
             outcome = dump.run(job.directory, stem, run.id, b.timeout_seconds,
                                on_progress=self._tracker.recorder(run.id,
-                                                                  server.database_size))
+                                                                  server.database_size),
+                               temp=temp)
         except BackupError as exc:
             self._fail(run, started, exc, bound)
-        except Exception as exc:  # a bug or an unexpected OS error: still record the run
+        except OSError as exc:  # the file system changed under the run: no bug, no traceback
+            where = f" ({exc.filename})" if exc.filename else ""
+            self._fail(run, started, BackupFailed(f"file system error{where}: "
+                                                  f"{exc.strerror or exc}"), bound)
+        except Exception as exc:  # a bug: still record the run
             bound.exception("Backup crashed")
             self._fail(run, started, BackupFailed(f"internal error: {exc}"), bound)
         finally:
@@ -434,15 +469,30 @@ class BackupService:
 
     # -- queries ------------------------------------------------------------
 
+    def _scope(self, database: str) -> tuple[str, str]:
+        """(target, database) selected by a ``database`` filter: a configured target's
+        name selects all its runs (also those recorded under an older naming); any
+        other value the runs with that database; a name that is neither is NOT_FOUND,
+        never an empty answer that looks like "no backups"."""
+        if not database:
+            return "", ""
+        if database in self.targets:
+            return database, ""
+        files.refuse_control_characters("database", database)
+        if self.store.has_database(database):
+            return "", database
+        raise NotFound(f'database: no backups or target named "{database}"; configured: '
+                       f"{', '.join(self.targets)}")
+
     def stats(self, database: str = "") -> Stats:
-        return self.store.stats(str(self.config.backup.directory), database)
+        target, database = self._scope(database)
+        return self.store.stats(str(self.config.backup.directory), database, target=target)
 
     def list_backups(self, *, database: str = "", status: RunStatus | None = None,
                      page_size: int = 0, page_token: str = "") -> RunPage:
-        if page_size < 0:
-            raise InvalidArgument(f"page_size: must be >= 0, got {page_size}")
+        target, database = self._scope(database)
         return self.store.list_runs(database=database, status=status, page_size=page_size,
-                                    page_token=page_token)
+                                    page_token=page_token, target=target)
 
     def get_backup(self, run_id: int) -> Run:
         if run_id < 1:
@@ -461,6 +511,14 @@ class BackupService:
 
     def list_schedules(self) -> list[ScheduleInfo]:
         return self.schedules_provider()
+
+
+def _result(future: Future[CreateResult]) -> CreateResult:
+    """The run's result; a run cancelled by the shutdown before it started is UNAVAILABLE."""
+    try:
+        return future.result()
+    except CancelledError:
+        raise Unavailable(NOT_STARTED) from None
 
 
 def _server_key(conninfo: dict[str, str]) -> tuple[str, str]:

@@ -253,14 +253,17 @@ class SqlRunStore:
         return _row_to_run(row)
 
     def list_runs(self, *, database: str = "", status: RunStatus | None = None,
-                  page_size: int = 0, page_token: str = "") -> RunPage:
+                  page_size: int = 0, page_token: str = "", target: str = "") -> RunPage:
+        """Runs, newest first; ``database`` and ``target`` filter on those columns."""
+        if not 0 <= page_size <= MAX_PAGE_SIZE:
+            raise InvalidArgument(f"page_size: must be between 1 and {MAX_PAGE_SIZE} (0 or "
+                                  f"unset: {DEFAULT_PAGE_SIZE}), got {page_size}")
         size = page_size or DEFAULT_PAGE_SIZE
-        if not 1 <= size <= MAX_PAGE_SIZE:
-            raise InvalidArgument(f"page_size: must be between 1 and {MAX_PAGE_SIZE}, got "
-                                  f"{page_size}")
         query = select(runs).order_by(runs.c.id.desc()).limit(size + 1)
         if database:
             query = query.where(runs.c.database == database)
+        if target:
+            query = query.where(runs.c.target == target)
         if status is not None:
             query = query.where(runs.c.status == status.value)
         if page_token:
@@ -309,13 +312,36 @@ class SqlRunStore:
             row = conn.execute(query).first()
         return None if row is None else _row_to_run(row)
 
-    def stats(self, backup_directory: str, database: str = "") -> Stats:
-        """Totals from the derived tables; oldest/newest and the last outcomes are
-        index seeks. Nothing here scans the runs."""
-        scope = (run_totals.c.database == database) if database else true()
-        present_scope = and_(runs.c.present.is_(True),
-                             runs.c.database == database if database else true())
+    def has_database(self, database: str) -> bool:
+        """Whether any run was recorded with this database."""
         with self.engine.connect() as conn:
+            return conn.execute(select(run_totals.c.database)
+                                .where(run_totals.c.database == database).limit(1)).first() \
+                is not None
+
+    @staticmethod
+    def _target_databases(conn: Connection, target: str) -> list[str]:
+        """The database values of a target's runs. A value is the target's when its
+        newest run is (one index seek per distinct value; no scan of the runs)."""
+        out = []
+        for (db,) in conn.execute(select(run_totals.c.database).distinct()).all():
+            owner = conn.execute(select(runs.c.target).where(runs.c.database == db)
+                                 .order_by(runs.c.id.desc()).limit(1)).scalar()
+            if owner == target:
+                out.append(db)
+        return out
+
+    def stats(self, backup_directory: str, database: str = "", target: str = "") -> Stats:
+        """Totals from the derived tables; oldest/newest and the last outcomes are
+        index seeks. Nothing here scans the runs. ``database`` restricts them to one
+        database value, ``target`` to the database values of that target's runs."""
+        with self.engine.connect() as conn:
+            databases = ([database] if database else
+                         self._target_databases(conn, target) if target else None)
+            scope = true() if databases is None else run_totals.c.database.in_(databases)
+            present_scope = and_(runs.c.present.is_(True),
+                                 true() if databases is None
+                                 else runs.c.database.in_(databases))
             rows = conn.execute(select(run_totals.c.status, run_totals.c.file_state,
                                        run_totals.c.verification, func.sum(run_totals.c.runs),
                                        func.sum(run_totals.c.size_bytes))
@@ -326,8 +352,8 @@ class SqlRunStore:
                                   .where(present_scope)).scalar()
             newest = conn.execute(select(func.max(runs.c.started_at))
                                   .where(present_scope)).scalar()
-            latest = self._latest(conn, database)
-            per_db = self._per_database(conn) if not database else ()
+            latest = self._latest(conn, databases)
+            per_db = self._per_database(conn) if databases is None else ()
         by_status: dict[str, int] = {}
         verified: dict[str, int] = {}
         total = size = 0
@@ -365,8 +391,8 @@ class SqlRunStore:
         return out[0], out[1]
 
     def _latest(self, conn: Connection,
-                database: str) -> tuple[RunSummary | None, RunSummary | None]:
-        scope = (database_latest.c.database == database) if database else true()
+                databases: list[str] | None) -> tuple[RunSummary | None, RunSummary | None]:
+        scope = true() if databases is None else database_latest.c.database.in_(databases)
         ok_id, fail_id = conn.execute(select(func.max(database_latest.c.last_success_id),
                                              func.max(database_latest.c.last_failure_id))
                                       .where(scope)).one()

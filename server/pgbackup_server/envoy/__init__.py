@@ -24,17 +24,24 @@ from types import TracebackType
 
 __all__ = [
     "DESCRIPTOR_PATH",
+    "REST_API_PATH",
+    "REST_GUARD_PATH",
     "TEMPLATE_PATH",
     "EnvoyProcess",
     "TlsFiles",
     "find_envoy",
     "render_config",
+    "rest_guard_code",
 ]
 
 _HERE = Path(__file__).resolve().parent
 # Descriptor set written by scripts/gen_proto.py; packaged with the module.
 DESCRIPTOR_PATH = _HERE / "backup.pb"
 TEMPLATE_PATH = _HERE / "envoy.yaml.tmpl"
+# The Lua filter that checks REST requests before the transcoder: the
+# allow-list generated from the descriptor, then the checks.
+REST_API_PATH = _HERE / "rest_api.lua"
+REST_GUARD_PATH = _HERE / "rest_guard.lua"
 
 LOG_LEVELS = frozenset({"trace", "debug", "info", "warning", "warn", "error", "critical", "off"})
 
@@ -55,6 +62,8 @@ os.execv(sys.argv[2], sys.argv[2:])
 
 # The TLS block replaces a line holding only this placeholder, at its indentation.
 _TRANSPORT_SOCKET = re.compile(r"^(?P<indent>[ \t]*)\$\{transport_socket\}[ \t]*\n", re.M)
+# So does the Lua code, inside a YAML literal block.
+_REST_GUARD = re.compile(r"^(?P<indent>[ \t]*)\$\{rest_guard\}[ \t]*\n", re.M)
 
 
 @dataclass(frozen=True)
@@ -119,6 +128,31 @@ def _tls_lines(tls: TlsFiles) -> list[str]:
     return lines
 
 
+def rest_guard_code(api_lua: str | None = None) -> str:
+    """Lua source of the REST request check: the allow-list, then the checks.
+
+    ``api_lua`` is the generated allow-list (default: the packaged rest_api.lua).
+    """
+    if api_lua is None:
+        api_lua = REST_API_PATH.read_text()
+    return f"{api_lua.rstrip()}\n\n{REST_GUARD_PATH.read_text()}"
+
+
+def _block(template: str, pattern: re.Pattern[str], lines: list[str] | None) -> tuple[str, int]:
+    """Replace the placeholder line ``pattern`` by ``lines`` at its indentation."""
+
+    def block(match: re.Match[str]) -> str:
+        if lines is None:
+            return ""
+        indent = match.group("indent")
+        # Escape "$" so the substitution below leaves paths and code alone.
+        return "".join(
+            (f"{indent}{line}" if line else "").replace("$", "$$") + "\n" for line in lines
+        )
+
+    return pattern.subn(block, template)
+
+
 def render_config(
     template: str,
     *,
@@ -129,11 +163,13 @@ def render_config(
     descriptor: str | os.PathLike[str],
     admin_port: int,
     tls: TlsFiles | None = None,
+    rest_guard: str | None = None,
 ) -> str:
     """Return the Envoy bootstrap YAML for ``template`` (see envoy.yaml.tmpl).
 
     Hosts may be bracketed IPv6 literals ("[::1]"). ``descriptor`` is read by
-    Envoy, relative to its working directory.
+    Envoy, relative to its working directory. ``rest_guard`` is the Lua code
+    for the line holding only ``${rest_guard}`` (default: ``rest_guard_code()``).
     Raises ``ValueError`` for a bad port, a listener host that is not an IP
     address, or a template without a place for ``tls``; ``KeyError`` for an
     unknown placeholder in the template.
@@ -150,16 +186,12 @@ def render_config(
     if not grpc_host:
         raise ValueError("grpc_host must not be empty")
 
-    def block(match: re.Match[str]) -> str:
-        if tls is None:
-            return ""
-        indent = match.group("indent")
-        # Escape "$" so the substitution below leaves paths alone.
-        return "".join(f"{indent}{line}\n".replace("$", "$$") for line in _tls_lines(tls))
-
-    template, found = _TRANSPORT_SOCKET.subn(block, template)
+    template, found = _block(template, _TRANSPORT_SOCKET, _tls_lines(tls) if tls else None)
     if tls is not None and found != 1:
         raise ValueError("template needs exactly one line holding only ${transport_socket}")
+    if _REST_GUARD.search(template):
+        code = rest_guard if rest_guard is not None else rest_guard_code()
+        template, _ = _block(template, _REST_GUARD, code.splitlines())
 
     return string.Template(template).substitute(
         ports,

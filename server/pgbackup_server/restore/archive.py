@@ -31,7 +31,7 @@ class TocEntry:
 @dataclass(frozen=True, slots=True)
 class Archive:
     version: tuple[int, int, int]
-    format: str  # custom or directory
+    format: str  # custom or directory ("plain": a plain dump's sections, see plaintoc)
     entries: tuple[TocEntry, ...]
     data_start: int  # custom format: offset of the first data block
     int_size: int

@@ -3,16 +3,13 @@ size of its data, from an archive's table of contents or a plain dump's headers.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from pathlib import Path
 
 from ..models import Run
 from .archive import data_sizes, read_archive
-from .models import BackupContents, ContentEntry
-from .plain import plain_sql
-
-_HEADER = re.compile(rb"^-- (Data for )?Name: (.*); Type: ([A-Z ]+); Schema: (.*?); Owner: ")
+from .models import BackupContents, ContentEntry, Corrupt
+from .plaintoc import read_plain_toc
 
 # Dependent or bookkeeping entries: shown through their parent, not listed.
 _NOT_LISTED = frozenset({
@@ -32,42 +29,16 @@ def backup_contents(run: Run) -> BackupContents:
 
 def plain_contents(run: Run) -> BackupContents:
     """Entries from the comment headers pg_dump writes before each object; a table's
-    size is the bytes of its COPY block."""
-    entries: dict[tuple[str, str, str], int] = {}
-    schemas: set[str] = set()
-    current: tuple[str, str, str] | None = None
-    in_copy = False
-    rest = b""
-    for chunk in plain_sql(run):
-        lines = (rest + chunk).split(b"\n")
-        rest = lines.pop()
-        for line in lines:
-            if in_copy:
-                # Row data may look like anything, headers included: only \. ends it.
-                if current is not None:
-                    entries[current] += len(line) + 1
-                in_copy = line.rstrip(b"\r") != b"\\."
-                continue
-            if line.startswith(b"COPY ") and line.rstrip().endswith(b"FROM stdin;"):
-                in_copy = True
-                continue
-            m = _HEADER.match(line)
-            if not m:
-                continue
-            name, kind, schema = (g.decode("utf-8", "replace") for g in m.group(2, 3, 4))
-            schema = "" if schema == "-" else schema
-            if kind == "SCHEMA":
-                schemas.add(name)
-                current = None
-            elif m.group(1) and kind in ("TABLE DATA", "MATERIALIZED VIEW DATA"):
-                key = (schema, name, "TABLE" if kind == "TABLE DATA" else "MATERIALIZED VIEW")
-                entries.setdefault(key, 0)
-                current = key
-            else:
-                current = None  # a COPY after any other header is not a table's data
-                if kind not in _NOT_LISTED:
-                    entries.setdefault((schema, name, kind), 0)
-    return _contents(((s, n, k, size) for (s, n, k), size in entries.items()), schemas)
+    size is the bytes of its COPY rows."""
+    toc = read_plain_toc(run)
+    if toc.problem:
+        raise Corrupt(toc.problem)
+    data = {(s.namespace, s.tag, s.desc.removesuffix(" DATA")): s.data_size
+            for s in toc.sections if s.desc in ("TABLE DATA", "MATERIALIZED VIEW DATA")}
+    rows = {(s.namespace, s.tag, s.desc): data.get((s.namespace, s.tag, s.desc), 0)
+            for s in toc.sections if s.desc not in _NOT_LISTED}
+    return _contents(((s, n, k, size) for (s, n, k), size in rows.items()),
+                     {s.tag for s in toc.sections if s.desc == "SCHEMA"})
 
 
 def archive_contents(path: Path) -> BackupContents:

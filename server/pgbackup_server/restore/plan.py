@@ -1,6 +1,7 @@
 """How one restore goes, decided before it is recorded: the target database, the
 mode (a new database, an empty one, a staging database swapped in, or objects
-replaced in place) and, for a partial restore, the archive entries."""
+replaced in place) and, for a partial restore, the entries of the archive's table
+of contents or of the plain dump's sections."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import FailedPrecondition
+from ..errors import FailedPrecondition, InvalidArgument
 from ..models import Run
 from .archive import Archive, read_archive
-from .databases import database_exists, database_state
+from .databases import connect, database_exists, database_state
 from .models import Corrupt
-from .selection import Selection, select_entries
+from .plaintoc import PlainToc, read_plain_toc
+from .selection import Selection, exists_in, select_entries, unmet_reads
+from .verify import check_recorded
 
 
 @dataclass
@@ -27,6 +30,8 @@ class Plan:
     #            "replace": partial restore over existing objects (--clean)
     selection: Selection | None = None
     jobs: int = 0
+    toc: PlainToc | None = None  # a plain partial restore: the sections, file checksummed
+    checksum_failure: str = ""  # a plain partial restore: the file is not as recorded
 
     @property
     def busy_key(self) -> str:
@@ -40,16 +45,55 @@ def plan_restore(run: Run, server: dict[str, str], *, target_database: str, over
     partial = bool(schemas or tables)
     archive: Archive | None = None
     if partial:  # names are checked before anything else happens
-        try:
-            archive = read_archive(Path(run.file_path))
-        except Corrupt as exc:
-            raise FailedPrecondition(f"backup {run.id}: {exc.reason}") from None
-        select_entries(archive, schemas, tables, run.id)
+        archive = _table_of_contents(run, plan)
+        if archive is not None:
+            select_entries(archive, schemas, tables, run.id)
     _plan_target(run, plan, overwrite, partial)
     if archive is not None:
         plan.selection = select_entries(archive, schemas, tables, run.id,
                                         replacing=plan.mode == "replace")
+        _check_reads(plan, archive, plan.selection, schemas)
     return plan
+
+
+def _table_of_contents(run: Run, plan: Plan) -> Archive | None:
+    """The archive's table of contents, or a plain dump's sections read in one pass
+    that also checks the file's checksum (None: it does not match; the restore is
+    recorded and fails as a whole restore of a damaged file does)."""
+    if run.format != "plain":
+        try:
+            return read_archive(Path(run.file_path))
+        except Corrupt as exc:
+            raise FailedPrecondition(f"backup {run.id}: {exc.reason}") from None
+    toc = read_plain_toc(run)
+    try:
+        check_recorded(run, toc.size, toc.sha256)
+    except Corrupt as exc:
+        plan.checksum_failure = exc.reason
+        return None
+    if not toc.complete:
+        reason = toc.problem or ("the SQL does not end with pg_dump's completion marker: "
+                                 "the dump is incomplete")
+        raise FailedPrecondition(f"backup {run.id}: {reason}")
+    plan.toc = toc
+    return toc.archive
+
+
+def _check_reads(plan: Plan, archive: Archive, selection: Selection,
+                 schemas: tuple[str, ...]) -> None:
+    """A selected view must find the relations it reads: restored with it, or
+    already in the target (only an existing, non-empty one can have them)."""
+    unmet = unmet_reads(archive, selection)
+    if unmet and plan.mode == "replace":
+        with connect(plan.server, plan.target) as conn:
+            unmet = [(view, rel) for view, rel in unmet if not exists_in(conn, rel)]
+    if unmet:
+        view, rel = unmet[0]
+        field = "schemas" if view.namespace in schemas else "tables"
+        raise InvalidArgument(
+            f"{field}: {view.desc.lower()} {view.namespace}.{view.tag} needs "
+            f"{rel.desc.lower()} {rel.namespace}.{rel.tag}; add it to tables (or restore "
+            f"schema {rel.namespace})")
 
 
 def _plan_target(run: Run, plan: Plan, overwrite: bool, partial: bool) -> None:

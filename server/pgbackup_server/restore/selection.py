@@ -141,17 +141,50 @@ def select_entries(archive: Archive, schemas: Iterable[str], tables: Iterable[st
     return Selection(frozenset(core), frozenset(prerequisites))
 
 
-_TYPE_EXISTS = "SELECT to_regtype(format('%%I.%%I', %(ns)s, %(tag)s)) IS NOT NULL"
-_ROUTINE_EXISTS = ("SELECT to_regprocedure(format('%%I.%%I', %(ns)s, %(name)s) || %(args)s) "
-                   "IS NOT NULL")
+_READ_RELATIONS = frozenset({"TABLE", "VIEW", "MATERIALIZED VIEW", "FOREIGN TABLE"})
+
+
+def unmet_reads(archive: Archive, selection: Selection) -> list[tuple[TocEntry, TocEntry]]:
+    """(view, relation) pairs: a selected view reads a relation that is not selected."""
+    by_id = archive.by_id()
+    out = []
+    for e in archive.entries:
+        if e.dump_id in selection.core and e.desc in _DEPENDENT_RELATIONS:
+            out += [(e, by_id[d]) for d in e.deps
+                    if d in by_id and d not in selection.core
+                    and by_id[d].desc in _READ_RELATIONS]
+    return out
+
+
+def restore_ids(archive: Archive, selection: Selection, missing: Iterable[int]) -> set[int]:
+    """The entries to restore: the selection's core, the prerequisites the target
+    lacks, and the value of each sequence created that way (else a table's default
+    would hand out numbers its restored rows already use)."""
+    created = set(missing)
+    ids = set(selection.core) | created
+    ids.update(e.dump_id for e in archive.entries
+               if e.desc == "SEQUENCE SET" and any(d in created for d in e.deps))
+    return ids
+
+
+# format() takes "any": the parameters need a type.
+_NAME = "format('%%I.%%I', %(ns)s::text, %(tag)s::text)"
+_TYPE_EXISTS = f"SELECT to_regtype({_NAME}) IS NOT NULL"
+_ROUTINE_EXISTS = ("SELECT to_regprocedure(format('%%I.%%I', %(ns)s::text, %(name)s::text) "
+                   "|| %(args)s::text) IS NOT NULL")
+_RELATION_EXISTS = f"SELECT to_regclass({_NAME}) IS NOT NULL"
 _EXISTS_SQL = {
     "SCHEMA": "SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = %(tag)s)",
     "EXTENSION": "SELECT EXISTS (SELECT FROM pg_extension WHERE extname = %(tag)s)",
     "TYPE": _TYPE_EXISTS,
     "DOMAIN": _TYPE_EXISTS,
     "SHELL TYPE": _TYPE_EXISTS,
-    "SEQUENCE": "SELECT to_regclass(format('%%I.%%I', %(ns)s, %(tag)s)) IS NOT NULL",
-    "COLLATION": "SELECT to_regcollation(format('%%I.%%I', %(ns)s, %(tag)s)) IS NOT NULL",
+    "SEQUENCE": _RELATION_EXISTS,
+    "TABLE": _RELATION_EXISTS,
+    "VIEW": _RELATION_EXISTS,
+    "MATERIALIZED VIEW": _RELATION_EXISTS,
+    "FOREIGN TABLE": _RELATION_EXISTS,
+    "COLLATION": f"SELECT to_regcollation({_NAME}) IS NOT NULL",
     "FUNCTION": _ROUTINE_EXISTS,
     "PROCEDURE": _ROUTINE_EXISTS,
     "AGGREGATE": _ROUTINE_EXISTS,
@@ -159,7 +192,8 @@ _EXISTS_SQL = {
 
 
 def exists_in(conn: Any, e: TocEntry) -> bool:
-    """Whether the target already has this prerequisite (unknown kinds: no)."""
+    """Whether the target already has this prerequisite or relation (unknown kinds:
+    no)."""
     import psycopg
 
     query = _EXISTS_SQL.get(e.desc)

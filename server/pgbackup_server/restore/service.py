@@ -195,9 +195,11 @@ class RestoreService:
 
     def restore(self, run_id: int, *, target_database: str = "", overwrite: bool = False,
                 schemas: Iterable[str] = (), tables: Iterable[str] = (), jobs: int = 0,
-                requested_by: str = "", background: bool = False) -> RestoreRun:
+                requested_by: str = "", background: bool = False,
+                force: bool = False) -> RestoreRun:
         """Restore a backup, whole or ``schemas``/``tables`` only, into
-        ``target_database`` (default: a new database named after the backup)."""
+        ``target_database`` (default: a new database named after the backup).
+        Overwriting ``postgres`` or the backup's own source database needs ``force``."""
         if target_database:
             check_database_name(target_database)
         schema_list = check_selection(schemas, "schemas")
@@ -205,17 +207,12 @@ class RestoreService:
         check_jobs(jobs)
         run = self._backup(run_id, "restored")
         _refuse_globals(run, "restored")
-        partial = bool(schema_list or table_list)
-        if run.format == "plain":
-            if partial:
-                raise FailedPrecondition(
-                    f"backup {run.id} is plain SQL: restoring only some schemas or tables "
-                    "needs a custom or directory format backup (backup.format: custom); "
-                    "restore it whole into a new database instead")
-            if jobs > 1:
-                raise InvalidArgument(f"jobs: backup {run.id} is plain SQL, which psql restores "
-                                      "in one session; parallel jobs need a custom or "
-                                      "directory format backup")
+        if run.format == "plain" and jobs > 1:
+            raise InvalidArgument(f"jobs: backup {run.id} is plain SQL, which psql restores "
+                                  "in one session; parallel jobs need a custom or "
+                                  "directory format backup")
+        if overwrite and not force:
+            self._refuse_risky(run, target_database, bool(schema_list or table_list))
         self._admit()
         self._require_file(run)
         plan = plan_restore(run, self._server(run), target_database=target_database,
@@ -246,13 +243,41 @@ class RestoreService:
             raise
         return self._execute(record, run, plan)
 
+    def _refuse_risky(self, run: Run, target: str, partial: bool) -> None:
+        """Overwriting the maintenance database or the backup's own live source
+        database needs ``force``."""
+        source = self._source_database(run)
+        if target == source:
+            what = "the live database this backup was taken from"
+        elif target == "postgres":
+            what = "the server's maintenance database"
+        else:
+            return
+        replaced = "the restored objects in it" if partial else "it"
+        raise FailedPrecondition(
+            f'target_database: "{target}" is {what}; restoring over it replaces {replaced} '
+            "with the backup's contents — set force: true (backupctl restore --force) to "
+            "do it anyway, or restore into a new database")
+
+    def _source_database(self, run: Run) -> str:
+        """The database a backup was taken from: the configured target's (a run's
+        ``database`` may name the target), or, for an allDatabases target, the
+        run's own."""
+        target = next((t for t in self.config.targets if t.name == run.target), None)
+        if target is not None and not target.all_databases:
+            return target.database.dbname
+        return run.database
+
     def _execute(self, record: RestoreRun, run: Run, plan: Plan) -> RestoreRun:
         bound = log.bind(restore_id=record.id, backup_id=run.id, target_database=plan.target)
         server = plan.server
         created: str | None = None
         try:
             try:
-                check_digest(run)
+                if plan.checksum_failure:
+                    raise Corrupt(plan.checksum_failure)
+                if plan.toc is None:  # else checked while reading its sections
+                    check_digest(run)
             except Corrupt as exc:
                 self.store.set_verification(run.id, ok=False, reason=exc.reason,
                                             verified_at=self.clock())
@@ -271,7 +296,7 @@ class RestoreService:
             atomic = plan.mode in ("into", "replace") and plan.selection is not None
             self.tools.load(server, run, load_into, jobs=0 if atomic else plan.jobs,
                             selection=plan.selection, clean=plan.mode == "replace",
-                            single_transaction=atomic)
+                            single_transaction=atomic, toc=plan.toc)
             if plan.mode == "swap":
                 drop_database(server, plan.target)
                 # From here the staging database is the only copy: never drop it, not

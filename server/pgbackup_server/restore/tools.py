@@ -11,7 +11,7 @@ import signal
 import subprocess
 import threading
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -19,11 +19,12 @@ from .. import pgtools
 from ..errors import FailedPrecondition
 from ..models import Run
 from ..runner import child_env, dbname_argument, death_signal_prefix
-from .archive import read_archive
+from .archive import Archive, read_archive
 from .databases import connect
 from .models import Corrupt, ToolFailed
 from .plain import compression_method, plain_sql
-from .selection import Selection, exists_in
+from .plaintoc import PlainToc, selected_sql
+from .selection import Selection, exists_in, restore_ids
 
 ERROR_CHARS = 1500
 
@@ -69,12 +70,19 @@ class ToolRunner:
 
     def load(self, server: dict[str, str], run: Run, dbname: str, *, jobs: int,
              selection: Selection | None = None, clean: bool = False,
-             single_transaction: bool = False) -> None:
-        """Stream the backup into ``dbname`` with psql or pg_restore."""
+             single_transaction: bool = False, toc: PlainToc | None = None) -> None:
+        """Stream the backup into ``dbname`` with psql or pg_restore. A partial
+        restore of a plain backup needs its ``toc`` (plaintoc.read_plain_toc)."""
         if run.format == "plain":
             argv = [self.find(run, "psql"), "-X", "-q", "--no-password", "-v",
-                    "ON_ERROR_STOP=1", "-f", "-"]
-            self.run(server, argv, dbname, feed=plain_sql(run))
+                    "ON_ERROR_STOP=1"]
+            if single_transaction:
+                argv.append("--single-transaction")
+            feed = plain_sql(run)
+            if selection is not None:
+                assert toc is not None, "a plain partial restore needs the dump's sections"
+                feed = self._plain_feed(server, run, dbname, selection, toc, clean)
+            self.run(server, [*argv, "-f", "-"], dbname, feed=feed)
             return
         argv = [self.find(run, "pg_restore"), "--exit-on-error", "--no-password"]
         if jobs > 1:
@@ -93,16 +101,24 @@ class ToolRunner:
             if listfile is not None:
                 listfile.unlink(missing_ok=True)
 
+    def _plain_feed(self, server: dict[str, str], run: Run, dbname: str,
+                    selection: Selection, toc: PlainToc, clean: bool) -> Iterator[bytes]:
+        """The selected sections of a plain dump, prerequisites only where missing;
+        with ``clean``, first the drop statements pg_restore --clean --if-exists would
+        run, in reverse dump order."""
+        wanted = restore_ids(toc.archive, selection, _missing(server, dbname, toc.archive,
+                                                               selection))
+        drops = "".join(s.drop for s in reversed(toc.sections)
+                        if clean and s.dump_id in selection.core)
+        return selected_sql(run, toc, wanted, drops)
+
     def _list_file(self, server: dict[str, str], run: Run, dbname: str,
                    selection: Selection) -> Path:
         """pg_restore --use-list file: the selected entries in archive order (pg_restore
         restores them in the file's order), prerequisites only where missing."""
         archive = read_archive(Path(run.file_path))
-        by_id = archive.by_id()
-        with connect(server, dbname) as conn:
-            missing = {d for d in selection.prerequisites if not exists_in(conn, by_id[d])}
-        ids = [e.dump_id for e in archive.entries
-               if e.dump_id in selection.core or e.dump_id in missing]
+        wanted = restore_ids(archive, selection, _missing(server, dbname, archive, selection))
+        ids = [e.dump_id for e in archive.entries if e.dump_id in wanted]
         fd, name = _private_temp(self.runtime_dir, "restore-list-")
         with os.fdopen(fd, "w") as f:
             f.writelines(f"{i};\n" for i in ids)
@@ -160,6 +176,14 @@ class ToolRunner:
         if returncode != 0:
             text = pgtools.scrub(b"".join(tail).decode("utf-8", "replace"), params)
             raise ToolFailed(f"{name} exited with code {returncode}: {summary(text)}")
+
+
+def _missing(server: dict[str, str], dbname: str, archive: Archive,
+             selection: Selection) -> set[int]:
+    """The selection's prerequisites that ``dbname`` lacks."""
+    by_id = archive.by_id()
+    with connect(server, dbname) as conn:
+        return {d for d in selection.prerequisites if not exists_in(conn, by_id[d])}
 
 
 def summary(text: str) -> str:

@@ -86,7 +86,7 @@ def check_digest(run: Run) -> None:
             digest_obj.update(chunk)
             size += len(chunk)
         digest = digest_obj.hexdigest()
-    _compare(run, size, digest)
+    check_recorded(run, size, digest)
 
 
 def _check_plain(run: Run) -> None:
@@ -108,14 +108,15 @@ def _check_plain(run: Run) -> None:
         if len(head) < _TAIL_BYTES:
             head += sql[:_TAIL_BYTES - len(head)]
         tail = (tail + sql)[-_TAIL_BYTES:]
-    _compare(run, size, digest.hexdigest())
+    check_recorded(run, size, digest.hexdigest())
     if problem is not None:
         raise problem
     decoder.finish()
     check_plain_end(head, tail)
 
 
-def _compare(run: Run, size: int, digest: str) -> None:
+def check_recorded(run: Run, size: int, digest: str) -> None:
+    """Size and SHA-256 as read against the run record; else Corrupt."""
     path = run.file_path
     if run.size_bytes and size != run.size_bytes:
         if size < run.size_bytes:

@@ -312,7 +312,7 @@ class VerifyBackupResponse(_message.Message):
     def __init__(self, verification: _Optional[str] = ..., reason: _Optional[str] = ..., deep: _Optional[bool] = ..., verified_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tables: _Optional[_Iterable[_Union[TableRows, _Mapping]]] = ..., duration_seconds: _Optional[float] = ...) -> None: ...
 
 class RestoreBackupRequest(_message.Message):
-    __slots__ = ("id", "target_database", "overwrite", "schemas", "tables", "jobs", "background")
+    __slots__ = ("id", "target_database", "overwrite", "schemas", "tables", "jobs", "background", "force")
     ID_FIELD_NUMBER: _ClassVar[int]
     TARGET_DATABASE_FIELD_NUMBER: _ClassVar[int]
     OVERWRITE_FIELD_NUMBER: _ClassVar[int]
@@ -320,6 +320,7 @@ class RestoreBackupRequest(_message.Message):
     TABLES_FIELD_NUMBER: _ClassVar[int]
     JOBS_FIELD_NUMBER: _ClassVar[int]
     BACKGROUND_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
     id: int
     target_database: str
     overwrite: bool
@@ -327,7 +328,8 @@ class RestoreBackupRequest(_message.Message):
     tables: _containers.RepeatedScalarFieldContainer[str]
     jobs: int
     background: bool
-    def __init__(self, id: _Optional[int] = ..., target_database: _Optional[str] = ..., overwrite: _Optional[bool] = ..., schemas: _Optional[_Iterable[str]] = ..., tables: _Optional[_Iterable[str]] = ..., jobs: _Optional[int] = ..., background: _Optional[bool] = ...) -> None: ...
+    force: bool
+    def __init__(self, id: _Optional[int] = ..., target_database: _Optional[str] = ..., overwrite: _Optional[bool] = ..., schemas: _Optional[_Iterable[str]] = ..., tables: _Optional[_Iterable[str]] = ..., jobs: _Optional[int] = ..., background: _Optional[bool] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class RestoreRun(_message.Message):
     __slots__ = ("id", "backup_id", "target_database", "status", "started_at", "finished_at", "duration_seconds", "error", "requested_by", "schemas", "tables")
