@@ -25,10 +25,10 @@ import pytest
 import yaml
 
 from pgbackup_client import BackupClient
-from pgbackup_server import logs  # noqa: E402
 from pgbackup_server.app import App
-from pgbackup_server.config import build_config
-from pgbackup_server.embedded import EmbeddedPostgres, seed_sample
+from pgbackup_server.observability import logs  # noqa: E402
+from pgbackup_server.postgres.embedded import EmbeddedPostgres, seed_sample
+from pgbackup_server.settings import build_settings
 
 logs.configure("debug", "console")  # server logs to stderr, shown for failing tests
 
@@ -70,7 +70,7 @@ class Running:
 
     @property
     def backup_dir(self) -> Path:
-        return self.app.config.backup.directory
+        return self.app.settings.backup.directory
 
     @property
     def grpc_address(self) -> str:
@@ -139,7 +139,7 @@ def start_app(pg: EmbeddedPostgres, tmp_path: Path) -> Iterator[Callable[..., Ru
         cfg = base_config(pg, r, **overrides)
         cfg["server"]["envoy"] = envoy and cfg["server"].get("envoy", True)
         (r / "config.yaml").write_text(yaml.safe_dump(cfg))
-        config = build_config(cfg, base=r, env={})
+        config = build_settings(cfg, base=r, env={})
         app = App(config, clock=clock) if clock else App(config)
         running = Running(app, r, cfg, clock)
         started.append(running)
@@ -194,3 +194,16 @@ def which_or_skip(name: str) -> str:
     if not path:
         pytest.skip(f"{name} not installed")
     return path
+
+
+def serve_metrics(obs: Any) -> int:
+    """Serve an Observability's registry on a free loopback port (stopped at exit)."""
+    from pgbackup_server.transport.http import HttpEndpoints, endpoints
+
+    listener = HttpEndpoints(endpoints(obs.metrics.registry), "127.0.0.1:0", key="test")
+    port = listener.start()
+    _LISTENERS.append(listener)
+    return port
+
+
+_LISTENERS: list[Any] = []

@@ -48,7 +48,7 @@ class Backupd:
     def start(self, timeout: float = 30) -> Backupd:
         log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pgbackup_server.app", "--config", str(self.config_path)],
+            [sys.executable, "-m", "pgbackup_server", "--config", str(self.config_path)],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
         deadline = time.monotonic() + timeout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -9,10 +10,11 @@ from typing import Any
 import pytest
 from conftest import ManualClock
 
-from pgbackup_server.alerts import AlertManager, human_age, subject_of
-from pgbackup_server.config import build_config
-from pgbackup_server.models import Run, Trigger
-from pgbackup_server.store import SqlRunStore
+from pgbackup_server.domain.durations import human_duration
+from pgbackup_server.domain.models import Run, Trigger
+from pgbackup_server.observability.alerts import AlertManager, subject_of
+from pgbackup_server.persistence import open_store
+from pgbackup_server.settings import build_settings
 
 T0 = datetime(2024, 1, 15, 2, 0, tzinfo=UTC)
 
@@ -27,16 +29,16 @@ class Env:
             "schedules": [{"name": "nightly", "cron": "0 2 * * *", "job": "DatabaseBackup"}]}
         raw.update(overrides)
         raw = {k: v for k, v in raw.items() if v is not None}
-        self.config = build_config(raw, base=tmp_path, env={})
+        self.config = build_settings(raw, base=tmp_path, env={})
         self.tmp = tmp_path
-        self.store = SqlRunStore(f"sqlite:///{tmp_path / 'runs.sqlite3'}")
+        self.stores = open_store(f"sqlite:///{tmp_path / 'runs.sqlite3'}")
+        self.store = self.stores.runs
         self.clock = ManualClock(T0)
         self.sent: list[dict[str, Any]] = []
-        self.state = tmp_path / "data" / "alerts.json"
 
     def manager(self) -> AlertManager:
         return AlertManager(self.config, self.store, self.clock, self.sent.append,
-                            state_path=self.state, host="testhost")
+                            state=self.stores.alerts, host="testhost")
 
     def success(self, *, at: datetime | None = None, schedule: str = "",
                 with_file: bool = True, database: str = "shop", target: str = "") -> Run:
@@ -188,9 +190,31 @@ def test_verification_failure_fires_and_a_newer_good_backup_resolves(env):
     assert env.sent[1]["status"] == "resolved" and env.sent[1]["run_id"] == good.id
 
 
-def test_a_corrupt_state_file_is_not_fatal(env):
-    env.state.parent.mkdir(parents=True)
-    env.state.write_text("{not json")
+def test_the_state_of_backupd_0_1_0_is_imported_once(env, tmp_path):
+    """alerts.json of the first release: its firing alerts and tracking dates move into
+    the store, so an upgrade neither repeats nor forgets an alert."""
+    legacy = tmp_path / "alerts.json"
+    since = T0 - timedelta(hours=30)
+    legacy.write_text(json.dumps({"version": 1, "tracking_since": {"shop": since.isoformat()},
+                                  "alerts": [{"kind": "stale", "subject": "shop",
+                                              "since": since.isoformat(),
+                                              "details": {"database": "shop"}}]}))
+    assert env.stores.alerts.import_legacy(legacy)
+    assert not legacy.exists() and legacy.with_name("alerts.json.imported").exists()
+    am = env.manager()
+    assert "stale/shop" in am.active()
+    am.check()
+    assert env.sent == []  # already firing before the upgrade: not sent again
+    am.on_run_finished(env.success())
+    assert [a["status"] for a in env.sent] == ["resolved"]
+    assert not env.stores.alerts.import_legacy(legacy)  # once
+
+
+def test_an_unreadable_legacy_state_file_is_set_aside(env, tmp_path):
+    legacy = tmp_path / "alerts.json"
+    legacy.write_text("{not json")
+    assert not env.stores.alerts.import_legacy(legacy)
+    assert legacy.with_name("alerts.json.unreadable").exists()
     am = env.manager()
     am.on_missed_fire("nightly", T0)
     assert len(env.sent) == 1 and "missed_schedule/nightly" in env.manager().active()
@@ -242,8 +266,11 @@ def test_a_target_named_apart_from_its_database_is_watched_by_its_name(tmp_path)
     assert subject_of("pg15", "test") == "pg15/test"
 
 
-def test_human_age():
-    assert human_age(59) == "0m"
-    assert human_age(26 * 3600) == "26h"
-    assert human_age(27 * 3600 + 180) == "27h 3m"
-    assert human_age(76 * 3600 + 180) == "3d 4h"
+def test_human_duration():
+    assert human_duration(1) == "1s"
+    assert human_duration(59) == "59s"
+    assert human_duration(5 * 60 + 3) == "5m 3s"
+    assert human_duration(90 * 60) == "1h 30m"
+    assert human_duration(26 * 3600) == "26h"
+    assert human_duration(27 * 3600 + 180) == "27h 3m"
+    assert human_duration(76 * 3600 + 180) == "3d 4h"

@@ -19,17 +19,20 @@ import yaml
 from conftest import DB, PASSWORD, ManualClock, base_config
 from procs import wait_for
 
-from pgbackup_server import logs, pgtools
-from pgbackup_server.config import build_config
-from pgbackup_server.errors import ConfigError, FailedPrecondition
-from pgbackup_server.service import BackupService
-from pgbackup_server.store import SqlRunStore
+from pgbackup_server.backup.service import BackupService
+from pgbackup_server.domain.errors import ConfigError, FailedPrecondition
+from pgbackup_server.domain.ports import utc_now
+from pgbackup_server.observability import logs
+from pgbackup_server.observability.events import EventHub
+from pgbackup_server.persistence import open_store
+from pgbackup_server.postgres import binaries as pgtools
+from pgbackup_server.settings import build_settings
 
 
 def run_backupd(tmp_path: Path, cfg: dict) -> subprocess.CompletedProcess[str]:
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    return subprocess.run([sys.executable, "-m", "pgbackup_server.app", "--config", str(path)],
+    return subprocess.run([sys.executable, "-m", "pgbackup_server", "--config", str(path)],
                           capture_output=True, text=True, timeout=60, check=False)
 
 
@@ -201,7 +204,7 @@ def immutable(path: Path) -> Iterator[None]:
 def failed_runs_counted(stack) -> float:
     from test_metrics import scrape, value
 
-    return value(scrape(stack.app.observability.metrics_port), "backup_runs_total",
+    return value(scrape(stack.app.metrics_port), "backup_runs_total",
                  database=DB, status="failed", trigger="manual")
 
 
@@ -351,7 +354,7 @@ def test_control_characters_in_paths_and_names_are_refused(stack, char):
 def test_control_characters_in_configured_paths_are_refused(tmp_path, key):
     value = "/srv/a\nb"
     with pytest.raises(ConfigError) as info:
-        build_config({"database": {"url": "postgresql://u@h/db"},
+        build_settings({"database": {"url": "postgresql://u@h/db"},
                       "backup": {key: [value] if key == "allowedDirectories" else value}},
                      base=tmp_path, env={})
     # The value is shown escaped: the message never gains a line from it.
@@ -379,7 +382,7 @@ def test_zstd_archives_without_a_zstd_pg_dump_are_refused_at_startup(pg, tmp_pat
     cfg["backup"].update(format="custom", compression="zstd:3", pgDumpPath=pg_dump)
     path = tmp_path / "zstd.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    out = subprocess.run([sys.executable, "-m", "pgbackup_server.app", "--config", str(path),
+    out = subprocess.run([sys.executable, "-m", "pgbackup_server", "--config", str(path),
                           *(["--check-config"] if check_only else [])],
                          capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 2, out.stderr
@@ -396,7 +399,7 @@ def test_zstd_in_plain_format_needs_no_zstd_pg_dump(pg, tmp_path):
                          pgDumpPath=str(pg.bin / "pg_dump"))
     path = tmp_path / "plain.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    out = subprocess.run([sys.executable, "-m", "pgbackup_server.app", "--config", str(path),
+    out = subprocess.run([sys.executable, "-m", "pgbackup_server", "--config", str(path),
                           "--check-config"], capture_output=True, text=True, timeout=60,
                          check=False)
     assert out.returncode == 0, out.stderr
@@ -407,12 +410,13 @@ def test_a_chosen_pg_dump_without_zstd_is_failed_precondition_at_run_time(pg, tm
     what is missing and what to do, without contradicting itself."""
     cfg = base_config(pg, tmp_path)
     cfg["backup"].update(format="custom", compression="zstd:3")
-    config = build_config(cfg, base=tmp_path, env={})
-    store = SqlRunStore(f"sqlite:///{tmp_path / 'runs.sqlite3'}")
+    config = build_settings(cfg, base=tmp_path, env={})
+    store = open_store(f"sqlite:///{tmp_path / 'runs.sqlite3'}").runs
     runtime = tmp_path / "run"
     runtime.mkdir(mode=0o700)
-    service = BackupService(config, store, binaries=pgtools.discover(str(pg.bin / "pg_dump")),
-                            runtime_dir=runtime)
+    service = BackupService(config, store, EventHub(),
+                            binaries=pgtools.discover(str(pg.bin / "pg_dump")),
+                            runtime_dir=runtime, clock=utc_now)
     try:
         with pytest.raises(FailedPrecondition) as info:
             service.create_backup()

@@ -51,7 +51,7 @@ def test_list_piped_into_head_exits_quietly(stack):
 
     t = datetime.now(UTC)
     # Enough rows that the output overflows the pipe buffer after head has gone.
-    stack.app.store.bulk_insert([dict(
+    stack.app.store.runs.bulk_insert([dict(
         database="shop", target="shop", status="FAILED", trigger="MANUAL", schedule="",
         backup_dir=str(stack.backup_dir), file_path="", temp_path="", size_bytes=0, sha256="",
         queued_at=t, started_at=t, finished_at=t, error="x" * 100, format="plain",

@@ -6,15 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from pgbackup_server.config import build_config, load_config, parse_duration
-from pgbackup_server.errors import ConfigError
+from pgbackup_server.domain.errors import ConfigError
+from pgbackup_server.settings import build_settings, load_settings, parse_duration
 
 URL = {"database": {"url": "postgresql://app:pw@db.example:5432/my_db"}}
 BASE = Path("/srv/backupd")
 
 
 def build(raw: dict, env: dict | None = None):
-    return build_config(raw, base=BASE, env=env or {})
+    return build_settings(raw, base=BASE, env=env or {})
 
 
 def errors_of(raw: dict) -> str:
@@ -95,17 +95,17 @@ def test_durations():
 
 def test_load_config_file_errors(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
-        load_config(tmp_path / "missing.yaml")
+        load_settings(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("backup: [unclosed")
     with pytest.raises(ConfigError, match="invalid YAML"):
-        load_config(bad)
+        load_settings(bad)
     rel = tmp_path / "ok.yaml"
     rel.write_text("database: {url: 'postgresql://u@h/db'}\nbackup: {directory: b}\n")
-    assert load_config(rel, env={}).backup.directory == tmp_path / "b"
+    assert load_settings(rel, env={}).backup.directory == tmp_path / "b"
 
 
 def test_repository_config_yaml_is_valid():
-    cfg = load_config(Path(__file__).parent.parent / "config.yaml", env={})
+    cfg = load_settings(Path(__file__).parent.parent / "config.yaml", env={})
     assert cfg.schedules[0].cron == "0 2 * * *"
     assert cfg.scheduler.timezone == "Asia/Jakarta"

@@ -11,7 +11,7 @@ from conftest import base_config
 from procs import Backupd, pg_dump_pids, wait_for
 
 from pgbackup_client import BackupClient
-from pgbackup_server.embedded import free_port
+from pgbackup_server.postgres.embedded import free_port
 
 
 @pytest.fixture

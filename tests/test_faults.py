@@ -15,9 +15,12 @@ from conftest import DB, ManualClock, base_config
 from procs import Backupd, pg_dump_pids, wait_for
 
 from pgbackup_client import BackupClient
-from pgbackup_server.embedded import EmbeddedPostgres, free_port, seed_sample
-from pgbackup_server.pgtools import PgBinary
-from pgbackup_server.runner import DumpPlan, DumpProcess
+from pgbackup_server.backup.dump import DumpProcess
+from pgbackup_server.backup.plan import DumpPlan
+from pgbackup_server.domain.models import NO_COMPRESSION, DumpFormat
+from pgbackup_server.postgres.binaries import PgBinary
+from pgbackup_server.postgres.conninfo import ConnInfo
+from pgbackup_server.postgres.embedded import EmbeddedPostgres, free_port, seed_sample
 
 
 def lock_orders(conninfo: str) -> psycopg.Connection:
@@ -126,8 +129,9 @@ def test_stop_escalates_to_sigkill_for_the_whole_group(tmp_path):
     script = tmp_path / "stubborn"
     script.write_text("#!/bin/sh\ntrap '' TERM\nsleep 300 &\nwait\n")
     script.chmod(0o755)
-    plan = DumpPlan(PgBinary(str(script), 99, 0), "plain", "none", None, None, ".sql")
-    dump = DumpProcess(plan, {"dbname": "x"}, str(tmp_path), kill_grace=0.5)
+    plan = DumpPlan(PgBinary(str(script), 99, 0), DumpFormat.PLAIN, NO_COMPRESSION, None, None,
+                    ".sql")
+    dump = DumpProcess(plan, ConnInfo.of({"dbname": "x"}), str(tmp_path), kill_grace=0.5)
     (tmp_path / "out").mkdir()
     import threading
 

@@ -21,7 +21,7 @@ def test_modes_whatever_the_umask(start_app):
     path = Path(backup.file_path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
-    data = stack.app.config.server.data_directory
+    data = stack.app.settings.server.data_directory
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
 
 

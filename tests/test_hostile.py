@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 from pgbackup_client._gen.backup.v1 import backup_pb2 as pb
 from pgbackup_client._gen.backup.v1 import backup_pb2_grpc as pb_grpc
-from pgbackup_server.config import build_config
-from pgbackup_server.errors import ConfigError
+from pgbackup_server.domain.errors import ConfigError
+from pgbackup_server.settings import build_settings
 
 SETTINGS = settings(max_examples=60, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture,
@@ -71,7 +71,7 @@ def configs(draw):
 @given(raw=configs())
 def test_config_loader_never_crashes(raw, tmp_path):
     try:
-        build_config(raw, base=tmp_path, env={})
+        build_settings(raw, base=tmp_path, env={})
     except ConfigError as exc:
         assert exc.message.startswith("invalid configuration") or ":" in exc.message
         assert "Traceback" not in exc.message
@@ -95,7 +95,7 @@ def hostile_stack(pg, tmp_path_factory):
     root = tmp_path_factory.mktemp("hostile")
     cfg = base_config(pg, root)
     cfg["backup"]["maxQueued"] = 0
-    app = App(build_config(cfg, base=root, env={}))
+    app = App(build_settings(cfg, base=root, env={}))
     app.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{app.grpc_port}")
     yield app, pb_grpc.BackupServiceStub(channel), root
@@ -123,7 +123,7 @@ def _call(fn, request):
 @given(backup_dir=text_inputs, retention=ints, cleanup=st.booleans())
 def test_create_custom_validation(hostile_stack, backup_dir, retention, cleanup):
     app, stub, _ = hostile_stack
-    if backup_dir.startswith(str(app.config.backup.directory)):
+    if backup_dir.startswith(str(app.settings.backup.directory)):
         return  # inside the root: a real backup, not validation
     req = pb.CreateCustomBackupRequest(backup_dir=_utf8(backup_dir), retention_days=retention,
                                        cleanup_old=cleanup, background=True)
@@ -140,7 +140,7 @@ def test_control_characters_inside_the_root_are_refused(hostile_stack, char, pre
     """Inside the allowed root too: a path or name with a control character is refused
     before anything is created or run."""
     app, stub, _ = hostile_stack
-    root = app.config.backup.directory
+    root = app.settings.backup.directory
     req = pb.CreateCustomBackupRequest(backup_dir=f"{root}/{prefix}{char}x", background=True)
     assert _call(stub.CreateCustomBackup, req) == "INVALID_ARGUMENT"
     assert _call(stub.CreateBackup, pb.CreateBackupRequest(database=f"shop{char}",

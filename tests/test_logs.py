@@ -10,7 +10,7 @@ import logging
 import structlog
 from conftest import DB
 
-from pgbackup_server import logs
+from pgbackup_server.observability import logs
 
 
 def _run_logged(start_app, fmt: str) -> str:

@@ -9,16 +9,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DB, ManualClock
+from conftest import DB, ManualClock, serve_metrics
 from prometheus_client.parser import text_string_to_metric_families
 
 from pgbackup_client import BackupClientError
-from pgbackup_server.config import build_config
-from pgbackup_server.errors import ConfigError
-from pgbackup_server.metrics import Metrics
-from pgbackup_server.models import Trigger
+from pgbackup_server.domain.errors import ConfigError
+from pgbackup_server.domain.models import Trigger
 from pgbackup_server.observability import start_observability
-from pgbackup_server.store import SqlRunStore
+from pgbackup_server.observability.metrics import Metrics
+from pgbackup_server.persistence import SqlRunStore, open_store
+from pgbackup_server.settings import build_settings
+from pgbackup_server.transport.http import HttpEndpoints, endpoints
 
 T0 = datetime(2024, 1, 15, 2, 0, tzinfo=UTC)
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -47,11 +48,12 @@ def test_metrics_after_a_success_and_a_failure(pg, start_app, tmp_path):
                       database={"url": pg.url(DB, user="metrics_flaky", password="before")},
                       backup={"allowedDirectories": [str(blocked)]})
     stack.app.observability.stop()  # replaced by one that runs on the test's clock
-    obs = start_observability(stack.app.config, stack.app.service, stack.app.store,
+    obs = start_observability(stack.app.settings, stack.app.events, stack.app.store.runs,
+                              stack.app.store.alerts,
                               lambda ok: None, clock, background=False)
     try:
         client = stack.client()
-        before = scrape(obs.metrics_port)
+        before = scrape(serve_metrics(obs))
         for status in ("succeeded", "failed"):
             assert value(before, "backup_runs_total", database=DB, status=status,
                          trigger="manual") == 0
@@ -60,7 +62,7 @@ def test_metrics_after_a_success_and_a_failure(pg, start_app, tmp_path):
 
         run = client.create_backup().backup
         clock.advance(seconds=90)
-        m = scrape(obs.metrics_port)
+        m = scrape(serve_metrics(obs))
         assert value(m, "backup_runs_total", database=DB, status="succeeded",
                      trigger="manual") == 1
         assert value(m, "backup_runs_total", database=DB, status="failed",
@@ -79,14 +81,14 @@ def test_metrics_after_a_success_and_a_failure(pg, start_app, tmp_path):
         with pytest.raises(BackupClientError, match="is a regular file"):
             client.create_custom_backup(str(blocked))
         # Refused before anything ran: no run, nothing counted.
-        assert value(scrape(obs.metrics_port), "backup_runs_total", database=DB,
+        assert value(scrape(serve_metrics(obs)), "backup_runs_total", database=DB,
                      status="failed", trigger="manual") == 0
         assert len(client.list_backups().backups) == 1
         pg.psql("ALTER ROLE metrics_flaky PASSWORD 'after'")  # now the run itself fails
         with pytest.raises(BackupClientError, match="password authentication failed"):
             client.create_backup()
         clock.advance(seconds=10)
-        m = scrape(obs.metrics_port)
+        m = scrape(serve_metrics(obs))
         assert value(m, "backup_runs_total", database=DB, status="failed",
                      trigger="manual") == 1
         assert value(m, "backup_runs_total", database=DB, status="succeeded",
@@ -100,7 +102,7 @@ def test_metrics_after_a_success_and_a_failure(pg, start_app, tmp_path):
         assert value(m, "backup_in_progress") == 0
 
         client.cleanup()  # nothing old enough: retention deletes nothing
-        assert value(scrape(obs.metrics_port), "backup_retention_deleted_total") == 0
+        assert value(scrape(serve_metrics(obs)), "backup_retention_deleted_total") == 0
     finally:
         obs.stop()
         stack.app.stop()
@@ -116,7 +118,7 @@ def make_config(tmp_path: Path, **overrides: Any) -> Any:
                            "server": {"dataDirectory": str(tmp_path / "data")},
                            "metrics": {"address": "127.0.0.1:0"}}
     raw.update(overrides)
-    return build_config(raw, base=tmp_path, env={})
+    return build_settings(raw, base=tmp_path, env={})
 
 
 def add_success(store: SqlRunStore, directory: Path, at: datetime, size: int) -> int:
@@ -132,17 +134,18 @@ def add_success(store: SqlRunStore, directory: Path, at: datetime, size: int) ->
 
 def test_last_success_is_right_after_a_restart(tmp_path):
     config = make_config(tmp_path)
-    store = SqlRunStore(f"sqlite:///{tmp_path / 'runs.sqlite3'}")
+    store = open_store(f"sqlite:///{tmp_path / 'runs.sqlite3'}").runs
     add_success(store, config.backup.directory, T0, 100)
     add_success(store, config.backup.directory, T0 + timedelta(hours=24), 120)
     add_success(store, tmp_path / "custom", T0, 5)
     clock = ManualClock(T0 + timedelta(hours=25))
     metrics = Metrics(config, store, clock)  # a fresh process over an existing store
-    port = metrics.serve("127.0.0.1:0")
+    listener = HttpEndpoints(endpoints(metrics.registry), "127.0.0.1:0", key="metrics.address")
+    port = listener.start()
     try:
         m = scrape(port)
     finally:
-        metrics.stop()
+        listener.stop()
     last = (T0 + timedelta(hours=24, seconds=30)).timestamp()
     assert value(m, "backup_last_success_timestamp_seconds", database="shop") == last
     assert value(m, "backup_last_success_age_seconds", database="shop") == 3600 - 30
@@ -156,10 +159,12 @@ def test_last_success_is_right_after_a_restart(tmp_path):
 
 def test_two_instances_in_one_process_and_only_metrics_path(tmp_path):
     config = make_config(tmp_path)
-    store = SqlRunStore(f"sqlite:///{tmp_path / 'runs.sqlite3'}")
+    store = open_store(f"sqlite:///{tmp_path / 'runs.sqlite3'}").runs
     first, second = Metrics(config, store, ManualClock(T0)), Metrics(config, store,
                                                                       ManualClock(T0))
-    ports = first.serve("127.0.0.1:0"), second.serve("127.0.0.1:0")
+    listeners = [HttpEndpoints(endpoints(m.registry), "127.0.0.1:0", key="metrics.address")
+                 for m in (first, second)]
+    ports = listeners[0].start(), listeners[1].start()
     try:
         assert ports[0] != ports[1] and all(ports)
         first.misfires.labels("nightly").inc()
@@ -171,7 +176,8 @@ def test_two_instances_in_one_process_and_only_metrics_path(tmp_path):
         assert err.value.code == 404
         err.value.close()
         with pytest.raises(ConfigError, match="metrics.address"):
-            Metrics(config, store, ManualClock(T0)).serve(f"127.0.0.1:{ports[0]}")
+            HttpEndpoints(endpoints(Metrics(config, store, ManualClock(T0)).registry),
+                          f"127.0.0.1:{ports[0]}", key="metrics.address").start()
     finally:
-        first.stop()
-        second.stop()
+        for listener in listeners:
+            listener.stop()

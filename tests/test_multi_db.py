@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from conftest import DB, ManualClock
 
-from pgbackup_server.config import build_config
-from pgbackup_server.errors import ConfigError
-from pgbackup_server.models import Trigger
+from pgbackup_server.domain.errors import ConfigError
+from pgbackup_server.domain.models import Trigger
+from pgbackup_server.settings import build_settings
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,7 @@ def test_two_targets_with_their_own_schedules_and_retention(pg, inventory, start
 
     from test_metrics import scrape, value
 
-    m = scrape(stack.app.observability.metrics_port)
+    m = scrape(stack.app.metrics_port)
     assert value(m, "backup_runs_total", database="inv", status="succeeded",
                  trigger="manual") == 3
     assert value(m, "backup_runs_total", database="inv", status="succeeded",
@@ -97,7 +97,7 @@ def test_runs_recorded_under_the_database_name_are_found_by_their_target(pg, inv
     target filter still finds them."""
     stack = start_app(database=None, schedules=None, databases=[
         {"url": pg.url(DB)}, {"name": "inv", "url": pg.url(inventory)}])
-    store = stack.app.store
+    store = stack.app.store.runs
     old = store.create_run(database=inventory, target="inv", trigger=Trigger.MANUAL,
                            backup_dir=str(stack.backup_dir), queued_at=datetime.now(UTC))
     store.mark_failed(old.id, finished_at=datetime.now(UTC), error="old failure")
@@ -171,5 +171,5 @@ def test_all_databases_and_globals(pg, inventory, start_app):
 ])
 def test_databases_config_errors(raw, needle, tmp_path):
     with pytest.raises(ConfigError) as info:
-        build_config(raw, base=tmp_path, env={})
+        build_settings(raw, base=tmp_path, env={})
     assert needle in info.value.message

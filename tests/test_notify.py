@@ -17,8 +17,6 @@ from typing import Any
 
 import pytest
 
-from pgbackup_server.config import NotificationConfig
-from pgbackup_server.embedded import free_port
 from pgbackup_server.notify import (
     SIGNATURE_HEADER,
     EmailChannel,
@@ -28,6 +26,8 @@ from pgbackup_server.notify import (
     WebhookChannel,
     wants,
 )
+from pgbackup_server.postgres.embedded import free_port
+from pgbackup_server.settings import NotificationConfig
 
 EVENTS = frozenset({"failure", "success", "stale", "verification_failed", "cleanup"})
 FAILURE = {"event": "failure", "database": "shop", "run_id": 7, "error": "pg_dump exited 1",

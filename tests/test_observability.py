@@ -19,16 +19,16 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import DB, PASSWORD, ManualClock, Running
+from conftest import DB, PASSWORD, ManualClock, Running, serve_metrics
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from test_metrics import scrape, value
 from test_notify import Inbox, Receiver, smtp_server
 
 from pgbackup_client import BackupClientError
-from pgbackup_server.app import SERVICE_NAME
-from pgbackup_server.embedded import EmbeddedPostgres
 from pgbackup_server.observability import HealthMonitor, Observability, start_observability
-from pgbackup_server.store import SqlRunStore
+from pgbackup_server.persistence import open_store
+from pgbackup_server.postgres.embedded import EmbeddedPostgres
+from pgbackup_server.transport.grpc.server import SERVICE_NAME
 
 T0 = datetime(2024, 1, 15, 2, 0, tzinfo=UTC)
 HOOK_SECRET = "whsec-test-0123"
@@ -44,12 +44,13 @@ def observe(stack: Running, clock: Any = None, **kwargs: Any) -> tuple[Observabi
         status = (health_pb2.HealthCheckResponse.SERVING if ok
                   else health_pb2.HealthCheckResponse.NOT_SERVING)
         for name in ("", SERVICE_NAME):
-            stack.app.health.set(name, status)
+            stack.app.grpc.health.set(name, status)
 
     # Replace the app's own observability with one on the test's clock and channels.
     stack.app.observability.stop()
-    obs = start_observability(stack.app.config, stack.app.service, stack.app.store, set_serving,
-                              clock, **kwargs)
+    obs = start_observability(stack.app.settings, stack.app.events, stack.app.store.runs,
+                              stack.app.store.alerts, set_serving,
+                              clock or stack.app.clock, **kwargs)
     return obs, statuses
 
 
@@ -116,7 +117,7 @@ def test_stale_backup_alert_fires_once_and_resolves_once(start_app, observed, mo
             "message": f"No successful backup of {DB} in the last 26h (maxAge): the "
                        f"newest finished at 2024-01-15T02:00:00Z, 27h ago"}
         assert first.finished_at == T0
-        assert value(scrape(obs.metrics_port), "backup_alerts_firing", alert="stale") == 1
+        assert value(scrape(serve_metrics(obs)), "backup_alerts_firing", alert="stale") == 1
 
         second = client.create_backup().backup  # a new success resolves it at once
         obs.alerts.check()
@@ -129,7 +130,7 @@ def test_stale_backup_alert_fires_once_and_resolves_once(start_app, observed, mo
         assert resolved["since"] == firing["since"]
         assert resolved["run_id"] == second.id and resolved["file_path"] == second.file_path
         assert resolved["time"] == "2024-01-16T06:30:00Z"
-        assert value(scrape(obs.metrics_port), "backup_alerts_firing", alert="stale") == 0
+        assert value(scrape(serve_metrics(obs)), "backup_alerts_firing", alert="stale") == 0
     finally:
         receiver.close()
 
@@ -163,7 +164,7 @@ def test_failure_email_names_database_error_and_time(pg: EmbeddedPostgres, start
     assert "password authentication failed" in body
     assert "time: 2024-01-15T02:00:00Z" in body
     assert "wrong-password-9" not in body and PASSWORD not in body
-    assert value(scrape(obs.metrics_port), "backup_notifications_sent_total",
+    assert value(scrape(serve_metrics(obs)), "backup_notifications_sent_total",
                  channel="email[0]") == 1
 
 
@@ -182,7 +183,7 @@ def test_a_hanging_webhook_neither_fails_nor_delays_a_backup(start_app, observed
         assert result.backup.status == "SUCCEEDED"
         assert obs.notifier.errors == {"webhook[0]": 0}  # still trying: the backup did not wait
         assert obs.notifier.flush(30)
-        m = scrape(obs.metrics_port)
+        m = scrape(serve_metrics(obs))
         assert value(m, "backup_notification_errors_total", channel="webhook[0]") == 1
         assert value(m, "backup_runs_total", database=DB, status="succeeded",
                      trigger="manual") == 1
@@ -225,7 +226,7 @@ def test_health_flips_when_the_backup_directory_becomes_unwritable(start_app, ob
         assert not report.serving
         assert "is not writable" in report.problems[0]
         assert grpc_health(stack) == health_pb2.HealthCheckResponse.NOT_SERVING
-        assert value(scrape(obs.metrics_port), "backup_healthy") == 0
+        assert value(scrape(serve_metrics(obs)), "backup_healthy") == 0
         obs.check_health()
     assert obs.check_health().serving
     assert statuses == [True, False, True]  # changes only
@@ -256,7 +257,7 @@ def test_health_reports_an_unusable_store(pg: EmbeddedPostgres, tmp_path):
     pg.psql(f'DROP DATABASE IF EXISTS "{name}"')
     pg.create_database(name)
     url = pg.url(name).replace("postgresql://", "postgresql+psycopg://", 1)
-    store = SqlRunStore(url)
+    store = open_store(url).runs
     statuses: list[bool] = []
     monitor = HealthMonitor(store, tmp_path / "backups", statuses.append)
     try:
@@ -265,7 +266,7 @@ def test_health_reports_an_unusable_store(pg: EmbeddedPostgres, tmp_path):
         report = monitor.check()
         assert not report.serving and report.problems[0].startswith("run store unusable")
         pg.create_database(name)
-        SqlRunStore(url).close()  # recreates the tables
+        open_store(url).runs.close()  # recreates the tables
         assert monitor.check().serving
         assert statuses == [True, False, True]
     finally:

@@ -10,20 +10,22 @@ import pytest
 from conftest import DB, PASSWORD
 
 from pgbackup_client import BackupClientError
-from pgbackup_server.config import build_config
-from pgbackup_server.errors import ConfigError
-from pgbackup_server.models import Trigger
-from pgbackup_server.pgtools import discover
-from pgbackup_server.runner import DumpProcess, plan_dump
-from pgbackup_server.store import SqlRunStore
+from pgbackup_server.backup.dump import DumpProcess
+from pgbackup_server.backup.plan import plan_dump
+from pgbackup_server.domain.errors import ConfigError
+from pgbackup_server.domain.models import DumpFormat, Trigger
+from pgbackup_server.persistence import open_store
+from pgbackup_server.postgres.binaries import discover
+from pgbackup_server.postgres.conninfo import ConnInfo
+from pgbackup_server.settings import build_settings
 
 
 def test_a_failing_progress_callback_never_breaks_a_backup(pg, tmp_path):
     binary = next(b for b in discover(None) if b.major >= 18)
-    plan = plan_dump(binary, format="plain", compression_method=None, compression_level=0,
-                     compress_backup=False, supports=lambda *_: False)
-    conninfo = {"host": "127.0.0.1", "port": str(pg.port), "user": "postgres",
-                "password": PASSWORD, "dbname": DB}
+    plan = plan_dump(binary, format=DumpFormat.PLAIN, compression=None, compress_backup=False,
+                     supports=lambda *_: False)
+    conninfo = ConnInfo.of({"host": "127.0.0.1", "port": str(pg.port), "user": "postgres",
+                            "password": PASSWORD, "dbname": DB})
 
     def broken(_seen: int) -> None:
         raise RuntimeError("store unavailable")
@@ -54,7 +56,7 @@ def test_restart_after_a_crash_during_a_directory_backup(pg, start_app, tmp_path
     backups = tmp_path / "backups"
     backups.mkdir(mode=0o700)
     data = tmp_path / "data"
-    store = SqlRunStore(f"sqlite:///{data / 'backupd.sqlite3'}")
+    store = open_store(f"sqlite:///{data / 'backupd.sqlite3'}").runs
     run = store.create_run(database=DB, trigger=Trigger.SCHEDULE, backup_dir=str(backups),
                            queued_at=datetime.now(UTC), target=DB)
     temp = backups / f".backup_{DB}_2026-01-01_00-00-00.dir.run{run.id}.partial"
@@ -79,7 +81,7 @@ def test_all_databases_on_an_unreachable_server_records_a_failed_run(start_app):
         {"name": "gone", "url": "postgresql://postgres:pw@127.0.0.1:1/postgres",
          "allDatabases": True,
          "schedules": [{"name": "gone-nightly", "cron": "0 2 * * *", "job": "DatabaseBackup"}]}])
-    stack.app.service.run_scheduled("gone-nightly")
+    stack.app.service.run_scheduled("gone-nightly", "gone")
     (run,) = stack.client().list_backups().backups
     assert run.status == "FAILED" and run.trigger == "SCHEDULE"
     assert "cannot list the server's databases" in run.error
@@ -100,7 +102,7 @@ def test_password_from_pgpassfile_reaches_pg_dump(pg, start_app, tmp_path, monke
                                  "postgresql://u:p@ss@h/db"])
 def test_bad_database_url_errors_never_echo_the_password(url, tmp_path):
     with pytest.raises(ConfigError) as info:
-        build_config({"database": {"url": url}}, base=tmp_path, env={})
+        build_settings({"database": {"url": url}}, base=tmp_path, env={})
     text = info.value.message
     assert "database.url" in text
     for secret in ("my secret", "unclosed", "p@ss"):
@@ -119,7 +121,7 @@ def test_reconcile_leaves_backups_of_an_absent_directory_alone(start_app, tmp_pa
     run = stack.client().create_backup().backup
     moved = tmp_path / "unmounted"
     os.rename(stack.backup_dir, moved)  # the volume is not mounted
-    stack.app.service.reconcile()
+    stack.app.service.cleaner.reconcile()
     os.rename(moved, stack.backup_dir)
     assert not stack.client().get_backup(run.id).file_missing
     assert stack.client().get_stats().total_backups == 1
@@ -136,7 +138,7 @@ def test_bad_store_url_is_a_clear_startup_error(pg, tmp_path):
     cfg["store"] = {"url": "nosuchdb://user:hunter2@h/x"}
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    out = subprocess.run([sys.executable, "-m", "pgbackup_server.app", "--config", str(path)],
+    out = subprocess.run([sys.executable, "-m", "pgbackup_server", "--config", str(path)],
                          capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 2
     assert "store.url: cannot open" in out.stderr and "Traceback" not in out.stderr
@@ -159,7 +161,7 @@ def test_a_scheduled_run_cut_short_by_a_crash_is_caught_up(start_app, tmp_path):
     fire = now.replace(second=0, microsecond=0) - timedelta(minutes=now.minute % 5)
     if now - fire < timedelta(seconds=5):
         fire -= timedelta(minutes=5)
-    store = SqlRunStore(f"sqlite:///{tmp_path / 'data' / 'backupd.sqlite3'}")
+    store = open_store(f"sqlite:///{tmp_path / 'data' / 'backupd.sqlite3'}").runs
     run = store.create_run(database=DB, trigger=Trigger.SCHEDULE,
                            backup_dir=str(tmp_path / "backups"),
                            queued_at=fire + timedelta(seconds=1), schedule="five", target=DB)

@@ -20,7 +20,12 @@ from typing import Any
 import pytest
 
 from pgbackup_client import NotFound
-from pgbackup_server.envoy import DESCRIPTOR_PATH, TEMPLATE_PATH, EnvoyProcess, render_config
+from pgbackup_server.transport.envoy import (
+    DESCRIPTOR_PATH,
+    EnvoyProcess,
+    EnvoySpec,
+    render_config,
+)
 
 CANARY = b"CANARY-7f3a"
 # gRPC codes of the error bodies, by HTTP status.
@@ -183,10 +188,10 @@ def test_backend_errors_keep_their_shape(stack):
 def _start_envoy(tmp: Path, rest_guard: str | None = None,
                  grpc_port: int | None = None) -> tuple[EnvoyProcess, int]:
     http_port, admin_port = _free_port(), _free_port()
-    config = render_config(
-        TEMPLATE_PATH.read_text(), http_host="127.0.0.1", http_port=http_port,
-        grpc_host="127.0.0.1", grpc_port=grpc_port or _free_port(),  # default: nothing there
-        descriptor=DESCRIPTOR_PATH, admin_port=admin_port, rest_guard=rest_guard)
+    config = render_config(EnvoySpec(
+        http_host="127.0.0.1", http_port=http_port, grpc_host="127.0.0.1",
+        grpc_port=grpc_port or _free_port(),  # default: nothing there
+        descriptor=DESCRIPTOR_PATH, admin_port=admin_port, rest_guard=rest_guard))
     envoy = EnvoyProcess(config, tmp, admin_port)
     envoy.start()
     try:

@@ -24,21 +24,24 @@ import grpc
 import pytest
 from conftest import PASSWORD, base_config, drop_database
 
-from pgbackup_client import BackupClient, BackupClientError, FailedPrecondition, NotFound, cli
+from pgbackup_client import BackupClient, FailedPrecondition, NotFound, cli
 from pgbackup_client._gen.backup.v1 import backup_pb2_grpc
-from pgbackup_server import pgtools
-from pgbackup_server.config import Config, build_config
-from pgbackup_server.errors import FailedPrecondition as DomainFailedPrecondition
-from pgbackup_server.errors import InvalidArgument
-from pgbackup_server.errors import NotFound as DomainNotFound
-from pgbackup_server.events import EventHub, Listener
-from pgbackup_server.models import FileState, Run, RunStatus, Trigger
-from pgbackup_server.restore import RestoreFailed, RestoreService, VerifyAfterBackup
-from pgbackup_server.restore.store import SqlRestoreStore
-from pgbackup_server.runner import tree_digest
-from pgbackup_server.service import BackupService
-from pgbackup_server.servicer import BackupServicer, ErrorInterceptor
-from pgbackup_server.store import SqlRunStore
+from pgbackup_server.backup.files import tree_digest
+from pgbackup_server.backup.service import BackupService
+from pgbackup_server.domain.errors import FailedPrecondition as DomainFailedPrecondition
+from pgbackup_server.domain.errors import InvalidArgument, RestoreFailed
+from pgbackup_server.domain.errors import NotFound as DomainNotFound
+from pgbackup_server.domain.models import FileState, Run, RunKind, RunStatus, Trigger
+from pgbackup_server.domain.ports import Listener, utc_now
+from pgbackup_server.observability.events import EventHub
+from pgbackup_server.persistence import SqlRestoreStore, SqlRunStore, open_store
+from pgbackup_server.postgres import binaries as pgtools
+from pgbackup_server.restore import RestoreService, VerifyAfterBackup
+from pgbackup_server.scheduling.scheduler import Scheduler
+from pgbackup_server.settings import Settings as Config
+from pgbackup_server.settings import build_settings
+from pgbackup_server.transport.grpc.interceptors import ErrorInterceptor
+from pgbackup_server.transport.grpc.servicer import BackupServicer
 
 SRC = "rst_src"
 COMBOS = [("plain", "none"), ("plain", "zstd:1"), ("plain", "gzip:6"), ("custom", "none"),
@@ -168,7 +171,7 @@ def _config(pg, root: Path, **backup: object) -> Config:
     cfg = base_config(pg, root, database={"url": pg.url(SRC)},
                       backup={"directory": str(root / "backups"), **backup},
                       server={"envoy": False, "dataDirectory": str(root / "data")})
-    return build_config(cfg, base=root, env={})
+    return build_settings(cfg, base=root, env={})
 
 
 @pytest.fixture(scope="module")
@@ -177,24 +180,26 @@ def world(pg, tmp_path_factory) -> Iterator[World]:
     drop_database(pg, SRC)
     pg.create_database(SRC)
     pg.psql(SOURCE_SQL, SRC)
-    store = SqlRunStore(f"sqlite:///{root}/store.sqlite3")
+    store = open_store(f"sqlite:///{root}/store.sqlite3").runs
     binaries = pgtools.discover(None)
     runtime = root / "run"
     runtime.mkdir(mode=0o700)
     runs = {}
     for fmt, compression in COMBOS:
         backups = BackupService(_config(pg, root, format=fmt, compression=compression), store,
-                                binaries=binaries, runtime_dir=runtime)
+                                EventHub(), binaries=binaries, runtime_dir=runtime,
+                                clock=utc_now)
         runs[(fmt, compression)] = backups.create_backup().run
         backups.shutdown(5)
     config = _config(pg, root, verify="quick")
     hub, recorder = EventHub(), Recorder()
     hub.add(recorder)
     restores = SqlRestoreStore(store.engine)
-    backups = BackupService(config, store, binaries=binaries, runtime_dir=runtime)
-    # Wired as backupd wires it: the backup service's events and connection parameters.
-    service = RestoreService(config, store, restores, binaries=binaries, runtime_dir=runtime,
-                             events=hub, conninfo_for=backups.conninfo_for)
+    backups = BackupService(config, store, hub, binaries=binaries, runtime_dir=runtime,
+                            clock=utc_now)
+    # Wired as backupd wires it: one event hub, the backup service's targets.
+    service = RestoreService(config, store, restores, hub, targets=backups.targets,
+                             binaries=binaries, runtime_dir=runtime, clock=utc_now)
     w = World(pg, root, config, store, restores, service, backups, recorder, runs)
     w.source = {"tables": fingerprint(pg, SRC), "sequences": sequences(pg, SRC),
                 "objects": objects(pg, SRC)}
@@ -207,7 +212,7 @@ def world(pg, tmp_path_factory) -> Iterator[World]:
 
 
 def record(world: World, path: Path, *, fmt: str, compression: str,
-           like: Run | None = None) -> Run:
+           like: Run | None = None, kind: RunKind = RunKind.DATABASE) -> Run:
     """Record ``path`` as a succeeded backup, with its size and SHA-256 as it is now
     (or as ``like`` recorded them)."""
     if like is not None:
@@ -218,7 +223,7 @@ def record(world: World, path: Path, *, fmt: str, compression: str,
         size, digest = path.stat().st_size, hashlib.sha256(path.read_bytes()).hexdigest()
     now = datetime.now(UTC)
     run = world.store.create_run(database=SRC, trigger=Trigger.MANUAL,
-                                 backup_dir=str(path.parent), queued_at=now)
+                                 backup_dir=str(path.parent), queued_at=now, kind=kind)
     world.store.mark_running(run.id, started_at=now, temp_path="", format=fmt,
                              compression=compression, pg_dump_version="18.6",
                              server_version="18.6")
@@ -587,7 +592,7 @@ def test_globals_dump_is_verified_but_never_restored(world: World) -> None:
     out = subprocess.run([str(world.pg.bin / "pg_dumpall"), "--globals-only", "-d",
                           world.pg.admin_conninfo()], capture_output=True, check=True)
     path.write_bytes(out.stdout)
-    run = record(world, path, fmt="plain", compression="none")
+    run = record(world, path, fmt="plain", compression="none", kind=RunKind.GLOBALS)
     assert world.service.verify(run.id).ok
     with pytest.raises(DomainFailedPrecondition, match="roles and tablespaces"):
         world.service.verify(run.id, deep=True)
@@ -618,8 +623,8 @@ def test_bad_restore_input_names_the_field(world: World, kwargs: dict, message: 
 
 def test_bad_backup_ids_and_states(world: World) -> None:
     svc = world.service
-    # Without the backup service's lookup, the targets come from the configuration.
-    assert svc._configured_conninfo(SRC, "") == world.backups.conninfo_for(SRC, "")
+    # A backup's server is its target's, from the configuration.
+    assert svc._server(world.runs[("custom", "none")]) == world.backups.targets.conninfo(SRC)
     orphan = dataclasses.replace(world.runs[("custom", "none")], target="gone")
     with pytest.raises(DomainFailedPrecondition, match="'gone', which is no longer configured"):
         svc._server(orphan)
@@ -704,7 +709,9 @@ def test_scheduled_backups_are_verified_as_configured(world: World) -> None:
 @pytest.fixture
 def client(world: World) -> Iterator[tuple[BackupClient, BackupServicer, str]]:
     server = grpc.server(ThreadPoolExecutor(max_workers=4), interceptors=[ErrorInterceptor()])
-    servicer = BackupServicer(world.backups, world.service)
+    schedules = Scheduler(world.config, fire=world.backups.run_scheduled,
+                          store=world.store, events=EventHub(), clock=utc_now)
+    servicer = BackupServicer(world.backups, world.service, schedules)
     backup_pb2_grpc.add_BackupServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
@@ -761,7 +768,3 @@ def test_grpc_verify_restore_and_contents(world: World, client, capsys) -> None:
     assert cli.main(["--address", address, "verify", str(broken.id)]) == 1
     assert "FAILED: file" in capsys.readouterr().err
 
-    servicer.restore = None
-    with pytest.raises(BackupClientError) as caught:
-        c.verify_backup(run.id)
-    assert caught.value.code == "UNIMPLEMENTED"

@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pgbackup_server.models import FileState, Run, RunStatus, Trigger
-from pgbackup_server.retention import expired
+from pgbackup_server.domain.models import FileState, Run, RunStatus, Trigger
+from pgbackup_server.domain.retention import expired
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 _ids = iter(range(1, 10_000))

@@ -28,8 +28,8 @@ from pathlib import Path
 import pytest
 
 from pgbackup_client import BackupClient
-from pgbackup_server.embedded import HOME, EmbeddedPostgres, free_port
-from pgbackup_server.pgtools import embedded_bin_dir
+from pgbackup_server.postgres.binaries import embedded_bin_dir
+from pgbackup_server.postgres.embedded import HOME, EmbeddedPostgres, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -103,7 +103,7 @@ def test_demo_from_a_private_checkout_as_root(private: Path) -> None:
     assert before[private] == 0o700
     log_path = private / "backupd.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "pgbackup_server.app", "--demo"],
+        proc = subprocess.Popen([sys.executable, "-m", "pgbackup_server", "--demo"],
                                 cwd=checkout, env=env, stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=subprocess.STDOUT)
     data: Path | None = None
@@ -190,7 +190,7 @@ def test_a_start_removes_the_files_of_servers_whose_root_is_gone() -> None:
 
 def test_a_bad_demo_address_is_refused_before_anything_starts(tmp_path: Path) -> None:
     env = dict(os.environ, BACKUPD_DEMO_GRPC_ADDRESS="50051")
-    out = subprocess.run([sys.executable, "-m", "pgbackup_server.app", "--demo", "--demo-dir",
+    out = subprocess.run([sys.executable, "-m", "pgbackup_server", "--demo", "--demo-dir",
                           str(tmp_path / "demo")], env=env, capture_output=True, text=True,
                          timeout=60, check=False)
     assert out.returncode == 2, out.stderr

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.cron import CronTrigger
 
-from pgbackup_server.scheduler import last_fire_between, missed_fire
+from pgbackup_server.scheduling.catchup import last_fire_between, missed_fire
 
 JAKARTA = ZoneInfo("Asia/Jakarta")
 DAILY_2AM = CronTrigger.from_crontab("0 2 * * *", timezone=JAKARTA)

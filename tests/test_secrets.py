@@ -11,7 +11,7 @@ from procs import pg_dump_pids, wait_for
 from test_faults import lock_orders
 
 from pgbackup_client import BackupClientError
-from pgbackup_server import logs
+from pgbackup_server.observability import logs
 
 
 def test_password_is_nowhere(pg, start_app):
@@ -58,5 +58,5 @@ def test_password_is_nowhere(pg, start_app):
         assert PASSWORD.encode() not in env  # a passfile, not PGPASSWORD
     assert "password authentication failed" in info.value.details
     # The passfiles are gone once the runs end.
-    runtime = stack.app.config.server.data_directory / "run"
+    runtime = stack.app.settings.server.data_directory / "run"
     assert not [p for p in runtime.iterdir() if p.name.startswith("pgpass")]

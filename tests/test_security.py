@@ -21,9 +21,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pgbackup_client import BackupClient, Unauthenticated
 from pgbackup_client.cli import main as backupctl
 from pgbackup_server.app import check_exposure
-from pgbackup_server.auth import check_bearer, token_digest
-from pgbackup_server.config import build_config
-from pgbackup_server.errors import ConfigError
+from pgbackup_server.domain.errors import ConfigError
+from pgbackup_server.settings import build_settings
+from pgbackup_server.transport.grpc.auth import check_bearer, token_digest
 
 TOKEN = "tok-" + "x" * 40
 DIGEST = hashlib.sha256(TOKEN.encode()).hexdigest()
@@ -91,12 +91,12 @@ def test_refuses_to_listen_beyond_loopback_without_tokens(pg, tmp_path, address)
     cfg = base_config(pg, tmp_path)
     cfg["server"]["grpcAddress"] = address
     with pytest.raises(ConfigError, match="refusing to listen") as info:
-        check_exposure(build_config(cfg, base=tmp_path, env={}))
+        check_exposure(build_settings(cfg, base=tmp_path, env={}))
     assert "auth.tokenSha256" in info.value.message
     cfg["auth"] = {"allowUnauthenticated": True}
-    check_exposure(build_config(cfg, base=tmp_path, env={}))
+    check_exposure(build_settings(cfg, base=tmp_path, env={}))
     cfg["auth"] = {"tokenSha256": [DIGEST]}
-    check_exposure(build_config(cfg, base=tmp_path, env={}))
+    check_exposure(build_settings(cfg, base=tmp_path, env={}))
 
 
 def test_backupd_exits_when_exposed_without_tokens(pg, tmp_path):
@@ -104,7 +104,7 @@ def test_backupd_exits_when_exposed_without_tokens(pg, tmp_path):
     cfg["server"]["httpAddress"] = "0.0.0.0:0"
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    out = subprocess.run([sys.executable, "-m", "pgbackup_server.app", "--config", str(path)],
+    out = subprocess.run([sys.executable, "-m", "pgbackup_server", "--config", str(path)],
                          capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 2
     assert "server.httpAddress: refusing to listen on 0.0.0.0:0" in out.stderr
@@ -114,7 +114,7 @@ def test_bad_token_digest_is_a_config_error(pg, tmp_path):
     cfg = base_config(pg, tmp_path)
     cfg["auth"] = {"tokenSha256": [TOKEN]}  # the token, not its digest
     with pytest.raises(ConfigError, match="auth.tokenSha256: expected a list of 64-character"):
-        build_config(cfg, base=tmp_path, env={})
+        build_settings(cfg, base=tmp_path, env={})
 
 
 def test_tls_on_grpc_and_rest_with_client_certificates(start_app, tmp_path):
@@ -157,13 +157,13 @@ def test_missing_tls_files_are_named(pg, tmp_path):
     cfg = base_config(pg, tmp_path)
     cfg["server"]["tls"] = {"cert": str(tmp_path / "nope.pem")}
     with pytest.raises(ConfigError) as info:
-        build_config(cfg, base=tmp_path, env={})
+        build_settings(cfg, base=tmp_path, env={})
     assert "server.tls.cert: file not found" in info.value.message
     assert "server.tls.key: required" in info.value.message
 
 
 def test_tokens_never_reach_the_logs(start_app):
-    from pgbackup_server import logs
+    from pgbackup_server.observability import logs
 
     buf = io.StringIO()
     logs.configure("debug", "console", stream=buf)

@@ -20,8 +20,8 @@ from conftest import DB, base_config
 from procs import Backupd, wait_for
 
 from pgbackup_client import BackupClient, BackupClientError
-from pgbackup_server.embedded import free_port
-from pgbackup_server.store import SqlRunStore
+from pgbackup_server.persistence import open_store
+from pgbackup_server.postgres.embedded import free_port
 
 GRACE = 2.0  # server.shutdownGrace of these tests
 SLACK = 6.0  # what stopping may take beyond the grace (gRPC drain, Envoy, store)
@@ -249,7 +249,7 @@ def test_queued_runs_cancelled_by_the_stop_do_not_cost_the_grace(pg, start_app):
     assert isinstance(outcome[0], BackupClientError), outcome
     assert outcome[0].code == "UNAVAILABLE"
     assert "before this run started" in outcome[0].details
-    store = SqlRunStore(stack.app.config.store_url)
+    store = open_store(stack.app.settings.store_url).runs
     try:
         assert store.get(running.id).status.value == "SUCCEEDED"
         queued = [r for r in store.list_runs().runs if r.id != running.id]

@@ -14,13 +14,13 @@ import yaml
 from conftest import base_config
 from procs import wait_for
 
-from pgbackup_server.embedded import free_port
+from pgbackup_server.postgres.embedded import free_port
 
 
 def backupd(*args: str, cwd: Path, env: dict[str, str] | None = None
             ) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    return subprocess.run([sys.executable, "-m", "pgbackup_server.app", *args], cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "pgbackup_server", *args], cwd=cwd,
                           env={**base, **(env or {})}, capture_output=True, text=True,
                           timeout=60, check=False)
 
@@ -61,7 +61,7 @@ def test_backupd_logs_the_config_file_at_start(pg, tmp_path):
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     log = tmp_path / "backupd.log"
     with open(log, "wb") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "pgbackup_server.app"], cwd=tmp_path,
+        proc = subprocess.Popen([sys.executable, "-m", "pgbackup_server"], cwd=tmp_path,
                                 stdout=sink, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL)
     try:

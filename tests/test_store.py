@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from pgbackup_server.models import FileState, RunStatus, Trigger
-from pgbackup_server.store import SqlRunStore
+from pgbackup_server.domain.models import FileState, RunStatus, Trigger
+from pgbackup_server.persistence import SqlRunStore, open_store
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def test_sqlite_is_in_wal_mode_with_a_busy_timeout(tmp_path):
-    store = SqlRunStore(f"sqlite:///{tmp_path / 's.db'}")
+    store = open_store(f"sqlite:///{tmp_path / 's.db'}").runs
     with store.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 5000
@@ -33,13 +33,13 @@ def _scratch_stats(store: SqlRunStore, database: str = ""):
 
 
 def _stats_tuple(store: SqlRunStore, database: str = ""):
-    s = store.stats("/b", database)
+    s = store.stats("/b", database=database)
     return (s.total_backups, s.total_size_bytes, s.succeeded_runs, s.failed_runs,
             s.running_runs, s.verified_backups, s.verification_failures)
 
 
 def test_totals_stay_exact_through_every_transition(tmp_path):
-    store = SqlRunStore(f"sqlite:///{tmp_path / 's.db'}")
+    store = open_store(f"sqlite:///{tmp_path / 's.db'}").runs
     ids = []
     for i in range(12):
         db = "a" if i % 3 else "b"
@@ -73,13 +73,13 @@ def test_totals_stay_exact_through_every_transition(tmp_path):
     # A restart rebuilds the derived tables from the runs: same answer.
     before = _stats_tuple(store)
     store.close()
-    reopened = SqlRunStore(f"sqlite:///{tmp_path / 's.db'}")
+    reopened = open_store(f"sqlite:///{tmp_path / 's.db'}").runs
     assert _stats_tuple(reopened) == before
     reopened.close()
 
 
 def test_stats_and_list_with_100k_runs_are_index_lookups(tmp_path):
-    store = SqlRunStore(f"sqlite:///{tmp_path / 's.db'}")
+    store = open_store(f"sqlite:///{tmp_path / 's.db'}").runs
     rows = []
     for i in range(100_000):
         t = T0 + timedelta(minutes=i)

@@ -46,7 +46,7 @@ def test_verify_restore_and_contents_through_envoy(pg, start_app):
 def test_metrics_and_healthz_are_served(start_app):
     stack = start_app()
     stack.client().create_backup()
-    port = stack.app.observability.metrics_port
+    port = stack.app.metrics_port
     assert port
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
         text = resp.read().decode()
@@ -78,7 +78,7 @@ def test_reflection_lists_the_services(stack):
 def test_plain_partial_restore_and_risky_targets_through_envoy(pg, start_app):
     """A plain backup (the default format) restores one table; a view without its
     table is a 400; overwriting the live source or postgres needs force."""
-    from pgbackup_server.embedded import seed_sample
+    from pgbackup_server.postgres.embedded import seed_sample
 
     live, target = "wired_live", "wired_partial"
     for name in (live, target):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 
 class RunStatus(enum.StrEnum):
@@ -75,15 +76,24 @@ class CompressionMethod(enum.StrEnum):
         return {"none": 0, "gzip": 6, "lz4": 1, "zstd": 1}[self.value]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Compression:
-    """A compression method and level, written ``zstd:3`` (``none`` alone)."""
+    """A compression method and level, written ``zstd:3`` (``none`` alone). Like the
+    string enums, it equals its written form: ``Compression.parse("zstd:1") == "zstd:1"``."""
 
     method: CompressionMethod
     level: int = 0
 
     def __str__(self) -> str:
         return "none" if self.method is CompressionMethod.NONE else f"{self.method}:{self.level}"
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Compression | str):
+            return str(self) == str(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(str(self))
 
     @classmethod
     def parse(cls, text: str) -> Compression:
@@ -189,7 +199,7 @@ class Alert:
     kind: AlertKind
     subject: str  # the database (or target/database), or the schedule for missed_schedule
     since: datetime
-    details: dict[str, object] = field(default_factory=dict, compare=False)
+    details: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def key(self) -> str:
@@ -237,6 +247,16 @@ class CleanupResult:
     freed_bytes: int
     dry_run: bool
     files: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True, slots=True)
+class CreateResult:
+    """What a create request returns: its (first) run, the files the cleanup after it
+    deleted, and every run it started (allDatabases: one per database)."""
+
+    run: Run
+    deleted_files: int = 0
+    runs: tuple[Run, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ import json
 import os
 import smtplib
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Protocol
@@ -24,7 +24,7 @@ import httpx
 import structlog
 
 from .. import __version__
-from ..domain.models import ChannelType, NotifyEvent
+from ..domain.models import ChannelType
 from ..settings import NotificationConfig
 from .payloads import Payload, render_text
 
@@ -44,8 +44,11 @@ class NotificationError(Exception):
 
 class Channel(Protocol):
     name: str  # e.g. "webhook[0]": the type and its index in ``notifications``
-    events: frozenset[NotifyEvent] | frozenset[str]
     retries: int
+
+    @property
+    def events(self) -> Collection[str]:
+        """The events it receives (``notifications[i].events``)."""
 
     def deliver(self, payload: Payload) -> None:
         """One attempt; raises NotificationError."""

@@ -53,11 +53,15 @@ class Notifier:
         self.errors: dict[str, int] = {ch.name: 0 for ch in self.channels}
         self.sent: dict[str, int] = {ch.name: 0 for ch in self.channels}
         self._stopping = threading.Event()
-        self._sleep = sleep or self._stopping.wait
+        self._sleep = sleep or self._pause
         self._queues: dict[str, queue.Queue[object]] = {
             ch.name: queue.Queue(maxsize=queue_size) for ch in self.channels}
         self._threads: list[threading.Thread] = []
         self._counts = threading.Lock()
+
+    def _pause(self, seconds: float) -> None:
+        """Wait between retries; a stop ends the wait at once."""
+        self._stopping.wait(seconds)
 
     def start(self) -> None:
         for ch in self.channels:

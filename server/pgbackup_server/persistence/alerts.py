@@ -8,11 +8,14 @@ import threading
 from datetime import datetime
 from pathlib import Path
 
+import structlog
 from sqlalchemy import Engine, delete, insert, select
 
 from ..domain.models import Alert, AlertKind
 from .codec import aware
 from .schema import alert_tracking, alerts_firing
+
+log = structlog.get_logger("pgbackup")
 
 
 class SqlAlertStore:
@@ -25,12 +28,12 @@ class SqlAlertStore:
     def firing(self) -> list[Alert]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(alerts_firing)).all()
-        return [Alert(AlertKind(r.kind), r.subject, aware(r.since) or r.since,  # type: ignore[arg-type]
+        return [Alert(AlertKind(r.kind), r.subject, aware(r.since) or r.since,
                       json.loads(r.details)) for r in rows]
 
     def tracking(self) -> dict[str, datetime]:
         with self.engine.connect() as conn:
-            return {r.subject: aware(r.since) or r.since  # type: ignore[misc]
+            return {r.subject: aware(r.since) or r.since
                     for r in conn.execute(select(alert_tracking))}
 
     def fire(self, alert: Alert) -> None:
@@ -58,12 +61,21 @@ class SqlAlertStore:
         """Take over ``alerts.json`` of backupd 0.1.0 once (renamed ``.imported``)."""
         if not path.is_file():
             return False
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        self.track({s: datetime.fromisoformat(t)
-                    for s, t in raw.get("tracking_since", {}).items()})
-        for item in raw.get("alerts", []):
-            self.fire(Alert(AlertKind(item["kind"]), item["subject"],
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            tracking = {s: datetime.fromisoformat(t)
+                        for s, t in raw.get("tracking_since", {}).items()}
+            firing = [Alert(AlertKind(item["kind"]), item["subject"],
                             datetime.fromisoformat(item["since"]),
-                            dict(item.get("details", {}))))
+                            dict(item.get("details", {}))) for item in raw.get("alerts", [])]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            # Not worth refusing to start over: alerts fire again if still true.
+            log.warning("Old alert state unreadable; set aside", path=str(path),
+                        error=str(exc))
+            path.rename(path.with_name(path.name + ".unreadable"))
+            return False
+        self.track(tracking)
+        for alert in firing:
+            self.fire(alert)
         path.rename(path.with_name(path.name + ".imported"))
         return True

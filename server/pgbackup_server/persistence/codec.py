@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import fields
 from datetime import UTC, datetime
 from functools import cache
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from ..domain.models import Compression
 
@@ -26,7 +26,7 @@ def _unwrap(hint: Any) -> tuple[Any, bool]:
 
 
 @cache
-def _plan(cls: type) -> tuple[tuple[str, Any, bool], ...]:
+def _plan(cls: Any) -> tuple[tuple[str, Any, bool], ...]:
     hints = typing.get_type_hints(cls)
     return tuple((f.name, *_unwrap(hints[f.name])) for f in fields(cls))
 
@@ -34,17 +34,15 @@ def _plan(cls: type) -> tuple[tuple[str, Any, bool], ...]:
 def from_row(cls: type[T], row: Mapping[str, Any]) -> T:
     """A ``cls`` (a dataclass) from a row holding a column per field."""
     values: dict[str, Any] = {}
-    for name, kind, optional in _plan(cls):
+    plan: tuple[tuple[str, Any, bool], ...] = _plan(cast(Any, cls))
+    for name, kind, optional in plan:
         if name not in row:
             continue
         value = row[name]
         if kind is Compression:
             value = Compression.parse(value) if value else None
         elif isinstance(kind, type) and issubclass(kind, enum.Enum):
-            if optional and value in ("", None):
-                value = None
-            else:
-                value = kind(value)
+            value = None if optional and value in ("", None) else kind(value)
         elif kind is datetime:
             value = aware(value)
         values[name] = value

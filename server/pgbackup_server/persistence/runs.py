@@ -69,6 +69,9 @@ class SqlRunStore:
         self._write_lock = threading.Lock()
         self.rebuild_totals()
 
+    def close(self) -> None:
+        self.engine.dispose()
+
     def rebuild_totals(self) -> None:
         with self._write_lock, self.engine.begin() as conn:
             totals.rebuild(conn)
@@ -166,8 +169,8 @@ class SqlRunStore:
         """Newest first; ``page_size`` 0 means the default."""
         size = page_size or DEFAULT_PAGE_SIZE
         if not 1 <= size <= MAX_PAGE_SIZE:
-            raise InvalidArgument(f"page_size: must be between 1 and {MAX_PAGE_SIZE} (0 for "
-                                  f"{DEFAULT_PAGE_SIZE}), got {page_size}")
+            raise InvalidArgument(f"page_size: must be between 1 and {MAX_PAGE_SIZE} (0 or "
+                                  f"unset: {DEFAULT_PAGE_SIZE}), got {page_size}")
         query = (select(runs).where(Scope(target, database).on(runs))
                  .order_by(runs.c.id.desc()).limit(size + 1))
         if status is not None:

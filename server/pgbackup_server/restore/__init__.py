@@ -7,23 +7,13 @@ database that is always dropped). Restores stream the backup into
 ``pg_restore`` or ``psql``: never a second copy on disk. Each restore is
 recorded as its own run.
 
-Like the service, this package knows nothing of gRPC, protobuf or SQLAlchemy;
-``store`` (SqlRestoreStore) is its edge and is not imported here.
+Its store is persistence.SqlRestoreStore, behind the RestoreStore port.
 """
 
 from __future__ import annotations
 
 from .archive import Archive, TocEntry, data_sizes, read_archive
-from .models import (
-    BackupContents,
-    ContentEntry,
-    RestoreFailed,
-    RestoreRun,
-    RestoreStore,
-    TableRows,
-    Unimplemented,
-    VerifyResult,
-)
+from .models import BackupContents, ContentEntry, RestoreRun, TableRows, VerifyResult
 from .selection import Selection, select_entries
 from .service import RestoreService
 from .validation import check_database_name
@@ -33,14 +23,11 @@ __all__ = [
     "Archive",
     "BackupContents",
     "ContentEntry",
-    "RestoreFailed",
     "RestoreRun",
     "RestoreService",
-    "RestoreStore",
     "Selection",
     "TableRows",
     "TocEntry",
-    "Unimplemented",
     "VerifyAfterBackup",
     "VerifyResult",
     "check_database_name",

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from ..errors import FailedPrecondition
-from ..runner import CHUNK
+from ..backup.files import CHUNK
+from ..domain.errors import FailedPrecondition
 from .models import Corrupt, unreadable
 
 _ARCHIVE_FORMATS = {1: "custom", 3: "directory"}

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..models import Run
+from ..domain.models import Run
 from .archive import data_sizes, read_archive
 from .models import BackupContents, ContentEntry, Corrupt
 from .plaintoc import read_plain_toc

@@ -8,8 +8,8 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from .. import pgtools
-from ..errors import FailedPrecondition, Unavailable
+from ..domain.errors import FailedPrecondition, Unavailable
+from ..postgres.conninfo import ConnInfo
 from .models import TableRows, ToolFailed
 
 _USER_OBJECTS_SQL = """
@@ -29,30 +29,29 @@ SELECT (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relname
 
 
 @contextlib.contextmanager
-def connect(server: dict[str, str], dbname: str) -> Iterator[Any]:
+def connect(server: ConnInfo, dbname: str) -> Iterator[Any]:
     import psycopg
-    from psycopg.conninfo import make_conninfo
 
-    params = {**server, "dbname": dbname}
-    params.setdefault("connect_timeout", "10")
-    params.setdefault("application_name", "backupd-restore")
+    params = server.with_dbname(dbname)
+    defaults = {k: v for k, v in (("connect_timeout", "10"),
+                                  ("application_name", "backupd-restore")) if k not in params}
     try:
-        conn = psycopg.connect(make_conninfo("", **params), autocommit=True)
+        conn = psycopg.connect(params.dsn(**defaults), autocommit=True)
     except psycopg.Error as exc:
         raise Unavailable(f'cannot connect to database "{dbname}": '
-                          f"{pgtools.scrub(str(exc), params)}") from None
+                          f"{params.scrub(str(exc))}") from None
     with conn:
         yield conn
 
 
-def _admin(server: dict[str, str], *busy: str) -> contextlib.AbstractContextManager[Any]:
+def _admin(server: ConnInfo, *busy: str) -> contextlib.AbstractContextManager[Any]:
     """A connection for CREATE/DROP DATABASE: to the configured database, or to
     ``postgres`` when that is one of the databases being changed."""
     own = server.get("dbname") or server.get("user") or "postgres"
     return connect(server, "postgres" if own in busy else own)
 
 
-def _execute(server: dict[str, str], conn: Any, statement: Any, action: str) -> None:
+def _execute(server: ConnInfo, conn: Any, statement: Any, action: str) -> None:
     import psycopg
 
     try:
@@ -62,20 +61,20 @@ def _execute(server: dict[str, str], conn: Any, statement: Any, action: str) -> 
                                  "the CREATEDB privilege (and to own replaced "
                                  "databases)") from None
     except psycopg.Error as exc:
-        raise ToolFailed(f"{action}: {pgtools.scrub(_first_line(exc), server)}") from None
+        raise ToolFailed(f"{action}: {server.scrub(_first_line(exc))}") from None
 
 
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
-def database_exists(server: dict[str, str], name: str) -> bool:
+def database_exists(server: ConnInfo, name: str) -> bool:
     with _admin(server, name) as conn:
         return conn.execute("SELECT FROM pg_database WHERE datname = %s",
                             [name]).fetchone() is not None
 
 
-def database_state(server: dict[str, str], name: str) -> str | None:
+def database_state(server: ConnInfo, name: str) -> str | None:
     """None (no such database), "empty" (no user objects) or "used"."""
     with _admin(server, name) as conn:
         row = conn.execute("SELECT datallowconn FROM pg_database WHERE datname = %s",
@@ -90,7 +89,7 @@ def database_state(server: dict[str, str], name: str) -> str | None:
     return "used" if used and used[0] else "empty"
 
 
-def create_database(server: dict[str, str], name: str) -> None:
+def create_database(server: ConnInfo, name: str) -> None:
     from psycopg import sql
 
     # template0: a dump expects a pristine database, not template1's local additions.
@@ -99,7 +98,7 @@ def create_database(server: dict[str, str], name: str) -> None:
             sql.Identifier(name)), f'cannot create database "{name}"')
 
 
-def drop_database(server: dict[str, str], name: str) -> None:
+def drop_database(server: ConnInfo, name: str) -> None:
     from psycopg import sql
 
     with _admin(server, name) as conn:
@@ -109,7 +108,7 @@ def drop_database(server: dict[str, str], name: str) -> None:
             sql.Identifier(name), force), f'cannot drop database "{name}"')
 
 
-def rename_database(server: dict[str, str], staging: str, target: str) -> None:
+def rename_database(server: ConnInfo, staging: str, target: str) -> None:
     from psycopg import sql
 
     with _admin(server, staging, target) as conn:
@@ -118,7 +117,7 @@ def rename_database(server: dict[str, str], staging: str, target: str) -> None:
             f'restored into "{staging}" but cannot rename it to "{target}"')
 
 
-def row_counts(server: dict[str, str], dbname: str) -> tuple[TableRows, ...]:
+def row_counts(server: ConnInfo, dbname: str) -> tuple[TableRows, ...]:
     """Every user table in ``dbname`` with its number of rows."""
     from psycopg import sql
 

@@ -1,15 +1,12 @@
-"""What verification and restore produce and record, their errors, and the
-store the restore service needs."""
+"""What verification and restore produce and record, and their internal failures."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
 
-from ..errors import BackupError
-from ..models import RunStatus
+from ..domain.models import RunStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,34 +69,6 @@ class ContentEntry:
 class BackupContents:
     entries: tuple[ContentEntry, ...]
     schemas: tuple[str, ...]
-
-
-class RestoreFailed(BackupError):
-    """A restore failed; the restore run holds the same reason."""
-
-    status = "INTERNAL"
-
-
-class Unimplemented(BackupError):
-    """This server was started without the restore service."""
-
-    status = "UNIMPLEMENTED"
-
-
-class RestoreStore(Protocol):
-    """What the restore service needs from its store (see store.SqlRestoreStore)."""
-
-    def create(self, *, backup_id: int, target_database: str, requested_by: str,
-               schemas: tuple[str, ...], tables: tuple[str, ...], jobs: int, overwrite: bool,
-               started_at: datetime) -> RestoreRun: ...
-    def mark_succeeded(self, restore_id: int, *, finished_at: datetime) -> None: ...
-    def mark_failed(self, restore_id: int, *, finished_at: datetime, error: str) -> None: ...
-    def get(self, restore_id: int) -> RestoreRun: ...
-    def unfinished(self) -> list[RestoreRun]: ...
-    def add_scratch(self, name: str, *, purpose: str, target: str,
-                    created_at: datetime) -> None: ...
-    def remove_scratch(self, name: str) -> None: ...
-    def scratch_databases(self) -> list[tuple[str, str]]: ...
 
 
 # -- internal failures, turned into results or BackupErrors by the service ---

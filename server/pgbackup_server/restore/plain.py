@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import FailedPrecondition
-from ..models import Run
-from ..runner import CHUNK
+from ..backup.files import CHUNK
+from ..domain.errors import FailedPrecondition
+from ..domain.models import Run
 from .models import Corrupt, unreadable
 
 _MARKER = re.compile(rb"^-- PostgreSQL database (?:cluster )?dump complete\s*$", re.MULTILINE)
@@ -68,7 +68,7 @@ class Decoder:
 
 
 def compression_method(run: Run) -> str:
-    return run.compression.partition(":")[0] or "none"
+    return run.compression.method.value if run.compression else "none"
 
 
 def raw_chunks(path: Path) -> Iterator[bytes]:

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..models import Run
+from ..domain.models import Run
 from .archive import Archive, TocEntry
 from .models import Corrupt
 from .plain import Decoder, compression_method, raw_chunks

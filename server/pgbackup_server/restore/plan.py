@@ -9,8 +9,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import FailedPrecondition, InvalidArgument
-from ..models import Run
+from ..domain.errors import FailedPrecondition, InvalidArgument
+from ..domain.models import Run
+from ..postgres.conninfo import ConnInfo
 from .archive import Archive, read_archive
 from .databases import connect, database_exists, database_state
 from .models import Corrupt
@@ -23,7 +24,7 @@ from .verify import check_recorded
 class Plan:
     """How one restore goes, decided before it is recorded."""
 
-    server: dict[str, str]
+    server: ConnInfo
     target: str
     mode: str  # "new": create target; "into": existing empty target;
     #            "swap": restore into a staging database, then replace target;
@@ -39,7 +40,7 @@ class Plan:
         return f"{self.server.get('host', '')}:{self.server.get('port', '')}/{self.target}"
 
 
-def plan_restore(run: Run, server: dict[str, str], *, target_database: str, overwrite: bool,
+def plan_restore(run: Run, server: ConnInfo, *, target_database: str, overwrite: bool,
                  schemas: tuple[str, ...], tables: tuple[str, ...], jobs: int) -> Plan:
     plan = Plan(server=server, target=target_database, mode="new", jobs=jobs)
     partial = bool(schemas or tables)
@@ -114,7 +115,7 @@ def _plan_target(run: Run, plan: Plan, overwrite: bool, partial: bool) -> None:
     plan.mode = "replace" if partial else "swap"
 
 
-def _new_name(server: dict[str, str], run: Run) -> str:
+def _new_name(server: ConnInfo, run: Run) -> str:
     """A database named after the backup that does not exist yet."""
     base = re.sub(r"[^a-z0-9_]", "_", run.database.lower())[:40] or "db"
     base = base if base[0].isalpha() or base[0] == "_" else f"db_{base}"

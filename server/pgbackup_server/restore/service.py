@@ -12,27 +12,32 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NoReturn
 
 import structlog
 
-from .. import pgtools
-from ..config import Config
-from ..errors import BackupError, FailedPrecondition, InvalidArgument, Unavailable
-from ..events import Listener
-from ..models import FileState, Run, RunStatus
-from ..service import Clock, RunStore, utc_now
+from ..domain.errors import (
+    BackupError,
+    FailedPrecondition,
+    InvalidArgument,
+    RestoreFailed,
+    Unavailable,
+)
+from ..domain.models import FileState, Run, RunKind, RunStatus
+from ..domain.ports import Clock, Listener, RestoreStore, RunStore
+from ..domain.targets import Targets
+from ..postgres.binaries import PgBinary
+from ..postgres.conninfo import ConnInfo
+from ..settings import Settings
 from .contents import backup_contents
 from .databases import create_database, drop_database, rename_database
 from .models import (
     BackupContents,
     Corrupt,
-    RestoreFailed,
     RestoreRun,
-    RestoreStore,
     TableRows,
     ToolFailed,
     VerifyResult,
@@ -48,20 +53,17 @@ log = structlog.get_logger("pgbackup")
 class RestoreService:
     """Verification, restore and contents of recorded backups. Thread-safe."""
 
-    def __init__(self, config: Config, store: RunStore, restores: RestoreStore, *,
-                 binaries: list[pgtools.PgBinary], runtime_dir: Path, clock: Clock = utc_now,
-                 events: Listener | None = None,
-                 conninfo_for: Callable[[str, str], Mapping[str, str]] | None = None) -> None:
+    def __init__(self, config: Settings, store: RunStore, restores: RestoreStore,
+                 events: Listener, *, targets: Targets, binaries: list[PgBinary],
+                 runtime_dir: Path, clock: Clock) -> None:
         self.config = config
         self.store = store
         self.restores = restores
+        self.events = events
+        self.targets = targets
         self.binaries = binaries
         self.runtime_dir = runtime_dir
         self.clock = clock
-        self.events = events or Listener()
-        # (target, database) -> libpq parameters, password included (BackupService has
-        # the same method); the default reads the targets from the configuration.
-        self.conninfo_for = conninfo_for or self._configured_conninfo
         self._pool = ThreadPoolExecutor(max_workers=config.backup.max_concurrent,
                                         thread_name_prefix="restore")
         self._lock = threading.Lock()
@@ -69,23 +71,11 @@ class RestoreService:
         self._busy_targets: dict[str, int] = {}  # target database -> restore id
         self._closing = False
 
-    def _configured_conninfo(self, target: str, database: str = "") -> dict[str, str]:
-        from psycopg.conninfo import conninfo_to_dict
-
-        targets = {t.name: t for t in self.config.targets}
-        if target not in targets:
-            raise KeyError(target)
-        params = {k: str(v) for k, v in conninfo_to_dict(targets[target].database.url).items()
-                  if v is not None}
-        if database:
-            params["dbname"] = database
-        return params
-
-    def _server(self, run: Run) -> dict[str, str]:
+    def _server(self, run: Run) -> ConnInfo:
         """Connection parameters of the server a run's database is on; ``dbname`` is
         the configured one (it exists), used for CREATE/DROP DATABASE."""
         try:
-            return dict(self.conninfo_for(run.target or run.database, ""))
+            return self.targets.conninfo(run.target or run.database)
         except (KeyError, BackupError):
             raise FailedPrecondition(f"backup {run.id} was made for target "
                                      f"{run.target or run.database!r}, which is no longer "
@@ -105,7 +95,7 @@ class RestoreService:
                         backup_id=r.backup_id, target_database=r.target_database)
         for name, target in self.restores.scratch_databases():
             try:
-                drop_database(dict(self.conninfo_for(target, "")), name)
+                drop_database(self.targets.conninfo(target), name)
                 self.restores.remove_scratch(name)
             except (BackupError, ToolFailed, KeyError) as exc:
                 log.error("Cannot drop a database left by an interrupted restore",
@@ -263,10 +253,7 @@ class RestoreService:
         """The database a backup was taken from: the configured target's (a run's
         ``database`` may name the target), or, for an allDatabases target, the
         run's own."""
-        target = next((t for t in self.config.targets if t.name == run.target), None)
-        if target is not None and not target.all_databases:
-            return target.database.dbname
-        return run.database
+        return self.targets.source_dbname(run.target, run.database) or run.database
 
     def _execute(self, record: RestoreRun, run: Run, plan: Plan) -> RestoreRun:
         bound = log.bind(restore_id=record.id, backup_id=run.id, target_database=plan.target)
@@ -320,7 +307,7 @@ class RestoreService:
         bound.info("Restore completed successfully", duration_seconds=done.duration_seconds)
         return done
 
-    def _fail(self, record: RestoreRun, run: Run, reason: str, server: dict[str, str],
+    def _fail(self, record: RestoreRun, run: Run, reason: str, server: ConnInfo,
               created: str | None, bound: Any) -> NoReturn:
         if created is not None:
             self._drop_scratch(server, created)
@@ -373,7 +360,7 @@ class RestoreService:
             raise FailedPrecondition(f"backup {run.id}: file {run.file_path} is missing from "
                                      "disk")
 
-    def _drop_scratch(self, server: dict[str, str], name: str) -> None:
+    def _drop_scratch(self, server: ConnInfo, name: str) -> None:
         """Drop a database this service created; keep it registered (for the next
         start) only if dropping fails."""
         try:
@@ -386,7 +373,7 @@ class RestoreService:
 
 
 def _refuse_globals(run: Run, action: str) -> None:
-    if Path(run.file_path).name.startswith("globals_"):
+    if run.kind is RunKind.GLOBALS:
         raise FailedPrecondition(
             f"backup {run.id} holds the server's roles and tablespaces (pg_dumpall "
             f"--globals-only) and cannot be {action} into a database: it changes the whole "

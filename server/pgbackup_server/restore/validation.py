@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from ..errors import InvalidArgument
+from ..domain.errors import InvalidArgument
 
 MAX_NAME_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1
 MAX_JOBS = 64

@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from ..errors import FailedPrecondition
-from ..events import Listener
-from ..models import Run, RunStatus, Trigger
-from ..runner import tree_digest
+from ..backup.files import tree_digest
+from ..domain.errors import FailedPrecondition
+from ..domain.models import Run, RunKind, RunStatus, Trigger, VerifyMode
+from ..domain.ports import Listener
+from ..postgres.conninfo import ConnInfo
 from .archive import data_sizes, read_archive
 from .databases import create_database, row_counts
 from .models import Corrupt, TableRows, ToolFailed, unreadable
@@ -129,7 +130,7 @@ def check_recorded(run: Run, size: int, digest: str) -> None:
                       f"{run.sha256}")
 
 
-def deep_check(tools: ToolRunner, server: dict[str, str], run: Run,
+def deep_check(tools: ToolRunner, server: ConnInfo, run: Run,
                scratch: str) -> tuple[TableRows, ...]:
     """Create ``scratch``, restore the backup into it and count every table's rows.
     Dropping it is the caller's (who registered it)."""
@@ -149,15 +150,15 @@ class VerifyAfterBackup(Listener):
 
     def __init__(self, service: RestoreService, mode: str | None = None) -> None:
         self.service = service
-        self.mode = mode or service.config.backup.verify
+        self.mode = VerifyMode(mode) if mode else service.config.backup.verify
 
     def on_run_finished(self, run: Run) -> None:
-        if (self.mode == "none" or run.trigger is not Trigger.SCHEDULE
+        if (self.mode is VerifyMode.NONE or run.trigger is not Trigger.SCHEDULE
                 or run.status is not RunStatus.SUCCEEDED):
             return
         # Globals (roles, tablespaces) are never restored into a scratch database:
         # they get the quick check.
-        deep = self.mode == "deep" and not Path(run.file_path).name.startswith("globals_")
+        deep = self.mode is VerifyMode.DEEP and run.kind is not RunKind.GLOBALS
         if self.service.verify_in_background(run.id, deep=deep) is None:
             log.warning("Verification after backup skipped: the service is shutting down",
                         run_id=run.id)

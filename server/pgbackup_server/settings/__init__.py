@@ -59,15 +59,30 @@ def load_settings(path: str | Path | None, env: Mapping[str, str] | None = None)
         try:
             raw = yaml.safe_load(text) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{p}: invalid YAML: {_yaml_problem(exc, p)}") from None
+            raise ConfigError(_yaml_error(p, exc)) from None
         base = p.resolve().parent
     return build_settings(raw, base=base, env=env, source=Path(path) if path else None)
 
 
-def _yaml_problem(exc: yaml.YAMLError, path: Path) -> str:
-    """PyYAML's message, with the file's name where it says ``<unicode string>``."""
-    return str(exc).replace('"<unicode string>"', str(path)).replace("<unicode string>",
-                                                                      str(path))
+def _yaml_error(path: Path, exc: yaml.YAMLError) -> str:
+    """``config.yaml, line 9, column 3: invalid YAML: ...`` with the offending line,
+    rather than PyYAML's ``in "<unicode string>"``."""
+    if isinstance(exc, yaml.reader.ReaderError):  # a control character: named by position
+        exc.name = str(path)
+    mark = getattr(exc, "problem_mark", None)
+    if not isinstance(exc, yaml.MarkedYAMLError) or mark is None or not exc.problem:
+        return f"{path}: invalid YAML: {exc}"
+    message = f"{path}, line {mark.line + 1}, column {mark.column + 1}: invalid YAML: " \
+              f"{exc.problem}"
+    context = exc.context_mark
+    if exc.context and context is not None and (context.line, context.column) != (
+            mark.line, mark.column):
+        message += (f" ({exc.context} started at line {context.line + 1}, "
+                    f"column {context.column + 1})")
+    elif exc.context:
+        message += f" ({exc.context})"
+    snippet = mark.get_snippet()
+    return f"{message}\n{snippet}" if snippet else message
 
 
 def build_settings(raw: Any, *, base: Path, env: Mapping[str, str],

@@ -29,6 +29,8 @@ def messages(error: ValidationError, root: type[BaseModel]) -> list[str]:
     out = []
     for e in error.errors(include_url=False):
         loc = tuple(p for p in e["loc"] if not _is_union_tag(p))
+        while loc and isinstance(loc[-1], int):
+            loc = loc[:-1]  # an item of a list: the key names the list
         path = key_path(loc)
         kind = e["type"]
         if kind == "config":  # our own complete message

@@ -88,7 +88,8 @@ ConfigPath = Annotated[Path, BeforeValidator(lambda v: Path(text(v))),
 
 
 def show(value: Any) -> str:
-    """A value as it appears in an error message: strings quoted, long ones cut."""
-    shown = f'"{value}"' if isinstance(value, str) else repr(value)
-    shown = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", shown)
+    """A value as it appears in an error message: strings quoted, long ones cut; text
+    with control characters as repr, so a message stays on one line."""
+    shown = (repr(value) if not isinstance(value, str) or _CONTROL.search(value)
+             else f'"{value}"')
     return shown if len(shown) <= 80 else shown[:77] + "..."

@@ -1,0 +1,5 @@
+"""``python -m pgbackup_server``: backupd."""
+
+from .main import main
+
+main()

@@ -1,0 +1,140 @@
+"""Executes one backup run: checks the directory, asks the server its version,
+picks a pg_dump, plans and dumps, and records every step on the run.
+
+A run always ends recorded: SUCCEEDED with its file, size and SHA-256, or FAILED
+with the reason (logged and sent to the event listeners), whatever went wrong.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime
+from pathlib import Path
+from typing import NoReturn
+
+import structlog
+
+from ..domain.errors import BackupError, BackupFailed, Unavailable
+from ..domain.models import CreateResult, Run, RunKind
+from ..domain.ports import Clock, Listener, RunStore
+from ..domain.targets import Targets
+from ..postgres import binaries as pg_binaries
+from ..postgres.binaries import PgBinary
+from ..postgres.server import query_server
+from ..settings import Settings
+from . import files, naming
+from .cleanup import Cleaner
+from .dump import DumpProcess
+from .jobs import Job
+from .plan import plan_dump, wanted_capability
+from .progress import ProgressTracker
+
+log = structlog.get_logger("pgbackup")
+SHUTDOWN_CANCELLED = "cancelled: the service shut down (server.shutdownGrace expired)"
+
+
+class RunExecutor:
+    """Runs jobs; :meth:`cancel_all` stops the ones running (at shutdown)."""
+
+    def __init__(self, settings: Settings, store: RunStore, events: Listener, *,
+                 targets: Targets, binaries: list[PgBinary], runtime_dir: Path, clock: Clock,
+                 tracker: ProgressTracker, cleaner: Cleaner) -> None:
+        self.settings = settings
+        self.store = store
+        self.events = events
+        self.targets = targets
+        self.binaries = binaries
+        self.runtime_dir = runtime_dir
+        self.clock = clock
+        self.tracker = tracker
+        self.cleaner = cleaner
+        self._lock = threading.Lock()
+        self._active: dict[int, DumpProcess] = {}
+        self._cancelling = False
+
+    def cancel_all(self) -> None:
+        """Stop every running dump; a run not yet at pg_dump fails instead of starting."""
+        with self._lock:
+            self._cancelling = True
+            active = list(self._active.values())
+        for dump in active:
+            dump.stop(SHUTDOWN_CANCELLED)
+
+    def execute(self, run: Run, job: Job) -> CreateResult:
+        """Run ``job`` for the recorded ``run``; raise its error after recording it."""
+        bound = log.bind(run_id=run.id, database=run.database)
+        started = self.clock()
+        b = self.settings.backup
+        conninfo = self.targets.conninfo(job.target.name, job.dbname)
+        bound.info("Database backup job started", backup_dir=str(job.directory))
+        try:
+            files.prepare_backup_dir(job.directory, job.dir_field, requested=job.requested)
+            server = query_server(conninfo)
+            binary = pg_binaries.choose(self.binaries, server.major, server.version,
+                                        wanted_capability(b.format, b.compression,
+                                                          b.compress_backup))
+            plan = plan_dump(binary, format=b.format, compression=b.compression,
+                             compress_backup=b.compress_backup,
+                             supports=pg_binaries.supports_compression, jobs=b.jobs)
+            globals_only = run.kind is RunKind.GLOBALS
+            if globals_only:
+                plan = plan.for_globals()
+            # The run's database names the file; globals_<target> for the globals.
+            name = job.target.name if globals_only else run.database
+            stem = naming.stem(run.kind, name, started, self.settings.scheduler.tz)
+            temp = naming.free_temp_path(job.directory, f"{stem}{plan.extension}", run.id)
+            dump = DumpProcess(plan, conninfo, str(self.runtime_dir))
+            with self._lock:
+                if self._cancelling:
+                    raise Unavailable(SHUTDOWN_CANCELLED)
+                self._active[run.id] = dump
+            running = self.store.mark_running(
+                run.id, started_at=started, temp_path=str(temp), format=plan.format,
+                compression=plan.compression, pg_dump_version=binary.version,
+                server_version=server.version)
+            self.events.on_run_started(running)
+            bound.debug("pg_dump starting", pg_dump=binary.path, pg_dump_version=binary.version,
+                        server_version=server.version, format=plan.format,
+                        compression=str(plan.compression))
+            outcome = dump.run(job.directory, stem, run.id, b.timeout_seconds,
+                               on_progress=self.tracker.recorder(run.id, server.database_size),
+                               temp=temp)
+        except BackupError as exc:
+            self._fail(run, started, exc, bound)
+        except OSError as exc:  # the file system changed under the run: no bug, no traceback
+            where = f" ({exc.filename})" if exc.filename else ""
+            self._fail(run, started, BackupFailed(f"file system error{where}: "
+                                                  f"{exc.strerror or exc}"), bound)
+        except Exception as exc:  # a bug: still record the run
+            bound.exception("Backup crashed")
+            self._fail(run, started, BackupFailed(f"internal error: {exc}"), bound)
+        finally:
+            with self._lock:
+                self._active.pop(run.id, None)
+            self.tracker.forget(run.id)
+        finished = self.clock()
+        done = self.store.mark_succeeded(run.id, finished_at=finished,
+                                         file_path=str(outcome.path),
+                                         size_bytes=outcome.size_bytes, sha256=outcome.sha256,
+                                         bytes_written=outcome.bytes_in)
+        bound.info("Database backup completed successfully", file_path=str(outcome.path),
+                   size_bytes=outcome.size_bytes,
+                   duration_seconds=round((finished - started).total_seconds(), 3))
+        self.events.on_run_finished(done)
+        deleted = 0
+        if job.cleanup_old:  # only after a success: a failure never triggers cleanup
+            try:
+                deleted = self.cleaner.cleanup_dir(job.directory, job.retention_days,
+                                                   dry_run=False).deleted_files
+            except Exception:  # cleanup must never turn a good backup into an error
+                bound.exception("Cleanup after backup failed")
+        return CreateResult(done, deleted)
+
+    def _fail(self, run: Run, started: datetime, exc: BackupError,
+              bound: structlog.typing.FilteringBoundLogger) -> NoReturn:
+        """Record the failure on the run, log it, and raise it for the caller."""
+        failed = self.store.mark_failed(run.id, finished_at=self.clock(), error=exc.message,
+                                        started_at=started)
+        bound.error("Database backup failed", error=exc.message)
+        self.events.on_run_finished(failed)
+        raise exc.prefixed(f"backup {run.id} failed: ")

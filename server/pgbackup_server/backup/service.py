@@ -1,0 +1,224 @@
+"""The backup service: the operations behind the backup RPCs and the schedules.
+
+It turns requests into recorded runs (PENDING -> RUNNING -> SUCCEEDED | FAILED),
+queued per database server (:mod:`.queue`) and executed (:mod:`.executor`);
+retention (:mod:`.cleanup`), progress (:mod:`.progress`) and crash recovery
+(:mod:`.recovery`) have modules of their own.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from functools import partial
+from pathlib import Path
+
+import structlog
+
+from ..domain.errors import BackupError, InvalidArgument, NotFound, Unavailable
+from ..domain.models import (
+    CleanupResult,
+    CreateResult,
+    FileState,
+    Progress,
+    Run,
+    RunKind,
+    RunPage,
+    RunStatus,
+    Stats,
+    Trigger,
+)
+from ..domain.ports import Clock, Listener, RunStore
+from ..domain.targets import Targets
+from ..domain.validation import refuse_control_characters
+from ..postgres.binaries import PgBinary
+from ..settings import Settings, TargetConfig
+from . import files
+from .cleanup import Cleaner
+from .executor import RunExecutor
+from .jobs import Job, jobs_for
+from .progress import ProgressTracker
+from .queue import NOT_STARTED, RunQueue, gather
+from .recovery import recover
+
+log = structlog.get_logger("pgbackup")
+
+
+class BackupService:
+    """Domain operations. Thread-safe; one instance per process."""
+
+    def __init__(self, settings: Settings, store: RunStore, events: Listener, *,
+                 binaries: list[PgBinary], runtime_dir: Path, clock: Clock) -> None:
+        self.settings = settings
+        self.store = store
+        self.events = events
+        self.clock = clock
+        self.runtime_dir = runtime_dir
+        self.targets = Targets(settings.targets)
+        b = settings.backup
+        self.queue = RunQueue(self.targets.servers(), max_concurrent=b.max_concurrent,
+                              max_queued=b.max_queued)
+        self.tracker = ProgressTracker(store, clock)
+        self.cleaner = Cleaner(b, store, self.targets.by_name, events, clock)
+        self.executor = RunExecutor(settings, store, events, targets=self.targets,
+                                    binaries=binaries, runtime_dir=runtime_dir, clock=clock,
+                                    tracker=self.tracker, cleaner=self.cleaner)
+
+    # -- lifecycle ----------------------------------------------------------
+
+    def recover(self) -> None:
+        """Settle what a previous process left (see :func:`.recovery.recover`)."""
+        recover(self.store, self.events, self.cleaner, clock=self.clock,
+                runtime_dir=self.runtime_dir,
+                directories=self.settings.backup.allowed_directories)
+
+    def shutdown(self, grace_seconds: float) -> None:
+        """Stop admitting runs, give running ones ``grace_seconds``, then cancel them;
+        runs that never started are recorded as cancelled."""
+        self.queue.shutdown(grace_seconds, on_expired=self.executor.cancel_all)
+        now = self.clock()
+        for run in self.store.unfinished_runs():
+            failed = self.store.mark_failed(
+                run.id, finished_at=now,
+                error="cancelled: the service shut down before this run started")
+            self.events.on_run_finished(failed)
+
+    # -- backups ------------------------------------------------------------
+
+    def create_backup(self, *, database: str = "", background: bool = False,
+                      trigger: Trigger = Trigger.MANUAL, schedule: str = "") -> CreateResult:
+        """Back up a configured target (default: the first) into the configured directory."""
+        b = self.settings.backup
+        target = self.targets.resolve(database)
+        if trigger is Trigger.MANUAL:
+            # Refused before any run exists: a request that cannot run is not a failed
+            # backup. A scheduled fire is recorded as FAILED instead, never silent.
+            files.prepare_backup_dir(b.directory, "backup.directory", requested=False)
+        jobs = self._jobs(target, b.directory, target.retention_days or b.retention_days,
+                          b.cleanup_old, trigger, schedule, "backup.directory")
+        return self._submit(jobs, trigger=trigger, schedule=schedule, background=background)
+
+    def create_custom_backup(self, backup_dir: str, *, retention_days: int = 0,
+                             cleanup_old: bool = False, background: bool = False,
+                             database: str = "") -> CreateResult:
+        """Back up into ``backup_dir`` (inside an allowed root) with its own retention."""
+        b = self.settings.backup
+        if not 0 <= retention_days <= 36500:
+            raise InvalidArgument(f"retention_days: must be between 1 and 36500 days (0 uses "
+                                  f"backup.retentionDays), got {retention_days}")
+        directory = files.confine(backup_dir, b.allowed_directories)
+        target = self.targets.resolve(database)
+        retention = retention_days or target.retention_days or b.retention_days
+        files.prepare_backup_dir(directory, "backup_dir", requested=True)
+        jobs = self._jobs(target, directory, retention, cleanup_old, Trigger.MANUAL, "",
+                          "backup_dir")
+        return self._submit(jobs, trigger=Trigger.MANUAL, schedule="", background=background)
+
+    def run_scheduled(self, schedule: str, target: str) -> None:
+        """A schedule fired: back up its target and wait for the run(s) to finish."""
+        try:
+            self.create_backup(database=target, trigger=Trigger.SCHEDULE, schedule=schedule)
+        except BackupError:
+            pass  # recorded on the run(s), logged and notified
+
+    def _jobs(self, target: TargetConfig, directory: Path, retention: int, cleanup_old: bool,
+              trigger: Trigger, schedule: str, dir_field: str) -> list[Job]:
+        """The jobs of a request; when even finding them fails (allDatabases on an
+        unreachable server), a FAILED run records it, so the failure is never silent."""
+        try:
+            return jobs_for(self.targets, target, directory, retention, cleanup_old, dir_field)
+        except BackupError as exc:
+            now = self.clock()
+            run = self.store.create_run(database=f"{target.name}-globals", trigger=trigger,
+                                        backup_dir=str(directory), queued_at=now,
+                                        schedule=schedule, target=target.name,
+                                        kind=RunKind.GLOBALS)
+            failed = self.store.mark_failed(run.id, finished_at=now, error=exc.message,
+                                            started_at=now)
+            log.error("Database backup failed", run_id=run.id, database=run.database,
+                      error=exc.message)
+            self.events.on_run_finished(failed)
+            raise exc.prefixed(f"backup {run.id} failed: ") from None
+
+    def _submit(self, jobs: list[Job], *, trigger: Trigger, schedule: str,
+                background: bool) -> CreateResult:
+        key = self.targets.server_key(jobs[0].target.name)
+        self.queue.admit(key, len(jobs), trigger)
+        futures: list[Future[CreateResult]] = []
+        runs: list[Run] = []
+        try:
+            for job in jobs:
+                run = self.store.create_run(database=job.database, trigger=trigger,
+                                            backup_dir=str(job.directory),
+                                            queued_at=self.clock(), schedule=schedule,
+                                            target=job.target.name, kind=job.kind)
+                log.info("Database backup job queued", run_id=run.id, database=run.database,
+                         trigger=trigger.value)
+                try:
+                    futures.append(self.queue.submit(key, run.id, partial(self._run, run,
+                                                                          job)))
+                except BackupError as exc:
+                    self.store.mark_failed(run.id, finished_at=self.clock(), error=exc.message)
+                    raise
+                runs.append(run)
+        except BaseException:
+            self.queue.release(key, len(jobs) - len(futures))
+            raise
+        if background:
+            return CreateResult(runs[0], runs=tuple(runs))
+        return gather(futures)
+
+    def _run(self, run: Run, job: Job) -> CreateResult:
+        if self.queue.closing:  # queued before the shutdown: recorded as cancelled then
+            raise Unavailable(NOT_STARTED)
+        return self.executor.execute(run, job)
+
+    # -- retention ----------------------------------------------------------
+
+    def cleanup(self, *, dry_run: bool = False) -> CleanupResult:
+        """Apply retention to the configured directory now."""
+        return self.cleaner.cleanup(dry_run=dry_run)
+
+    # -- queries ------------------------------------------------------------
+
+    def _scope(self, database: str) -> tuple[str, str]:
+        """(target, database) selected by a ``database`` filter: a configured target's
+        name selects all its runs (also those recorded under an older naming); any
+        other value the runs with that database; a name that is neither is NOT_FOUND,
+        never an empty answer that looks like "no backups"."""
+        if not database:
+            return "", ""
+        if database in self.targets:
+            return database, ""
+        refuse_control_characters("database", database)
+        if self.store.has_runs(database=database):
+            return "", database
+        raise NotFound(f'database: no backups or target named "{database}"; configured: '
+                       f"{', '.join(self.targets.names)}")
+
+    def stats(self, database: str = "") -> Stats:
+        target, database = self._scope(database)
+        return self.store.stats(str(self.settings.backup.directory), target=target,
+                                database=database)
+
+    def list_backups(self, *, database: str = "", status: RunStatus | None = None,
+                     page_size: int = 0, page_token: str = "") -> RunPage:
+        target, database = self._scope(database)
+        return self.store.list_runs(target=target, database=database, status=status,
+                                    page_size=page_size, page_token=page_token)
+
+    def get_backup(self, run_id: int) -> Run:
+        if run_id < 1:
+            raise InvalidArgument(f"id: must be a positive backup id, got {run_id}")
+        run = self.store.get(run_id)
+        if run.file_state is FileState.PRESENT and not os.path.lexists(run.file_path):
+            self.store.set_file_state([run.id], FileState.MISSING)
+            run = self.store.get(run_id)
+        return run
+
+    def watch(self, run_id: int, *, interval: float = 0.5,
+              cancelled: Callable[[], bool] = lambda: False) -> Iterator[Progress]:
+        """Progress snapshots of a run until it ends; the last one carries the run."""
+        yield from self.tracker.watch(self.get_backup(run_id), interval=interval,
+                                      cancelled=cancelled)

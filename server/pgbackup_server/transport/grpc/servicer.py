@@ -1,0 +1,106 @@
+"""``backup.v1.BackupService``: each method translates the request, calls one
+service method, and translates the result back. Errors are domain errors, mapped
+to status codes by the ErrorInterceptor."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from ...backup.service import BackupService
+from ...domain.errors import InvalidArgument
+from ...domain.models import CreateResult, RunStatus
+from ...domain.ports import ScheduleSource
+from ...restore import RestoreService
+from .api import pb, pb_grpc
+from .auth import caller_label, token_digest
+from .translate import to_message
+
+
+def _created(result: CreateResult) -> pb.CreateBackupResponse:
+    return to_message(result, pb.CreateBackupResponse, backup=result.run,
+                      backups=result.runs or (result.run,))
+
+
+def _status(value: int) -> RunStatus | None:
+    if not value:
+        return None
+    name = pb.BackupStatus.Name(value) if value in pb.BackupStatus.values() else ""
+    if name not in RunStatus.__members__:
+        raise InvalidArgument(f"status: unknown value {value}; use PENDING, RUNNING, SUCCEEDED "
+                              "or FAILED")
+    return RunStatus(name)
+
+
+def requester(context: Any) -> str:
+    """Who asked, for the restore record: the token's label (a digest prefix; the
+    AuthInterceptor has already checked the token) and the peer, or the client Envoy
+    forwarded for."""
+    metadata = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+    scheme, _, token = metadata.get("authorization", "").partition(" ")
+    label = (caller_label(token_digest(token.strip()))
+             if scheme.lower() == "bearer" and token.strip() else "")
+    peer = metadata.get("x-forwarded-for", "").split(",")[0].strip() or str(context.peer() or "")
+    return " ".join(filter(None, (label, peer))) or "unknown"
+
+
+class BackupServicer(pb_grpc.BackupServiceServicer):
+    """The RPCs, over the backup service, the restore service and the scheduler."""
+
+    def __init__(self, service: BackupService, restore: RestoreService,
+                 schedules: ScheduleSource) -> None:
+        self.service = service
+        self.restore = restore
+        self.schedules = schedules
+
+    def CreateBackup(self, request: pb.CreateBackupRequest, context: Any) -> Any:
+        return _created(self.service.create_backup(database=request.database,
+                                                   background=request.background))
+
+    def CreateCustomBackup(self, request: pb.CreateCustomBackupRequest, context: Any) -> Any:
+        return _created(self.service.create_custom_backup(
+            request.backup_dir, retention_days=request.retention_days,
+            cleanup_old=request.cleanup_old, background=request.background,
+            database=request.database))
+
+    def GetStats(self, request: pb.GetStatsRequest, context: Any) -> Any:
+        return to_message(self.service.stats(request.database), pb.GetStatsResponse)
+
+    def Cleanup(self, request: pb.CleanupRequest, context: Any) -> Any:
+        return to_message(self.service.cleanup(dry_run=request.dry_run), pb.CleanupResponse)
+
+    def ListBackups(self, request: pb.ListBackupsRequest, context: Any) -> Any:
+        page = self.service.list_backups(database=request.database,
+                                         status=_status(request.status),
+                                         page_size=request.page_size,
+                                         page_token=request.page_token)
+        return to_message(page, pb.ListBackupsResponse, backups=page.runs)
+
+    def GetBackup(self, request: pb.GetBackupRequest, context: Any) -> Any:
+        return to_message(self.service.get_backup(request.id), pb.Backup)
+
+    def WatchBackup(self, request: pb.WatchBackupRequest, context: Any) -> Iterator[Any]:
+        for progress in self.service.watch(request.id,
+                                           cancelled=lambda: not context.is_active()):
+            yield to_message(progress, pb.BackupProgress, backup=progress.run)
+
+    def ListSchedules(self, request: pb.ListSchedulesRequest, context: Any) -> Any:
+        return pb.ListSchedulesResponse(
+            schedules=[to_message(s, pb.Schedule) for s in self.schedules.schedules()])
+
+    def VerifyBackup(self, request: pb.VerifyBackupRequest, context: Any) -> Any:
+        return to_message(self.restore.verify(request.id, deep=request.deep),
+                          pb.VerifyBackupResponse)
+
+    def RestoreBackup(self, request: pb.RestoreBackupRequest, context: Any) -> Any:
+        return to_message(self.restore.restore(
+            request.id, target_database=request.target_database, overwrite=request.overwrite,
+            schemas=list(request.schemas), tables=list(request.tables), jobs=request.jobs,
+            requested_by=requester(context), background=request.background,
+            force=request.force), pb.RestoreRun)
+
+    def GetRestore(self, request: pb.GetRestoreRequest, context: Any) -> Any:
+        return to_message(self.restore.get_restore(request.id), pb.RestoreRun)
+
+    def ListBackupContents(self, request: pb.ListBackupContentsRequest, context: Any) -> Any:
+        return to_message(self.restore.contents(request.id), pb.ListBackupContentsResponse)
