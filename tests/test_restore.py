@@ -24,8 +24,8 @@ import grpc
 import pytest
 from conftest import PASSWORD, base_config, drop_database
 
+from pgbackup_api.backup.v1 import backup_pb2_grpc
 from pgbackup_client import BackupClient, BackupClientError, FailedPrecondition, NotFound, cli
-from pgbackup_client._gen.backup.v1 import backup_pb2_grpc
 from pgbackup_server import pgtools
 from pgbackup_server.config import Config, build_config
 from pgbackup_server.errors import FailedPrecondition as DomainFailedPrecondition

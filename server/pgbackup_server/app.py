@@ -76,7 +76,7 @@ class App:
         from grpc_health.v1 import health, health_pb2, health_pb2_grpc
         from grpc_reflection.v1alpha import reflection
 
-        from pgbackup_client._gen.backup.v1 import backup_pb2, backup_pb2_grpc
+        from pgbackup_api.backup.v1 import backup_pb2, backup_pb2_grpc
 
         from .auth import AuthInterceptor
         from .observability import start_observability

@@ -16,8 +16,8 @@ import grpc
 import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from pgbackup_client._gen.backup.v1 import backup_pb2 as pb
-from pgbackup_client._gen.backup.v1 import backup_pb2_grpc as pb_grpc
+from pgbackup_api.backup.v1 import backup_pb2 as pb
+from pgbackup_api.backup.v1 import backup_pb2_grpc as pb_grpc
 
 from .errors import BackupError, InvalidArgument
 from .models import FileState, Progress, Run, RunStatus, RunSummary, ScheduleInfo, Stats
