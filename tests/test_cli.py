@@ -40,7 +40,26 @@ def test_stats_and_list_tables(stack, capsys):
                       "--database", "shop"]) == 0
     assert json.loads(capsys.readouterr().out)["total_backups"] == 1
     assert backupctl(["--address", stack.grpc_address, "list"]) == 0
-    assert "SUCCEEDED" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "SUCCEEDED" in out
+    # Into a pipe: plain text, one line a run however long (no wrapping at 80
+    # columns), no colour codes, no trailing blanks.
+    lines = out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("ID  "))
+    assert lines[header].split() == ["ID", "STATUS", "TRIGGER", "DATABASE", "STARTED",
+                                     "DURATION", "SIZE", "FILE"]
+    path = stack.client().get_backup(1).file_path
+    assert len(lines[header + 1]) > 80 and lines[header + 1].endswith(path)
+    assert "\x1b" not in out and all(line == line.rstrip() for line in lines)
+
+
+def test_show_prints_every_field(stack, capsys):
+    stack.client().create_backup()
+    assert backupctl(["--address", stack.grpc_address, "show", "1"]) == 0
+    out = capsys.readouterr().out
+    # Fields without a row of their own are printed too, after the known ones.
+    assert "bytes written:" in out and "estimated total bytes:" in out
+    assert out.index("server version:") < out.index("bytes written:")
 
 
 def test_list_piped_into_head_exits_quietly(stack):

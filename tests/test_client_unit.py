@@ -11,12 +11,14 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 from google.protobuf import timestamp_pb2
 
 import pgbackup_client
+from pgbackup_api.backup.v1 import backup_pb2
 from pgbackup_client import (
     Backup,
     BackupClient,
@@ -39,7 +41,6 @@ from pgbackup_client import (
     cli,
     from_rpc_error,
 )
-from pgbackup_client._gen.backup.v1 import backup_pb2
 
 T1 = datetime(2025, 3, 4, 5, 6, 7, 123456, tzinfo=UTC)
 T2 = datetime(2025, 3, 4, 5, 9, 8, tzinfo=UTC)
@@ -411,3 +412,190 @@ def test_cli_server_error_exits_1(
     monkeypatch.setattr(BackupClient, "get_backup", fake_get)
     assert cli.main(["--address", "127.0.0.1:1", "show", "9"]) == 1
     assert capsys.readouterr().err.strip() == "error: NOT_FOUND: backup 9 not found"
+
+
+# --- models generated from the proto ------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Run against stubs and models generated from a proto with three new Backup fields:
+# a real gRPC server (this script's) sends them, the SDK and backupctl read them.
+_NEW_FIELD_SCRIPT = r"""
+import contextlib, datetime, io, json, sys, typing
+from concurrent import futures
+
+import grpc
+
+import pgbackup_api
+import pgbackup_client
+from pgbackup_api.backup.v1 import backup_pb2 as pb, backup_pb2_grpc as pb_grpc
+from pgbackup_client import Backup, cli
+
+tree = sys.argv[1]
+assert pgbackup_api.__file__.startswith(tree) and pgbackup_client.__file__.startswith(tree)
+msg = pb.Backup(id=7, status=pb.SUCCEEDED, database="app", server_version="18.1",
+                offsite_location="s3://vault/app-7.dump", offsite_bytes=2**40)
+msg.offsite_at.FromDatetime(datetime.datetime(2025, 3, 4, 5, 6, 7, tzinfo=datetime.UTC))
+hints = typing.get_type_hints(Backup)
+b = Backup.from_proto(msg)
+
+
+class Servicer(pb_grpc.BackupServiceServicer):
+    def GetBackup(self, request, context):
+        return msg
+
+
+server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+pb_grpc.add_BackupServiceServicer_to_server(Servicer(), server)
+port = server.add_insecure_port("127.0.0.1:0")
+server.start()
+outputs = {}
+for name, argv in {"text": ["show", "7"], "json": ["--json", "show", "7"]}.items():
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = cli.main(["--address", f"127.0.0.1:{port}", *argv])
+    outputs[name] = (code, out.getvalue())
+server.stop(None)
+print(json.dumps({
+    "hints": {k: str(hints[k]) for k in ("offsite_location", "offsite_bytes", "offsite_at")},
+    "read": [b.offsite_location, b.offsite_bytes, b.offsite_at.isoformat()],
+    "to_dict": b.to_dict(),
+    "outputs": outputs,
+}))
+"""
+
+
+def _gen_proto() -> object:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gen_proto", ROOT / "scripts" / "gen_proto.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_new_backup_field_needs_no_hand_edit(tmp_path: Path) -> None:
+    """A field added to backup.v1.Backup reaches the SDK model (typed), from_proto,
+    to_dict and `backupctl show` by regenerating alone: the hand-written client
+    code is copied unchanged next to the regenerated stubs and models."""
+    import shutil
+
+    proto = tmp_path / "proto"
+    shutil.copytree(ROOT / "proto", proto)
+    path = proto / "backup" / "v1" / "backup.proto"
+    old = "  google.protobuf.Timestamp verified_at = 25;\n}\n"
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, (
+        "  google.protobuf.Timestamp verified_at = 25;\n"
+        "  // Where the file was copied off-site.\n"
+        "  string offsite_location = 26;\n"
+        "  int64 offsite_bytes = 27;\n"
+        "  google.protobuf.Timestamp offsite_at = 28;\n"
+        "}\n"
+    )))
+    tree = tmp_path / "tree"
+    hand_written = ROOT / "client" / "pgbackup_client"
+    shutil.copytree(hand_written, tree / "client" / "pgbackup_client",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    gen: Any = _gen_proto()
+    gen.generate_stubs(tree, proto_root=proto)
+    gen.generate_models(tree, proto_root=proto)
+
+    models = (tree / gen.MODELS_OUT).read_text()
+    assert "    # Where the file was copied off-site.\n    offsite_location: str = \"\"\n" in models
+    assert models != (ROOT / gen.MODELS_OUT).read_text()
+    for original in hand_written.rglob("*.py"):
+        if original.name != "_generated_models.py":
+            copy = tree / "client" / "pgbackup_client" / original.relative_to(hand_written)
+            assert copy.read_bytes() == original.read_bytes()
+
+    env = {k: v for k, v in os.environ.items() if k not in ("BACKUP_TOKEN", "BACKUP_ADDRESS")}
+    env["PYTHONPATH"] = str(tree / "client")
+    proc = subprocess.run([sys.executable, "-c", _NEW_FIELD_SCRIPT, str(tree)], env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["hints"] == {"offsite_location": "<class 'str'>",
+                               "offsite_bytes": "<class 'int'>",
+                               "offsite_at": "datetime.datetime | None"}
+    assert result["read"] == ["s3://vault/app-7.dump", 2**40, "2025-03-04T05:06:07+00:00"]
+    d = result["to_dict"]
+    assert d["offsite_location"] == "s3://vault/app-7.dump"
+    assert d["offsite_bytes"] == 2**40  # a number, as the other int64 fields
+    assert d["offsite_at"] == "2025-03-04T05:06:07Z"
+    assert list(d)[-3:] == ["offsite_location", "offsite_bytes", "offsite_at"]
+
+    code, text_out = result["outputs"]["text"]
+    assert code == 0
+    lines = text_out.splitlines()
+    keys = [line.split(":", 1)[0] for line in lines]
+    assert "offsite location:      s3://vault/app-7.dump" in lines
+    assert "offsite bytes:         1.0 TiB (1099511627776 bytes)" in lines
+    assert "offsite at:            2025-03-04 05:06:07 UTC" in lines
+    # Known fields first, as before; new ones after.
+    assert keys[:3] == ["id", "status", "trigger"]
+    assert keys.index("server version") < keys.index("offsite location")
+    code, json_out = result["outputs"]["json"]
+    assert code == 0 and json.loads(json_out) == d
+
+
+def test_to_dict_matches_the_proto3_json_of_the_message() -> None:
+    """to_dict is json_format's rendering, with int64 as numbers and unset
+    timestamps/messages as None; field names as in the proto."""
+    from google.protobuf import json_format
+
+    msg = backup_pb2.CreateBackupResponse(
+        backup=_backup_msg(size_bytes=2**53 + 1), deleted_files=2,
+        backups=[_backup_msg(id=1), _backup_msg(id=2, status=7)],
+    )
+    d = CreateResult.from_proto(msg).to_dict()
+    wire = json_format.MessageToDict(msg, preserving_proto_field_name=True,
+                                     always_print_fields_with_no_presence=True)
+    assert d["backup"]["size_bytes"] == 2**53 + 1 and wire["backup"]["size_bytes"] == str(2**53 + 1)
+    assert d["backup"]["queued_at"] is None and "queued_at" not in wire["backup"]
+    assert d["backups"][1]["status"] == "7"
+    assert d["backup"]["started_at"] == wire["backup"]["started_at"]
+    assert d["backup"]["started_at"] == "2025-03-04T05:06:07.123456Z"
+    for key in ("file_path", "sha256", "duration_seconds", "compression"):
+        assert d["backup"][key] == wire["backup"][key]
+    # A model built by hand converts as well; defaults read as an empty message does.
+    assert Backup() == Backup.from_proto(backup_pb2.Backup())
+    assert CreateResult().to_dict()["backup"]["status"] == "BACKUP_STATUS_UNSPECIFIED"
+
+
+def test_from_proto_refuses_another_message() -> None:
+    with pytest.raises(TypeError, match="needs a backup.v1.Backup"):
+        Backup.from_proto(backup_pb2.RunSummary())
+
+
+def test_cli_styles_a_terminal_only() -> None:
+    """On a terminal (a real pty) the key/value block is styled; into a pipe it is
+    plain text, without colour codes or trailing blanks."""
+    import pty
+
+    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR")}
+    env["TERM"] = "xterm-256color"
+    argv = [sys.executable, "-m", "pgbackup_client.cli", "token", "new"]
+    master, slave = pty.openpty()
+    try:
+        subprocess.run(argv, stdout=slave, stderr=subprocess.DEVNULL, env=env, timeout=60,
+                       check=True)
+    finally:
+        os.close(slave)
+    data = b""
+    try:
+        while chunk := os.read(master, 4096):
+            data += chunk
+    except OSError:  # EIO: the terminal's other side is closed and drained
+        pass
+    finally:
+        os.close(master)
+    assert b"\x1b[1mtoken:" in data
+
+    piped = subprocess.run(argv, capture_output=True, env=env, timeout=60, check=True)
+    lines = piped.stdout.decode().splitlines()
+    assert b"\x1b" not in piped.stdout
+    assert [line.split(":", 1)[0] for line in lines] == ["token", "auth.tokenSha256"]
+    assert all(line == line.rstrip() for line in lines)

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pgbackup_client._gen.backup.v1 import backup_pb2 as pb
-from pgbackup_client._gen.backup.v1 import backup_pb2_grpc as pb_grpc
+from pgbackup_api.backup.v1 import backup_pb2 as pb
+from pgbackup_api.backup.v1 import backup_pb2_grpc as pb_grpc
 from pgbackup_server.domain.errors import ConfigError
 from pgbackup_server.settings import build_settings
 

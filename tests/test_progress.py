@@ -11,8 +11,8 @@ from conftest import DB
 from procs import wait_for
 from test_faults import lock_orders
 
-from pgbackup_client._gen.backup.v1 import backup_pb2 as pb
-from pgbackup_client._gen.backup.v1 import backup_pb2_grpc as pb_grpc
+from pgbackup_api.backup.v1 import backup_pb2 as pb
+from pgbackup_api.backup.v1 import backup_pb2_grpc as pb_grpc
 
 
 def test_watch_streams_until_the_run_ends(pg, stack):

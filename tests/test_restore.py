@@ -24,8 +24,8 @@ import grpc
 import pytest
 from conftest import PASSWORD, base_config, drop_database
 
+from pgbackup_api.backup.v1 import backup_pb2_grpc
 from pgbackup_client import BackupClient, FailedPrecondition, NotFound, cli
-from pgbackup_client._gen.backup.v1 import backup_pb2_grpc
 from pgbackup_server.backup.files import tree_digest
 from pgbackup_server.backup.service import BackupService
 from pgbackup_server.domain.errors import FailedPrecondition as DomainFailedPrecondition

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from pgbackup_client._gen.backup.v1 import backup_pb2, backup_pb2_grpc
+from pgbackup_api.backup.v1 import backup_pb2, backup_pb2_grpc
 from pgbackup_client.errors import from_rpc_error
 from pgbackup_client.models import (
     Backup,

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from pgbackup_client._gen.backup.v1 import backup_pb2 as backup_dot_v1_dot_backup__pb2
+from pgbackup_api.backup.v1 import backup_pb2 as backup_dot_v1_dot_backup__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
