@@ -9,9 +9,17 @@ import sys
 import time
 from pathlib import Path
 
+import psycopg
 import yaml
 
 from pgbackup_client import BackupClient
+
+
+def lock_orders(conninfo: str) -> psycopg.Connection:
+    """Hold pg_dump mid-run: it waits for this lock on a table it must read."""
+    conn = psycopg.connect(conninfo)
+    conn.execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
+    return conn
 
 
 def pg_dump_pids(marker: str) -> list[int]:

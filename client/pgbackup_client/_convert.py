@@ -2,7 +2,7 @@
 
 One generic ``from_proto`` and ``to_dict`` for every model, driven by the
 message's descriptor and the model's field annotations (the models themselves
-are generated: pgbackup_client._generated_models), so a field added to the proto
+are generated: pgbackup_client.models), so a field added to the proto
 needs no code here.
 """
 

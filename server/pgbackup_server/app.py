@@ -3,7 +3,6 @@ order, and stops them in the reverse order. No logic of its own."""
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import threading
 import time
@@ -16,13 +15,14 @@ from .backup.plan import check_compression_support
 from .backup.service import BackupService
 from .domain.errors import ConfigError
 from .domain.ports import Clock, utc_now
-from .observability import Observability, start_observability
 from .observability.events import EventHub
+from .observability.setup import Observability, start_observability
 from .persistence import Store, open_store
 from .postgres.binaries import find_pg_dump, supports_compression
 from .restore import RestoreService, VerifyAfterBackup
 from .scheduling.scheduler import Scheduler
 from .settings import Settings
+from .settings.exposure import check_exposure
 from .transport.envoy import EnvoySupervisor
 from .transport.grpc.server import GrpcServer
 from .transport.grpc.servicer import BackupServicer
@@ -231,32 +231,3 @@ def _private_runtime(data_directory: Path) -> Path:
         raise ConfigError(f"server.dataDirectory: cannot use {data_directory}: "
                           f"{exc.strerror or exc}") from None
     return runtime
-
-
-def _is_loopback(host: str) -> bool:
-    host = host.strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a host name may resolve to anything
-
-
-def check_exposure(settings: Settings) -> None:
-    """Refuse to serve beyond this host without tokens, unless told to explicitly."""
-    if settings.auth.token_sha256 or settings.auth.allow_unauthenticated:
-        return
-    s = settings.server
-    candidates = [("server.grpcAddress", s.grpc_address)]
-    if s.envoy:
-        candidates.append(("server.httpAddress", s.http_address))
-    if settings.metrics.enabled and settings.metrics.address:
-        candidates.append(("metrics.address", settings.metrics.address))
-    exposed = [(k, a) for k, a in candidates if not _is_loopback(a.rpartition(":")[0])]
-    if exposed:
-        key, addr = exposed[0]
-        raise ConfigError(
-            f"{key}: refusing to listen on {addr} without authentication; add token digests "
-            "to auth.tokenSha256 (backupctl token new prints one), listen on 127.0.0.1, or "
-            "set auth.allowUnauthenticated: true to accept unauthenticated access explicitly")

@@ -16,13 +16,12 @@ from typing import Any
 import structlog
 
 from . import __version__
-from .app import App, check_exposure
-from .backup.plan import check_compression_support
 from .demo import SERVERS, demo_config
 from .domain.errors import BackupError, ConfigError, PgDumpNotFound
 from .observability import logs
 from .postgres.binaries import find_pg_dump, supports_compression
 from .settings import load_settings
+from .settings.exposure import check_exposure
 
 log = structlog.get_logger("pgbackup")
 
@@ -72,6 +71,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.check_config:
             binaries = find_pg_dump(str(config.backup.pg_dump_path)
                                     if config.backup.pg_dump_path else None)
+            from .backup.plan import check_compression_support
+
             check_compression_support(config.backup.format, config.backup.compression,
                                       binaries, supports_compression)
             found = ", ".join(f"{b.version} ({b.path})" for b in binaries)
@@ -79,6 +80,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"configuration OK; pg_dump: {found}")
             sys.exit(0)
         log.info("Configuration loaded", config_file=source)
+        from .app import App  # the whole service: imported once the settings are good
+
         app = App(config)
 
         signals = [0]  # how many arrived; the stop watchdog reports repeats

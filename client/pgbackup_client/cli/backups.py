@@ -143,13 +143,8 @@ def _wait_with_progress(client: BackupClient, args: argparse.Namespace,
 
 def _cmd_create_custom(client: BackupClient, args: argparse.Namespace) -> int:
     result = client.create_custom_backup(
-        args.backup_dir,
-        retention_days=args.retention_days,
-        cleanup_old=args.cleanup_old,
-        background=args.background,
-        database=args.database,
-        timeout=args.create_timeout,
-    )
+        args.backup_dir, retention_days=args.retention_days, cleanup_old=args.cleanup_old,
+        background=args.background, database=args.database, timeout=args.create_timeout)
     return _report_create(args, result)
 
 

@@ -18,28 +18,12 @@ from pydantic import ValidationError
 from ..domain.errors import ConfigError
 from .errors import messages
 from .fields import parse_duration
-from .model import (
-    AlertsConfig,
-    AuthConfig,
-    BackupConfig,
-    DatabaseConfig,
-    LogConfig,
-    MetricsConfig,
-    NotificationConfig,
-    ScheduleConfig,
-    SchedulerConfig,
-    ServerConfig,
-    Settings,
-    TargetConfig,
-    TlsConfig,
-)
+from .model import Settings
+from .sections import BackupConfig, NotificationConfig
+from .targets import ScheduleConfig, TargetConfig
 
-__all__ = [
-    "AlertsConfig", "AuthConfig", "BackupConfig", "ConfigError", "DatabaseConfig",
-    "LogConfig", "MetricsConfig", "NotificationConfig", "ScheduleConfig", "SchedulerConfig",
-    "ServerConfig", "Settings", "TargetConfig", "TlsConfig", "build_settings",
-    "load_settings", "parse_duration",
-]
+__all__ = ["BackupConfig", "ConfigError", "NotificationConfig", "ScheduleConfig", "Settings",
+           "TargetConfig", "build_settings", "load_settings", "parse_duration"]
 
 
 def load_settings(path: str | Path | None, env: Mapping[str, str] | None = None) -> Settings:

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo
 from pydantic_core import PydanticCustomError
 
 from ..domain.models import Compression
@@ -93,3 +93,10 @@ def show(value: Any) -> str:
     shown = (repr(value) if not isinstance(value, str) or _CONTROL.search(value)
              else f'"{value}"')
     return shown if len(shown) <= 80 else shown[:77] + "..."
+
+
+class Section(BaseModel):
+    """Base of every section: unknown keys refused, immutable, camelCase keys."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_by_name=True,
+                              validate_by_alias=True, arbitrary_types_allowed=True)

@@ -7,6 +7,7 @@ With ``auth.tokenSha256`` set, the same bearer token as the API is required.
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 from collections.abc import Callable, Iterable
@@ -38,11 +39,12 @@ class _Quiet(WSGIRequestHandler):
         pass  # one line per scrape is noise
 
 
-def _reply(start: StartResponse, status: str, body: str,
+def _error(start: StartResponse, status: str, code: int, message: str,
            headers: list[tuple[str, str]] | None = None) -> list[bytes]:
-    data = body.encode()
-    start(status, [("Content-Type", "text/plain; charset=utf-8"),
-                   ("Content-Length", str(len(data))), *(headers or [])])
+    """An error shaped like the API's: ``{"code", "message", "details"}``."""
+    data = json.dumps({"code": code, "message": message, "details": []}).encode()
+    start(status, [("Content-Type", "application/json"), ("Content-Length", str(len(data))),
+                   *(headers or [])])
     return [data]
 
 
@@ -54,12 +56,13 @@ def endpoints(registry: CollectorRegistry, token_digests: tuple[str, ...] = ()) 
     def app(environ: dict[str, Any], start: StartResponse) -> Iterable[bytes]:
         if token_digests and check_bearer(environ.get("HTTP_AUTHORIZATION"),
                                           token_digests) is None:
-            return _reply(start, "401 Unauthorized",
-                          "missing or invalid bearer token\n",
+            return _error(start, "401 Unauthorized", 16,
+                          "missing or invalid bearer token; send 'authorization: Bearer "
+                          "<token>' (Prometheus: authorization.credentials)",
                           [("WWW-Authenticate", "Bearer")])
         if environ.get("PATH_INFO") == "/metrics":
             return metrics(environ, start)
-        return _reply(start, "404 Not Found", "metrics are served at /metrics\n")
+        return _error(start, "404 Not Found", 5, "metrics are served at /metrics")
 
     return app
 

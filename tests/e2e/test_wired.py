@@ -124,3 +124,30 @@ def test_plain_partial_restore_and_risky_targets_through_envoy(pg, start_app):
     finally:
         for name in (live, target, "wired_never"):
             drop_database(pg, name)
+
+
+def test_metrics_are_served_through_envoy_on_the_rest_listener(start_app):
+    """No separate port is needed: /metrics answers on server.httpAddress."""
+    stack = start_app(metrics={"address": None})
+    assert stack.app.metrics_port == 0  # metrics.address is off by default
+    stack.client().create_backup()
+    status, text = stack.rest("GET", "/metrics")
+    assert status == 200, text
+    assert f'backup_runs_total{{database="{DB}",status="succeeded",trigger="manual"}} 1.0' \
+        in text
+    status, body = stack.rest("GET", "/metrics?x=1")  # a scraper's parameters do no harm
+    assert status == 200
+
+
+def test_metrics_through_envoy_need_the_token_when_tokens_are_set(start_app):
+    import hashlib
+
+    token = "metrics-token-1"
+    stack = start_app(metrics={"address": None},
+                      auth={"tokenSha256": [hashlib.sha256(token.encode()).hexdigest()]})
+    status, body = stack.rest("GET", "/metrics")
+    assert status == 401 and body["code"] == 16 and "bearer token" in body["message"]
+    request = urllib.request.Request(stack.http + "/metrics",
+                                     headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        assert resp.status == 200 and b"backup_healthy 1.0" in resp.read()

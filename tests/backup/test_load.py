@@ -7,8 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from conftest import DB
-from procs import wait_for
-from test_faults import lock_orders
+from procs import lock_orders, wait_for
 
 
 def _intervals_overlap_max(runs) -> int:

@@ -8,8 +8,7 @@ import urllib.request
 
 import grpc
 from conftest import DB
-from procs import wait_for
-from test_faults import lock_orders
+from procs import lock_orders, wait_for
 
 from pgbackup_api.backup.v1 import backup_pb2 as pb
 from pgbackup_api.backup.v1 import backup_pb2_grpc as pb_grpc

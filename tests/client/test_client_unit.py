@@ -416,7 +416,7 @@ def test_cli_server_error_exits_1(
 
 # --- models generated from the proto ------------------------------------------
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # Run against stubs and models generated from a proto with three new Backup fields:
 # a real gRPC server (this script's) sends them, the SDK and backupctl read them.
@@ -484,17 +484,15 @@ def test_a_new_backup_field_needs_no_hand_edit(tmp_path: Path) -> None:
     proto = tmp_path / "proto"
     shutil.copytree(ROOT / "proto", proto)
     path = proto / "backup" / "v1" / "backup.proto"
-    old = "  google.protobuf.Timestamp verified_at = 25;\n}\n"
     text = path.read_text()
-    assert old in text
-    path.write_text(text.replace(old, (
-        "  google.protobuf.Timestamp verified_at = 25;\n"
-        "  // Where the file was copied off-site.\n"
-        "  string offsite_location = 26;\n"
-        "  int64 offsite_bytes = 27;\n"
-        "  google.protobuf.Timestamp offsite_at = 28;\n"
-        "}\n"
-    )))
+    start = text.index("message Backup {")
+    end = text.index("\n}\n", start)  # the end of message Backup
+    path.write_text(text[:end] + (
+        "\n  // Where the file was copied off-site.\n"
+        "  string offsite_location = 901;\n"
+        "  int64 offsite_bytes = 902;\n"
+        "  google.protobuf.Timestamp offsite_at = 903;"
+    ) + text[end:])
     tree = tmp_path / "tree"
     hand_written = ROOT / "client" / "pgbackup_client"
     shutil.copytree(hand_written, tree / "client" / "pgbackup_client",
@@ -507,7 +505,7 @@ def test_a_new_backup_field_needs_no_hand_edit(tmp_path: Path) -> None:
     assert "    # Where the file was copied off-site.\n    offsite_location: str = \"\"\n" in models
     assert models != (ROOT / gen.MODELS_OUT).read_text()
     for original in hand_written.rglob("*.py"):
-        if original.name != "_generated_models.py":
+        if original.name != "models.py":
             copy = tree / "client" / "pgbackup_client" / original.relative_to(hand_written)
             assert copy.read_bytes() == original.read_bytes()
 

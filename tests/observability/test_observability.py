@@ -25,7 +25,7 @@ from test_metrics import scrape, value
 from test_notify import Inbox, Receiver, smtp_server
 
 from pgbackup_client import BackupClientError
-from pgbackup_server.observability import HealthMonitor, Observability, start_observability
+from pgbackup_server.observability.setup import HealthMonitor, Observability, start_observability
 from pgbackup_server.persistence import open_store
 from pgbackup_server.postgres.embedded import EmbeddedPostgres
 from pgbackup_server.transport.grpc.server import SERVICE_NAME

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 from conftest import DB, PASSWORD
-from procs import pg_dump_pids, wait_for
-from test_faults import lock_orders
+from procs import lock_orders, pg_dump_pids, wait_for
 
 from pgbackup_client import BackupClientError
 from pgbackup_server.observability import logs

@@ -31,7 +31,7 @@ from pgbackup_client import BackupClient
 from pgbackup_server.postgres.binaries import embedded_bin_dir
 from pgbackup_server.postgres.embedded import HOME, EmbeddedPostgres, free_port
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 root_only = pytest.mark.skipif(
     os.geteuid() != 0, reason="runs as root only: these check PostgreSQL (which refuses "
@@ -94,7 +94,7 @@ def test_demo_from_a_private_checkout_as_root(private: Path) -> None:
             "BACKUPD_DEMO_METRICS_ADDRESS": metrics}
 
     where = subprocess.run(
-        [sys.executable, "-c", "import pgbackup_server, pgbackup_server.pgtools as t; "
+        [sys.executable, "-c", "import pgbackup_server, pgbackup_server.postgres.binaries as t; "
                                "print(pgbackup_server.__file__); print(t.embedded_bin_dir())"],
         env=env, cwd=checkout, capture_output=True, text=True, check=True).stdout.split()
     assert all(Path(p).is_relative_to(private) for p in where), where

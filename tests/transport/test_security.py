@@ -20,9 +20,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from pgbackup_client import BackupClient, Unauthenticated
 from pgbackup_client.cli import main as backupctl
-from pgbackup_server.app import check_exposure
 from pgbackup_server.domain.errors import ConfigError
 from pgbackup_server.settings import build_settings
+from pgbackup_server.settings.exposure import check_exposure
 from pgbackup_server.transport.grpc.auth import check_bearer, token_digest
 
 TOKEN = "tok-" + "x" * 40

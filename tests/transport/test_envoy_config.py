@@ -24,7 +24,7 @@ from pgbackup_server.transport.envoy import (
     rest_guard_code,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CHECKED_IN = ROOT / "envoy" / "envoy.yaml"
 
 

@@ -9,10 +9,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import psycopg
 import pytest
 from conftest import DB, ManualClock, base_config
-from procs import Backupd, pg_dump_pids, wait_for
+from procs import Backupd, lock_orders, pg_dump_pids, wait_for
 
 from pgbackup_client import BackupClient
 from pgbackup_server.backup.dump import DumpProcess
@@ -21,13 +20,6 @@ from pgbackup_server.domain.models import NO_COMPRESSION, DumpFormat
 from pgbackup_server.postgres.binaries import PgBinary
 from pgbackup_server.postgres.conninfo import ConnInfo
 from pgbackup_server.postgres.embedded import EmbeddedPostgres, free_port, seed_sample
-
-
-def lock_orders(conninfo: str) -> psycopg.Connection:
-    """Hold pg_dump mid-run: it waits for this lock on a table it must read."""
-    conn = psycopg.connect(conninfo)
-    conn.execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
-    return conn
 
 
 @pytest.fixture

@@ -106,6 +106,6 @@ def test_load_config_file_errors(tmp_path):
 
 
 def test_repository_config_yaml_is_valid():
-    cfg = load_settings(Path(__file__).parent.parent / "config.yaml", env={})
+    cfg = load_settings(Path(__file__).resolve().parents[2] / "config.yaml", env={})
     assert cfg.schedules[0].cron == "0 2 * * *"
     assert cfg.scheduler.timezone == "Asia/Jakarta"

@@ -15,8 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from pgbackup_client import BackupClientError
 from pgbackup_server.domain.errors import ConfigError
 from pgbackup_server.domain.models import Trigger
-from pgbackup_server.observability import start_observability
 from pgbackup_server.observability.metrics import Metrics
+from pgbackup_server.observability.setup import start_observability
 from pgbackup_server.persistence import SqlRunStore, open_store
 from pgbackup_server.settings import build_settings
 from pgbackup_server.transport.http import HttpEndpoints, endpoints

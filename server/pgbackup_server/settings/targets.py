@@ -1,0 +1,127 @@
+"""What to back up: ``database:`` or ``databases:`` targets, with their schedules."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from pydantic import StrictBool, StrictInt, field_validator, model_validator
+
+from ..postgres.conninfo import ConnInfo, ConnInfoError
+from .fields import Duration, Section, Text, problem, setting
+
+_TARGET_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,63}$")
+JOB_NAMES = ("DatabaseBackup",)
+
+
+class DatabaseConfig(Section):
+    """``database:``, one database to back up."""
+
+    url: Text = setting(alias="url", expected="a libpq URI", repr=False)
+
+    @field_validator("url")
+    @classmethod
+    def _parse(cls, url: str) -> str:
+        try:
+            ConnInfo.parse(url)
+        except ConnInfoError as exc:
+            raise problem(str(exc)) from None
+        return url
+
+    @cached_property
+    def conninfo(self) -> ConnInfo:
+        """libpq parameters, password included: pass on only through postgres.client_env."""
+        return ConnInfo.parse(self.url)
+
+    @property
+    def dbname(self) -> str:
+        return self.conninfo.dbname
+
+    @property
+    def redacted_url(self) -> str:
+        return self.conninfo.redacted
+
+
+class ScheduleSection(Section):
+    """One entry of ``schedules:`` (or ``databases[i].schedules``)."""
+
+    name: Text | None = setting(None, expected="a name")
+    cron: Text = setting(expected='a cron expression such as "0 2 * * *"')
+    job: Text = setting(expected="a job name")
+    enabled: StrictBool = setting(True, alias="isEnabled", expected="true or false")
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, cron: str) -> str:
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(cron, timezone="UTC")
+        except ValueError as exc:
+            raise problem(f'invalid cron expression "{cron}" ({exc}); use five fields: '
+                          "minute hour day month weekday") from None
+        return cron
+
+    @field_validator("job")
+    @classmethod
+    def _job(cls, job: str) -> str:
+        if job not in JOB_NAMES:
+            raise problem(f'unknown job "{job}"; known jobs: {", ".join(JOB_NAMES)}')
+        return job
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleConfig:
+    """A schedule with its resolved name and the target it backs up."""
+
+    name: str
+    cron: str
+    job: str
+    enabled: bool
+    target: str = ""
+
+
+class TargetConfig(Section):
+    """One thing to back up: a database, or every database of a server."""
+
+    name: str = setting("", expected="a name")
+    url: Text = setting(alias="url", expected="a libpq URI", repr=False)
+    all_databases: StrictBool = setting(False, alias="allDatabases",
+                                        expected="true or false")
+    schedules: list[ScheduleSection] = setting(
+        [], expected="a list of schedule entries")
+    retention_days: StrictInt | None = setting(None, alias="retentionDays",
+                                               expected="an integer >= 1", ge=1, le=36500)
+    max_age_seconds: Duration | None = setting(None, alias="maxAge",
+                                               expected='a duration such as "26h"')
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_name(cls, raw: Any) -> Any:
+        """The name defaults to the database name in the URL."""
+        if isinstance(raw, dict) and not raw.get("name") and isinstance(raw.get("url"), str):
+            try:
+                return {**raw, "name": ConnInfo.parse(raw["url"]).dbname}
+            except ConnInfoError:
+                return raw  # the url's own error says what is wrong
+        return raw
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: Any) -> str:
+        if not isinstance(name, str):
+            raise ValueError("not a name")
+        if name and not _TARGET_NAME.match(name):
+            raise problem(f'"{name}" must be 1-63 letters, digits, ".", "_" or "-"')
+        return name
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, url: str) -> str:
+        return DatabaseConfig._parse(url)
+
+    @cached_property
+    def database(self) -> DatabaseConfig:
+        return DatabaseConfig(url=self.url)
