@@ -146,6 +146,51 @@ class VerifyMode(enum.StrEnum):
     DEEP = "deep"
 
 
+class CopyState(enum.StrEnum):
+    """Where one copy of a backup stands at one destination."""
+
+    PENDING = "PENDING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """Bytes that reached their final place: where, how many, and their SHA-256."""
+
+    location: str  # the destination-relative name, e.g. "db/backup_db_….sql.zst"
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """What a destination knows about one stored object without reading it."""
+
+    location: str
+    size: int
+    modified: datetime | None = None
+    # The store's own checksum when it offers one (an S3 ETag, a local file has none).
+    etag: str = ""
+    locked_until: datetime | None = None  # S3 Object Lock retention
+
+
+@dataclass(frozen=True, slots=True)
+class Copy:
+    """One copy of a run's backup at one destination."""
+
+    run_id: int
+    destination: str
+    state: CopyState
+    location: str = ""
+    size_bytes: int = 0
+    sha256: str = ""
+    error: str = ""
+    stored_at: datetime | None = None
+    file_state: FileState = FileState.NONE
+    locked_until: datetime | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Run:
     """One backup run as recorded in the store. Timestamps are UTC-aware."""

@@ -6,7 +6,7 @@ scheduler for schedules); the domain is built with them and never imports them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -14,12 +14,14 @@ from .models import (
     Alert,
     CleanupResult,
     FileState,
+    ObjectInfo,
     Run,
     RunKind,
     RunPage,
     RunStatus,
     ScheduleInfo,
     Stats,
+    Stored,
     Trigger,
 )
 
@@ -116,3 +118,35 @@ class Listener:
 
     def on_missed_fire(self, schedule: str, fire_time: datetime) -> None:
         """A schedule's fire did not happen because the service was down."""
+
+
+class Sink(Protocol):
+    """Where a backup's bytes go, pushed in order (``backup.pipeline``).
+
+    A stage (zstd, age) is a Sink that transforms and writes to a downstream Sink.
+    ``finish`` publishes atomically and returns what was stored; ``abort`` leaves
+    nothing behind under a backup's name and may be called after a failed ``finish``.
+    """
+
+    def write(self, chunk: bytes) -> None: ...
+    def finish(self) -> list[Stored]: ...
+    def abort(self, reason: str) -> None: ...
+
+
+class Destination(Protocol):
+    """One configured place backups are stored (``storage``): a local directory or an
+    object store. Locations are relative names; ``location_of`` gives the full URL."""
+
+    name: str
+    is_local: bool
+
+    def location_of(self, relative: str) -> str: ...
+    def upload(self, relative: str) -> Sink:
+        """A Sink that publishes ``relative`` on ``finish`` and never overwrites."""
+    def read(self, relative: str) -> Iterator[bytes]: ...
+    def head(self, relative: str) -> ObjectInfo | None: ...
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]: ...
+    def delete(self, relative: str) -> bool:
+        """Delete; False (not an error) when Object Lock still holds it."""
+    def put_small(self, relative: str, data: bytes) -> None:
+        """Write a small object (a manifest) in one request."""
