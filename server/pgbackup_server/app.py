@@ -79,7 +79,8 @@ class App:
         self.events.add(VerifyAfterBackup(self.restore))
         self.scheduler = Scheduler(s, fire=self.service.run_scheduled, store=self.store.runs,
                                    events=self.events, clock=self.clock)
-        self.grpc = GrpcServer(s, BackupServicer(self.service, self.restore, self.scheduler))
+        self.grpc = GrpcServer(s, BackupServicer(self.service, self.restore, self.scheduler,
+                                                  self.store.alerts))
         self.grpc.start()
         # Before the scheduler: missed fires are reported as it starts.
         self.observability = start_observability(s, self.events, self.store.runs,

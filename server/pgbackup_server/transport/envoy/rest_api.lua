@@ -115,6 +115,24 @@ local API = {
       body = "",
       request = "backup.v1.ListBackupContentsRequest",
     },
+    {
+      rpc = "ListAlerts",
+      http_method = "GET",
+      template = "/api/v1/alerts",
+      segments = {"api", "v1", "alerts"},
+      path_fields = {},
+      body = "",
+      request = "backup.v1.ListAlertsRequest",
+    },
+    {
+      rpc = "ListRestores",
+      http_method = "GET",
+      template = "/api/v1/restores",
+      segments = {"api", "v1", "restores"},
+      path_fields = {},
+      body = "",
+      request = "backup.v1.ListRestoresRequest",
+    },
   },
   messages = {
     ["backup.v1.CreateBackupRequest"] = {
@@ -135,6 +153,7 @@ local API = {
       {name = "status", json = "status", type = "enum", enum = "backup.v1.BackupStatus"},
       {name = "page_size", json = "pageSize", type = "int32"},
       {name = "page_token", json = "pageToken", type = "string"},
+      {name = "trigger", json = "trigger", type = "enum", enum = "backup.v1.Trigger"},
     },
     ["backup.v1.GetBackupRequest"] = {{name = "id", json = "id", type = "int64"}},
     ["backup.v1.ListSchedulesRequest"] = {},
@@ -155,8 +174,15 @@ local API = {
     },
     ["backup.v1.GetRestoreRequest"] = {{name = "id", json = "id", type = "int64"}},
     ["backup.v1.ListBackupContentsRequest"] = {{name = "id", json = "id", type = "int64"}},
+    ["backup.v1.ListAlertsRequest"] = {},
+    ["backup.v1.ListRestoresRequest"] = {
+      {name = "backup_id", json = "backupId", type = "int64"},
+      {name = "page_size", json = "pageSize", type = "int32"},
+      {name = "page_token", json = "pageToken", type = "string"},
+    },
   },
   enums = {
     ["backup.v1.BackupStatus"] = {"BACKUP_STATUS_UNSPECIFIED", "PENDING", "RUNNING", "SUCCEEDED", "FAILED"},
+    ["backup.v1.Trigger"] = {"TRIGGER_UNSPECIFIED", "SCHEDULE", "MANUAL"},
   },
 }
