@@ -186,6 +186,22 @@ def test_abort_kills_and_reaps_the_child_and_aborts_downstream(keys, engine):
         sink.write(b"more")
 
 
+def test_a_failing_downstream_fails_the_write_and_abort_stops_the_child(keys):
+    class DiskFull(Collecting):
+        def write(self, chunk: bytes) -> None:
+            raise OSError(28, "No space left on device")
+
+    down = DiskFull()
+    sink = EncryptingSink([keys[0].recipient], down)
+    with pytest.raises(OSError, match="No space left"):
+        for _ in range(8):
+            sink.write(payload(MiB))
+    pid = sink.pid
+    sink.abort("No space left on device")
+    assert pid is not None and not Path(f"/proc/{pid}").exists()
+    assert down.aborted == "No space left on device"
+
+
 def test_bad_recipient_is_refused_before_anything_runs(keys):
     with pytest.raises(EncryptionError, match="entry 2 .*checksum"):
         EncryptingSink([keys[0].recipient, keys[1].recipient[:-1] + "q"], Collecting())
