@@ -13,6 +13,7 @@ from pathlib import Path
 from pydantic import PrivateAttr
 
 from ..postgres.conninfo import ConnInfo
+from .encryption import EncryptionConfig
 from .fields import Section, setting
 from .sections import (
     AlertsConfig,
@@ -49,6 +50,8 @@ class Settings(Section):
     alerts: AlertsConfig = setting({}, expected="a mapping", validate_default=True)
     notifications: tuple[NotificationConfig, ...] = setting(
         (), expected="a list of channels")
+    encryption: EncryptionConfig | None = setting(
+        None, expected="a mapping with recipients (age1… public keys)")
     _source: Path | None = PrivateAttr(None)
 
     @cached_property
