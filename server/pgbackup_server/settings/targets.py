@@ -11,6 +11,7 @@ from pydantic import StrictBool, StrictInt, field_validator, model_validator
 
 from ..postgres.conninfo import ConnInfo, ConnInfoError
 from .fields import Duration, Section, Text, problem, setting
+from .retention import RetentionConfig
 
 _TARGET_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,63}$")
 JOB_NAMES = ("DatabaseBackup",)
@@ -96,6 +97,8 @@ class TargetConfig(Section):
                                                expected="an integer >= 1", ge=1, le=36500)
     max_age_seconds: Duration | None = setting(None, alias="maxAge",
                                                expected='a duration such as "26h"')
+    retention: RetentionConfig | None = setting(None, expected="a mapping of retention "
+                                                "rules (days, keepDaily, ...)")
 
     @model_validator(mode="before")
     @classmethod
