@@ -136,6 +136,7 @@ class AlertKind(enum.StrEnum):
     STALE = "stale"
     MISSED_SCHEDULE = "missed_schedule"
     VERIFICATION_FAILED = "verification_failed"
+    COPY_FAILED = "copy_failed"  # a backup's copy at a destination failed
 
 
 class VerifyMode(enum.StrEnum):
@@ -193,6 +194,25 @@ class Copy:
     file_state: FileState = FileState.NONE
     locked_until: datetime | None = None
 
+    @property
+    def present(self) -> bool:
+        return self.state is CopyState.SUCCEEDED and self.file_state is FileState.PRESENT
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationUsage:
+    """What the store knows a destination holds: its present copies, their bytes,
+    and the newest one."""
+
+    destination: str
+    copies: int = 0
+    used_bytes: int = 0
+    newest: Copy | None = None
+
+
+# Marks a Run field that is not a column of backup_runs (persistence/schema.py).
+NOT_A_COLUMN = {"column": False}
+
 
 @dataclass(frozen=True, slots=True)
 class Run:
@@ -224,6 +244,14 @@ class Run:
     verification_reason: str = ""
     verified_at: datetime | None = None
     target: str = ""  # the configured target that produced the run
+    plaintext_sha256: str = ""  # SHA-256 of the dump before encryption (when encrypted)
+    # Fingerprints of the age recipients the backup is encrypted to; empty: not encrypted.
+    encryption: tuple[str, ...] = ()
+    # Its copies, one per destination; a table of their own (backup_copies).
+    copies: tuple[Copy, ...] = field(default=(), metadata=NOT_A_COLUMN)
+
+    def copy_at(self, destination: str) -> Copy | None:
+        return next((c for c in self.copies if c.destination == destination), None)
 
     @property
     def duration_seconds(self) -> float:
