@@ -359,6 +359,9 @@ SDK_MODELS: dict[str, tuple[str, str]] = {
     "backup.v1.ListBackupContentsResponse": (
         "BackupContents", "What a backup holds, from its table of contents."
     ),
+    "backup.v1.ImportCatalogResponse": (
+        "CatalogImport", "Outcome of ImportCatalog: what was recorded, skipped or unusable."
+    ),
 }
 # Models whose fields had another order before they were generated: these come
 # first, in this order (positional arguments and JSON key order stay as they

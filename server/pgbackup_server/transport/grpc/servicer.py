@@ -8,7 +8,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from ...backup.service import BackupService
-from ...domain.errors import InvalidArgument
+from ...catalog import CatalogImporter
+from ...domain.errors import InvalidArgument, Unimplemented
 from ...domain.models import CreateResult, RunStatus
 from ...domain.ports import ScheduleSource
 from ...restore import RestoreService
@@ -48,10 +49,11 @@ class BackupServicer(pb_grpc.BackupServiceServicer):
     """The RPCs, over the backup service, the restore service and the scheduler."""
 
     def __init__(self, service: BackupService, restore: RestoreService,
-                 schedules: ScheduleSource) -> None:
+                 schedules: ScheduleSource, *, catalog: CatalogImporter | None = None) -> None:
         self.service = service
         self.restore = restore
         self.schedules = schedules
+        self.catalog = catalog
 
     def CreateBackup(self, request: pb.CreateBackupRequest, context: Any) -> Any:
         return _created(self.service.create_backup(database=request.database,
@@ -104,3 +106,9 @@ class BackupServicer(pb_grpc.BackupServiceServicer):
 
     def ListBackupContents(self, request: pb.ListBackupContentsRequest, context: Any) -> Any:
         return to_message(self.restore.contents(request.id), pb.ListBackupContentsResponse)
+
+    def ImportCatalog(self, request: pb.ImportCatalogRequest, context: Any) -> Any:
+        if self.catalog is None:
+            raise Unimplemented("ImportCatalog: this server has no catalog")
+        return to_message(self.catalog.import_catalog(request.destination),
+                          pb.ImportCatalogResponse)
