@@ -18,6 +18,7 @@ from pgbackup_client.models import (
     Backup,
     BackupContents,
     BackupPage,
+    CatalogImport,
     CleanupResult,
     ContentEntry,
     CreateResult,
@@ -35,7 +36,8 @@ from pgbackup_client.sdk import BackupClient
 
 __all__ = [
     "Alert", "Backup", "BackupClient", "BackupClientError", "BackupContents", "BackupPage",
-    "CleanupResult", "ContentEntry", "CreateResult", "DatabaseStats", "DeadlineExceeded",
+    "CatalogImport", "CleanupResult", "ContentEntry", "CreateResult", "DatabaseStats",
+    "DeadlineExceeded",
     "FailedPrecondition", "InternalError", "InvalidArgument", "NotFound", "PermissionDenied",
     "Progress", "ResourceExhausted", "RestorePage", "RestoreRun", "RunSummary", "Schedule", "Stats",
     "TableRows", "Unauthenticated", "Unavailable", "VerifyResult", "from_rpc_error",

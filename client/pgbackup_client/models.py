@@ -21,6 +21,7 @@ __all__ = [
     "Backup",
     "BackupContents",
     "BackupPage",
+    "CatalogImport",
     "CleanupResult",
     "ContentEntry",
     "CreateResult",
@@ -330,3 +331,20 @@ class RestorePage(Model):
     restores: tuple[RestoreRun, ...] = ()
     # Empty on the last page.
     next_page_token: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogImport(Model):
+    """Outcome of ImportCatalog: what was recorded, skipped or unusable."""
+
+    _proto: ClassVar[type[Message]] = backup_pb2.ImportCatalogResponse
+
+    destination: str = ""
+    # Copies recorded by this import, and manifests skipped as already recorded.
+    imported: int = 0
+    skipped: int = 0
+    # Backups (runs) this import created; copies of a known backup join its run.
+    runs_created: int = 0
+    # Manifests that could not be used, each with its reason.
+    problems: tuple[str, ...] = ()
+    backup_ids: tuple[int, ...] = ()

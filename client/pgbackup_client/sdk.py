@@ -16,6 +16,7 @@ from pgbackup_client.models import (
     Backup,
     BackupContents,
     BackupPage,
+    CatalogImport,
     CleanupResult,
     CreateResult,
     Progress,
@@ -218,13 +219,15 @@ class BackupClient:
         return [Schedule.from_proto(s) for s in resp.schedules]
 
     def verify_backup(
-        self, id: int, *, deep: bool = False, timeout: float | None = None
+        self, id: int, *, deep: bool = False, identity: str = "", timeout: float | None = None
     ) -> VerifyResult:
         """Verify a backup: checksum and structure, or with ``deep`` a restore into a
         scratch database. A corrupt or missing file is ``verification == "FAILED"``
         with the reason, not an exception. No deadline by default (deep takes long).
+        ``identity``: an age identity (``AGE-SECRET-KEY-1...``) for an encrypted backup
+        when the server has no ``encryption.identityFile``; sent for this call only.
         """
-        req = backup_pb2.VerifyBackupRequest(id=id, deep=deep)
+        req = backup_pb2.VerifyBackupRequest(id=id, deep=deep, identity=identity)
         return VerifyResult.from_proto(self._call(self._stub.VerifyBackup, req, timeout))
 
     def restore_backup(
@@ -238,6 +241,7 @@ class BackupClient:
         jobs: int = 0,
         background: bool = False,
         force: bool = False,
+        identity: str = "",
         timeout: float | None = None,
     ) -> RestoreRun:
         """Restore a backup into ``target_database`` (default: a new database).
@@ -247,7 +251,8 @@ class BackupClient:
         Overwriting ``postgres`` or the backup's own source database also needs
         ``force``.
         A failed restore raises (the run is recorded; see ``get_restore``). With
-        ``background`` the RUNNING restore is returned at once.
+        ``background`` the RUNNING restore is returned at once. ``identity`` as for
+        ``verify_backup``.
         """
         req = backup_pb2.RestoreBackupRequest(
             id=id,
@@ -258,6 +263,7 @@ class BackupClient:
             jobs=jobs,
             background=background,
             force=force,
+            identity=identity,
         )
         return RestoreRun.from_proto(self._call(self._stub.RestoreBackup, req, timeout))
 
@@ -281,11 +287,19 @@ class BackupClient:
         resp = self._call(self._stub.ListAlerts, backup_pb2.ListAlertsRequest(), self.timeout)
         return [Alert.from_proto(a) for a in resp.alerts]
 
-    def list_backup_contents(self, id: int) -> BackupContents:
-        """Schemas, tables (with data sizes) and other objects in a backup."""
-        req = backup_pb2.ListBackupContentsRequest(id=id)
+    def list_backup_contents(self, id: int, *, identity: str = "") -> BackupContents:
+        """Schemas, tables (with data sizes) and other objects in a backup
+        (``identity`` as for ``verify_backup``)."""
+        req = backup_pb2.ListBackupContentsRequest(id=id, identity=identity)
         resp = self._call(self._stub.ListBackupContents, req, self.timeout)
         return BackupContents.from_proto(resp)
+
+    def import_catalog(self, destination: str, *, timeout: float | None = None
+                       ) -> CatalogImport:
+        """Record the backups ``destination`` holds, from their manifests (a new host
+        with the same destinations); idempotent. No deadline by default."""
+        req = backup_pb2.ImportCatalogRequest(destination=destination)
+        return CatalogImport.from_proto(self._call(self._stub.ImportCatalog, req, timeout))
 
     def close(self) -> None:
         """Close the underlying channel."""

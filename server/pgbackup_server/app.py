@@ -13,6 +13,7 @@ import structlog
 from . import __version__
 from .backup.plan import check_compression_support
 from .backup.service import BackupService
+from .catalog import CatalogImporter
 from .domain.errors import ConfigError
 from .domain.ports import Clock, utc_now
 from .observability.events import EventHub
@@ -23,6 +24,7 @@ from .restore import RestoreService, VerifyAfterBackup
 from .scheduling.scheduler import Scheduler
 from .settings import Settings
 from .settings.exposure import check_exposure
+from .storage.registry import Destinations
 from .transport.envoy import EnvoySupervisor
 from .transport.grpc.server import GrpcServer
 from .transport.grpc.servicer import BackupServicer
@@ -70,6 +72,9 @@ class App:
         if self.store.alerts.import_legacy(s.server.data_directory / "alerts.json"):
             log.info("Alert state imported into the store from alerts.json")
         self.events = EventHub()
+        self.destinations = Destinations.from_configs(s.destinations)
+        self.catalog = CatalogImporter(self.store.runs, self.store.copies, self.destinations,
+                                       self.clock)
         self.service = BackupService(s, self.store.runs, self.events, binaries=binaries,
                                      runtime_dir=runtime, clock=self.clock)
         self.restore = RestoreService(s, self.store.runs, self.store.restores, self.events,
@@ -80,7 +85,8 @@ class App:
         self.scheduler = Scheduler(s, fire=self.service.run_scheduled, store=self.store.runs,
                                    events=self.events, clock=self.clock)
         self.grpc = GrpcServer(s, BackupServicer(self.service, self.restore, self.scheduler,
-                                                  self.store.alerts))
+                                                  self.store.alerts,
+                                                  catalog=self.catalog))
         self.grpc.start()
         # Before the scheduler: missed fires are reported as it starts.
         self.observability = start_observability(s, self.events, self.store.runs,

@@ -310,12 +310,14 @@ class BackupProgress(_message.Message):
     def __init__(self, id: _Optional[int] = ..., status: _Optional[_Union[BackupStatus, str]] = ..., bytes_written: _Optional[int] = ..., estimated_total_bytes: _Optional[int] = ..., elapsed_seconds: _Optional[float] = ..., bytes_per_second: _Optional[float] = ..., backup: _Optional[_Union[Backup, _Mapping]] = ...) -> None: ...
 
 class VerifyBackupRequest(_message.Message):
-    __slots__ = ("id", "deep")
+    __slots__ = ("id", "deep", "identity")
     ID_FIELD_NUMBER: _ClassVar[int]
     DEEP_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
     id: int
     deep: bool
-    def __init__(self, id: _Optional[int] = ..., deep: _Optional[bool] = ...) -> None: ...
+    identity: str
+    def __init__(self, id: _Optional[int] = ..., deep: _Optional[bool] = ..., identity: _Optional[str] = ...) -> None: ...
 
 class TableRows(_message.Message):
     __slots__ = ("schema", "table", "rows")
@@ -344,7 +346,7 @@ class VerifyBackupResponse(_message.Message):
     def __init__(self, verification: _Optional[str] = ..., reason: _Optional[str] = ..., deep: _Optional[bool] = ..., verified_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tables: _Optional[_Iterable[_Union[TableRows, _Mapping]]] = ..., duration_seconds: _Optional[float] = ...) -> None: ...
 
 class RestoreBackupRequest(_message.Message):
-    __slots__ = ("id", "target_database", "overwrite", "schemas", "tables", "jobs", "background", "force")
+    __slots__ = ("id", "target_database", "overwrite", "schemas", "tables", "jobs", "background", "force", "identity")
     ID_FIELD_NUMBER: _ClassVar[int]
     TARGET_DATABASE_FIELD_NUMBER: _ClassVar[int]
     OVERWRITE_FIELD_NUMBER: _ClassVar[int]
@@ -353,6 +355,7 @@ class RestoreBackupRequest(_message.Message):
     JOBS_FIELD_NUMBER: _ClassVar[int]
     BACKGROUND_FIELD_NUMBER: _ClassVar[int]
     FORCE_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
     id: int
     target_database: str
     overwrite: bool
@@ -361,7 +364,8 @@ class RestoreBackupRequest(_message.Message):
     jobs: int
     background: bool
     force: bool
-    def __init__(self, id: _Optional[int] = ..., target_database: _Optional[str] = ..., overwrite: _Optional[bool] = ..., schemas: _Optional[_Iterable[str]] = ..., tables: _Optional[_Iterable[str]] = ..., jobs: _Optional[int] = ..., background: _Optional[bool] = ..., force: _Optional[bool] = ...) -> None: ...
+    identity: str
+    def __init__(self, id: _Optional[int] = ..., target_database: _Optional[str] = ..., overwrite: _Optional[bool] = ..., schemas: _Optional[_Iterable[str]] = ..., tables: _Optional[_Iterable[str]] = ..., jobs: _Optional[int] = ..., background: _Optional[bool] = ..., force: _Optional[bool] = ..., identity: _Optional[str] = ...) -> None: ...
 
 class RestoreRun(_message.Message):
     __slots__ = ("id", "backup_id", "target_database", "status", "started_at", "finished_at", "duration_seconds", "error", "requested_by", "schemas", "tables")
@@ -396,10 +400,12 @@ class GetRestoreRequest(_message.Message):
     def __init__(self, id: _Optional[int] = ...) -> None: ...
 
 class ListBackupContentsRequest(_message.Message):
-    __slots__ = ("id",)
+    __slots__ = ("id", "identity")
     ID_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
     id: int
-    def __init__(self, id: _Optional[int] = ...) -> None: ...
+    identity: str
+    def __init__(self, id: _Optional[int] = ..., identity: _Optional[str] = ...) -> None: ...
 
 class ContentEntry(_message.Message):
     __slots__ = ("schema", "name", "kind", "size_bytes")
@@ -474,3 +480,25 @@ class ListRestoresResponse(_message.Message):
     restores: _containers.RepeatedCompositeFieldContainer[RestoreRun]
     next_page_token: str
     def __init__(self, restores: _Optional[_Iterable[_Union[RestoreRun, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class ImportCatalogRequest(_message.Message):
+    __slots__ = ("destination",)
+    DESTINATION_FIELD_NUMBER: _ClassVar[int]
+    destination: str
+    def __init__(self, destination: _Optional[str] = ...) -> None: ...
+
+class ImportCatalogResponse(_message.Message):
+    __slots__ = ("destination", "imported", "skipped", "runs_created", "problems", "backup_ids")
+    DESTINATION_FIELD_NUMBER: _ClassVar[int]
+    IMPORTED_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    RUNS_CREATED_FIELD_NUMBER: _ClassVar[int]
+    PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    BACKUP_IDS_FIELD_NUMBER: _ClassVar[int]
+    destination: str
+    imported: int
+    skipped: int
+    runs_created: int
+    problems: _containers.RepeatedScalarFieldContainer[str]
+    backup_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, destination: _Optional[str] = ..., imported: _Optional[int] = ..., skipped: _Optional[int] = ..., runs_created: _Optional[int] = ..., problems: _Optional[_Iterable[str]] = ..., backup_ids: _Optional[_Iterable[int]] = ...) -> None: ...

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from ...backup.service import BackupService
-from ...domain.errors import InvalidArgument
+from ...catalog import CatalogImporter
+from ...domain.errors import InvalidArgument, Unimplemented
 from ...domain.models import Alert, CreateResult, RunStatus, Trigger
 from ...domain.ports import AlertSource, ScheduleSource
 from ...restore import RestoreService
@@ -66,11 +67,13 @@ class BackupServicer(pb_grpc.BackupServiceServicer):
     alerts."""
 
     def __init__(self, service: BackupService, restore: RestoreService,
-                 schedules: ScheduleSource, alerts: AlertSource | None = None) -> None:
+                 schedules: ScheduleSource, alerts: AlertSource | None = None, *,
+                 catalog: CatalogImporter | None = None) -> None:
         self.service = service
         self.restore = restore
         self.schedules = schedules
         self.alerts = alerts
+        self.catalog = catalog
 
     def CreateBackup(self, request: pb.CreateBackupRequest, context: Any) -> Any:
         return _created(self.service.create_backup(database=request.database,
@@ -134,3 +137,9 @@ class BackupServicer(pb_grpc.BackupServiceServicer):
                                           page_size=request.page_size,
                                           page_token=request.page_token)
         return to_message(page, pb.ListRestoresResponse)
+
+    def ImportCatalog(self, request: pb.ImportCatalogRequest, context: Any) -> Any:
+        if self.catalog is None:
+            raise Unimplemented("ImportCatalog: this server has no catalog")
+        return to_message(self.catalog.import_catalog(request.destination),
+                          pb.ImportCatalogResponse)
