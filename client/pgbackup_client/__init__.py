@@ -17,6 +17,7 @@ from pgbackup_client.models import (
     Backup,
     BackupContents,
     BackupPage,
+    CleanupDecision,
     CleanupResult,
     ContentEntry,
     CreateResult,
@@ -33,7 +34,8 @@ from pgbackup_client.sdk import BackupClient
 
 __all__ = [
     "Backup", "BackupClient", "BackupClientError", "BackupContents", "BackupPage",
-    "CleanupResult", "ContentEntry", "CreateResult", "DatabaseStats", "DeadlineExceeded",
+    "CleanupDecision", "CleanupResult", "ContentEntry", "CreateResult", "DatabaseStats",
+    "DeadlineExceeded",
     "FailedPrecondition", "InternalError", "InvalidArgument", "NotFound", "PermissionDenied",
     "Progress", "ResourceExhausted", "RestoreRun", "RunSummary", "Schedule", "Stats",
     "TableRows", "Unauthenticated", "Unavailable", "VerifyResult", "from_rpc_error",
