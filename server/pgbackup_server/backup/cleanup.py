@@ -64,6 +64,14 @@ class Cleaner:
         policy = Policy(days=retention_days, min_keep=self.backup.retention_min_keep)
         return lambda _group: policy
 
+    def after_backup(self, directory: Path, retention_days: int, *,
+                     requested: bool) -> CleanupResult:
+        """Retention after a successful backup (``cleanupOld``): in the configured
+        directory each target keeps its own policy (another target's shorter one never
+        applies); a requested directory (create-custom) uses the request's days."""
+        policy_for = self.uniform(retention_days) if requested else self.policy_by_target
+        return self.cleanup_dir(directory, policy_for, dry_run=False)
+
     def cleanup_dir(self, directory: Path, policy_for: Callable[[Group], Policy], *,
                     dry_run: bool) -> CleanupResult:
         """Retention for one directory: a decision for each backup in it, and the

@@ -124,12 +124,8 @@ class RunExecutor:
         deleted = 0
         if job.cleanup_old:  # only after a success: a failure never triggers cleanup
             try:
-                # The configured directory: each target's own policy; a requested one:
-                # the request's retention_days for all of it.
-                policy_for = (self.cleaner.uniform(job.retention_days) if job.requested
-                              else self.cleaner.policy_by_target)
-                deleted = self.cleaner.cleanup_dir(job.directory, policy_for,
-                                                   dry_run=False).deleted_files
+                deleted = self.cleaner.after_backup(job.directory, job.retention_days,
+                                                    requested=job.requested).deleted_files
             except Exception:  # cleanup must never turn a good backup into an error
                 bound.exception("Cleanup after backup failed")
         return CreateResult(done, deleted)
