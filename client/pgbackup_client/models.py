@@ -22,6 +22,7 @@ __all__ = [
     "BackupContents",
     "BackupPage",
     "CatalogImport",
+    "CleanupDecision",
     "CleanupResult",
     "ContentEntry",
     "CreateResult",
@@ -185,6 +186,24 @@ class Stats(Model):
 
 
 @dataclass(frozen=True, slots=True)
+class CleanupDecision(Model):
+    """What retention decided for one backup at one destination."""
+
+    _proto: ClassVar[type[Message]] = backup_pb2.CleanupDecision
+
+    backup_id: int = 0
+    database: str = ""
+    # "local" for the backup directories.
+    destination: str = ""
+    # The file (or object) the decision is about.
+    location: str = ""
+    keep: bool = False
+    # The rules that keep it ("keepDaily: newest of 2026-01-15", "within 7 days", "newest successful
+    # backup", "locked until ..."), or why it goes.
+    reasons: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class CleanupResult(Model):
     """Outcome of applying the retention policy."""
 
@@ -195,6 +214,8 @@ class CleanupResult(Model):
     dry_run: bool = False
     # Paths deleted, or that would be deleted with dry_run.
     files: tuple[str, ...] = ()
+    # For each backup retention considered: kept (and by which rules) or deleted (and why).
+    decisions: tuple[CleanupDecision, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -137,8 +137,8 @@ class RunExecutor:
         deleted = 0
         if job.cleanup_old:  # only after a success: a failure never triggers cleanup
             try:
-                deleted = self.cleaner.cleanup_dir(job.directory, job.retention_days,
-                                                   dry_run=False).deleted_files
+                deleted = self.cleaner.after_backup(job.directory, job.retention_days,
+                                                    requested=job.requested).deleted_files
             except Exception:  # cleanup must never turn a good backup into an error
                 bound.exception("Cleanup after backup failed")
         return CreateResult(done, deleted)

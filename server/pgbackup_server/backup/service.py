@@ -62,7 +62,7 @@ class BackupService:
         self.queue = RunQueue(self.targets.servers(), max_concurrent=b.max_concurrent,
                               max_queued=b.max_queued)
         self.tracker = ProgressTracker(store, clock)
-        self.cleaner = Cleaner(b, store, self.targets.by_name, events, clock)
+        self.cleaner = Cleaner(settings, store, self.targets.by_name, events, clock)
         self.executor = RunExecutor(settings, store, events, targets=self.targets,
                                     binaries=binaries, runtime_dir=runtime_dir, clock=clock,
                                     tracker=self.tracker, cleaner=self.cleaner)

@@ -328,11 +328,25 @@ class TargetSummary:
 
 
 @dataclass(frozen=True, slots=True)
+class CleanupDecision:
+    """What retention decided for one backup at one destination, and which rules say so
+    (to keep it) or why it goes."""
+
+    backup_id: int
+    database: str
+    destination: str
+    location: str
+    keep: bool
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class CleanupResult:
     deleted_files: int
     freed_bytes: int
     dry_run: bool
     files: tuple[str, ...] = field(default_factory=tuple)
+    decisions: tuple[CleanupDecision, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

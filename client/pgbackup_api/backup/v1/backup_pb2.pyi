@@ -216,16 +216,18 @@ class CleanupRequest(_message.Message):
     def __init__(self, dry_run: _Optional[bool] = ...) -> None: ...
 
 class CleanupResponse(_message.Message):
-    __slots__ = ("deleted_files", "freed_bytes", "dry_run", "files")
+    __slots__ = ("deleted_files", "freed_bytes", "dry_run", "files", "decisions")
     DELETED_FILES_FIELD_NUMBER: _ClassVar[int]
     FREED_BYTES_FIELD_NUMBER: _ClassVar[int]
     DRY_RUN_FIELD_NUMBER: _ClassVar[int]
     FILES_FIELD_NUMBER: _ClassVar[int]
+    DECISIONS_FIELD_NUMBER: _ClassVar[int]
     deleted_files: int
     freed_bytes: int
     dry_run: bool
     files: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, deleted_files: _Optional[int] = ..., freed_bytes: _Optional[int] = ..., dry_run: _Optional[bool] = ..., files: _Optional[_Iterable[str]] = ...) -> None: ...
+    decisions: _containers.RepeatedCompositeFieldContainer[CleanupDecision]
+    def __init__(self, deleted_files: _Optional[int] = ..., freed_bytes: _Optional[int] = ..., dry_run: _Optional[bool] = ..., files: _Optional[_Iterable[str]] = ..., decisions: _Optional[_Iterable[_Union[CleanupDecision, _Mapping]]] = ...) -> None: ...
 
 class ListBackupsRequest(_message.Message):
     __slots__ = ("database", "status", "page_size", "page_token", "trigger")
@@ -502,3 +504,19 @@ class ImportCatalogResponse(_message.Message):
     problems: _containers.RepeatedScalarFieldContainer[str]
     backup_ids: _containers.RepeatedScalarFieldContainer[int]
     def __init__(self, destination: _Optional[str] = ..., imported: _Optional[int] = ..., skipped: _Optional[int] = ..., runs_created: _Optional[int] = ..., problems: _Optional[_Iterable[str]] = ..., backup_ids: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class CleanupDecision(_message.Message):
+    __slots__ = ("backup_id", "database", "destination", "location", "keep", "reasons")
+    BACKUP_ID_FIELD_NUMBER: _ClassVar[int]
+    DATABASE_FIELD_NUMBER: _ClassVar[int]
+    DESTINATION_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_FIELD_NUMBER: _ClassVar[int]
+    KEEP_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    backup_id: int
+    database: str
+    destination: str
+    location: str
+    keep: bool
+    reasons: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, backup_id: _Optional[int] = ..., database: _Optional[str] = ..., destination: _Optional[str] = ..., location: _Optional[str] = ..., keep: _Optional[bool] = ..., reasons: _Optional[_Iterable[str]] = ...) -> None: ...
