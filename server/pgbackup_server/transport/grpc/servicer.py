@@ -5,11 +5,12 @@ to status codes by the ErrorInterceptor."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC
 from typing import Any
 
 from ...backup.service import BackupService
 from ...domain.errors import InvalidArgument
-from ...domain.models import CreateResult, RunStatus
+from ...domain.models import BackupType, CreateResult, RunStatus
 from ...domain.ports import ScheduleSource
 from ...restore import RestoreService
 from .api import pb, pb_grpc
@@ -30,6 +31,12 @@ def _status(value: int) -> RunStatus | None:
         raise InvalidArgument(f"status: unknown value {value}; use PENDING, RUNNING, SUCCEEDED "
                               "or FAILED")
     return RunStatus(name)
+
+
+def _backup_type(value: int) -> BackupType:
+    if value not in pb.BackupType.values():
+        raise InvalidArgument(f"type: unknown value {value}; use FULL or INCREMENTAL")
+    return BackupType(pb.BackupType.Name(value))
 
 
 def requester(context: Any) -> str:
@@ -54,8 +61,9 @@ class BackupServicer(pb_grpc.BackupServiceServicer):
         self.schedules = schedules
 
     def CreateBackup(self, request: pb.CreateBackupRequest, context: Any) -> Any:
-        return _created(self.service.create_backup(database=request.database,
-                                                   background=request.background))
+        return _created(self.service.create_backup(
+            database=request.database, background=request.background,
+            backup_type=_backup_type(request.type)))
 
     def CreateCustomBackup(self, request: pb.CreateCustomBackupRequest, context: Any) -> Any:
         return _created(self.service.create_custom_backup(
@@ -97,7 +105,10 @@ class BackupServicer(pb_grpc.BackupServiceServicer):
             request.id, target_database=request.target_database, overwrite=request.overwrite,
             schemas=list(request.schemas), tables=list(request.tables), jobs=request.jobs,
             requested_by=requester(context), background=request.background,
-            force=request.force), pb.RestoreRun)
+            force=request.force, target_directory=request.target_directory,
+            target_time=(request.target_time.ToDatetime(tzinfo=UTC)
+                         if request.HasField("target_time") else None),
+            target_lsn=request.target_lsn), pb.RestoreRun)
 
     def GetRestore(self, request: pb.GetRestoreRequest, context: Any) -> Any:
         return to_message(self.restore.get_restore(request.id), pb.RestoreRun)
