@@ -94,6 +94,7 @@ class App:
         # After the listeners: runs interrupted by a crash are notified and counted too.
         self.service.recover()
         self.scheduler.start()
+        self.service.wal.start()
         if s.server.envoy:
             self._start_envoy(runtime)
         self._started = True
@@ -205,6 +206,7 @@ class App:
             restores.start()
         if hasattr(self, "service"):
             self.service.shutdown(grace)
+            self.service.wal.stop()
         if restores is not None:
             restores.join()
         if self.observability is not None:

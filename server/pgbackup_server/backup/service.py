@@ -62,6 +62,9 @@ class BackupService:
                               max_queued=b.max_queued)
         self.tracker = ProgressTracker(store, clock)
         self.cleaner = Cleaner(b, store, self.targets.by_name, events, clock)
+        from ..physical.wal import WalArchives  # physical/ builds on backup/
+
+        self.wal = WalArchives(settings, binaries, runtime_dir, clock)
         self.executor = RunExecutor(settings, store, events, targets=self.targets,
                                     binaries=binaries, runtime_dir=runtime_dir, clock=clock,
                                     tracker=self.tracker, cleaner=self.cleaner)

@@ -20,13 +20,15 @@ def _quoted(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
-def restore_command(address: str, target: str, python: str = sys.executable) -> str:
+def restore_command(address: str, target: str, program: str | None = None) -> str:
     """``backupctl wal-fetch`` for this service and target, as restore_command (``%f``
-    the file PostgreSQL wants, ``%p`` where to put it). No token: give the restored
-    server's environment BACKUPCTL_TOKEN when the service requires one."""
-    argv = [python, "-m", "pgbackup_client.cli", "wal-fetch", "--address", address,
-            "--target", target]
-    return " ".join(shlex.quote(a) for a in argv) + " %f %p"
+    the file PostgreSQL wants, ``%p`` where to put it). ``program``: the configured
+    ``wal.fetchCommand`` (default: this Python running the CLI). No token: give the
+    restored server's environment BACKUPCTL_TOKEN when the service requires one."""
+    prefix = program or " ".join(shlex.quote(a) for a in
+                                 (sys.executable, "-m", "pgbackup_client.cli"))
+    argv = ["wal-fetch", "--address", address, "--target", target]
+    return prefix + " " + " ".join(shlex.quote(a) for a in argv) + " %f %p"
 
 
 def write_recovery(datadir: Path, *, command: str, target_time: datetime | None = None,

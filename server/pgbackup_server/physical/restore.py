@@ -182,7 +182,10 @@ class PhysicalRestorer:
         except CombineFailed as exc:
             raise ToolFailed(str(exc)) from None
         if target_time is not None or target_lsn:
-            write_recovery(output, command=restore_command(self.address(), run.target),
+            target = next((t for t in self.settings.targets if t.name == run.target), None)
+            program = target.wal.fetch_command if target and target.wal else None
+            write_recovery(output, command=restore_command(self.address(), run.target,
+                                                           program),
                            target_time=target_time, target_lsn=target_lsn)
 
     def deep_check(self, run: Run) -> tuple[TableRows, ...]:

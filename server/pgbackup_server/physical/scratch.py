@@ -89,7 +89,7 @@ class ThrowawayServer:
         self._chown(self.socket_dir)
         self._chown(self.logfile)
         options = (f"-p {self.port} -k {self.socket_dir} -c listen_addresses='' "
-                   "-c archive_mode=off -c max_connections=20")
+                   "-c archive_mode=off")
         out = subprocess.run(
             [str(self.bin / "pg_ctl"), "-D", str(self.datadir), "-l", str(self.logfile),
              "-w", "-t", str(int(self.timeout)), "-o", options, "start"],

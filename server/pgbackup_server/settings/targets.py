@@ -99,6 +99,10 @@ class WalConfig(Section):
     stream: StrictBool = setting(False, expected="true or false")
     max_lag_seconds: Duration = setting(300.0, alias="maxLag",
                                         expected='a duration such as "5m"')
+    # What a point-in-time restore's restore_command runs (then "wal-fetch ..."):
+    # the restored server's OS user must be able to run it. Default: this Python.
+    fetch_command: Text | None = setting(None, alias="fetchCommand",
+                                         expected='a command such as "backupctl"')
 
 
 class TargetConfig(Section):

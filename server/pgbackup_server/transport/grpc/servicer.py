@@ -72,7 +72,8 @@ class BackupServicer(pb_grpc.BackupServiceServicer):
             database=request.database))
 
     def GetStats(self, request: pb.GetStatsRequest, context: Any) -> Any:
-        return to_message(self.service.stats(request.database), pb.GetStatsResponse)
+        return to_message(self.service.stats(request.database), pb.GetStatsResponse,
+                          wal=self.service.wal.status())
 
     def Cleanup(self, request: pb.CleanupRequest, context: Any) -> Any:
         return to_message(self.service.cleanup(dry_run=request.dry_run), pb.CleanupResponse)
@@ -115,3 +116,7 @@ class BackupServicer(pb_grpc.BackupServiceServicer):
 
     def ListBackupContents(self, request: pb.ListBackupContentsRequest, context: Any) -> Any:
         return to_message(self.restore.contents(request.id), pb.ListBackupContentsResponse)
+
+    def FetchWal(self, request: pb.FetchWalRequest, context: Any) -> Iterator[Any]:
+        for chunk in self.service.wal.fetch(request.target, request.name):
+            yield pb.WalChunk(data=chunk)
