@@ -98,10 +98,11 @@ def _report_create(args: argparse.Namespace, result: CreateResult) -> int:
 
 def _cmd_create(client: BackupClient, args: argparse.Namespace) -> int:
     if args.wait:
-        started = client.create_backup(database=args.database, background=True)
+        started = client.create_backup(database=args.database, background=True,
+                                       type=args.type)
         return _wait_with_progress(client, args, started)
     result = client.create_backup(database=args.database, background=args.background,
-                                  timeout=args.create_timeout)
+                                  timeout=args.create_timeout, type=args.type)
     return _report_create(args, result)
 
 
@@ -312,6 +313,8 @@ def register(add: AddParser) -> None:
                    help="show a progress bar (rate, ETA) until the backup ends")
     p.add_argument("--database", default="", metavar="TARGET",
                    help="configured target to back up (default: the first)")
+    p.add_argument("--type", default="", choices=["full", "incremental"],
+                   help="physical targets: full (default) or incremental")
     p.set_defaults(func=_cmd_create)
 
     p = add("create-custom", "back up into an allowed directory with its own retention")
