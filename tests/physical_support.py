@@ -1,6 +1,7 @@
-"""A small PostgreSQL 18 of its own for the physical tests, with WAL summaries on:
-a physical backup copies the whole cluster, so the session's shared server (with
-every other test's databases) would make each backup and restore slower."""
+"""Physical-backup fixtures, registered by tests/conftest.py: a small PostgreSQL 18 of
+its own for the physical tests, with WAL summaries on: a physical backup copies the
+whole cluster, so the session's shared server (with every other test's databases)
+would make each backup and restore slower."""
 
 from __future__ import annotations
 
