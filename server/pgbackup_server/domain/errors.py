@@ -98,3 +98,22 @@ class RestoreFailed(BackupError):
     """A restore (or the verification restore) failed; the restore run holds the reason."""
 
     status = "INTERNAL"
+
+
+class StorageError(BackupError):
+    """A destination could not store, read or list; the message names the destination
+    and never holds a credential."""
+
+    status = "UNAVAILABLE"
+
+
+class StorageNotFound(StorageError):
+    """The object (or the bucket) does not exist at the destination."""
+
+    status = "NOT_FOUND"
+
+
+class StorageExists(StorageError):
+    """The name is taken at the destination: a backup is never overwritten."""
+
+    status = "ALREADY_EXISTS"

@@ -162,6 +162,9 @@ class Stored:
     location: str  # the destination-relative name, e.g. "db/backup_db_….sql.zst"
     size: int
     sha256: str
+    # The checksum the store itself will report for these bytes (an S3 ETag), so a
+    # quick verify compares without downloading; "" where the store offers none.
+    etag: str = ""
 
 
 @dataclass(frozen=True, slots=True)

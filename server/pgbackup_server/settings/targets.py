@@ -96,6 +96,8 @@ class TargetConfig(Section):
                                                expected="an integer >= 1", ge=1, le=36500)
     max_age_seconds: Duration | None = setting(None, alias="maxAge",
                                                expected='a duration such as "26h"')
+    destinations: tuple[Text, ...] | None = setting(
+        None, expected="a list of destination names", min_length=1)
 
     @model_validator(mode="before")
     @classmethod
