@@ -70,7 +70,8 @@ class App:
         if self.store.alerts.import_legacy(s.server.data_directory / "alerts.json"):
             log.info("Alert state imported into the store from alerts.json")
         self.events = EventHub()
-        self.service = BackupService(s, self.store.runs, self.events, binaries=binaries,
+        self.service = BackupService(s, self.store.runs, self.events,
+                                     copies=self.store.copies, binaries=binaries,
                                      runtime_dir=runtime, clock=self.clock)
         self.restore = RestoreService(s, self.store.runs, self.store.restores, self.events,
                                       targets=self.service.targets, binaries=binaries,

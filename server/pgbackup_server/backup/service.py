@@ -9,8 +9,9 @@ retention (:mod:`.cleanup`), progress (:mod:`.progress`) and crash recovery
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -29,13 +30,15 @@ from ..domain.models import (
     Stats,
     Trigger,
 )
-from ..domain.ports import Clock, Listener, RunStore
+from ..domain.ports import Clock, CopyStore, Destination, Listener, RunStore
 from ..domain.targets import Targets
 from ..domain.validation import refuse_control_characters
 from ..postgres.binaries import PgBinary
 from ..settings import Settings, TargetConfig
+from ..storage.registry import Destinations
 from . import files
 from .cleanup import Cleaner
+from .copies import Copier, RetryPolicy, Secrets
 from .executor import RunExecutor
 from .jobs import Job, jobs_for
 from .progress import ProgressTracker
@@ -49,13 +52,21 @@ class BackupService:
     """Domain operations. Thread-safe; one instance per process."""
 
     def __init__(self, settings: Settings, store: RunStore, events: Listener, *,
-                 binaries: list[PgBinary], runtime_dir: Path, clock: Clock) -> None:
+                 copies: CopyStore, binaries: list[PgBinary], runtime_dir: Path,
+                 clock: Clock, destinations: Mapping[str, Destination] | None = None,
+                 retry: RetryPolicy | None = None) -> None:
         self.settings = settings
         self.store = store
         self.events = events
         self.clock = clock
         self.runtime_dir = runtime_dir
         self.targets = Targets(settings.targets)
+        if destinations is None:
+            destinations = {d.name: d for d in Destinations.from_configs(settings.destinations)}
+        self.copier = Copier(settings, store, copies, destinations, events, clock,
+                             secrets=Secrets(v for c in settings.destinations
+                                             for v in c.secret_options(os.environ).values()),
+                             retry=retry)
         b = settings.backup
         self.queue = RunQueue(self.targets.servers(), max_concurrent=b.max_concurrent,
                               max_queued=b.max_queued)
@@ -199,8 +210,9 @@ class BackupService:
 
     def stats(self, database: str = "") -> Stats:
         target, database = self._scope(database)
-        return self.store.stats(str(self.settings.backup.directory), target=target,
-                                database=database)
+        stats = self.store.stats(str(self.settings.backup.directory), target=target,
+                                 database=database)
+        return replace(stats, destinations=self.copier.usage(target=target, database=database))
 
     def list_backups(self, *, database: str = "", status: RunStatus | None = None,
                      page_size: int = 0, page_token: str = "") -> RunPage:

@@ -107,6 +107,8 @@ class Metrics(Listener):
             self.verification_failures.labels(db)
         for s in self.config.schedules:
             self.misfires.labels(s.name)
+        for d in self.config.destinations:
+            self.copy_failures.labels(d.name)
         for i, n in enumerate(self.config.notifications):
             self.notifications.labels(f"{n.type}[{i}]")
             self.notification_errors.labels(f"{n.type}[{i}]")

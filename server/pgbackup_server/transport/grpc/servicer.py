@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from ...backup.copies import Copier
 from ...backup.service import BackupService
 from ...domain.errors import InvalidArgument
 from ...domain.models import CreateResult, RunStatus
@@ -49,11 +48,10 @@ class BackupServicer(pb_grpc.BackupServiceServicer):
     """The RPCs, over the backup service, the restore service and the scheduler."""
 
     def __init__(self, service: BackupService, restore: RestoreService,
-                 schedules: ScheduleSource, copier: Copier) -> None:
+                 schedules: ScheduleSource) -> None:
         self.service = service
         self.restore = restore
         self.schedules = schedules
-        self.copier = copier
 
     def CreateBackup(self, request: pb.CreateBackupRequest, context: Any) -> Any:
         return _created(self.service.create_backup(database=request.database,
@@ -108,9 +106,10 @@ class BackupServicer(pb_grpc.BackupServiceServicer):
         return to_message(self.restore.contents(request.id), pb.ListBackupContentsResponse)
 
     def CopyBackup(self, request: pb.CopyBackupRequest, context: Any) -> Any:
-        return to_message(self.copier.copy_backup(request.id, list(request.destinations)),
+        return to_message(self.service.copier.copy_backup(request.id,
+                                                          list(request.destinations)),
                           pb.Backup)
 
     def ListDestinations(self, request: pb.ListDestinationsRequest, context: Any) -> Any:
         return pb.ListDestinationsResponse(destinations=[
-            to_message(d, pb.Destination) for d in self.copier.list_destinations()])
+            to_message(d, pb.Destination) for d in self.service.copier.list_destinations()])
