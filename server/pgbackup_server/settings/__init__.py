@@ -133,6 +133,9 @@ def _name_problems(settings: Settings) -> list[str]:
             problems.append(f'databases[{i}].name: "{target.name}" is used twice; give each '
                             "target a unique name")
         seen.add(target.name)
+        if target.retention_days and target.retention and target.retention.days is not None:
+            problems.append(f"databases[{i}].retentionDays: retention.days is set too; "
+                            "keep retention.days only")
     names = [s.name for s in settings.schedules]
     for dup in sorted({n for n in names if names.count(n) > 1}):
         problems.append(f'schedules: the name "{dup}" is used twice; names must be unique')

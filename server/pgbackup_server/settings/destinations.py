@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from pydantic import StrictBool, StrictInt, ValidationInfo, field_validator, model_validator
 
 from .fields import Section, Text, problem, setting
+from .retention import RetentionConfig
 
 _NAME = re.compile(r"^[a-z0-9_-]{1,63}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
@@ -69,6 +70,8 @@ class DestinationConfig(Section):
     url: Text = setting(expected="file:///path, s3://bucket/prefix, gs://bucket/prefix or "
                                  "az://container/prefix")
     required: StrictBool = setting(True, expected="true or false")
+    retention: RetentionConfig | None = setting(
+        None, expected="a mapping of retention rules (days, keepDaily, ...)")
     endpoint: Text | None = setting(None, expected="an http(s) URL such as "
                                                    "https://s3.example.com")
     region: Text | None = setting(None, expected="a region such as eu-west-1")

@@ -11,6 +11,7 @@ from pydantic import StrictBool, StrictInt, field_validator, model_validator
 
 from ..postgres.conninfo import ConnInfo, ConnInfoError
 from .fields import Duration, Section, Text, problem, setting
+from .retention import RetentionConfig
 
 _TARGET_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,63}$")
 JOB_NAMES = ("DatabaseBackup",)
@@ -98,6 +99,8 @@ class TargetConfig(Section):
                                                expected='a duration such as "26h"')
     destinations: tuple[Text, ...] | None = setting(
         None, expected="a list of destination names", min_length=1)
+    retention: RetentionConfig | None = setting(None, expected="a mapping of retention "
+                                                "rules (days, keepDaily, ...)")
 
     @model_validator(mode="before")
     @classmethod
