@@ -29,3 +29,14 @@ def s3_entry(s3: S3, name: str, path: str, **extra: Any) -> dict[str, Any]:
 def bad_credentials(entry: dict[str, Any]) -> dict[str, Any]:
     return {**entry, "credentials": {"accessKeyId": BAD_KEY_VAR,
                                      "secretAccessKey": BAD_SECRET_VAR}}
+
+
+def copies_of(backup: Any) -> dict[str, Any]:
+    """A backup's copies by destination."""
+    return {c.destination: c for c in backup.copies}
+
+
+def metric(app: Any, name: str, **labels: str) -> float:
+    """A sample of the service's registry (0 when absent)."""
+    registry = app.app.observability.metrics.registry
+    return float(registry.get_sample_value(name, labels) or 0.0)

@@ -36,6 +36,7 @@ from ..domain.models import (
 )
 from ..domain.ports import Clock, CopyStore, Destination, Listener, RunStore
 from ..settings import DestinationConfig, Settings
+from ..storage.catalog import manifest_for, write_manifest
 
 log = structlog.get_logger("pgbackup")
 PROBE_SECONDS = 10.0
@@ -116,9 +117,25 @@ class Copier:
     # -- recording ----------------------------------------------------------
 
     def succeeded(self, run: Run, name: str, stored: Stored) -> Copy:
+        """Record a stored copy, then write its manifest next to it (a manifest that
+        cannot be written is logged: the copy itself is complete)."""
+        now = self.clock()
+        dest = self.destination(name)
+        locked = None
+        if not dest.is_local:
+            try:
+                info = dest.head(stored.location)
+                locked = info.locked_until if info else None
+            except Exception:  # the lock is shown when known; the copy is stored
+                locked = None
         copy = self.copies.mark_succeeded(run.id, name, location=stored.location,
                                           size_bytes=stored.size, sha256=stored.sha256,
-                                          stored_at=self.clock())
+                                          stored_at=now, locked_until=locked)
+        try:
+            write_manifest(dest, stored.location, manifest_for(run, stored, finished_at=now))
+        except Exception as exc:
+            log.warning("Manifest not written", run_id=run.id, destination=name,
+                        error=self.secrets.scrub(describe(exc)))
         self.events.on_copy_finished(run, copy)
         return copy
 
@@ -153,7 +170,10 @@ class Copier:
         return self.succeeded(run, name, stored)
 
     def _transfer_once(self, src: Destination, source: Copy, dst: Destination) -> Stored:
-        sink = dst.upload(source.location)
+        try:
+            sink = dst.upload(source.location)
+        except Exception as exc:
+            raise CopyError(self.secrets.scrub(describe(exc))) from None
         try:
             for chunk in src.read(source.location):
                 sink.write(chunk)

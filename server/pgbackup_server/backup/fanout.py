@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from ..domain.errors import BackupFailed
 from ..domain.models import Copy, Run, Stored
 from ..domain.ports import Destination, Sink
 from .copies import Copier, describe
@@ -98,25 +99,64 @@ class Settled:
                          for c in self.failed_required)
 
 
+def free_name(destinations: Sequence[Destination], stem: str, ext: str) -> str:
+    """``stem`` + ``ext``, or ``stem_2`` + ``ext``... : a name no destination holds yet
+    (two backups in the same second; a backup is never overwritten)."""
+    for n in range(1, 1000):
+        name = f"{stem}{ext}" if n == 1 else f"{stem}_{n}{ext}"
+        if all(_absent(d, name) for d in destinations):
+            return name
+    raise BackupFailed(f"no free name for {stem}{ext} at the destinations")
+
+
+def _absent(destination: Destination, name: str) -> bool:
+    try:
+        return destination.head(name) is None
+    except Exception:  # unreachable: its own upload will say so, the others go on
+        return True
+
+
 class Outputs:
-    """The destinations one run writes to, with a CopySink each."""
+    """The destinations one run writes to, with a CopySink each; itself the last Sink
+    of the run's pipeline. It fails only when no destination is left."""
 
     def __init__(self, copier: Copier, run: Run, relative: str,
                  names: Sequence[str]) -> None:
         self.copier = copier
         self.run = run
-        self.sinks = [CopySink(n, copier.destination(n), relative, copier.secrets.scrub)
-                      for n in names]
+        self.relative = relative
         for name in names:
             copier.copies.add(run.id, name)
+        self.sinks = [CopySink(n, copier.destination(n), relative, copier.secrets.scrub)
+                      for n in names]
+
+    def _none_left(self) -> BackupFailed:
+        return BackupFailed("no destination could store the backup: " + "; ".join(
+            f"{s.name}: {s.error}" for s in self.sinks))
+
+    def write(self, chunk: bytes) -> None:
+        live = 0
+        for sink in self.sinks:
+            sink.write(chunk)
+            live += sink.ok
+        if not live:
+            raise self._none_left()
+
+    def finish(self) -> list[Stored]:
+        stored = [s for sink in self.sinks for s in sink.finish()]
+        if not stored:
+            raise self._none_left()
+        return stored
 
     def abort(self, reason: str) -> None:
         for sink in self.sinks:
             sink.abort(reason)
 
-    def settle(self) -> Settled:
-        """Record every copy; retry the failed ones from one that is stored (with
-        backoff, see RetryPolicy); a copy that still fails is FAILED with its reason."""
+    def settle(self, run: Run) -> Settled:
+        """Record every copy of ``run`` (as it now stands: its manifest is written from
+        it); retry the failed ones from one that is stored (with backoff, see
+        RetryPolicy); a copy that still fails is FAILED with its reason."""
+        self.run = run
         done: dict[str, Copy] = {}
         for sink in self.sinks:
             if sink.stored is not None:

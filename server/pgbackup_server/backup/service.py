@@ -74,7 +74,8 @@ class BackupService:
         self.cleaner = Cleaner(b, store, self.targets.by_name, events, clock)
         self.executor = RunExecutor(settings, store, events, targets=self.targets,
                                     binaries=binaries, runtime_dir=runtime_dir, clock=clock,
-                                    tracker=self.tracker, cleaner=self.cleaner)
+                                    tracker=self.tracker, cleaner=self.cleaner,
+                                    copier=self.copier)
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -102,7 +103,7 @@ class BackupService:
         """Back up a configured target (default: the first) into the configured directory."""
         b = self.settings.backup
         target = self.targets.resolve(database)
-        if trigger is Trigger.MANUAL:
+        if trigger is Trigger.MANUAL and self.executor.writes_in(target, b.directory):
             # Refused before any run exists: a request that cannot run is not a failed
             # backup. A scheduled fire is recorded as FAILED instead, never silent.
             files.prepare_backup_dir(b.directory, "backup.directory", requested=False)
@@ -224,7 +225,9 @@ class BackupService:
         if run_id < 1:
             raise InvalidArgument(f"id: must be a positive backup id, got {run_id}")
         run = self.store.get(run_id)
-        if run.file_state is FileState.PRESENT and not os.path.lexists(run.file_path):
+        # Only a file on this host can be checked here; an object store's copy is not.
+        if (run.file_state is FileState.PRESENT and os.path.isabs(run.file_path)
+                and not os.path.lexists(run.file_path)):
             self.store.set_file_state([run.id], FileState.MISSING)
             run = self.store.get(run_id)
         return run
