@@ -15,6 +15,7 @@ from pydantic import PrivateAttr, field_validator
 
 from ..postgres.conninfo import ConnInfo
 from .destinations import DestinationConfig, local_destination
+from .encryption import EncryptionConfig
 from .fields import Section, problem, setting
 from .sections import (
     AlertsConfig,
@@ -55,6 +56,8 @@ class Settings(Section):
     # file included) in its error for the None branch.
     destination_list: tuple[DestinationConfig, ...] = setting(
         (), alias="destinations", expected="a non-empty list of destinations")
+    encryption: EncryptionConfig | None = setting(
+        None, expected="a mapping with recipients (age1… public keys)")
     _source: Path | None = PrivateAttr(None)
 
     @field_validator("destination_list", mode="before")

@@ -1,3 +1,4 @@
 """Where backups are stored: local directories (:mod:`.local`) and object stores
-(:mod:`.objects`), built from ``destinations:`` by :mod:`.registry`. Each implements
-the ``Destination`` port of ``domain.ports``."""
+(:mod:`.objects`), built from ``destinations:`` by :mod:`.registry`, each implementing
+the ``Destination`` port of ``domain.ports``; and the stages their bytes pass on the
+way (:mod:`.age` encryption)."""
