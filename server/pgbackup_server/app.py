@@ -79,7 +79,8 @@ class App:
                                      runtime_dir=runtime, clock=self.clock)
         self.restore = RestoreService(s, self.store.runs, self.store.restores, self.events,
                                       targets=self.service.targets, binaries=binaries,
-                                      runtime_dir=runtime, clock=self.clock)
+                                      runtime_dir=runtime, clock=self.clock,
+                                      destinations=self.destinations)
         self.restore.recover()
         self.events.add(VerifyAfterBackup(self.restore))
         self.scheduler = Scheduler(s, fire=self.service.run_scheduled, store=self.store.runs,

@@ -8,12 +8,12 @@ leaves none behind, and settles what a previous process left.
 
 from __future__ import annotations
 
-import os
 import secrets
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -27,7 +27,7 @@ from ..domain.errors import (
     Unavailable,
 )
 from ..domain.models import FileState, Run, RunKind, RunStatus
-from ..domain.ports import Clock, Listener, RestoreStore, RunStore
+from ..domain.ports import Clock, Destination, Listener, RestoreStore, RunStore
 from ..domain.targets import Targets
 from ..postgres.binaries import PgBinary
 from ..postgres.conninfo import ConnInfo
@@ -43,9 +43,10 @@ from .models import (
     VerifyResult,
 )
 from .plan import Plan, plan_restore
+from .source import Source
 from .tools import ToolRunner
 from .validation import check_database_name, check_jobs, check_selection
-from .verify import check_digest, deep_check, quick_check
+from .verify import check_digest, deep_check, quick_verify
 
 log = structlog.get_logger("pgbackup")
 
@@ -55,7 +56,8 @@ class RestoreService:
 
     def __init__(self, config: Settings, store: RunStore, restores: RestoreStore,
                  events: Listener, *, targets: Targets, binaries: list[PgBinary],
-                 runtime_dir: Path, clock: Clock) -> None:
+                 runtime_dir: Path, clock: Clock,
+                 destinations: Mapping[str, Destination] | None = None) -> None:
         self.config = config
         self.store = store
         self.restores = restores
@@ -68,6 +70,7 @@ class RestoreService:
                                         thread_name_prefix="restore")
         self._lock = threading.Lock()
         self.tools = ToolRunner(binaries, runtime_dir, self._lock)
+        self.source = Source(config, destinations or {}, runtime_dir)
         self._busy_targets: dict[str, int] = {}  # target database -> restore id
         self._closing = False
 
@@ -120,17 +123,21 @@ class RestoreService:
 
     # -- verification -------------------------------------------------------
 
-    def verify(self, run_id: int, *, deep: bool = False) -> VerifyResult:
+    def verify(self, run_id: int, *, deep: bool = False, identity: str = "") -> VerifyResult:
         """Check a backup and record the outcome on it. A corrupt, truncated or
-        missing file is a FAILED result with the reason, not an error."""
+        missing file is a FAILED result with the reason, not an error. An encrypted
+        backup needs an identity for ``deep`` only (see restore.source)."""
         run = self._backup(run_id, "verified")
+        if deep:
+            self.source.identities(run, identity)  # refused before anything runs
         self._admit()
         started, t0 = self.clock(), time.monotonic()
         tables: tuple[TableRows, ...] = ()
         try:
-            quick_check(run, self.tools)
+            quick_verify(run, self.source, self.tools)
             if deep:
-                tables = self._deep(run)
+                with self.source.staged(run, identity) as local:
+                    tables = self._deep(local)
             ok, reason = True, ""
         except Corrupt as exc:
             ok, reason = False, exc.reason
@@ -139,7 +146,7 @@ class RestoreService:
                                 f"{exc.reason}") from None
         finished = self.clock()
         self.store.set_verification(run.id, ok=ok, reason=reason, verified_at=finished)
-        if not ok and not os.path.lexists(run.file_path):
+        if not ok and not self.source.local_file(run) and not self.source.remote_copies(run):
             self.store.set_file_state([run.id], FileState.MISSING)
         result = VerifyResult(run.id, ok, reason, deep, finished, tables,
                               round(time.monotonic() - t0, 3))
@@ -186,7 +193,7 @@ class RestoreService:
     def restore(self, run_id: int, *, target_database: str = "", overwrite: bool = False,
                 schemas: Iterable[str] = (), tables: Iterable[str] = (), jobs: int = 0,
                 requested_by: str = "", background: bool = False,
-                force: bool = False) -> RestoreRun:
+                force: bool = False, identity: str = "") -> RestoreRun:
         """Restore a backup, whole or ``schemas``/``tables`` only, into
         ``target_database`` (default: a new database named after the backup).
         Overwriting ``postgres`` or the backup's own source database needs ``force``."""
@@ -203,18 +210,26 @@ class RestoreService:
                                   "directory format backup")
         if overwrite and not force:
             self._refuse_risky(run, target_database, bool(schema_list or table_list))
+        self.source.identities(run, identity)  # refused before anything runs
         self._admit()
         self._require_file(run)
-        plan = plan_restore(run, self._server(run), target_database=target_database,
-                            overwrite=overwrite, schemas=schema_list, tables=table_list,
-                            jobs=jobs)
-        busy = plan.busy_key
-        with self._lock:
-            if busy in self._busy_targets:
-                raise FailedPrecondition(
-                    f'database "{plan.target}": restore {self._busy_targets[busy]} '
-                    "into it is still running")
-            self._busy_targets[busy] = 0
+        stack = ExitStack()
+        try:
+            run, stream = self.source.prepare(run, identity, stack,
+                                              whole=not (schema_list or table_list))
+            plan = plan_restore(run, self._server(run), target_database=target_database,
+                                overwrite=overwrite, schemas=schema_list, tables=table_list,
+                                jobs=jobs)
+            busy = plan.busy_key
+            with self._lock:
+                if busy in self._busy_targets:
+                    raise FailedPrecondition(
+                        f'database "{plan.target}": restore {self._busy_targets[busy]} '
+                        "into it is still running")
+                self._busy_targets[busy] = 0
+        except BaseException:
+            stack.close()
+            raise
         try:
             record = self.restores.create(
                 backup_id=run.id, target_database=plan.target,
@@ -226,12 +241,13 @@ class RestoreService:
                      target_database=plan.target, mode=plan.mode, requested_by=requested_by,
                      schemas=list(schema_list), tables=list(table_list))
             if background:
-                self._pool.submit(self._execute, record, run, plan)
+                self._pool.submit(self._execute, record, run, plan, stream, stack)
                 return record
         except BaseException:
             self._release(busy)
+            stack.close()
             raise
-        return self._execute(record, run, plan)
+        return self._execute(record, run, plan, stream, stack)
 
     def _refuse_risky(self, run: Run, target: str, partial: bool) -> None:
         """Overwriting the maintenance database or the backup's own live source
@@ -255,7 +271,19 @@ class RestoreService:
         run's own."""
         return self.targets.source_dbname(run.target, run.database) or run.database
 
-    def _execute(self, record: RestoreRun, run: Run, plan: Plan) -> RestoreRun:
+    def _execute(self, record: RestoreRun, run: Run, plan: Plan,
+                 stream: Callable[[], Iterable[bytes]] | None = None,
+                 stack: ExitStack | None = None) -> RestoreRun:
+        """Run the restore; ``stream``: a whole plain backup's bytes read from a copy
+        (checked as they are read); ``stack`` holds a staged file, removed at the end."""
+        try:
+            return self._load(record, run, plan, stream)
+        finally:
+            if stack is not None:
+                stack.close()
+
+    def _load(self, record: RestoreRun, run: Run, plan: Plan,
+              stream: Callable[[], Iterable[bytes]] | None) -> RestoreRun:
         bound = log.bind(restore_id=record.id, backup_id=run.id, target_database=plan.target)
         server = plan.server
         created: str | None = None
@@ -263,7 +291,7 @@ class RestoreService:
             try:
                 if plan.checksum_failure:
                     raise Corrupt(plan.checksum_failure)
-                if plan.toc is None:  # else checked while reading its sections
+                if plan.toc is None and stream is None:  # else checked while read
                     check_digest(run)
             except Corrupt as exc:
                 self.store.set_verification(run.id, ok=False, reason=exc.reason,
@@ -283,7 +311,8 @@ class RestoreService:
             atomic = plan.mode in ("into", "replace") and plan.selection is not None
             self.tools.load(server, run, load_into, jobs=0 if atomic else plan.jobs,
                             selection=plan.selection, clean=plan.mode == "replace",
-                            single_transaction=atomic, toc=plan.toc)
+                            single_transaction=atomic, toc=plan.toc,
+                            raw=stream() if stream is not None else None)
             if plan.mode == "swap":
                 drop_database(server, plan.target)
                 # From here the staging database is the only copy: never drop it, not
@@ -326,12 +355,14 @@ class RestoreService:
 
     # -- contents -----------------------------------------------------------
 
-    def contents(self, run_id: int) -> BackupContents:
+    def contents(self, run_id: int, *, identity: str = "") -> BackupContents:
         """Schemas, tables and other objects in a backup, with each table's data size."""
         run = self._backup(run_id, "listed")
+        self.source.identities(run, identity)
         self._require_file(run)
         try:
-            return backup_contents(run)
+            with self.source.staged(run, identity) as local:
+                return backup_contents(local)
         except Corrupt as exc:
             raise FailedPrecondition(f"backup {run.id} cannot be read: {exc.reason}") from None
 
@@ -354,8 +385,9 @@ class RestoreService:
         return run
 
     def _require_file(self, run: Run) -> None:
-        """A backup's file must be on disk; one that is not is marked missing."""
-        if not os.path.lexists(run.file_path):
+        """A backup's file must be on disk or a copy at a destination; one that is
+        neither is marked missing."""
+        if not self.source.local_file(run) and self.source.remote_copy(run) is None:
             self.store.set_file_state([run.id], FileState.MISSING)
             raise FailedPrecondition(f"backup {run.id}: file {run.file_path} is missing from "
                                      "disk")

@@ -91,7 +91,8 @@ class BackupServicer(pb_grpc.BackupServiceServicer):
             schedules=[to_message(s, pb.Schedule) for s in self.schedules.schedules()])
 
     def VerifyBackup(self, request: pb.VerifyBackupRequest, context: Any) -> Any:
-        return to_message(self.restore.verify(request.id, deep=request.deep),
+        return to_message(self.restore.verify(request.id, deep=request.deep,
+                                              identity=request.identity),
                           pb.VerifyBackupResponse)
 
     def RestoreBackup(self, request: pb.RestoreBackupRequest, context: Any) -> Any:
@@ -99,13 +100,14 @@ class BackupServicer(pb_grpc.BackupServiceServicer):
             request.id, target_database=request.target_database, overwrite=request.overwrite,
             schemas=list(request.schemas), tables=list(request.tables), jobs=request.jobs,
             requested_by=requester(context), background=request.background,
-            force=request.force), pb.RestoreRun)
+            force=request.force, identity=request.identity), pb.RestoreRun)
 
     def GetRestore(self, request: pb.GetRestoreRequest, context: Any) -> Any:
         return to_message(self.restore.get_restore(request.id), pb.RestoreRun)
 
     def ListBackupContents(self, request: pb.ListBackupContentsRequest, context: Any) -> Any:
-        return to_message(self.restore.contents(request.id), pb.ListBackupContentsResponse)
+        return to_message(self.restore.contents(request.id, identity=request.identity),
+                          pb.ListBackupContentsResponse)
 
     def ImportCatalog(self, request: pb.ImportCatalogRequest, context: Any) -> Any:
         if self.catalog is None:
