@@ -359,6 +359,10 @@ SDK_MODELS: dict[str, tuple[str, str]] = {
     "backup.v1.ListBackupContentsResponse": (
         "BackupContents", "What a backup holds, from its table of contents."
     ),
+    "backup.v1.Alert": ("Alert", "An alert firing now; ``kind`` is STALE, MISSED_SCHEDULE, ..."),
+    "backup.v1.ListRestoresResponse": (
+        "RestorePage", "One page of ListRestores; ``next_page_token`` is empty on the last page."
+    ),
     "backup.v1.ImportCatalogResponse": (
         "CatalogImport", "Outcome of ImportCatalog: what was recorded, skipped or unusable."
     ),

@@ -14,6 +14,7 @@ from pgbackup_client.errors import (
     from_rpc_error,
 )
 from pgbackup_client.models import (
+    Alert,
     Backup,
     BackupContents,
     BackupPage,
@@ -23,6 +24,7 @@ from pgbackup_client.models import (
     CreateResult,
     DatabaseStats,
     Progress,
+    RestorePage,
     RestoreRun,
     RunSummary,
     Schedule,
@@ -33,10 +35,10 @@ from pgbackup_client.models import (
 from pgbackup_client.sdk import BackupClient
 
 __all__ = [
-    "Backup", "BackupClient", "BackupClientError", "BackupContents", "BackupPage",
+    "Alert", "Backup", "BackupClient", "BackupClientError", "BackupContents", "BackupPage",
     "CatalogImport", "CleanupResult", "ContentEntry", "CreateResult", "DatabaseStats",
     "DeadlineExceeded",
     "FailedPrecondition", "InternalError", "InvalidArgument", "NotFound", "PermissionDenied",
-    "Progress", "ResourceExhausted", "RestoreRun", "RunSummary", "Schedule", "Stats",
+    "Progress", "ResourceExhausted", "RestorePage", "RestoreRun", "RunSummary", "Schedule", "Stats",
     "TableRows", "Unauthenticated", "Unavailable", "VerifyResult", "from_rpc_error",
 ]

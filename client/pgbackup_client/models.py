@@ -17,6 +17,7 @@ from pgbackup_api.backup.v1 import backup_pb2
 from pgbackup_client._convert import Model
 
 __all__ = [
+    "Alert",
     "Backup",
     "BackupContents",
     "BackupPage",
@@ -26,11 +27,13 @@ __all__ = [
     "CreateResult",
     "DatabaseStats",
     "Progress",
+    "RestorePage",
     "RestoreRun",
     "RunSummary",
     "Schedule",
     "Stats",
     "TableRows",
+    "TargetSummary",
     "VerifyResult",
 ]
 
@@ -145,6 +148,19 @@ class DatabaseStats(Model):
 
 
 @dataclass(frozen=True, slots=True)
+class TargetSummary(Model):
+    """A configured target and the databases its runs were recorded under."""
+
+    _proto: ClassVar[type[Message]] = backup_pb2.TargetSummary
+
+    name: str = ""
+    # Whether it backs up every database of its server.
+    all_databases: bool = False
+    # Database names of its runs (a run's `database`); empty when it never ran.
+    databases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Stats(Model):
     """Totals over the recorded backups."""
 
@@ -164,6 +180,8 @@ class Stats(Model):
     verified_backups: int = 0
     verification_failures: int = 0
     databases: tuple[DatabaseStats, ...] = ()
+    # Every configured target, also those that never ran.
+    targets: tuple[TargetSummary, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +209,10 @@ class Schedule(Model):
     enabled: bool = False
     job: str = ""
     next_run_time: datetime | None = None
+    # The configured target the schedule backs up.
+    target: str = ""
+    # The newest run this schedule started; unset when it never ran.
+    last_run: Backup | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,6 +301,36 @@ class BackupContents(Model):
 
     entries: tuple[ContentEntry, ...] = ()
     schemas: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Alert(Model):
+    """An alert firing now; ``kind`` is STALE, MISSED_SCHEDULE, ..."""
+
+    _proto: ClassVar[type[Message]] = backup_pb2.Alert
+
+    # backup.v1.AlertKind name (an unknown value: its number).
+    kind: str = "ALERT_KIND_UNSPECIFIED"
+    # The database (or target/database), or the schedule for MISSED_SCHEDULE.
+    subject: str = ""
+    since: datetime | None = None
+    # What the alert said when it fired.
+    message: str = ""
+    # The database it concerns, when known.
+    database: str = ""
+    # The run it concerns (VERIFICATION_FAILED), else 0.
+    run_id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RestorePage(Model):
+    """One page of ListRestores; ``next_page_token`` is empty on the last page."""
+
+    _proto: ClassVar[type[Message]] = backup_pb2.ListRestoresResponse
+
+    restores: tuple[RestoreRun, ...] = ()
+    # Empty on the last page.
+    next_page_token: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ import grpc
 from pgbackup_api.backup.v1 import backup_pb2, backup_pb2_grpc
 from pgbackup_client.errors import from_rpc_error
 from pgbackup_client.models import (
+    Alert,
     Backup,
     BackupContents,
     BackupPage,
@@ -19,6 +20,7 @@ from pgbackup_client.models import (
     CleanupResult,
     CreateResult,
     Progress,
+    RestorePage,
     RestoreRun,
     Schedule,
     Stats,
@@ -41,6 +43,15 @@ def _status_value(status: str | None) -> backup_pb2.BackupStatus:
     except ValueError:
         known = [n for n, v in backup_pb2.BackupStatus.items() if v]
         raise ValueError(f"unknown status {status!r}; expected one of {', '.join(known)}") from None
+
+
+def _trigger_value(trigger: str | None) -> backup_pb2.Trigger:
+    if not trigger:
+        return backup_pb2.TRIGGER_UNSPECIFIED
+    try:
+        return backup_pb2.Trigger.Value(trigger.upper())
+    except ValueError:
+        raise ValueError(f"unknown trigger {trigger!r}; expected SCHEDULE or MANUAL") from None
 
 
 def _read_ca(path: str | os.PathLike[str]) -> bytes:
@@ -165,17 +176,19 @@ class BackupClient:
         status: str | None = None,
         page_size: int = 0,
         page_token: str = "",
+        trigger: str | None = None,
     ) -> BackupPage:
         """One page of recorded runs, newest first.
 
-        ``status`` is a status name such as ``"FAILED"`` (case-insensitive);
-        ``page_size`` 0 means the server default.
+        ``status`` is a status name such as ``"FAILED"`` and ``trigger`` ``"SCHEDULE"``
+        or ``"MANUAL"`` (case-insensitive); ``page_size`` 0 means the server default.
         """
         req = backup_pb2.ListBackupsRequest(
             database=database,
             status=_status_value(status),
             page_size=page_size,
             page_token=page_token,
+            trigger=_trigger_value(trigger),
         )
         return BackupPage.from_proto(self._call(self._stub.ListBackups, req, self.timeout))
 
@@ -258,6 +271,21 @@ class BackupClient:
         """One recorded restore by id; raises NotFound if there is none."""
         req = backup_pb2.GetRestoreRequest(id=id)
         return RestoreRun.from_proto(self._call(self._stub.GetRestore, req, self.timeout))
+
+    def list_restores(
+        self, *, backup_id: int = 0, page_size: int = 0, page_token: str = ""
+    ) -> RestorePage:
+        """One page of recorded restores, newest first; ``backup_id`` restricts them to
+        one backup's."""
+        req = backup_pb2.ListRestoresRequest(
+            backup_id=backup_id, page_size=page_size, page_token=page_token
+        )
+        return RestorePage.from_proto(self._call(self._stub.ListRestores, req, self.timeout))
+
+    def list_alerts(self) -> list[Alert]:
+        """The alerts firing now, oldest first."""
+        resp = self._call(self._stub.ListAlerts, backup_pb2.ListAlertsRequest(), self.timeout)
+        return [Alert.from_proto(a) for a in resp.alerts]
 
     def list_backup_contents(self, id: int, *, identity: str = "") -> BackupContents:
         """Schemas, tables (with data sizes) and other objects in a backup

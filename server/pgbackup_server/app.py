@@ -86,7 +86,8 @@ class App:
         self.scheduler = Scheduler(s, fire=self.service.run_scheduled, store=self.store.runs,
                                    events=self.events, clock=self.clock)
         self.grpc = GrpcServer(s, BackupServicer(self.service, self.restore, self.scheduler,
-                                                 catalog=self.catalog))
+                                                  self.store.alerts,
+                                                  catalog=self.catalog))
         self.grpc.start()
         # Before the scheduler: missed fires are reported as it starts.
         self.observability = start_observability(s, self.events, self.store.runs,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from ..domain.models import (
     RunPage,
     RunStatus,
     Stats,
+    TargetSummary,
     Trigger,
 )
 from ..domain.ports import Clock, Listener, RunStore
@@ -199,14 +201,23 @@ class BackupService:
 
     def stats(self, database: str = "") -> Stats:
         target, database = self._scope(database)
-        return self.store.stats(str(self.settings.backup.directory), target=target,
-                                database=database)
+        stats = self.store.stats(str(self.settings.backup.directory), target=target,
+                                 database=database)
+        if target or database:
+            return stats
+        # Every configured target, also one that never ran: "never" is an answer too.
+        known = self.store.databases_by_target()
+        return replace(stats, targets=tuple(
+            TargetSummary(t.name, t.all_databases, known.get(t.name, ()))
+            for t in self.targets.all))
 
     def list_backups(self, *, database: str = "", status: RunStatus | None = None,
-                     page_size: int = 0, page_token: str = "") -> RunPage:
+                     page_size: int = 0, page_token: str = "",
+                     trigger: Trigger | None = None) -> RunPage:
         target, database = self._scope(database)
         return self.store.list_runs(target=target, database=database, status=status,
-                                    page_size=page_size, page_token=page_token)
+                                    page_size=page_size, page_token=page_token,
+                                    trigger=trigger)
 
     def get_backup(self, run_id: int) -> Run:
         if run_id < 1:

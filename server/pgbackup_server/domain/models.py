@@ -315,6 +315,16 @@ class Stats:
     verified_backups: int = 0
     verification_failures: int = 0
     databases: tuple[DatabaseStats, ...] = ()
+    targets: tuple[TargetSummary, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TargetSummary:
+    """A configured target and the database names its runs were recorded under."""
+
+    name: str
+    all_databases: bool = False
+    databases: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,6 +353,8 @@ class ScheduleInfo:
     enabled: bool
     job: str
     next_run_time: datetime | None
+    target: str = ""
+    last_run: Run | None = None  # the newest run this schedule started
 
 
 @dataclass(frozen=True, slots=True)

@@ -106,6 +106,8 @@ runs = Table(
     Index("ix_runs_schedule_queued", "schedule", "queued_at"),
     Index("ix_runs_verification", "verification"),
     Index("ix_runs_target_id", "target", "id"),
+    Index("ix_runs_status_id", "status", "id"),
+    Index("ix_runs_trigger_id", "trigger", "id"),
 )
 run_totals = Table(
     "run_totals",

@@ -37,6 +37,7 @@ from .databases import create_database, drop_database, rename_database
 from .models import (
     BackupContents,
     Corrupt,
+    RestorePage,
     RestoreRun,
     TableRows,
     ToolFailed,
@@ -352,6 +353,17 @@ class RestoreService:
         if restore_id < 1:
             raise InvalidArgument(f"id: must be a positive restore id, got {restore_id}")
         return self.restores.get(restore_id)
+
+    def list_restores(self, *, backup_id: int = 0, page_size: int = 0,
+                      page_token: str = "") -> RestorePage:
+        """Restores newest first, optionally of one backup (which must exist)."""
+        if backup_id < 0:
+            raise InvalidArgument(f"backup_id: must be a positive backup id (0: all), "
+                                  f"got {backup_id}")
+        if backup_id:
+            self.store.get(backup_id)  # NOT_FOUND rather than an empty list
+        return self.restores.restore_page(backup_id=backup_id, page_size=page_size,
+                                          page_token=page_token)
 
     # -- contents -----------------------------------------------------------
 

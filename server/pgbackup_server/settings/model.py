@@ -52,12 +52,12 @@ class Settings(Section):
     alerts: AlertsConfig = setting({}, expected="a mapping", validate_default=True)
     notifications: tuple[NotificationConfig, ...] = setting(
         (), expected="a list of channels")
+    encryption: EncryptionConfig | None = setting(
+        None, expected="a mapping with recipients (age1… public keys)")
     # Not Optional: a union would echo the raw entries (secrets misplaced in the
     # file included) in its error for the None branch.
     destination_list: tuple[DestinationConfig, ...] = setting(
         (), alias="destinations", expected="a non-empty list of destinations")
-    encryption: EncryptionConfig | None = setting(
-        None, expected="a mapping with recipients (age1… public keys)")
     _source: Path | None = PrivateAttr(None)
 
     @field_validator("destination_list", mode="before")

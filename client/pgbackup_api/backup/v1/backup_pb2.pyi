@@ -30,6 +30,13 @@ class Trigger(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TRIGGER_UNSPECIFIED: _ClassVar[Trigger]
     SCHEDULE: _ClassVar[Trigger]
     MANUAL: _ClassVar[Trigger]
+
+class AlertKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ALERT_KIND_UNSPECIFIED: _ClassVar[AlertKind]
+    STALE: _ClassVar[AlertKind]
+    MISSED_SCHEDULE: _ClassVar[AlertKind]
+    VERIFICATION_FAILED: _ClassVar[AlertKind]
 BACKUP_STATUS_UNSPECIFIED: BackupStatus
 PENDING: BackupStatus
 RUNNING: BackupStatus
@@ -41,6 +48,10 @@ GLOBALS: RunKind
 TRIGGER_UNSPECIFIED: Trigger
 SCHEDULE: Trigger
 MANUAL: Trigger
+ALERT_KIND_UNSPECIFIED: AlertKind
+STALE: AlertKind
+MISSED_SCHEDULE: AlertKind
+VERIFICATION_FAILED: AlertKind
 
 class Backup(_message.Message):
     __slots__ = ("id", "database", "status", "trigger", "file_path", "size_bytes", "sha256", "started_at", "finished_at", "duration_seconds", "error", "schedule", "backup_dir", "format", "compression", "pg_dump_version", "server_version", "file_deleted", "file_missing", "queued_at", "bytes_written", "estimated_total_bytes", "verification", "verification_reason", "verified_at", "kind", "target")
@@ -167,7 +178,7 @@ class RunSummary(_message.Message):
     def __init__(self, id: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., file_path: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
 
 class GetStatsResponse(_message.Message):
-    __slots__ = ("total_backups", "total_size_bytes", "oldest_backup", "newest_backup", "backup_directory", "succeeded_runs", "failed_runs", "running_runs", "last_success", "last_failure", "verified_backups", "verification_failures", "databases")
+    __slots__ = ("total_backups", "total_size_bytes", "oldest_backup", "newest_backup", "backup_directory", "succeeded_runs", "failed_runs", "running_runs", "last_success", "last_failure", "verified_backups", "verification_failures", "databases", "targets")
     TOTAL_BACKUPS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     OLDEST_BACKUP_FIELD_NUMBER: _ClassVar[int]
@@ -181,6 +192,7 @@ class GetStatsResponse(_message.Message):
     VERIFIED_BACKUPS_FIELD_NUMBER: _ClassVar[int]
     VERIFICATION_FAILURES_FIELD_NUMBER: _ClassVar[int]
     DATABASES_FIELD_NUMBER: _ClassVar[int]
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
     total_backups: int
     total_size_bytes: int
     oldest_backup: _timestamp_pb2.Timestamp
@@ -194,7 +206,8 @@ class GetStatsResponse(_message.Message):
     verified_backups: int
     verification_failures: int
     databases: _containers.RepeatedCompositeFieldContainer[DatabaseStats]
-    def __init__(self, total_backups: _Optional[int] = ..., total_size_bytes: _Optional[int] = ..., oldest_backup: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., newest_backup: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., backup_directory: _Optional[str] = ..., succeeded_runs: _Optional[int] = ..., failed_runs: _Optional[int] = ..., running_runs: _Optional[int] = ..., last_success: _Optional[_Union[RunSummary, _Mapping]] = ..., last_failure: _Optional[_Union[RunSummary, _Mapping]] = ..., verified_backups: _Optional[int] = ..., verification_failures: _Optional[int] = ..., databases: _Optional[_Iterable[_Union[DatabaseStats, _Mapping]]] = ...) -> None: ...
+    targets: _containers.RepeatedCompositeFieldContainer[TargetSummary]
+    def __init__(self, total_backups: _Optional[int] = ..., total_size_bytes: _Optional[int] = ..., oldest_backup: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., newest_backup: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., backup_directory: _Optional[str] = ..., succeeded_runs: _Optional[int] = ..., failed_runs: _Optional[int] = ..., running_runs: _Optional[int] = ..., last_success: _Optional[_Union[RunSummary, _Mapping]] = ..., last_failure: _Optional[_Union[RunSummary, _Mapping]] = ..., verified_backups: _Optional[int] = ..., verification_failures: _Optional[int] = ..., databases: _Optional[_Iterable[_Union[DatabaseStats, _Mapping]]] = ..., targets: _Optional[_Iterable[_Union[TargetSummary, _Mapping]]] = ...) -> None: ...
 
 class CleanupRequest(_message.Message):
     __slots__ = ("dry_run",)
@@ -215,16 +228,18 @@ class CleanupResponse(_message.Message):
     def __init__(self, deleted_files: _Optional[int] = ..., freed_bytes: _Optional[int] = ..., dry_run: _Optional[bool] = ..., files: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListBackupsRequest(_message.Message):
-    __slots__ = ("database", "status", "page_size", "page_token")
+    __slots__ = ("database", "status", "page_size", "page_token", "trigger")
     DATABASE_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TRIGGER_FIELD_NUMBER: _ClassVar[int]
     database: str
     status: BackupStatus
     page_size: int
     page_token: str
-    def __init__(self, database: _Optional[str] = ..., status: _Optional[_Union[BackupStatus, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    trigger: Trigger
+    def __init__(self, database: _Optional[str] = ..., status: _Optional[_Union[BackupStatus, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., trigger: _Optional[_Union[Trigger, str]] = ...) -> None: ...
 
 class ListBackupsResponse(_message.Message):
     __slots__ = ("backups", "next_page_token")
@@ -245,20 +260,24 @@ class ListSchedulesRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Schedule(_message.Message):
-    __slots__ = ("name", "cron", "timezone", "enabled", "job", "next_run_time")
+    __slots__ = ("name", "cron", "timezone", "enabled", "job", "next_run_time", "target", "last_run")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CRON_FIELD_NUMBER: _ClassVar[int]
     TIMEZONE_FIELD_NUMBER: _ClassVar[int]
     ENABLED_FIELD_NUMBER: _ClassVar[int]
     JOB_FIELD_NUMBER: _ClassVar[int]
     NEXT_RUN_TIME_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    LAST_RUN_FIELD_NUMBER: _ClassVar[int]
     name: str
     cron: str
     timezone: str
     enabled: bool
     job: str
     next_run_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., cron: _Optional[str] = ..., timezone: _Optional[str] = ..., enabled: _Optional[bool] = ..., job: _Optional[str] = ..., next_run_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    target: str
+    last_run: Backup
+    def __init__(self, name: _Optional[str] = ..., cron: _Optional[str] = ..., timezone: _Optional[str] = ..., enabled: _Optional[bool] = ..., job: _Optional[str] = ..., next_run_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., target: _Optional[str] = ..., last_run: _Optional[_Union[Backup, _Mapping]] = ...) -> None: ...
 
 class ListSchedulesResponse(_message.Message):
     __slots__ = ("schedules",)
@@ -407,6 +426,60 @@ class ListBackupContentsResponse(_message.Message):
     entries: _containers.RepeatedCompositeFieldContainer[ContentEntry]
     schemas: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, entries: _Optional[_Iterable[_Union[ContentEntry, _Mapping]]] = ..., schemas: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class TargetSummary(_message.Message):
+    __slots__ = ("name", "all_databases", "databases")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ALL_DATABASES_FIELD_NUMBER: _ClassVar[int]
+    DATABASES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    all_databases: bool
+    databases: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., all_databases: _Optional[bool] = ..., databases: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ListAlertsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Alert(_message.Message):
+    __slots__ = ("kind", "subject", "since", "message", "database", "run_id")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    DATABASE_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    kind: AlertKind
+    subject: str
+    since: _timestamp_pb2.Timestamp
+    message: str
+    database: str
+    run_id: int
+    def __init__(self, kind: _Optional[_Union[AlertKind, str]] = ..., subject: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., message: _Optional[str] = ..., database: _Optional[str] = ..., run_id: _Optional[int] = ...) -> None: ...
+
+class ListAlertsResponse(_message.Message):
+    __slots__ = ("alerts",)
+    ALERTS_FIELD_NUMBER: _ClassVar[int]
+    alerts: _containers.RepeatedCompositeFieldContainer[Alert]
+    def __init__(self, alerts: _Optional[_Iterable[_Union[Alert, _Mapping]]] = ...) -> None: ...
+
+class ListRestoresRequest(_message.Message):
+    __slots__ = ("backup_id", "page_size", "page_token")
+    BACKUP_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    backup_id: int
+    page_size: int
+    page_token: str
+    def __init__(self, backup_id: _Optional[int] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListRestoresResponse(_message.Message):
+    __slots__ = ("restores", "next_page_token")
+    RESTORES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    restores: _containers.RepeatedCompositeFieldContainer[RestoreRun]
+    next_page_token: str
+    def __init__(self, restores: _Optional[_Iterable[_Union[RestoreRun, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class ImportCatalogRequest(_message.Message):
     __slots__ = ("destination",)

@@ -10,8 +10,8 @@ from typing import Any
 from ...backup.service import BackupService
 from ...catalog import CatalogImporter
 from ...domain.errors import InvalidArgument, Unimplemented
-from ...domain.models import CreateResult, RunStatus
-from ...domain.ports import ScheduleSource
+from ...domain.models import Alert, CreateResult, RunStatus, Trigger
+from ...domain.ports import AlertSource, ScheduleSource
 from ...restore import RestoreService
 from .api import pb, pb_grpc
 from .auth import caller_label, token_digest
@@ -21,6 +21,23 @@ from .translate import to_message
 def _created(result: CreateResult) -> pb.CreateBackupResponse:
     return to_message(result, pb.CreateBackupResponse, backup=result.run,
                       backups=result.runs or (result.run,))
+
+
+def _trigger(value: int) -> Trigger | None:
+    if not value:
+        return None
+    name = pb.Trigger.Name(value) if value in pb.Trigger.values() else ""
+    if name not in Trigger.__members__:
+        raise InvalidArgument(f"trigger: unknown value {value}; use SCHEDULE or MANUAL")
+    return Trigger(name)
+
+
+def _alert(alert: Alert) -> pb.Alert:
+    details = alert.details
+    return to_message(alert, pb.Alert, kind=alert.kind.name,
+                      message=str(details.get("message", "")),
+                      database=str(details.get("database") or ""),
+                      run_id=int(details.get("run_id") or 0))
 
 
 def _status(value: int) -> RunStatus | None:
@@ -46,13 +63,16 @@ def requester(context: Any) -> str:
 
 
 class BackupServicer(pb_grpc.BackupServiceServicer):
-    """The RPCs, over the backup service, the restore service and the scheduler."""
+    """The RPCs, over the backup service, the restore service, the scheduler and the
+    alerts."""
 
     def __init__(self, service: BackupService, restore: RestoreService,
-                 schedules: ScheduleSource, *, catalog: CatalogImporter | None = None) -> None:
+                 schedules: ScheduleSource, alerts: AlertSource | None = None, *,
+                 catalog: CatalogImporter | None = None) -> None:
         self.service = service
         self.restore = restore
         self.schedules = schedules
+        self.alerts = alerts
         self.catalog = catalog
 
     def CreateBackup(self, request: pb.CreateBackupRequest, context: Any) -> Any:
@@ -75,7 +95,8 @@ class BackupServicer(pb_grpc.BackupServiceServicer):
         page = self.service.list_backups(database=request.database,
                                          status=_status(request.status),
                                          page_size=request.page_size,
-                                         page_token=request.page_token)
+                                         page_token=request.page_token,
+                                         trigger=_trigger(request.trigger))
         return to_message(page, pb.ListBackupsResponse, backups=page.runs)
 
     def GetBackup(self, request: pb.GetBackupRequest, context: Any) -> Any:
@@ -108,6 +129,16 @@ class BackupServicer(pb_grpc.BackupServiceServicer):
     def ListBackupContents(self, request: pb.ListBackupContentsRequest, context: Any) -> Any:
         return to_message(self.restore.contents(request.id, identity=request.identity),
                           pb.ListBackupContentsResponse)
+
+    def ListAlerts(self, request: pb.ListAlertsRequest, context: Any) -> Any:
+        firing = sorted(self.alerts.firing() if self.alerts else [], key=lambda a: (a.since, a.key))
+        return pb.ListAlertsResponse(alerts=[_alert(a) for a in firing])
+
+    def ListRestores(self, request: pb.ListRestoresRequest, context: Any) -> Any:
+        page = self.restore.list_restores(backup_id=request.backup_id,
+                                          page_size=request.page_size,
+                                          page_token=request.page_token)
+        return to_message(page, pb.ListRestoresResponse)
 
     def ImportCatalog(self, request: pb.ImportCatalogRequest, context: Any) -> Any:
         if self.catalog is None:
