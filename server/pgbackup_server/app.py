@@ -72,7 +72,7 @@ class App:
         if self.store.alerts.import_legacy(s.server.data_directory / "alerts.json"):
             log.info("Alert state imported into the store from alerts.json")
         self.events = EventHub()
-        self.destinations = Destinations.from_configs(s.destinations)
+        self.destinations = Destinations.from_configs(s.destinations, s.environment)
         self.catalog = CatalogImporter(self.store.runs, self.store.copies, self.destinations,
                                        self.clock)
         self.service = BackupService(s, self.store.runs, self.events, binaries=binaries,

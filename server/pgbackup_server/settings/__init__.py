@@ -92,6 +92,7 @@ def build_settings(raw: Any, *, base: Path, env: Mapping[str, str],
     if problems or settings is None:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     settings._source = source
+    settings._env = env
     return settings
 
 
