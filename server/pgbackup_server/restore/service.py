@@ -26,7 +26,7 @@ from ..domain.errors import (
     RestoreFailed,
     Unavailable,
 )
-from ..domain.models import FileState, Run, RunKind, RunStatus
+from ..domain.models import FileState, Run, RunStatus
 from ..domain.ports import Clock, Destination, Listener, RestoreStore, RunStore
 from ..domain.targets import Targets
 from ..postgres.binaries import PgBinary
@@ -46,7 +46,7 @@ from .models import (
 from .plan import Plan, plan_restore
 from .source import Source
 from .tools import ToolRunner
-from .validation import check_database_name, check_jobs, check_selection
+from .validation import check_database_name, check_jobs, check_selection, refuse_globals
 from .verify import check_digest, deep_check, quick_verify
 
 log = structlog.get_logger("pgbackup")
@@ -179,7 +179,7 @@ class RestoreService:
 
     def _deep(self, run: Run) -> tuple[TableRows, ...]:
         """Restore into a scratch database, count every table's rows, drop it."""
-        _refuse_globals(run, "deep-verified")
+        refuse_globals(run, "deep-verified")
         server = self._server(run)
         scratch = f"pgbackup_verify_{run.id}_{secrets.token_hex(4)}"
         self.restores.add_scratch(scratch, purpose="verify", target=run.target,
@@ -204,7 +204,7 @@ class RestoreService:
         table_list = check_selection(tables, "tables")
         check_jobs(jobs)
         run = self._backup(run_id, "restored")
-        _refuse_globals(run, "restored")
+        refuse_globals(run, "restored")
         if run.format == "plain" and jobs > 1:
             raise InvalidArgument(f"jobs: backup {run.id} is plain SQL, which psql restores "
                                   "in one session; parallel jobs need a custom or "
@@ -414,14 +414,6 @@ class RestoreService:
                       database=name, error=_message(exc))
             return
         self.restores.remove_scratch(name)
-
-
-def _refuse_globals(run: Run, action: str) -> None:
-    if run.kind is RunKind.GLOBALS:
-        raise FailedPrecondition(
-            f"backup {run.id} holds the server's roles and tablespaces (pg_dumpall "
-            f"--globals-only) and cannot be {action} into a database: it changes the whole "
-            "server. Review it, then apply it with psql by hand")
 
 
 def _message(exc: BaseException) -> str:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from ..domain.errors import InvalidArgument
+from ..domain.errors import FailedPrecondition, InvalidArgument
+from ..domain.models import Run, RunKind
 
 MAX_NAME_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1
 MAX_JOBS = 64
@@ -54,3 +55,11 @@ def check_selection(values: Iterable[str], field: str) -> tuple[str, ...]:
 def check_jobs(jobs: int) -> None:
     if not 0 <= jobs <= MAX_JOBS:
         raise InvalidArgument(f"jobs: must be between 0 and {MAX_JOBS} (0: one), got {jobs}")
+
+
+def refuse_globals(run: Run, action: str) -> None:
+    if run.kind is RunKind.GLOBALS:
+        raise FailedPrecondition(
+            f"backup {run.id} holds the server's roles and tablespaces (pg_dumpall "
+            f"--globals-only) and cannot be {action} into a database: it changes the whole "
+            "server. Review it, then apply it with psql by hand")
