@@ -19,6 +19,7 @@ from pgbackup_client.models import (
     BackupContents,
     BackupPage,
     CatalogImport,
+    CleanupDecision,
     CleanupResult,
     ContentEntry,
     CreateResult,
@@ -36,7 +37,8 @@ from pgbackup_client.sdk import BackupClient
 
 __all__ = [
     "Alert", "Backup", "BackupClient", "BackupClientError", "BackupContents", "BackupPage",
-    "CatalogImport", "CleanupResult", "ContentEntry", "CreateResult", "DatabaseStats",
+    "CatalogImport", "CleanupDecision", "CleanupResult", "ContentEntry", "CreateResult",
+    "DatabaseStats",
     "DeadlineExceeded",
     "FailedPrecondition", "InternalError", "InvalidArgument", "NotFound", "PermissionDenied",
     "Progress", "ResourceExhausted", "RestorePage", "RestoreRun", "RunSummary", "Schedule", "Stats",

@@ -59,6 +59,10 @@ class App:
     def grpc_port(self) -> int:
         return self.grpc.port if self.grpc else 0
 
+    def _loopback_grpc(self) -> str:
+        """Where a process on this host reaches the gRPC API (restore_command's wal-fetch)."""
+        return f"127.0.0.1:{self.grpc.upstream_port if self.grpc else 0}"
+
     def start(self) -> None:
         s = self.settings
         check_exposure(s)
@@ -80,7 +84,8 @@ class App:
         self.restore = RestoreService(s, self.store.runs, self.store.restores, self.events,
                                       targets=self.service.targets, binaries=binaries,
                                       runtime_dir=runtime, clock=self.clock,
-                                      destinations=self.destinations)
+                                      destinations=self.destinations,
+                                      address=self._loopback_grpc)
         self.restore.recover()
         self.events.add(VerifyAfterBackup(self.restore))
         self.scheduler = Scheduler(s, fire=self.service.run_scheduled, store=self.store.runs,
@@ -97,6 +102,7 @@ class App:
         # After the listeners: runs interrupted by a crash are notified and counted too.
         self.service.recover()
         self.scheduler.start()
+        self.service.wal.start()
         if s.server.envoy:
             self._start_envoy(runtime)
         self._started = True
@@ -208,6 +214,7 @@ class App:
             restores.start()
         if hasattr(self, "service"):
             self.service.shutdown(grace)
+            self.service.wal.stop()
         if restores is not None:
             restores.join()
         if self.observability is not None:

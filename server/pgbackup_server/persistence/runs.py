@@ -152,11 +152,14 @@ class SqlRunStore:
                             verification_reason=reason, verified_at=verified_at)
 
     def mark_succeeded(self, run_id: int, *, finished_at: datetime, file_path: str,
-                       size_bytes: int, sha256: str, bytes_written: int = 0) -> Run:
+                       size_bytes: int, sha256: str, bytes_written: int = 0,
+                       **changes: Any) -> Run:
+        """SUCCEEDED with its file; ``changes``: what only the finished run knows (a
+        physical backup's WAL range)."""
         return self._update(run_id, "last_success_id", status=RunStatus.SUCCEEDED,
                             finished_at=finished_at, file_path=file_path, temp_path="",
                             size_bytes=size_bytes, sha256=sha256, bytes_written=bytes_written,
-                            file_state=FileState.PRESENT)
+                            file_state=FileState.PRESENT, **changes)
 
     def mark_failed(self, run_id: int, *, finished_at: datetime, error: str,
                     started_at: datetime | None = None) -> Run:

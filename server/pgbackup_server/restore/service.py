@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -46,7 +47,13 @@ from .models import (
 from .plan import Plan, plan_restore
 from .source import Source
 from .tools import ToolRunner
-from .validation import check_database_name, check_jobs, check_selection, refuse_globals
+from .validation import (
+    check_database_name,
+    check_jobs,
+    check_selection,
+    refuse_globals,
+    refuse_risky,
+)
 from .verify import check_digest, deep_check, quick_verify
 
 log = structlog.get_logger("pgbackup")
@@ -58,7 +65,8 @@ class RestoreService:
     def __init__(self, config: Settings, store: RunStore, restores: RestoreStore,
                  events: Listener, *, targets: Targets, binaries: list[PgBinary],
                  runtime_dir: Path, clock: Clock,
-                 destinations: Mapping[str, Destination] | None = None) -> None:
+                 destinations: Mapping[str, Destination] | None = None,
+                 address: Callable[[], str] = lambda: "") -> None:
         self.config = config
         self.store = store
         self.restores = restores
@@ -74,6 +82,9 @@ class RestoreService:
         self.source = Source(config, destinations or {}, runtime_dir)
         self._busy_targets: dict[str, int] = {}  # target database -> restore id
         self._closing = False
+        from ..physical.restore import PhysicalRestorer  # physical/ builds on restore/
+
+        self.physical = PhysicalRestorer(config, store, binaries=binaries, address=address)
 
     def _server(self, run: Run) -> ConnInfo:
         """Connection parameters of the server a run's database is on; ``dbname`` is
@@ -125,9 +136,8 @@ class RestoreService:
     # -- verification -------------------------------------------------------
 
     def verify(self, run_id: int, *, deep: bool = False, identity: str = "") -> VerifyResult:
-        """Check a backup and record the outcome on it. A corrupt, truncated or
-        missing file is a FAILED result with the reason, not an error. An encrypted
-        backup needs an identity for ``deep`` only (see restore.source)."""
+        """Check a backup and record the outcome on it: a corrupt, truncated or missing
+        file is a FAILED result, not an error. Encrypted: ``identity`` for deep only."""
         run = self._backup(run_id, "verified")
         if deep:
             self.source.identities(run, identity)  # refused before anything runs
@@ -135,10 +145,15 @@ class RestoreService:
         started, t0 = self.clock(), time.monotonic()
         tables: tuple[TableRows, ...] = ()
         try:
-            quick_verify(run, self.source, self.tools)
-            if deep:
-                with self.source.staged(run, identity) as local:
-                    tables = self._deep(local)
+            if run.kind.physical:
+                self.physical.quick_check(run)
+                if deep:
+                    tables = self.physical.deep_check(run)
+            else:
+                quick_verify(run, self.source, self.tools)
+                if deep:
+                    with self.source.staged(run, identity) as local:
+                        tables = self._deep(local)
             ok, reason = True, ""
         except Corrupt as exc:
             ok, reason = False, exc.reason
@@ -194,10 +209,16 @@ class RestoreService:
     def restore(self, run_id: int, *, target_database: str = "", overwrite: bool = False,
                 schemas: Iterable[str] = (), tables: Iterable[str] = (), jobs: int = 0,
                 requested_by: str = "", background: bool = False,
-                force: bool = False, identity: str = "") -> RestoreRun:
+                force: bool = False, identity: str = "", target_directory: str = "",
+                target_time: datetime | None = None, target_lsn: str = "") -> RestoreRun:
         """Restore a backup, whole or ``schemas``/``tables`` only, into
         ``target_database`` (default: a new database named after the backup).
-        Overwriting ``postgres`` or the backup's own source database needs ``force``."""
+        Overwriting ``postgres`` or the backup's own source database needs ``force``.
+        A physical backup is rebuilt into ``target_directory`` instead, rolled forward
+        to ``target_time`` or ``target_lsn`` when given."""
+        if target_directory or target_time is not None or target_lsn:
+            return self._restore_physical(run_id, target_directory, target_time, target_lsn,
+                                          requested_by, background)
         if target_database:
             check_database_name(target_database)
         schema_list = check_selection(schemas, "schemas")
@@ -205,12 +226,15 @@ class RestoreService:
         check_jobs(jobs)
         run = self._backup(run_id, "restored")
         refuse_globals(run, "restored")
+        if run.kind.physical:
+            return self._restore_physical(run_id, target_directory, target_time, target_lsn,
+                                          requested_by, background)
         if run.format == "plain" and jobs > 1:
             raise InvalidArgument(f"jobs: backup {run.id} is plain SQL, which psql restores "
                                   "in one session; parallel jobs need a custom or "
                                   "directory format backup")
         if overwrite and not force:
-            self._refuse_risky(run, target_database, bool(schema_list or table_list))
+            refuse_risky(self.targets, run, target_database, bool(schema_list or table_list))
         self.source.identities(run, identity)  # refused before anything runs
         self._admit()
         self._require_file(run)
@@ -250,41 +274,17 @@ class RestoreService:
             raise
         return self._execute(record, run, plan, stream, stack)
 
-    def _refuse_risky(self, run: Run, target: str, partial: bool) -> None:
-        """Overwriting the maintenance database or the backup's own live source
-        database needs ``force``."""
-        source = self._source_database(run)
-        if target == source:
-            what = "the live database this backup was taken from"
-        elif target == "postgres":
-            what = "the server's maintenance database"
-        else:
-            return
-        replaced = "the restored objects in it" if partial else "it"
-        raise FailedPrecondition(
-            f'target_database: "{target}" is {what}; restoring over it replaces {replaced} '
-            "with the backup's contents — set force: true (backupctl restore --force) to "
-            "do it anyway, or restore into a new database")
-
-    def _source_database(self, run: Run) -> str:
-        """The database a backup was taken from: the configured target's (a run's
-        ``database`` may name the target), or, for an allDatabases target, the
-        run's own."""
-        return self.targets.source_dbname(run.target, run.database) or run.database
+    def _restore_physical(self, run_id: int, target_directory: str,
+                          target_time: datetime | None, target_lsn: str, requested_by: str,
+                          background: bool) -> RestoreRun:
+        """A physical backup's chain rebuilt into a directory (physical/restore.py)."""
+        return self.physical.restore_request(self, run_id, target_directory, target_time,
+                                             target_lsn, requested_by, background)
 
     def _execute(self, record: RestoreRun, run: Run, plan: Plan,
                  stream: Callable[[], Iterable[bytes]] | None = None,
                  stack: ExitStack | None = None) -> RestoreRun:
-        """Run the restore; ``stream``: a whole plain backup's bytes read from a copy
-        (checked as they are read); ``stack`` holds a staged file, removed at the end."""
-        try:
-            return self._load(record, run, plan, stream)
-        finally:
-            if stack is not None:
-                stack.close()
-
-    def _load(self, record: RestoreRun, run: Run, plan: Plan,
-              stream: Callable[[], Iterable[bytes]] | None) -> RestoreRun:
+        """``stream``: a whole plain backup read from a copy; ``stack``: a staged file."""
         bound = log.bind(restore_id=record.id, backup_id=run.id, target_database=plan.target)
         server = plan.server
         created: str | None = None
@@ -332,6 +332,8 @@ class RestoreService:
             self._fail(record, run, f"internal error: {exc}", server, created, bound)
         finally:
             self._release(plan.busy_key)
+            if stack is not None:
+                stack.close()
         self.restores.mark_succeeded(record.id, finished_at=self.clock())
         done = self.restores.get(record.id)
         bound.info("Restore completed successfully", duration_seconds=done.duration_seconds)
@@ -397,12 +399,10 @@ class RestoreService:
         return run
 
     def _require_file(self, run: Run) -> None:
-        """A backup's file must be on disk or a copy at a destination; one that is
-        neither is marked missing."""
+        """A backup with neither its file nor a copy at a destination is marked missing."""
         if not self.source.local_file(run) and self.source.remote_copy(run) is None:
             self.store.set_file_state([run.id], FileState.MISSING)
-            raise FailedPrecondition(f"backup {run.id}: file {run.file_path} is missing from "
-                                     "disk")
+        self.source.require(run)
 
     def _drop_scratch(self, server: ConnInfo, name: str) -> None:
         """Drop a database this service created; keep it registered (for the next

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 from ..domain.errors import FailedPrecondition, InvalidArgument
 from ..domain.models import Run, RunKind
+from ..domain.targets import Targets
 
 MAX_NAME_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1
 MAX_JOBS = 64
@@ -63,3 +64,21 @@ def refuse_globals(run: Run, action: str) -> None:
             f"backup {run.id} holds the server's roles and tablespaces (pg_dumpall "
             f"--globals-only) and cannot be {action} into a database: it changes the whole "
             "server. Review it, then apply it with psql by hand")
+
+
+def refuse_risky(targets: Targets, run: Run, target: str, partial: bool) -> None:
+    """Overwriting the maintenance database or the backup's own live source database
+    (the configured target's, or for an allDatabases target the run's own) needs
+    ``force``."""
+    source = targets.source_dbname(run.target, run.database) or run.database
+    if target == source:
+        what = "the live database this backup was taken from"
+    elif target == "postgres":
+        what = "the server's maintenance database"
+    else:
+        return
+    replaced = "the restored objects in it" if partial else "it"
+    raise FailedPrecondition(
+        f'target_database: "{target}" is {what}; restoring over it replaces {replaced} '
+        "with the backup's contents — set force: true (backupctl restore --force) to "
+        "do it anyway, or restore into a new database")

@@ -108,11 +108,11 @@ class Settings(Section):
         if self.databases is None:
             for i, s in enumerate(self.top_schedules or ()):
                 out.append(ScheduleConfig(s.name or f"schedule-{i}", s.cron, s.job, s.enabled,
-                                          self.targets[0].name))
+                                          self.targets[0].name, s.type))
         for t in self.databases or ():
             for i, s in enumerate(t.schedules):
                 out.append(ScheduleConfig(s.name or f"{t.name}-{i}", s.cron, s.job, s.enabled,
-                                          t.name))
+                                          t.name, s.type))
         return tuple(out)
 
     @property

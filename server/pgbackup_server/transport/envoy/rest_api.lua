@@ -148,6 +148,7 @@ local API = {
     ["backup.v1.CreateBackupRequest"] = {
       {name = "background", json = "background", type = "bool"},
       {name = "database", json = "database", type = "string"},
+      {name = "type", json = "type", type = "enum", enum = "backup.v1.BackupType"},
     },
     ["backup.v1.CreateCustomBackupRequest"] = {
       {name = "backup_dir", json = "backupDir", type = "string"},
@@ -183,6 +184,9 @@ local API = {
       {name = "background", json = "background", type = "bool"},
       {name = "force", json = "force", type = "bool"},
       {name = "identity", json = "identity", type = "string"},
+      {name = "target_directory", json = "targetDirectory", type = "string"},
+      {name = "target_time", json = "targetTime", type = "any"},
+      {name = "target_lsn", json = "targetLsn", type = "string"},
     },
     ["backup.v1.GetRestoreRequest"] = {{name = "id", json = "id", type = "int64"}},
     ["backup.v1.ListBackupContentsRequest"] = {
@@ -198,6 +202,7 @@ local API = {
     ["backup.v1.ImportCatalogRequest"] = {{name = "destination", json = "destination", type = "string"}},
   },
   enums = {
+    ["backup.v1.BackupType"] = {"BACKUP_TYPE_UNSPECIFIED", "FULL", "INCREMENTAL"},
     ["backup.v1.BackupStatus"] = {"BACKUP_STATUS_UNSPECIFIED", "PENDING", "RUNNING", "SUCCEEDED", "FAILED"},
     ["backup.v1.Trigger"] = {"TRIGGER_UNSPECIFIED", "SCHEDULE", "MANUAL"},
   },
