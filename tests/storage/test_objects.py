@@ -104,6 +104,10 @@ def test_endpoint_stopping_mid_upload_is_a_clear_error(s3: S3) -> None:
     sink.abort("the store went away")
     assert time.monotonic() - started < 20
     assert s3.keys(bucket) == []  # nothing counted under the backup's name
+    # The abort could not reach the store; once it is back, the leftover is aborted.
+    assert s3.open_uploads(bucket) == ["db/backup.sql.zst"]
+    assert destination(s3, bucket).abort_unfinished(older_than=timedelta(0)) == 1
+    assert s3.open_uploads(bucket) == []
 
 
 def test_wrong_credentials_and_missing_bucket(s3: S3, caplog: pytest.LogCaptureFixture,
