@@ -64,7 +64,8 @@ class BackupService:
         self.runtime_dir = runtime_dir
         self.targets = Targets(settings.targets)
         if destinations is None:
-            destinations = dict(Destinations.from_configs(settings.destinations))
+            destinations = dict(Destinations.from_configs(settings.destinations,
+                                                             settings.environment))
         self.copier = Copier(settings, store, copies, destinations, events, clock,
                              secrets=Secrets(v for c in settings.destinations
                                              for v in c.secret_options(os.environ).values()),
