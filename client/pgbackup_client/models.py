@@ -84,6 +84,8 @@ class Backup(Model):
     kind: str = "RUN_KIND_UNSPECIFIED"
     # The configured target that made the run.
     target: str = ""
+    # The cluster replica that executed the run ("" without a cluster).
+    node: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,8 @@ and records the outcome on the runs. """
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import structlog
@@ -20,13 +21,18 @@ from . import files
 log = structlog.get_logger("pgbackup")
 
 
+# A lock held while retention runs (a cluster's: one replica at a time).
+Exclusive = Callable[[], AbstractContextManager[None]]
+
+
 class Cleaner:
     """Retention for the service's backup directories. Thread-safe as the store is."""
 
     def __init__(self, backup: BackupConfig, store: RunStore,
                  targets: Mapping[str, TargetConfig], events: Listener,
-                 clock: Clock) -> None:
+                 clock: Clock, *, exclusive: Exclusive | None = None) -> None:
         self.backup = backup
+        self.exclusive = exclusive or nullcontext
         self.store = store
         self.targets = targets
         self.events = events
@@ -55,6 +61,12 @@ class Cleaner:
                     per_target: bool = False) -> CleanupResult:
         """Retention for one directory. With ``per_target``, a target's own
         retentionDays overrides ``retention_days`` for its runs."""
+        with self.exclusive():
+            return self._cleanup_dir(directory, retention_days, dry_run=dry_run,
+                                     per_target=per_target)
+
+    def _cleanup_dir(self, directory: Path, retention_days: int, *, dry_run: bool,
+                     per_target: bool) -> CleanupResult:
         key = str(directory)
         present = self.store.present_runs(key)
         if not dry_run:  # one listing serves both the reconcile and retention

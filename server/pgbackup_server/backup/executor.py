@@ -60,6 +60,13 @@ class RunExecutor:
         for dump in active:
             dump.stop(SHUTDOWN_CANCELLED)
 
+    def stop_run(self, run_id: int, reason: str) -> None:
+        """Stop one running dump (a cluster replica that lost the run's lease)."""
+        with self._lock:
+            dump = self._active.get(run_id)
+        if dump is not None:
+            dump.stop(reason)
+
     def execute(self, run: Run, job: Job) -> CreateResult:
         """Run ``job`` for the recorded ``run``; raise its error after recording it."""
         bound = log.bind(run_id=run.id, database=run.database)

@@ -221,6 +221,7 @@ class Run:
     verification_reason: str = ""
     verified_at: datetime | None = None
     target: str = ""  # the configured target that produced the run
+    node: str = ""  # the cluster replica that executed it ("" without a cluster)
 
     @property
     def duration_seconds(self) -> float:

@@ -13,6 +13,7 @@ from pathlib import Path
 from pydantic import PrivateAttr
 
 from ..postgres.conninfo import ConnInfo
+from .cluster import ClusterConfig
 from .fields import Section, setting
 from .sections import (
     AlertsConfig,
@@ -47,6 +48,7 @@ class Settings(Section):
     auth: AuthConfig = setting({}, expected="a mapping", validate_default=True)
     metrics: MetricsConfig = setting({}, expected="a mapping", validate_default=True)
     alerts: AlertsConfig = setting({}, expected="a mapping", validate_default=True)
+    cluster: ClusterConfig = setting({}, expected="a mapping", validate_default=True)
     notifications: tuple[NotificationConfig, ...] = setting(
         (), expected="a list of channels")
     _source: Path | None = PrivateAttr(None)

@@ -43,7 +43,7 @@ SCHEDULE: Trigger
 MANUAL: Trigger
 
 class Backup(_message.Message):
-    __slots__ = ("id", "database", "status", "trigger", "file_path", "size_bytes", "sha256", "started_at", "finished_at", "duration_seconds", "error", "schedule", "backup_dir", "format", "compression", "pg_dump_version", "server_version", "file_deleted", "file_missing", "queued_at", "bytes_written", "estimated_total_bytes", "verification", "verification_reason", "verified_at", "kind", "target")
+    __slots__ = ("id", "database", "status", "trigger", "file_path", "size_bytes", "sha256", "started_at", "finished_at", "duration_seconds", "error", "schedule", "backup_dir", "format", "compression", "pg_dump_version", "server_version", "file_deleted", "file_missing", "queued_at", "bytes_written", "estimated_total_bytes", "verification", "verification_reason", "verified_at", "kind", "target", "node")
     ID_FIELD_NUMBER: _ClassVar[int]
     DATABASE_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -71,6 +71,7 @@ class Backup(_message.Message):
     VERIFIED_AT_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
     id: int
     database: str
     status: BackupStatus
@@ -98,7 +99,8 @@ class Backup(_message.Message):
     verified_at: _timestamp_pb2.Timestamp
     kind: RunKind
     target: str
-    def __init__(self, id: _Optional[int] = ..., database: _Optional[str] = ..., status: _Optional[_Union[BackupStatus, str]] = ..., trigger: _Optional[_Union[Trigger, str]] = ..., file_path: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration_seconds: _Optional[float] = ..., error: _Optional[str] = ..., schedule: _Optional[str] = ..., backup_dir: _Optional[str] = ..., format: _Optional[str] = ..., compression: _Optional[str] = ..., pg_dump_version: _Optional[str] = ..., server_version: _Optional[str] = ..., file_deleted: _Optional[bool] = ..., file_missing: _Optional[bool] = ..., queued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bytes_written: _Optional[int] = ..., estimated_total_bytes: _Optional[int] = ..., verification: _Optional[str] = ..., verification_reason: _Optional[str] = ..., verified_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[_Union[RunKind, str]] = ..., target: _Optional[str] = ...) -> None: ...
+    node: str
+    def __init__(self, id: _Optional[int] = ..., database: _Optional[str] = ..., status: _Optional[_Union[BackupStatus, str]] = ..., trigger: _Optional[_Union[Trigger, str]] = ..., file_path: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration_seconds: _Optional[float] = ..., error: _Optional[str] = ..., schedule: _Optional[str] = ..., backup_dir: _Optional[str] = ..., format: _Optional[str] = ..., compression: _Optional[str] = ..., pg_dump_version: _Optional[str] = ..., server_version: _Optional[str] = ..., file_deleted: _Optional[bool] = ..., file_missing: _Optional[bool] = ..., queued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bytes_written: _Optional[int] = ..., estimated_total_bytes: _Optional[int] = ..., verification: _Optional[str] = ..., verification_reason: _Optional[str] = ..., verified_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[_Union[RunKind, str]] = ..., target: _Optional[str] = ..., node: _Optional[str] = ...) -> None: ...
 
 class CreateBackupRequest(_message.Message):
     __slots__ = ("background", "database")
@@ -401,3 +403,41 @@ class ListBackupContentsResponse(_message.Message):
     entries: _containers.RepeatedCompositeFieldContainer[ContentEntry]
     schemas: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, entries: _Optional[_Iterable[_Union[ContentEntry, _Mapping]]] = ..., schemas: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetClusterRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ClusterNode(_message.Message):
+    __slots__ = ("name", "started_at", "heartbeat_at", "heartbeat_age_seconds", "silent", "run_ids", "self", "version")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_AT_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_AGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SILENT_FIELD_NUMBER: _ClassVar[int]
+    RUN_IDS_FIELD_NUMBER: _ClassVar[int]
+    SELF_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    started_at: _timestamp_pb2.Timestamp
+    heartbeat_at: _timestamp_pb2.Timestamp
+    heartbeat_age_seconds: float
+    silent: bool
+    run_ids: _containers.RepeatedScalarFieldContainer[int]
+    self: bool
+    version: str
+    def __init__(self_, name: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., heartbeat_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., heartbeat_age_seconds: _Optional[float] = ..., silent: _Optional[bool] = ..., run_ids: _Optional[_Iterable[int]] = ..., self: _Optional[bool] = ..., version: _Optional[str] = ...) -> None: ...
+
+class GetClusterResponse(_message.Message):
+    __slots__ = ("enabled", "node", "nodes", "lease_timeout_seconds", "queued_runs")
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    LEASE_TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_RUNS_FIELD_NUMBER: _ClassVar[int]
+    enabled: bool
+    node: str
+    nodes: _containers.RepeatedCompositeFieldContainer[ClusterNode]
+    lease_timeout_seconds: float
+    queued_runs: int
+    def __init__(self, enabled: _Optional[bool] = ..., node: _Optional[str] = ..., nodes: _Optional[_Iterable[_Union[ClusterNode, _Mapping]]] = ..., lease_timeout_seconds: _Optional[float] = ..., queued_runs: _Optional[int] = ...) -> None: ...

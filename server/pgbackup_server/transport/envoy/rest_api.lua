@@ -115,6 +115,15 @@ local API = {
       body = "",
       request = "backup.v1.ListBackupContentsRequest",
     },
+    {
+      rpc = "GetCluster",
+      http_method = "GET",
+      template = "/api/v1/cluster",
+      segments = {"api", "v1", "cluster"},
+      path_fields = {},
+      body = "",
+      request = "backup.v1.GetClusterRequest",
+    },
   },
   messages = {
     ["backup.v1.CreateBackupRequest"] = {
@@ -155,6 +164,7 @@ local API = {
     },
     ["backup.v1.GetRestoreRequest"] = {{name = "id", json = "id", type = "int64"}},
     ["backup.v1.ListBackupContentsRequest"] = {{name = "id", json = "id", type = "int64"}},
+    ["backup.v1.GetClusterRequest"] = {},
   },
   enums = {
     ["backup.v1.BackupStatus"] = {"BACKUP_STATUS_UNSPECIFIED", "PENDING", "RUNNING", "SUCCEEDED", "FAILED"},

@@ -4,10 +4,11 @@ to status codes by the ErrorInterceptor."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ...backup.service import BackupService
+from ...cluster import ClusterInfo
 from ...domain.errors import InvalidArgument
 from ...domain.models import CreateResult, RunStatus
 from ...domain.ports import ScheduleSource
@@ -48,10 +49,12 @@ class BackupServicer(pb_grpc.BackupServiceServicer):
     """The RPCs, over the backup service, the restore service and the scheduler."""
 
     def __init__(self, service: BackupService, restore: RestoreService,
-                 schedules: ScheduleSource) -> None:
+                 schedules: ScheduleSource,
+                 cluster: Callable[[], ClusterInfo] | None = None) -> None:
         self.service = service
         self.restore = restore
         self.schedules = schedules
+        self.cluster = cluster or (lambda: ClusterInfo(enabled=False))
 
     def CreateBackup(self, request: pb.CreateBackupRequest, context: Any) -> Any:
         return _created(self.service.create_backup(database=request.database,
@@ -104,3 +107,6 @@ class BackupServicer(pb_grpc.BackupServiceServicer):
 
     def ListBackupContents(self, request: pb.ListBackupContentsRequest, context: Any) -> Any:
         return to_message(self.restore.contents(request.id), pb.ListBackupContentsResponse)
+
+    def GetCluster(self, request: pb.GetClusterRequest, context: Any) -> Any:
+        return to_message(self.cluster(), pb.GetClusterResponse)
