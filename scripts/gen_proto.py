@@ -359,6 +359,12 @@ SDK_MODELS: dict[str, tuple[str, str]] = {
     "backup.v1.ListBackupContentsResponse": (
         "BackupContents", "What a backup holds, from its table of contents."
     ),
+    "backup.v1.ClusterNode": (
+        "ClusterNode", "A backupd replica: its heartbeat's age and the runs it holds."
+    ),
+    "backup.v1.GetClusterResponse": (
+        "ClusterView", "The replicas sharing the store (``enabled`` False on a single backupd)."
+    ),
 }
 # Models whose fields had another order before they were generated: these come
 # first, in this order (positional arguments and JSON key order stay as they

@@ -21,6 +21,8 @@ __all__ = [
     "BackupContents",
     "BackupPage",
     "CleanupResult",
+    "ClusterNode",
+    "ClusterView",
     "ContentEntry",
     "CreateResult",
     "DatabaseStats",
@@ -280,3 +282,39 @@ class BackupContents(Model):
 
     entries: tuple[ContentEntry, ...] = ()
     schemas: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterNode(Model):
+    """A backupd replica: its heartbeat's age and the runs it holds."""
+
+    _proto: ClassVar[type[Message]] = backup_pb2.ClusterNode
+
+    name: str = ""
+    started_at: datetime | None = None
+    heartbeat_at: datetime | None = None
+    # Seconds since its last heartbeat, by the store's clock.
+    heartbeat_age_seconds: float = 0.0
+    # True when it missed its lease (cluster.leaseTimeout): its runs are taken over.
+    silent: bool = False
+    # The runs it holds a lease on (executing now).
+    run_ids: tuple[int, ...] = ()
+    # The replica that answered.
+    this_replica: bool = False
+    version: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterView(Model):
+    """The replicas sharing the store (``enabled`` False on a single backupd)."""
+
+    _proto: ClassVar[type[Message]] = backup_pb2.GetClusterResponse
+
+    # False on a single backupd (no cluster section): nodes is empty.
+    enabled: bool = False
+    # The replica that answered.
+    node: str = ""
+    nodes: tuple[ClusterNode, ...] = ()
+    lease_timeout_seconds: float = 0.0
+    # Runs waiting for a replica to take them.
+    queued_runs: int = 0

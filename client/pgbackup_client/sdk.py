@@ -16,6 +16,7 @@ from pgbackup_client.models import (
     BackupContents,
     BackupPage,
     CleanupResult,
+    ClusterView,
     CreateResult,
     Progress,
     RestoreRun,
@@ -192,6 +193,11 @@ class BackupClient:
             if not page.next_page_token or page.next_page_token == token:
                 return
             token = page.next_page_token
+
+    def get_cluster(self) -> ClusterView:
+        """The replicas sharing the store, their heartbeats and the runs each holds."""
+        resp = self._call(self._stub.GetCluster, backup_pb2.GetClusterRequest(), self.timeout)
+        return ClusterView.from_proto(resp)
 
     def get_backup(self, id: int) -> Backup:
         """One recorded run by id; raises NotFound if there is none."""

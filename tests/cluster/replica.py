@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 import sys
-from datetime import UTC, datetime, timedelta
 import time
+from datetime import UTC, datetime, timedelta
 
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")

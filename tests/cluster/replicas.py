@@ -1,5 +1,5 @@
-"""Helpers and fixtures for the cluster tests (imported by them): backupd replicas as real processes sharing a
-PostgreSQL store, on a compressed clock they all share."""
+"""Helpers and fixtures for the cluster tests (imported by them): backupd replicas
+as real processes sharing a PostgreSQL store, on a compressed clock they all share."""
 
 from __future__ import annotations
 

@@ -6,13 +6,14 @@ and every replica answers for every run."""
 from __future__ import annotations
 
 from datetime import timedelta
+from itertools import pairwise
 
 from replicas import cluster, rows, store_database, tiny, wait_for  # noqa: F401
 
 EVERY_MINUTE = [{"name": "every-minute", "cron": "* * * * *", "job": "DatabaseBackup"}]
 
 
-def test_twenty_fires_run_exactly_once_across_three_replicas(pg, tiny, cluster):
+def test_twenty_fires_run_exactly_once_across_three_replicas(pg, tiny, cluster):  # noqa: F811
     url, store = store_database(pg)
     trio = cluster(3, store=url, speed=120, schedules=EVERY_MINUTE,
                    backup={"maxConcurrent": 2}, max_per_server=4)
@@ -22,7 +23,7 @@ def test_twenty_fires_run_exactly_once_across_three_replicas(pg, tiny, cluster):
     fires = rows(store, "SELECT fire_time, node, run_ids FROM schedule_fires ORDER BY 1")
     # Consecutive minutes: no fire missed, and (the key) none twice.
     times = [f[0] for f in fires]
-    assert all(b - a == timedelta(minutes=1) for a, b in zip(times, times[1:])), times
+    assert all(b - a == timedelta(minutes=1) for a, b in pairwise(times)), times
     run_ids = [f[2] for f in fires]
     assert all(ids.isdigit() for ids in run_ids), run_ids  # one run per fire
     runs = rows(store, "SELECT id, status, node, schedule FROM backup_runs ORDER BY id")

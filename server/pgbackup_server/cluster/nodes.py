@@ -27,7 +27,7 @@ class NodeInfo:
     heartbeat_age_seconds: float
     silent: bool
     run_ids: tuple[int, ...]
-    self: bool = False
+    this_replica: bool = False
     version: str = ""
 
 
@@ -99,7 +99,8 @@ class NodeRegistry:
             out.append(NodeInfo(name=row.name, started_at=aware(row.started_at),
                                 heartbeat_at=beat, heartbeat_age_seconds=age,
                                 silent=age > self.lease_seconds,
-                                run_ids=tuple(held.get(row.name, ())), self=row.name == self.name,
+                                run_ids=tuple(held.get(row.name, ())),
+                                this_replica=row.name == self.name,
                                 version=row.version))
         return out
 

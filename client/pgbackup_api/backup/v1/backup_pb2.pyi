@@ -409,14 +409,14 @@ class GetClusterRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ClusterNode(_message.Message):
-    __slots__ = ("name", "started_at", "heartbeat_at", "heartbeat_age_seconds", "silent", "run_ids", "self", "version")
+    __slots__ = ("name", "started_at", "heartbeat_at", "heartbeat_age_seconds", "silent", "run_ids", "this_replica", "version")
     NAME_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_AT_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_AGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     SILENT_FIELD_NUMBER: _ClassVar[int]
     RUN_IDS_FIELD_NUMBER: _ClassVar[int]
-    SELF_FIELD_NUMBER: _ClassVar[int]
+    THIS_REPLICA_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     name: str
     started_at: _timestamp_pb2.Timestamp
@@ -424,9 +424,9 @@ class ClusterNode(_message.Message):
     heartbeat_age_seconds: float
     silent: bool
     run_ids: _containers.RepeatedScalarFieldContainer[int]
-    self: bool
+    this_replica: bool
     version: str
-    def __init__(self_, name: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., heartbeat_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., heartbeat_age_seconds: _Optional[float] = ..., silent: _Optional[bool] = ..., run_ids: _Optional[_Iterable[int]] = ..., self: _Optional[bool] = ..., version: _Optional[str] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., heartbeat_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., heartbeat_age_seconds: _Optional[float] = ..., silent: _Optional[bool] = ..., run_ids: _Optional[_Iterable[int]] = ..., this_replica: _Optional[bool] = ..., version: _Optional[str] = ...) -> None: ...
 
 class GetClusterResponse(_message.Message):
     __slots__ = ("enabled", "node", "nodes", "lease_timeout_seconds", "queued_runs")
