@@ -84,6 +84,13 @@ class RunExecutor:
             dump.stop(SHUTDOWN_CANCELLED)
         self.physical.cancel_all(SHUTDOWN_CANCELLED)
 
+    def stop_run(self, run_id: int, reason: str) -> None:
+        """Stop one running dump (a cluster replica that lost the run's lease)."""
+        with self._lock:
+            dump = self._active.get(run_id)
+        if dump is not None:
+            dump.stop(reason)
+
     def execute(self, run: Run, job: Job) -> CreateResult:
         """Run ``job`` for the recorded ``run``; raise its error after recording it."""
         if run.kind.physical:
