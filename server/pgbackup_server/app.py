@@ -77,6 +77,8 @@ class App:
             log.info("Alert state imported into the store from alerts.json")
         self.events = EventHub()
         self.destinations = Destinations.from_configs(s.destinations, s.environment)
+        threading.Thread(target=self.destinations.abort_unfinished_uploads, daemon=True,
+                         name="abort-unfinished-uploads").start()
         self.catalog = CatalogImporter(self.store.runs, self.store.copies, self.destinations,
                                        self.clock)
         self.service = BackupService(s, self.store.runs, self.events, binaries=binaries,
