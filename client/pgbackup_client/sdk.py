@@ -20,6 +20,7 @@ from pgbackup_client.models import (
     CatalogImport,
     CleanupResult,
     CreateResult,
+    Destination,
     Progress,
     RestorePage,
     RestoreRun,
@@ -334,6 +335,23 @@ class BackupClient:
         with the same destinations); idempotent. No deadline by default."""
         req = backup_pb2.ImportCatalogRequest(destination=destination)
         return CatalogImport.from_proto(self._call(self._stub.ImportCatalog, req, timeout))
+
+    def copy_backup(
+        self, id: int, *, destinations: Sequence[str] = (), timeout: float | None = None
+    ) -> Backup:
+        """Make a backup's missing copies (FAILED, or at destinations added since) at
+        its target's destinations, or only at ``destinations``, streaming from a copy
+        that is stored. Raises when a copy still fails; the backup shows why.
+        No deadline by default (a copy takes as long as its bytes)."""
+        req = backup_pb2.CopyBackupRequest(id=id, destinations=list(destinations))
+        return Backup.from_proto(self._call(self._stub.CopyBackup, req, timeout))
+
+    def list_destinations(self) -> list[Destination]:
+        """The configured destinations: URL (never credentials), whether each answers,
+        and the copies, bytes and newest copy each holds."""
+        resp = self._call(self._stub.ListDestinations, backup_pb2.ListDestinationsRequest(),
+                          self.timeout)
+        return [Destination.from_proto(d) for d in resp.destinations]
 
     def close(self) -> None:
         """Close the underlying channel."""
