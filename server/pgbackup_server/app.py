@@ -101,6 +101,8 @@ class App:
             self.cluster.join()
         self.destinations = Destinations.from_configs(s.destinations, s.environment,
                                                       **self.destination_options)
+        threading.Thread(target=self.destinations.abort_unfinished_uploads, daemon=True,
+                         name="abort-unfinished-uploads").start()
         self.catalog = CatalogImporter(self.store.runs, self.store.copies, self.destinations,
                                        self.clock)
         self.service = BackupService(
