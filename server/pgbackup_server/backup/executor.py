@@ -7,6 +7,7 @@ with the reason (logged and sent to the event listeners), whatever went wrong.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from datetime import datetime
@@ -16,19 +17,20 @@ from typing import NoReturn
 import structlog
 
 from ..domain.errors import BackupError, BackupFailed, Unavailable
-from ..domain.models import CreateResult, Run, RunKind
+from ..domain.models import CreateResult, DumpFormat, Run, RunKind
 from ..domain.ports import Clock, Listener, RunStore
 from ..domain.targets import Targets
 from ..postgres import binaries as pg_binaries
 from ..postgres.binaries import PgBinary
-from ..postgres.server import query_server
+from ..postgres.conninfo import ConnInfo
+from ..postgres.server import query_server, table_sizes
 from ..settings import Settings
 from . import files, naming
 from .cleanup import Cleaner
 from .dump import DumpProcess
 from .jobs import Job
 from .pipeline import Extras
-from .plan import DumpPlan, plan_dump, wanted_capability
+from .plan import DumpPlan, auto_jobs, plan_dump, wanted_capability
 from .progress import ProgressTracker
 
 log = structlog.get_logger("pgbackup")
@@ -81,7 +83,8 @@ class RunExecutor:
                                                           b.compress_backup))
             plan = plan_dump(binary, format=b.format, compression=b.compression,
                              compress_backup=b.compress_backup,
-                             supports=pg_binaries.supports_compression, jobs=b.jobs)
+                             supports=pg_binaries.supports_compression,
+                             jobs=self._jobs(conninfo, b.format, b.jobs))
             globals_only = run.kind is RunKind.GLOBALS
             if globals_only:
                 plan = plan.for_globals()
@@ -108,7 +111,7 @@ class RunExecutor:
                 raise
             bound.debug("pg_dump starting", pg_dump=binary.path, pg_dump_version=binary.version,
                         server_version=server.version, format=plan.format,
-                        compression=str(plan.compression))
+                        compression=str(plan.compression), jobs=plan.jobs)
             outcome = dump.run(job.directory, stem, run.id, b.timeout_seconds,
                                on_progress=self.tracker.recorder(run.id, server.database_size),
                                temp=temp, extras=extras)
@@ -142,6 +145,16 @@ class RunExecutor:
             except Exception:  # cleanup must never turn a good backup into an error
                 bound.exception("Cleanup after backup failed")
         return CreateResult(done, deleted)
+
+    @staticmethod
+    def _jobs(conninfo: ConnInfo, format: DumpFormat, jobs: int | str) -> int:
+        """backup.jobs, with ``auto`` resolved from the table sizes and the cores."""
+        if isinstance(jobs, int):
+            return jobs
+        if format is not DumpFormat.DIRECTORY:
+            return 1
+        total, largest = table_sizes(conninfo)
+        return auto_jobs(total, largest, len(os.sched_getaffinity(0)))
 
     def _fail(self, run: Run, started: datetime, exc: BackupError,
               bound: structlog.typing.FilteringBoundLogger) -> NoReturn:
