@@ -45,7 +45,7 @@ from .models import (
 from .plan import Plan, plan_restore
 from .tools import ToolRunner
 from .validation import check_database_name, check_jobs, check_selection
-from .verify import check_digest, deep_check, quick_check
+from .verify import DigestInBackground, check_digest, deep_check, quick_check
 
 log = structlog.get_logger("pgbackup")
 
@@ -259,17 +259,18 @@ class RestoreService:
         bound = log.bind(restore_id=record.id, backup_id=run.id, target_database=plan.target)
         server = plan.server
         created: str | None = None
+        # Into a database of its own, the file is hashed while it loads (dropped if the
+        # checksum fails); into an existing one, before anything changes there.
+        hash_while_loading = plan.toc is None and plan.mode in ("new", "swap")
+        digest: DigestInBackground | None = None
         try:
             try:
                 if plan.checksum_failure:
                     raise Corrupt(plan.checksum_failure)
-                if plan.toc is None:  # else checked while reading its sections
+                if plan.toc is None and not hash_while_loading:  # toc: checked on reading
                     check_digest(run)
             except Corrupt as exc:
-                self.store.set_verification(run.id, ok=False, reason=exc.reason,
-                                            verified_at=self.clock())
-                self.events.on_verification(self.store.get(run.id), False, exc.reason)
-                raise ToolFailed(f"the backup file failed its checksum: {exc.reason}") from None
+                raise self._checksum_failed(run, exc) from None
             load_into = plan.target
             if plan.mode == "swap":
                 load_into = f"pgbackup_restore_{record.id}_{secrets.token_hex(4)}"
@@ -281,9 +282,16 @@ class RestoreService:
             # Into an existing database a partial restore is one transaction, so a failure
             # leaves it as it was; pg_restore cannot combine that with parallel jobs.
             atomic = plan.mode in ("into", "replace") and plan.selection is not None
-            self.tools.load(server, run, load_into, jobs=0 if atomic else plan.jobs,
-                            selection=plan.selection, clean=plan.mode == "replace",
-                            single_transaction=atomic, toc=plan.toc)
+            if hash_while_loading:
+                digest = DigestInBackground(run)
+            try:
+                self.tools.load(server, run, load_into, jobs=0 if atomic else plan.jobs,
+                                selection=plan.selection, clean=plan.mode == "replace",
+                                single_transaction=atomic, toc=plan.toc)
+            finally:
+                problem = digest.problem() if digest is not None else None
+                if problem is not None:  # the better reason, whatever the load said
+                    raise self._checksum_failed(run, problem)
             if plan.mode == "swap":
                 drop_database(server, plan.target)
                 # From here the staging database is the only copy: never drop it, not
@@ -306,6 +314,13 @@ class RestoreService:
         done = self.restores.get(record.id)
         bound.info("Restore completed successfully", duration_seconds=done.duration_seconds)
         return done
+
+    def _checksum_failed(self, run: Run, exc: Corrupt) -> ToolFailed:
+        """Record that the file failed its checksum; the error that fails the restore."""
+        self.store.set_verification(run.id, ok=False, reason=exc.reason,
+                                    verified_at=self.clock())
+        self.events.on_verification(self.store.get(run.id), False, exc.reason)
+        return ToolFailed(f"the backup file failed its checksum: {exc.reason}")
 
     def _fail(self, record: RestoreRun, run: Run, reason: str, server: ConnInfo,
               created: str | None, bound: Any) -> NoReturn:
