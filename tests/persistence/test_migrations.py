@@ -10,15 +10,31 @@ from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
 from pgbackup_server.domain.errors import ConfigError
-from pgbackup_server.domain.models import RunKind, RunStatus, Verification
+from pgbackup_server.domain.models import (
+    CopyState,
+    FileState,
+    RunKind,
+    RunStatus,
+    Verification,
+)
 from pgbackup_server.persistence import open_store
+from pgbackup_server.persistence.engine import MIGRATIONS
 from pgbackup_server.persistence.schema import metadata
 
 LEGACY = Path(__file__).resolve().parents[1] / "data" / "backupd-0.1.0.sqlite3"
+
+
+def head() -> str:
+    """The newest revision, as Alembic sees it (never hard-coded: revisions are added)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return str(ScriptDirectory.from_config(config).get_current_head())
 
 
 def drift(store) -> list:
@@ -59,7 +75,19 @@ def test_a_store_of_backupd_0_1_0_upgrades_in_place_keeping_its_runs(tmp_path):
         assert (stats.succeeded_runs, stats.failed_runs, stats.total_backups) == (2, 2, 2)
         assert stats.last_success is not None and stats.last_success.id == 2
         assert store.restores.get(1).target_database == "shop_copy"
-        assert revision(store) == "0002"
+        # Every run with a file has its copy at the default destination, "local".
+        for run in runs:
+            if run.file_path:
+                (copy,) = run.copies
+                assert (copy.destination, copy.state, copy.file_state) == (
+                    "local", CopyState.SUCCEEDED, FileState.PRESENT)
+                assert copy.location == run.file_path.rsplit("/", 1)[1]
+                assert (copy.size_bytes, copy.sha256) == (run.size_bytes, run.sha256)
+                assert copy.stored_at == run.finished_at
+            else:
+                assert run.copies == ()
+        assert store.copies.usage()["local"].copies == 2
+        assert revision(store) == head()
         assert drift(store) == []
         # Still a working store: a new run is recorded after the old ones.
         assert store.runs.list_runs(page_size=10).runs[0].id == 4
@@ -67,7 +95,7 @@ def test_a_store_of_backupd_0_1_0_upgrades_in_place_keeping_its_runs(tmp_path):
         store.close()
     reopened = open_store(f"sqlite:///{path}")  # a second start migrates nothing
     try:
-        assert revision(reopened) == "0002" and reopened.runs.get(1).status is RunStatus.SUCCEEDED
+        assert revision(reopened) == head() and reopened.runs.get(1).status is RunStatus.SUCCEEDED
     finally:
         reopened.close()
 
@@ -75,7 +103,7 @@ def test_a_store_of_backupd_0_1_0_upgrades_in_place_keeping_its_runs(tmp_path):
 def test_a_new_sqlite_store_is_made_by_the_migrations(tmp_path):
     store = open_store(f"sqlite:///{tmp_path / 'new.sqlite3'}")
     try:
-        assert revision(store) == "0002" and drift(store) == []
+        assert revision(store) == head() and drift(store) == []
     finally:
         store.close()
 
@@ -86,7 +114,7 @@ def test_a_new_postgresql_store_is_made_by_the_migrations(pg):
     url = pg.url("migrations_store").replace("postgresql://", "postgresql+psycopg://")
     store = open_store(url)
     try:
-        assert revision(store) == "0002" and drift(store) == []
+        assert revision(store) == head() and drift(store) == []
         big = 5 * 1024**3  # a 32-bit integer column would overflow here
         from datetime import UTC, datetime
 

@@ -4,14 +4,16 @@ verification; and the listener that verifies each scheduled backup."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import stat
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +22,7 @@ import structlog
 from ..backup.files import CHUNK, tree_digest
 from ..domain.errors import FailedPrecondition
 from ..domain.models import Run, RunKind, RunStatus, Trigger, VerifyMode
-from ..domain.ports import Listener
+from ..domain.ports import Listener, RunStore
 from ..postgres.conninfo import ConnInfo
 from .archive import check_offsets, data_sizes, read_archive
 from .databases import connect, create_database, row_counts
@@ -87,6 +89,30 @@ class DigestInBackground:
     def problem(self) -> Corrupt | None:
         self._thread.join()
         return self._problem
+
+
+@contextlib.contextmanager
+def digest_alongside(run: Run, enabled: bool,
+                     failed: Callable[[Corrupt], Exception]) -> Iterator[None]:
+    """With ``enabled`` (a restore into a database of its own, dropped on failure),
+    hash the file while the body loads it, so the file is read from disk once; raise
+    ``failed(problem)`` when the checksum fails, whatever the body raised. Without,
+    the caller checked the file before anything changed."""
+    digest = DigestInBackground(run) if enabled else None
+    try:
+        yield
+    finally:
+        problem = digest.problem() if digest is not None else None
+        if problem is not None:  # the better reason, whatever the load said
+            raise failed(problem)
+
+
+def checksum_failed(store: RunStore, events: Listener, now: datetime, run: Run,
+                    exc: Corrupt) -> ToolFailed:
+    """Record on the backup that its file failed its checksum; the restore's error."""
+    store.set_verification(run.id, ok=False, reason=exc.reason, verified_at=now)
+    events.on_verification(store.get(run.id), False, exc.reason)
+    return ToolFailed(f"the backup file failed its checksum: {exc.reason}")
 
 
 def _check_archive(run: Run, tools: ToolRunner, path: Path) -> None:
