@@ -47,7 +47,7 @@ from .models import (
 from .plan import Plan, plan_restore
 from .tools import ToolRunner
 from .validation import check_database_name, check_jobs, check_selection
-from .verify import check_digest, checksum_failed, deep_check, digest_alongside, quick_check
+from .verify import check_before_loading, checksum_failed, deep_check, digest_alongside, quick_check
 
 log = structlog.get_logger("pgbackup")
 
@@ -286,15 +286,11 @@ class RestoreService:
         bound = log.bind(restore_id=record.id, backup_id=run.id, target_database=plan.target)
         server = plan.server
         created: str | None = None
-        hash_while_loading = plan.toc is None and plan.mode in ("new", "swap")  # see verify
         try:
             try:
-                if plan.checksum_failure:
-                    raise Corrupt(plan.checksum_failure)
-                if plan.toc is None and not hash_while_loading:  # toc: checked on reading
-                    check_digest(run)
+                check_before_loading(run, plan)
             except Corrupt as exc:
-                raise checksum_failed(self.store, self.events, self.clock(), run, exc) from None
+                raise checksum_failed(self.store, self.events, self.clock, run, exc) from None
             load_into = plan.target
             if plan.mode == "swap":
                 load_into = f"pgbackup_restore_{record.id}_{secrets.token_hex(4)}"
@@ -306,8 +302,7 @@ class RestoreService:
             # Into an existing database a partial restore is one transaction, so a failure
             # leaves it as it was; pg_restore cannot combine that with parallel jobs.
             atomic = plan.mode in ("into", "replace") and plan.selection is not None
-            with digest_alongside(run, hash_while_loading, lambda exc: checksum_failed(
-                    self.store, self.events, self.clock(), run, exc)):
+            with digest_alongside(run, plan, self.store, self.events, self.clock):
                 self.tools.load(server, run, load_into, jobs=0 if atomic else plan.jobs,
                                 selection=plan.selection, clean=plan.mode == "replace",
                                 single_transaction=atomic, toc=plan.toc)

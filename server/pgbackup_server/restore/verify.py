@@ -11,9 +11,8 @@ import stat
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +21,7 @@ import structlog
 from ..backup.files import CHUNK, tree_digest
 from ..domain.errors import FailedPrecondition
 from ..domain.models import Run, RunKind, RunStatus, Trigger, VerifyMode
-from ..domain.ports import Listener, RunStore
+from ..domain.ports import Clock, Listener, RunStore
 from ..postgres.conninfo import ConnInfo
 from .archive import check_offsets, data_sizes, read_archive
 from .databases import connect, create_database, row_counts
@@ -32,6 +31,7 @@ from .tools import ToolRunner, summary
 from .zstdframes import tail_frames, walk_frames
 
 if TYPE_CHECKING:
+    from .plan import Plan
     from .service import RestoreService
 
 log = structlog.get_logger("pgbackup")
@@ -91,26 +91,39 @@ class DigestInBackground:
         return self._problem
 
 
+def _hashed_while_loading(plan: Plan) -> bool:
+    """A whole restore into a database of its own (dropped on failure) hashes the file
+    while it loads, so it is read from disk once; one into an existing database is
+    checked before anything changes there; a plain partial one (``toc``) was hashed
+    while its sections were read."""
+    return plan.toc is None and plan.mode in ("new", "swap")
+
+
+def check_before_loading(run: Run, plan: Plan) -> None:
+    if plan.checksum_failure:
+        raise Corrupt(plan.checksum_failure)
+    if plan.toc is None and not _hashed_while_loading(plan):
+        check_digest(run)
+
+
 @contextlib.contextmanager
-def digest_alongside(run: Run, enabled: bool,
-                     failed: Callable[[Corrupt], Exception]) -> Iterator[None]:
-    """With ``enabled`` (a restore into a database of its own, dropped on failure),
-    hash the file while the body loads it, so the file is read from disk once; raise
-    ``failed(problem)`` when the checksum fails, whatever the body raised. Without,
-    the caller checked the file before anything changed."""
-    digest = DigestInBackground(run) if enabled else None
+def digest_alongside(run: Run, plan: Plan, store: RunStore, events: Listener,
+                     clock: Clock) -> Iterator[None]:
+    """Hash the file in a thread while the body loads it (see _hashed_while_loading);
+    a failed checksum is the error, whatever the body raised."""
+    digest = DigestInBackground(run) if _hashed_while_loading(plan) else None
     try:
         yield
     finally:
         problem = digest.problem() if digest is not None else None
         if problem is not None:  # the better reason, whatever the load said
-            raise failed(problem)
+            raise checksum_failed(store, events, clock, run, problem)
 
 
-def checksum_failed(store: RunStore, events: Listener, now: datetime, run: Run,
+def checksum_failed(store: RunStore, events: Listener, clock: Clock, run: Run,
                     exc: Corrupt) -> ToolFailed:
     """Record on the backup that its file failed its checksum; the restore's error."""
-    store.set_verification(run.id, ok=False, reason=exc.reason, verified_at=now)
+    store.set_verification(run.id, ok=False, reason=exc.reason, verified_at=clock())
     events.on_verification(store.get(run.id), False, exc.reason)
     return ToolFailed(f"the backup file failed its checksum: {exc.reason}")
 
