@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from conftest import DB, PASSWORD
 
-from pgbackup_server.backup.executor import RunExecutor
+from pgbackup_server.backup.executor import _jobs
 from pgbackup_server.backup.plan import auto_jobs
 from pgbackup_server.domain.errors import ConfigError
 from pgbackup_server.domain.models import DumpFormat
@@ -40,9 +40,9 @@ def test_jobs_setting_errors_name_the_key_and_the_choices(value):
 def test_auto_reads_the_table_sizes_of_the_database(pg):
     conninfo = ConnInfo.of({"host": "127.0.0.1", "port": str(pg.port), "user": "postgres",
                             "password": PASSWORD, "dbname": DB})
-    assert RunExecutor._jobs(conninfo, DumpFormat.DIRECTORY, "auto") == 1  # a tiny db
-    assert RunExecutor._jobs(conninfo, DumpFormat.PLAIN, "auto") == 1
-    assert RunExecutor._jobs(conninfo, DumpFormat.DIRECTORY, 3) == 3
+    assert _jobs(conninfo, DumpFormat.DIRECTORY, "auto") == 1  # a tiny db
+    assert _jobs(conninfo, DumpFormat.PLAIN, "auto") == 1
+    assert _jobs(conninfo, DumpFormat.DIRECTORY, 3) == 3
     from pgbackup_server.postgres.server import table_sizes
 
     total, largest = table_sizes(conninfo)

@@ -33,6 +33,7 @@ from .zstdframes import tail_frames, walk_frames
 if TYPE_CHECKING:
     from .plan import Plan
     from .service import RestoreService
+    from .source import Source
 
 log = structlog.get_logger("pgbackup")
 
@@ -95,23 +96,24 @@ def _hashed_while_loading(plan: Plan) -> bool:
     """A whole restore into a database of its own (dropped on failure) hashes the file
     while it loads, so it is read from disk once; one into an existing database is
     checked before anything changes there; a plain partial one (``toc``) was hashed
-    while its sections were read."""
+    while its sections were read, and a stream from a copy checks itself."""
     return plan.toc is None and plan.mode in ("new", "swap")
 
 
-def check_before_loading(run: Run, plan: Plan) -> None:
+def check_before_load(run: Run, plan: Plan, *, streamed: bool = False) -> None:
     if plan.checksum_failure:
         raise Corrupt(plan.checksum_failure)
-    if plan.toc is None and not _hashed_while_loading(plan):
+    if plan.toc is None and not streamed and not _hashed_while_loading(plan):
         check_digest(run)
 
 
 @contextlib.contextmanager
 def digest_alongside(run: Run, plan: Plan, store: RunStore, events: Listener,
-                     clock: Clock) -> Iterator[None]:
+                     clock: Clock, *, streamed: bool = False) -> Iterator[None]:
     """Hash the file in a thread while the body loads it (see _hashed_while_loading);
     a failed checksum is the error, whatever the body raised."""
-    digest = DigestInBackground(run) if _hashed_while_loading(plan) else None
+    digest = (DigestInBackground(run) if _hashed_while_loading(plan) and not streamed
+              else None)
     try:
         yield
     finally:
@@ -149,6 +151,22 @@ def _check_archive(run: Run, tools: ToolRunner, path: Path) -> None:
         e = lacking[0]
         raise Corrupt(f"the archive has no data for {len(lacking)} of its entries, "
                       f"first {e.desc} {e.namespace}.{e.tag}".replace(" .", " "))
+
+
+def quick_verify(run: Run, source: Source, tools: ToolRunner) -> None:
+    """The local file as :func:`quick_check` does; an encrypted one by size and SHA-256
+    (no identity needed); each copy at an object store by size and checksum."""
+    remote = source.remote_copies(run)
+    if source.is_direct(run) or not remote and not run.encryption:
+        quick_check(run, tools)
+    elif source.local_file(run):
+        check_digest(run)
+    elif not remote:
+        raise Corrupt(f"file {run.file_path} is missing from disk and no destination holds "
+                      "a copy")
+    for dest, copy in remote:
+        how = source.quick_check_copy(run, dest, copy)
+        log.debug("Copy checked", run_id=run.id, destination=dest.name, checked=how)
 
 
 def check_digest(run: Run) -> None:
