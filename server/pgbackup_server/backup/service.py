@@ -84,6 +84,7 @@ class BackupService:
         recover(self.store, self.events, self.cleaner, clock=self.clock,
                 runtime_dir=self.runtime_dir,
                 directories=self.settings.backup.allowed_directories)
+        self.copier.recover()
 
     def shutdown(self, grace_seconds: float) -> None:
         """Stop admitting runs, give running ones ``grace_seconds``, then cancel them;
