@@ -33,7 +33,7 @@ def destination(s3: S3, path: str, env: dict[str, str] | None = None,
     config = DestinationConfig.model_validate(entry)
     built = Destinations.from_configs((config,), env if env is not None else s3.env(),
                                       part_size=PART, retry=FAST_FAIL)
-    dest = built.get("offsite")
+    dest = built.named("offsite")
     assert isinstance(dest, ObjectDestination)
     return dest
 

@@ -30,6 +30,27 @@ class RunKind(enum.StrEnum):
 
     DATABASE = "DATABASE"  # one database, with pg_dump
     GLOBALS = "GLOBALS"  # a server's roles and tablespaces, with pg_dumpall --globals-only
+    PHYSICAL_FULL = "PHYSICAL_FULL"  # the whole cluster, with pg_basebackup
+    PHYSICAL_INCREMENTAL = "PHYSICAL_INCREMENTAL"  # pg_basebackup --incremental=<parent>
+
+    @property
+    def physical(self) -> bool:
+        return self in (RunKind.PHYSICAL_FULL, RunKind.PHYSICAL_INCREMENTAL)
+
+
+class TargetKind(enum.StrEnum):
+    """``databases[].kind``: how a target is backed up."""
+
+    LOGICAL = "logical"  # pg_dump of a database
+    PHYSICAL = "physical"  # pg_basebackup of the whole cluster (replication connection)
+
+
+class BackupType(enum.StrEnum):
+    """What a physical backup request asks for (schedules' and the API's ``type``)."""
+
+    UNSPECIFIED = "BACKUP_TYPE_UNSPECIFIED"  # the proto's name; full for a physical target
+    FULL = "FULL"
+    INCREMENTAL = "INCREMENTAL"
 
 
 class Trigger(enum.StrEnum):
@@ -275,6 +296,16 @@ class Run:
     def copy_at(self, destination: str) -> Copy | None:
         return next((c for c in self.copies if c.destination == destination), None)
 
+    # Physical backups: the parent an incremental was taken against (0: none), why a
+    # requested incremental became a full one, the WAL range it needs, and its chain
+    # (the ids from the full backup to this one).
+    parent_id: int = 0
+    type_reason: str = ""
+    start_lsn: str = ""
+    end_lsn: str = ""
+    timeline: int = 0
+    chain: str = ""  # "12,15,18": ids from the full backup to this one
+
     @property
     def duration_seconds(self) -> float:
         if self.started_at is None or self.finished_at is None:
@@ -338,6 +369,29 @@ class Stats:
     verification_failures: int = 0
     databases: tuple[DatabaseStats, ...] = ()
     destinations: tuple[DestinationUsage, ...] = ()
+    targets: tuple[TargetSummary, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TargetSummary:
+    """A configured target and the database names its runs were recorded under."""
+
+    name: str
+    all_databases: bool = False
+    databases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CleanupDecision:
+    """What retention decided for one backup at one destination, and which rules say so
+    (to keep it) or why it goes."""
+
+    backup_id: int
+    database: str
+    destination: str
+    location: str
+    keep: bool
+    reasons: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,6 +400,7 @@ class CleanupResult:
     freed_bytes: int
     dry_run: bool
     files: tuple[str, ...] = field(default_factory=tuple)
+    decisions: tuple[CleanupDecision, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,6 +421,10 @@ class ScheduleInfo:
     enabled: bool
     job: str
     next_run_time: datetime | None
+    target: str = ""
+    last_run: Run | None = None  # the newest run this schedule started
+
+    type: BackupType = BackupType.UNSPECIFIED
 
 
 @dataclass(frozen=True, slots=True)

@@ -78,7 +78,9 @@ def run_column(name: str, hint: Any) -> Column[Any]:
     if kind is bool:
         return Column(name, Boolean, nullable=False, default=False)
     if isinstance(kind, type) and issubclass(kind, enum.Enum | Compression):
-        return Column(name, String(16 if kind is not Compression else 32), nullable=False,
+        # kind holds PHYSICAL_INCREMENTAL (20 characters).
+        wide = kind is Compression or name == "kind"
+        return Column(name, String(32 if wide else 16), nullable=False,
                       default="")
     if typing.get_origin(kind) is tuple:  # a tuple of strings, stored as a JSON list
         return Column(name, Text, nullable=False, default="[]")
@@ -106,6 +108,8 @@ runs = Table(
     Index("ix_runs_schedule_queued", "schedule", "queued_at"),
     Index("ix_runs_verification", "verification"),
     Index("ix_runs_target_id", "target", "id"),
+    Index("ix_runs_status_id", "status", "id"),
+    Index("ix_runs_trigger_id", "trigger", "id"),
 )
 run_totals = Table(
     "run_totals",

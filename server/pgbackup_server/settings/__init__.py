@@ -136,6 +136,10 @@ def _name_problems(settings: Settings) -> list[str]:
         if target.retention_days and target.retention and target.retention.days is not None:
             problems.append(f"databases[{i}].retentionDays: retention.days is set too; "
                             "keep retention.days only")
+    if settings.databases is None and any(s.type != "BACKUP_TYPE_UNSPECIFIED"
+                                          for s in settings.top_schedules or ()):
+        problems.append("schedules: type (full or incremental) needs a physical target: list "
+                        "it under databases: with kind: physical")
     names = [s.name for s in settings.schedules]
     for dup in sorted({n for n in names if names.count(n) > 1}):
         problems.append(f'schedules: the name "{dup}" is used twice; names must be unique')

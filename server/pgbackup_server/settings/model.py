@@ -52,12 +52,12 @@ class Settings(Section):
     alerts: AlertsConfig = setting({}, expected="a mapping", validate_default=True)
     notifications: tuple[NotificationConfig, ...] = setting(
         (), expected="a list of channels")
+    encryption: EncryptionConfig | None = setting(
+        None, expected="a mapping with recipients (age1… public keys)")
     # Not Optional: a union would echo the raw entries (secrets misplaced in the
     # file included) in its error for the None branch.
     destination_list: tuple[DestinationConfig, ...] = setting(
         (), alias="destinations", expected="a non-empty list of destinations")
-    encryption: EncryptionConfig | None = setting(
-        None, expected="a mapping with recipients (age1… public keys)")
     _source: Path | None = PrivateAttr(None)
 
     @field_validator("destination_list", mode="before")
@@ -105,11 +105,11 @@ class Settings(Section):
         if self.databases is None:
             for i, s in enumerate(self.top_schedules or ()):
                 out.append(ScheduleConfig(s.name or f"schedule-{i}", s.cron, s.job, s.enabled,
-                                          self.targets[0].name))
+                                          self.targets[0].name, s.type))
         for t in self.databases or ():
             for i, s in enumerate(t.schedules):
                 out.append(ScheduleConfig(s.name or f"{t.name}-{i}", s.cron, s.job, s.enabled,
-                                          t.name))
+                                          t.name, s.type))
         return tuple(out)
 
     @property

@@ -23,7 +23,7 @@ def build_destination(config: DestinationConfig, env: Mapping[str, str] | None =
     return ObjectDestination(config, config.secret_options(env), **options)
 
 
-class Destinations:
+class Destinations(Mapping[str, Destination]):
     """Destinations by name, in configuration order."""
 
     def __init__(self, destinations: list[Destination] | tuple[Destination, ...]) -> None:
@@ -34,18 +34,25 @@ class Destinations:
                      env: Mapping[str, str] | None = None, **options: Any) -> Destinations:
         return cls([build_destination(c, env, **options) for c in configs])
 
-    def get(self, name: str) -> Destination:
+    def named(self, name: str) -> Destination:
+        """The destination ``name``; NotFound naming the configured ones."""
         try:
             return self._by_name[name]
         except KeyError:
             raise NotFound(f'unknown destination "{name}"; configured: '
                            f"{', '.join(self._by_name) or '(none)'}") from None
 
-    def names(self) -> list[str]:
-        return list(self._by_name)
+    def __getitem__(self, name: str) -> Destination:
+        return self._by_name[name]
 
-    def __iter__(self) -> Iterator[Destination]:
-        return iter(self._by_name.values())
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._by_name)
 
     def __len__(self) -> int:
         return len(self._by_name)
+
+    def secrets(self, configs: tuple[DestinationConfig, ...],
+                env: Mapping[str, str] | None = None) -> list[str]:
+        """Every credential value the destinations were given, to scrub from texts."""
+        env = os.environ if env is None else env
+        return [v for c in configs for v in c.secret_options(env).values() if v]
