@@ -39,6 +39,7 @@ class CopyDecision:
     location: str
     keep: bool
     reasons: tuple[str, ...]
+    shown: str = ""  # the copy as the run records it: a path, or the object's URL
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +81,8 @@ class CopyRetention:
 
     def _one(self, config: DestinationConfig, dest: Destination, *,
              dry_run: bool) -> CopyCleanup:
-        present = self.copies.present(config.name)
+        present = self._reconciled(config.name, dest, self.copies.present(config.name),
+                                   dry_run=dry_run)
         by_id: dict[int, tuple[Run, Copy]] = {run.id: (run, copy) for run, copy in present}
         candidates = [Candidate(run.id, (run.target, run.database),
                                 run.started_at or run.queued_at, copy.locked_until)
@@ -116,11 +118,28 @@ class CopyRetention:
                 deleted.append(_shown(dest, copy.location))
                 freed += copy.size_bytes
             out.append(CopyDecision(run.id, run.database, config.name, copy.location, keep,
-                                    reasons))
+                                    reasons, _shown(dest, copy.location)))
         if deleted:
             log.info("Retention at a destination", destination=config.name,
                      deleted=len(deleted), freed_bytes=freed, dry_run=dry_run)
         return CopyCleanup(tuple(out), tuple(deleted), freed)
+
+    def _reconciled(self, name: str, dest: Destination, present: list[tuple[Run, Copy]], *,
+                    dry_run: bool) -> list[tuple[Run, Copy]]:
+        """Local copies whose file is gone (removed by hand) are MISSING, not decided
+        on. A directory absent as a whole (an unmounted volume) is not a deletion."""
+        if not dest.is_local or dry_run:
+            return present
+        kept = []
+        for run, copy in present:
+            path = _shown(dest, copy.location)
+            if not os.path.lexists(path) and os.path.isdir(os.path.dirname(path)):
+                self.copies.set_file_state(run.id, name, FileState.MISSING)
+                log.warning("Backup copy missing from its destination", run_id=run.id,
+                            destination=name, file_path=path)
+                continue
+            kept.append((run, copy))
+        return kept
 
     def _deleted(self, run: Run, copy: Copy, dest: Destination) -> None:
         """Record the copy gone (and its manifest removed); keep the run's record right."""

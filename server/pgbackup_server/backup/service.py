@@ -41,6 +41,7 @@ from ..storage.registry import Destinations
 from . import files
 from .cleanup import Cleaner
 from .copies import Copier, RetryPolicy, Secrets
+from .copy_retention import CopyRetention
 from .executor import RunExecutor
 from .jobs import Job, jobs_for
 from .progress import ProgressTracker
@@ -73,7 +74,9 @@ class BackupService:
         self.queue = RunQueue(self.targets.servers(), max_concurrent=b.max_concurrent,
                               max_queued=b.max_queued)
         self.tracker = ProgressTracker(store, clock)
-        self.cleaner = Cleaner(settings, store, self.targets.by_name, events, clock)
+        self.cleaner = Cleaner(settings, store, self.targets.by_name, events, clock,
+                               CopyRetention(settings, store, copies, destinations, clock,
+                                             self.copier.secrets.scrub))
         from ..physical.wal import WalArchives  # physical/ builds on backup/
 
         self.wal = WalArchives(settings, binaries, runtime_dir, clock)
