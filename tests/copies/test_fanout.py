@@ -88,6 +88,8 @@ def test_an_optional_copy_that_fails_is_recorded_alerted_and_counted(start_with,
     alerts = app.app.observability.alerts.active()
     assert [a.kind.value for a in alerts.values()] == ["copy_failed"]
     assert "offsite" in next(iter(alerts.values())).details["destination"]
+    (alert,) = app.client().list_alerts()
+    assert alert.kind == "COPY_FAILED" and "offsite" in alert.message
 
 
 def test_a_required_copy_that_fails_fails_the_run_and_keeps_the_others(start_with, s3,
