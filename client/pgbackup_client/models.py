@@ -118,12 +118,6 @@ class Backup(Model):
     kind: str = "RUN_KIND_UNSPECIFIED"
     # The configured target that made the run.
     target: str = ""
-    # One copy per destination of the target, with its state.
-    copies: tuple[BackupCopy, ...] = ()
-    # Hex SHA-256 of the dump before encryption; empty when not encrypted.
-    plaintext_sha256: str = ""
-    # Fingerprints of the age recipients the backup is encrypted to; empty: not encrypted.
-    encryption: tuple[str, ...] = ()
     # Physical backups. The backup an incremental was taken against (0: none).
     parent_id: int = 0
     # Why a requested incremental was taken as a full backup; empty otherwise.
@@ -134,6 +128,12 @@ class Backup(Model):
     timeline: int = 0
     # The chain to restore, full backup first: ids separated by commas ("12,15,18").
     chain: str = ""
+    # One copy per destination of the target, with its state.
+    copies: tuple[BackupCopy, ...] = ()
+    # Hex SHA-256 of the dump before encryption; empty when not encrypted.
+    plaintext_sha256: str = ""
+    # Fingerprints of the age recipients the backup is encrypted to; empty: not encrypted.
+    encryption: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,20 +207,6 @@ class TargetSummary(Model):
 
 
 @dataclass(frozen=True, slots=True)
-class DestinationStats(Model):
-    """A ``backup.v1.DestinationStats`` message."""
-
-    _proto: ClassVar[builtins.type[Message]] = backup_pb2.DestinationStats
-
-    name: str = ""
-    # Copies stored there now, and their bytes.
-    copies: int = 0
-    used_bytes: int = 0
-    # The newest backup stored there.
-    newest: BackupCopy | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class WalArchive(Model):
     """The WAL archive of one physical target (wal.stream: true)."""
 
@@ -241,6 +227,20 @@ class WalArchive(Model):
     slot: str = ""
     segments: int = 0
     size_bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationStats(Model):
+    """A ``backup.v1.DestinationStats`` message."""
+
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.DestinationStats
+
+    name: str = ""
+    # Copies stored there now, and their bytes.
+    copies: int = 0
+    used_bytes: int = 0
+    # The newest backup stored there.
+    newest: BackupCopy | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,10 +265,10 @@ class Stats(Model):
     databases: tuple[DatabaseStats, ...] = ()
     # Every configured target, also those that never ran.
     targets: tuple[TargetSummary, ...] = ()
-    # Per destination: the copies stored there and their bytes.
-    destinations: tuple[DestinationStats, ...] = ()
     # WAL archiving of physical targets with wal.stream.
     wal: tuple[WalArchive, ...] = ()
+    # Per destination: the copies stored there and their bytes.
+    destinations: tuple[DestinationStats, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -85,18 +85,19 @@ class App:
         if self.store.alerts.import_legacy(s.server.data_directory / "alerts.json"):
             log.info("Alert state imported into the store from alerts.json")
         self.events = EventHub()
-        self.destinations = Destinations.from_configs(s.destinations,
+        self.destinations = Destinations.from_configs(s.destinations, s.environment,
                                                       **self.destination_options)
         self.catalog = CatalogImporter(self.store.runs, self.store.copies, self.destinations,
                                        self.clock)
         self.service = BackupService(s, self.store.runs, self.events,
                                      copies=self.store.copies, binaries=binaries,
                                      runtime_dir=runtime, clock=self.clock,
-                                     destinations=self.destinations,
+                                     destinations=dict(self.destinations),
                                      retry=self.copy_retry)
         self.restore = RestoreService(s, self.store.runs, self.store.restores, self.events,
                                       targets=self.service.targets, binaries=binaries,
                                       runtime_dir=runtime, clock=self.clock,
+                                      destinations=self.destinations,
                                       address=self._loopback_grpc)
         self.restore.recover()
         self.events.add(VerifyAfterBackup(self.restore))

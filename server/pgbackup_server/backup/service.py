@@ -65,7 +65,8 @@ class BackupService:
         self.runtime_dir = runtime_dir
         self.targets = Targets(settings.targets)
         if destinations is None:
-            destinations = Destinations.from_configs(settings.destinations)
+            destinations = dict(Destinations.from_configs(settings.destinations,
+                                                             settings.environment))
         self.copier = Copier(settings, store, copies, destinations, events, clock,
                              secrets=Secrets(v for c in settings.destinations
                                              for v in c.secret_options(os.environ).values()),
@@ -237,8 +238,7 @@ class BackupService:
         target, database = self._scope(database)
         stats = self.store.stats(str(self.settings.backup.directory), target=target,
                                  database=database)
-        stats = replace(stats, destinations=self.copier.usage(target=target,
-                                                              database=database))
+        stats = replace(stats, destinations=self.copier.usage(target=target, database=database))
         if target or database:
             return stats
         # Every configured target, also one that never ran: "never" is an answer too.

@@ -8,92 +8,52 @@ API translate fields by name, so nothing else needs to change to carry it.
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from .copies import Copy as Copy
-from .copies import CopyState as CopyState
-from .copies import DestinationStatus as DestinationStatus
-from .copies import DestinationUsage as DestinationUsage
-from .copies import FileState as FileState
-from .copies import ObjectInfo as ObjectInfo
-from .copies import Stored as Stored
-
-
-class RunStatus(enum.StrEnum):
-    PENDING = "PENDING"
-    RUNNING = "RUNNING"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-
-    @property
-    def finished(self) -> bool:
-        return self in (RunStatus.SUCCEEDED, RunStatus.FAILED)
-
-
-class RunKind(enum.StrEnum):
-    """What a run backs up."""
-
-    DATABASE = "DATABASE"  # one database, with pg_dump
-    GLOBALS = "GLOBALS"  # a server's roles and tablespaces, with pg_dumpall --globals-only
-    PHYSICAL_FULL = "PHYSICAL_FULL"  # the whole cluster, with pg_basebackup
-    PHYSICAL_INCREMENTAL = "PHYSICAL_INCREMENTAL"  # pg_basebackup --incremental=<parent>
-
-    @property
-    def physical(self) -> bool:
-        return self in (RunKind.PHYSICAL_FULL, RunKind.PHYSICAL_INCREMENTAL)
-
-
-class TargetKind(enum.StrEnum):
-    """``databases[].kind``: how a target is backed up."""
-
-    LOGICAL = "logical"  # pg_dump of a database
-    PHYSICAL = "physical"  # pg_basebackup of the whole cluster (replication connection)
-
-
-class BackupType(enum.StrEnum):
-    """What a physical backup request asks for (schedules' and the API's ``type``)."""
-
-    UNSPECIFIED = "BACKUP_TYPE_UNSPECIFIED"  # the proto's name; full for a physical target
-    FULL = "FULL"
-    INCREMENTAL = "INCREMENTAL"
-
-
-class Trigger(enum.StrEnum):
-    SCHEDULE = "SCHEDULE"
-    MANUAL = "MANUAL"
-
-
-class Verification(enum.StrEnum):
-    """Outcome of the last verification of a backup."""
-
-    NONE = ""  # never verified
-    OK = "OK"
-    FAILED = "FAILED"
-
-
-class DumpFormat(enum.StrEnum):
-    PLAIN = "plain"  # SQL, .sql (.sql.zst, .sql.gz)
-    CUSTOM = "custom"  # pg_restore archive, .dump
-    DIRECTORY = "directory"  # pg_restore archive as a folder, .dir
-
-
-class CompressionMethod(enum.StrEnum):
-    NONE = "none"
-    GZIP = "gzip"
-    LZ4 = "lz4"
-    ZSTD = "zstd"
-
-    @property
-    def levels(self) -> tuple[int, int]:
-        """The levels this method takes (none: only 0)."""
-        return {"none": (0, 0), "gzip": (1, 9), "lz4": (1, 12), "zstd": (1, 19)}[self.value]
-
-    @property
-    def default_level(self) -> int:
-        return {"none": 0, "gzip": 6, "lz4": 1, "zstd": 1}[self.value]
+from .enums import (
+    AlertKind as AlertKind,
+)
+from .enums import (
+    BackupType as BackupType,
+)
+from .enums import (
+    ChannelType as ChannelType,
+)
+from .enums import (
+    CompressionMethod as CompressionMethod,
+)
+from .enums import (
+    CopyState as CopyState,
+)
+from .enums import (
+    DumpFormat as DumpFormat,
+)
+from .enums import (
+    FileState as FileState,
+)
+from .enums import (
+    NotifyEvent as NotifyEvent,
+)
+from .enums import (
+    RunKind as RunKind,
+)
+from .enums import (
+    RunStatus as RunStatus,
+)
+from .enums import (
+    TargetKind as TargetKind,
+)
+from .enums import (
+    Trigger as Trigger,
+)
+from .enums import (
+    Verification as Verification,
+)
+from .enums import (
+    VerifyMode as VerifyMode,
+)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -134,37 +94,81 @@ class Compression:
 NO_COMPRESSION = Compression(CompressionMethod.NONE, 0)
 
 
-class ChannelType(enum.StrEnum):
-    """A notification channel."""
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """Bytes that reached their final place: where, how many, and their SHA-256."""
 
-    WEBHOOK = "webhook"
-    SLACK = "slack"
-    EMAIL = "email"
-
-
-class NotifyEvent(enum.StrEnum):
-    """What a notification channel can subscribe to."""
-
-    FAILURE = "failure"
-    SUCCESS = "success"
-    STALE = "stale"
-    VERIFICATION_FAILED = "verification_failed"
-    CLEANUP = "cleanup"
+    location: str  # the destination-relative name, e.g. "db/backup_db_….sql.zst"
+    size: int
+    sha256: str
+    # The checksum the store itself will report for these bytes (an S3 ETag), so a
+    # quick verify compares without downloading; "" where the store offers none.
+    etag: str = ""
 
 
-class AlertKind(enum.StrEnum):
-    STALE = "stale"
-    MISSED_SCHEDULE = "missed_schedule"
-    VERIFICATION_FAILED = "verification_failed"
-    COPY_FAILED = "copy_failed"  # a backup's copy at a destination failed
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """What a destination knows about one stored object without reading it."""
+
+    location: str
+    size: int
+    modified: datetime | None = None
+    # The store's own checksum when it offers one (an S3 ETag, a local file has none).
+    etag: str = ""
+    locked_until: datetime | None = None  # S3 Object Lock retention
 
 
-class VerifyMode(enum.StrEnum):
-    """``backup.verify``: what is checked after each scheduled backup."""
+@dataclass(frozen=True, slots=True)
+class Copy:
+    """One copy of a run's backup at one destination."""
 
-    NONE = "none"
-    QUICK = "quick"
-    DEEP = "deep"
+    run_id: int
+    destination: str
+    state: CopyState
+    location: str = ""
+    size_bytes: int = 0
+    sha256: str = ""
+    error: str = ""
+    stored_at: datetime | None = None
+    file_state: FileState = FileState.NONE
+    locked_until: datetime | None = None
+
+    @property
+    def present(self) -> bool:
+        return self.state is CopyState.SUCCEEDED and self.file_state is FileState.PRESENT
+
+    @property
+    def backup_id(self) -> int:
+        return self.run_id
+
+    @property
+    def deleted(self) -> bool:
+        return self.file_state is FileState.DELETED
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationUsage:
+    """What the store knows a destination holds: its present copies, their bytes,
+    and the newest one."""
+
+    name: str
+    copies: int = 0
+    used_bytes: int = 0
+    newest: Copy | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationStatus:
+    """A configured destination as ListDestinations shows it."""
+
+    name: str
+    url: str  # never with credentials
+    required: bool
+    reachable: bool
+    error: str = ""
+    copies: int = 0
+    used_bytes: int = 0
+    newest: Copy | None = None
 
 
 # Marks a Run field that is not a column of backup_runs (persistence/schema.py).
@@ -282,8 +286,8 @@ class Stats:
     verified_backups: int = 0
     verification_failures: int = 0
     databases: tuple[DatabaseStats, ...] = ()
-    destinations: tuple[DestinationUsage, ...] = ()
     targets: tuple[TargetSummary, ...] = ()
+    destinations: tuple[DestinationUsage, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -155,7 +155,7 @@ class SqlRunStore:
                        size_bytes: int, sha256: str, bytes_written: int = 0,
                        **changes: Any) -> Run:
         """SUCCEEDED with its file; ``changes``: what only the finished run knows (a
-        physical backup's WAL range, plaintext_sha256, where its copies are)."""
+        physical backup's WAL range; plaintext_sha256 and encryption of an encrypted one)."""
         return self._update(run_id, "last_success_id", status=RunStatus.SUCCEEDED,
                             finished_at=finished_at, file_path=file_path, temp_path="",
                             size_bytes=size_bytes, sha256=sha256, bytes_written=bytes_written,

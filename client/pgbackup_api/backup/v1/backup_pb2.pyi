@@ -69,7 +69,7 @@ FULL: BackupType
 INCREMENTAL: BackupType
 
 class Backup(_message.Message):
-    __slots__ = ("id", "database", "status", "trigger", "file_path", "size_bytes", "sha256", "started_at", "finished_at", "duration_seconds", "error", "schedule", "backup_dir", "format", "compression", "pg_dump_version", "server_version", "file_deleted", "file_missing", "queued_at", "bytes_written", "estimated_total_bytes", "verification", "verification_reason", "verified_at", "kind", "target", "copies", "plaintext_sha256", "encryption", "parent_id", "type_reason", "start_lsn", "end_lsn", "timeline", "chain")
+    __slots__ = ("id", "database", "status", "trigger", "file_path", "size_bytes", "sha256", "started_at", "finished_at", "duration_seconds", "error", "schedule", "backup_dir", "format", "compression", "pg_dump_version", "server_version", "file_deleted", "file_missing", "queued_at", "bytes_written", "estimated_total_bytes", "verification", "verification_reason", "verified_at", "kind", "target", "parent_id", "type_reason", "start_lsn", "end_lsn", "timeline", "chain", "copies", "plaintext_sha256", "encryption")
     ID_FIELD_NUMBER: _ClassVar[int]
     DATABASE_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -97,15 +97,15 @@ class Backup(_message.Message):
     VERIFIED_AT_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
-    COPIES_FIELD_NUMBER: _ClassVar[int]
-    PLAINTEXT_SHA256_FIELD_NUMBER: _ClassVar[int]
-    ENCRYPTION_FIELD_NUMBER: _ClassVar[int]
     PARENT_ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_REASON_FIELD_NUMBER: _ClassVar[int]
     START_LSN_FIELD_NUMBER: _ClassVar[int]
     END_LSN_FIELD_NUMBER: _ClassVar[int]
     TIMELINE_FIELD_NUMBER: _ClassVar[int]
     CHAIN_FIELD_NUMBER: _ClassVar[int]
+    COPIES_FIELD_NUMBER: _ClassVar[int]
+    PLAINTEXT_SHA256_FIELD_NUMBER: _ClassVar[int]
+    ENCRYPTION_FIELD_NUMBER: _ClassVar[int]
     id: int
     database: str
     status: BackupStatus
@@ -133,16 +133,16 @@ class Backup(_message.Message):
     verified_at: _timestamp_pb2.Timestamp
     kind: RunKind
     target: str
-    copies: _containers.RepeatedCompositeFieldContainer[BackupCopy]
-    plaintext_sha256: str
-    encryption: _containers.RepeatedScalarFieldContainer[str]
     parent_id: int
     type_reason: str
     start_lsn: str
     end_lsn: str
     timeline: int
     chain: str
-    def __init__(self, id: _Optional[int] = ..., database: _Optional[str] = ..., status: _Optional[_Union[BackupStatus, str]] = ..., trigger: _Optional[_Union[Trigger, str]] = ..., file_path: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration_seconds: _Optional[float] = ..., error: _Optional[str] = ..., schedule: _Optional[str] = ..., backup_dir: _Optional[str] = ..., format: _Optional[str] = ..., compression: _Optional[str] = ..., pg_dump_version: _Optional[str] = ..., server_version: _Optional[str] = ..., file_deleted: _Optional[bool] = ..., file_missing: _Optional[bool] = ..., queued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bytes_written: _Optional[int] = ..., estimated_total_bytes: _Optional[int] = ..., verification: _Optional[str] = ..., verification_reason: _Optional[str] = ..., verified_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[_Union[RunKind, str]] = ..., target: _Optional[str] = ..., copies: _Optional[_Iterable[_Union[BackupCopy, _Mapping]]] = ..., plaintext_sha256: _Optional[str] = ..., encryption: _Optional[_Iterable[str]] = ..., parent_id: _Optional[int] = ..., type_reason: _Optional[str] = ..., start_lsn: _Optional[str] = ..., end_lsn: _Optional[str] = ..., timeline: _Optional[int] = ..., chain: _Optional[str] = ...) -> None: ...
+    copies: _containers.RepeatedCompositeFieldContainer[BackupCopy]
+    plaintext_sha256: str
+    encryption: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[int] = ..., database: _Optional[str] = ..., status: _Optional[_Union[BackupStatus, str]] = ..., trigger: _Optional[_Union[Trigger, str]] = ..., file_path: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration_seconds: _Optional[float] = ..., error: _Optional[str] = ..., schedule: _Optional[str] = ..., backup_dir: _Optional[str] = ..., format: _Optional[str] = ..., compression: _Optional[str] = ..., pg_dump_version: _Optional[str] = ..., server_version: _Optional[str] = ..., file_deleted: _Optional[bool] = ..., file_missing: _Optional[bool] = ..., queued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bytes_written: _Optional[int] = ..., estimated_total_bytes: _Optional[int] = ..., verification: _Optional[str] = ..., verification_reason: _Optional[str] = ..., verified_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[_Union[RunKind, str]] = ..., target: _Optional[str] = ..., parent_id: _Optional[int] = ..., type_reason: _Optional[str] = ..., start_lsn: _Optional[str] = ..., end_lsn: _Optional[str] = ..., timeline: _Optional[int] = ..., chain: _Optional[str] = ..., copies: _Optional[_Iterable[_Union[BackupCopy, _Mapping]]] = ..., plaintext_sha256: _Optional[str] = ..., encryption: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CreateBackupRequest(_message.Message):
     __slots__ = ("background", "database", "type")
@@ -213,7 +213,7 @@ class RunSummary(_message.Message):
     def __init__(self, id: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., file_path: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
 
 class GetStatsResponse(_message.Message):
-    __slots__ = ("total_backups", "total_size_bytes", "oldest_backup", "newest_backup", "backup_directory", "succeeded_runs", "failed_runs", "running_runs", "last_success", "last_failure", "verified_backups", "verification_failures", "databases", "targets", "destinations", "wal")
+    __slots__ = ("total_backups", "total_size_bytes", "oldest_backup", "newest_backup", "backup_directory", "succeeded_runs", "failed_runs", "running_runs", "last_success", "last_failure", "verified_backups", "verification_failures", "databases", "targets", "wal", "destinations")
     TOTAL_BACKUPS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     OLDEST_BACKUP_FIELD_NUMBER: _ClassVar[int]
@@ -228,8 +228,8 @@ class GetStatsResponse(_message.Message):
     VERIFICATION_FAILURES_FIELD_NUMBER: _ClassVar[int]
     DATABASES_FIELD_NUMBER: _ClassVar[int]
     TARGETS_FIELD_NUMBER: _ClassVar[int]
-    DESTINATIONS_FIELD_NUMBER: _ClassVar[int]
     WAL_FIELD_NUMBER: _ClassVar[int]
+    DESTINATIONS_FIELD_NUMBER: _ClassVar[int]
     total_backups: int
     total_size_bytes: int
     oldest_backup: _timestamp_pb2.Timestamp
@@ -244,9 +244,9 @@ class GetStatsResponse(_message.Message):
     verification_failures: int
     databases: _containers.RepeatedCompositeFieldContainer[DatabaseStats]
     targets: _containers.RepeatedCompositeFieldContainer[TargetSummary]
-    destinations: _containers.RepeatedCompositeFieldContainer[DestinationStats]
     wal: _containers.RepeatedCompositeFieldContainer[WalArchive]
-    def __init__(self, total_backups: _Optional[int] = ..., total_size_bytes: _Optional[int] = ..., oldest_backup: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., newest_backup: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., backup_directory: _Optional[str] = ..., succeeded_runs: _Optional[int] = ..., failed_runs: _Optional[int] = ..., running_runs: _Optional[int] = ..., last_success: _Optional[_Union[RunSummary, _Mapping]] = ..., last_failure: _Optional[_Union[RunSummary, _Mapping]] = ..., verified_backups: _Optional[int] = ..., verification_failures: _Optional[int] = ..., databases: _Optional[_Iterable[_Union[DatabaseStats, _Mapping]]] = ..., targets: _Optional[_Iterable[_Union[TargetSummary, _Mapping]]] = ..., destinations: _Optional[_Iterable[_Union[DestinationStats, _Mapping]]] = ..., wal: _Optional[_Iterable[_Union[WalArchive, _Mapping]]] = ...) -> None: ...
+    destinations: _containers.RepeatedCompositeFieldContainer[DestinationStats]
+    def __init__(self, total_backups: _Optional[int] = ..., total_size_bytes: _Optional[int] = ..., oldest_backup: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., newest_backup: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., backup_directory: _Optional[str] = ..., succeeded_runs: _Optional[int] = ..., failed_runs: _Optional[int] = ..., running_runs: _Optional[int] = ..., last_success: _Optional[_Union[RunSummary, _Mapping]] = ..., last_failure: _Optional[_Union[RunSummary, _Mapping]] = ..., verified_backups: _Optional[int] = ..., verification_failures: _Optional[int] = ..., databases: _Optional[_Iterable[_Union[DatabaseStats, _Mapping]]] = ..., targets: _Optional[_Iterable[_Union[TargetSummary, _Mapping]]] = ..., wal: _Optional[_Iterable[_Union[WalArchive, _Mapping]]] = ..., destinations: _Optional[_Iterable[_Union[DestinationStats, _Mapping]]] = ...) -> None: ...
 
 class CleanupRequest(_message.Message):
     __slots__ = ("dry_run",)

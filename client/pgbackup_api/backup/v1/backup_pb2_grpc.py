@@ -109,15 +109,15 @@ class BackupServiceStub:
                 request_serializer=backup_dot_v1_dot_backup__pb2.ImportCatalogRequest.SerializeToString,
                 response_deserializer=backup_dot_v1_dot_backup__pb2.ImportCatalogResponse.FromString,
                 _registered_method=True)
-        self.FetchWal = channel.unary_stream(
-                '/backup.v1.BackupService/FetchWal',
-                request_serializer=backup_dot_v1_dot_backup__pb2.FetchWalRequest.SerializeToString,
-                response_deserializer=backup_dot_v1_dot_backup__pb2.WalChunk.FromString,
-                _registered_method=True)
         self.CopyBackup = channel.unary_unary(
                 '/backup.v1.BackupService/CopyBackup',
                 request_serializer=backup_dot_v1_dot_backup__pb2.CopyBackupRequest.SerializeToString,
                 response_deserializer=backup_dot_v1_dot_backup__pb2.Backup.FromString,
+                _registered_method=True)
+        self.FetchWal = channel.unary_stream(
+                '/backup.v1.BackupService/FetchWal',
+                request_serializer=backup_dot_v1_dot_backup__pb2.FetchWalRequest.SerializeToString,
+                response_deserializer=backup_dot_v1_dot_backup__pb2.WalChunk.FromString,
                 _registered_method=True)
         self.ListDestinations = channel.unary_unary(
                 '/backup.v1.BackupService/ListDestinations',
@@ -237,17 +237,17 @@ class BackupServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def FetchWal(self, request, context):
-        """One archived WAL segment (or history file) of a physical target, decompressed:
-        what `backupctl wal-fetch` gives PostgreSQL's restore_command. gRPC only.
+    def CopyBackup(self, request, context):
+        """Makes the missing copies of a backup (FAILED, or at a destination added since) at
+        its target's destinations, streaming from a copy that succeeded.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def CopyBackup(self, request, context):
-        """Makes the missing copies of a backup (FAILED, or at a destination added since) at
-        its target's destinations, streaming from a copy that succeeded.
+    def FetchWal(self, request, context):
+        """One archived WAL segment (or history file) of a physical target, decompressed:
+        what `backupctl wal-fetch` gives PostgreSQL's restore_command. gRPC only.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -338,15 +338,15 @@ def add_BackupServiceServicer_to_server(servicer, server):
                     request_deserializer=backup_dot_v1_dot_backup__pb2.ImportCatalogRequest.FromString,
                     response_serializer=backup_dot_v1_dot_backup__pb2.ImportCatalogResponse.SerializeToString,
             ),
-            'FetchWal': grpc.unary_stream_rpc_method_handler(
-                    servicer.FetchWal,
-                    request_deserializer=backup_dot_v1_dot_backup__pb2.FetchWalRequest.FromString,
-                    response_serializer=backup_dot_v1_dot_backup__pb2.WalChunk.SerializeToString,
-            ),
             'CopyBackup': grpc.unary_unary_rpc_method_handler(
                     servicer.CopyBackup,
                     request_deserializer=backup_dot_v1_dot_backup__pb2.CopyBackupRequest.FromString,
                     response_serializer=backup_dot_v1_dot_backup__pb2.Backup.SerializeToString,
+            ),
+            'FetchWal': grpc.unary_stream_rpc_method_handler(
+                    servicer.FetchWal,
+                    request_deserializer=backup_dot_v1_dot_backup__pb2.FetchWalRequest.FromString,
+                    response_serializer=backup_dot_v1_dot_backup__pb2.WalChunk.SerializeToString,
             ),
             'ListDestinations': grpc.unary_unary_rpc_method_handler(
                     servicer.ListDestinations,
@@ -770,33 +770,6 @@ class BackupService:
             _registered_method=True)
 
     @staticmethod
-    def FetchWal(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_stream(
-            request,
-            target,
-            '/backup.v1.BackupService/FetchWal',
-            backup_dot_v1_dot_backup__pb2.FetchWalRequest.SerializeToString,
-            backup_dot_v1_dot_backup__pb2.WalChunk.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
     def CopyBackup(request,
             target,
             options=(),
@@ -813,6 +786,33 @@ class BackupService:
             '/backup.v1.BackupService/CopyBackup',
             backup_dot_v1_dot_backup__pb2.CopyBackupRequest.SerializeToString,
             backup_dot_v1_dot_backup__pb2.Backup.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchWal(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/backup.v1.BackupService/FetchWal',
+            backup_dot_v1_dot_backup__pb2.FetchWalRequest.SerializeToString,
+            backup_dot_v1_dot_backup__pb2.WalChunk.FromString,
             options,
             channel_credentials,
             insecure,
