@@ -44,6 +44,11 @@ def test_a_new_host_imports_lists_and_restores(
     assert status == 404 and "'nope' is not configured; configured: local" in body["message"]
     status, body = new.rest("POST", "/api/v1/catalog:import", {})
     assert status == 400 and "destination: required" in body["message"]
+    # A private key never travels in a URL, where proxies log it.
+    secret = "AGE-SECRET-KEY-1QQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQ"
+    status, body = new.rest("GET", f"/api/v1/backups/{backup.id}/contents?identity={secret}")
+    assert status == 400 and "a private key never goes in a URL" in body["message"]
+    assert secret not in str(body)
 
     target = "imported_restore"
     try:

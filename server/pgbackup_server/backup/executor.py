@@ -4,12 +4,11 @@ picks a pg_dump, plans and dumps, and records every step on the run.
 A run always ends recorded: SUCCEEDED with its file, size and SHA-256, or FAILED
 with the reason (logged and sent to the event listeners), whatever went wrong.
 
-Where a logical backup's bytes go: with the one default destination
-(``backup.directory``) and no encryption, pg_dump writes the file itself (the fast
-path) and the copy is recorded after. Otherwise the dump is streamed once,
-[compressed,] [encrypted,] to every destination of the target (:mod:`.fanout`): no
-local file unless a destination is local; the run succeeds when every required
-destination holds its copy.
+Where the bytes go: with the one default destination (``backup.directory``) and no
+encryption, pg_dump writes the file itself (the fast path) and the copy is recorded
+after. Otherwise the dump is streamed once, [compressed,] [encrypted,] to every
+destination of the target (:mod:`.fanout`): no local file unless a destination is
+local; the run succeeds when every required destination holds its copy.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -45,19 +44,6 @@ from .plan import DumpPlan, plan_dump, wanted_capability
 from .progress import ProgressTracker
 
 log = structlog.get_logger("pgbackup")
-
-
-@dataclass
-class _Dumped:
-    """What a logical run's dump made: a file (fast path), or copies (streamed)."""
-
-    running: Run | None = None
-    outcome: DumpOutcome | None = None
-    outputs: Outputs | None = None
-    bytes_in: int = 0
-    plaintext: str = ""
-
-
 # (run, plan, file stem) -> more sinks and stages for the run (see backup.pipeline).
 ExtraOutputs = Callable[[Run, DumpPlan, str], Extras | None]
 SHUTDOWN_CANCELLED = "cancelled: the service shut down (server.shutdownGrace expired)"
@@ -100,49 +86,123 @@ class RunExecutor:
 
     def execute(self, run: Run, job: Job) -> CreateResult:
         """Run ``job`` for the recorded ``run``; raise its error after recording it."""
+        if run.kind.physical:
+            return self._execute_physical(run, job)
         bound = log.bind(run_id=run.id, database=run.database)
         started = self.clock()
+        b = self.settings.backup
+        conninfo = self.targets.conninfo(job.target.name, job.dbname)
         bound.info("Database backup job started", backup_dir=str(job.directory))
-        changes: dict[str, Any] = {}
-        configs = (() if job.requested or run.kind.physical
-                   else self.copier.configs_of(job.target.name))
-        streamed = not run.kind.physical and self._streams(job, configs)
-        dumped = _Dumped()
+        extras: Extras | None = None
+        configs = () if job.requested else self.copier.configs_of(job.target.name)
+        streamed = self._streams(job, configs)
+        outputs: Outputs | None = None
         try:
             if not streamed or any(_is_dir(c, job.directory) for c in configs):
                 files.prepare_backup_dir(job.directory, job.dir_field,
                                          requested=job.requested)
-            if run.kind.physical:
-                made = self.physical.produce(run, job, started)
-                outcome = DumpOutcome(made.outcome.path, made.outcome.size_bytes,
-                                      made.outcome.sha256, made.outcome.size_bytes)
-                changes = made.changes
+            server = query_server(conninfo)
+            binary = pg_binaries.choose(self.binaries, server.major, server.version,
+                                        wanted_capability(b.format, b.compression,
+                                                          b.compress_backup))
+            plan = plan_dump(binary, format=b.format, compression=b.compression,
+                             compress_backup=b.compress_backup,
+                             supports=pg_binaries.supports_compression, jobs=b.jobs)
+            globals_only = run.kind is RunKind.GLOBALS
+            if globals_only:
+                plan = plan.for_globals()
+            # The run's database names the file; globals_<target> for the globals.
+            name = job.target.name if globals_only else run.database
+            stem = naming.stem(run.kind, name, started, self.settings.scheduler.tz)
+            encryption = self.settings.encryption if streamed else None
+            if streamed:
+                ext = plan.extension + (".age" if encryption else "")
+                relative = free_name([self.copier.destination(c.name) for c in configs],
+                                     stem, ext)
+                temp_path = ""
             else:
-                self._dump(run, job, started, bound, configs if streamed else None, dumped)
-        except BackupError as exc:
-            self._unstored(run, dumped.outputs, exc.message)
-            self._fail(run, started, exc, bound)
-        except OSError as exc:  # the file system changed under the run: no bug, no traceback
-            self._unstored(run, dumped.outputs, exc.strerror or str(exc))
-            where = f" ({exc.filename})" if exc.filename else ""
-            self._fail(run, started, BackupFailed(f"file system error{where}: "
-                                                  f"{exc.strerror or exc}"), bound)
-        except Exception as exc:  # a bug: still record the run
-            bound.exception("Backup crashed")
-            self._unstored(run, dumped.outputs, str(exc))
-            self._fail(run, started, BackupFailed(f"internal error: {exc}"), bound)
+                extras = self.extra_outputs(run, plan, stem) if self.extra_outputs else None
+                ext = plan.extension + (extras.suffix if extras else "")
+                temp = naming.free_temp_path(job.directory, f"{stem}{ext}", run.id)
+                temp_path = str(temp)
+            dump = DumpProcess(plan, conninfo, str(self.runtime_dir))
+            try:
+                with self._lock:
+                    if self._cancelling:
+                        raise Unavailable(SHUTDOWN_CANCELLED)
+                    self._active[run.id] = dump
+                running = self.store.mark_running(
+                    run.id, started_at=started, temp_path=temp_path, format=plan.format,
+                    compression=plan.compression, pg_dump_version=binary.version,
+                    server_version=server.version,
+                    encryption=encryption.fingerprints if encryption else ())
+                self.events.on_run_started(running)
+            except BaseException as exc:
+                if extras:  # dump.run owns them from here on
+                    extras.abort(str(exc))
+                raise
+            bound.debug("pg_dump starting", pg_dump=binary.path, pg_dump_version=binary.version,
+                        server_version=server.version, format=plan.format,
+                        compression=str(plan.compression))
+            on_progress = self.tracker.recorder(run.id, server.database_size)
+            if streamed:
+                outputs = Outputs(self.copier, running, relative, [c.name for c in configs])
+                hashing: list[HashStage] = []
+                stages: tuple[StageFactory, ...] = ()
+                if encryption is not None:
+                    recipients = encryption.recipients
+
+                    def plaintext(down: Sink) -> Sink:
+                        hashing.append(HashStage(down))
+                        return hashing[-1]
+
+                    # compress, then hash (the plaintext), then encrypt, then store
+                    stages = (lambda down: EncryptingSink(recipients, down), plaintext)
+                sink = build(outputs, Extras(stages=stages), plan.zstd_level)
+                bytes_in, _ = dump.stream(sink, relative, b.timeout_seconds, on_progress)
+            else:
+                outcome = dump.run(job.directory, stem, run.id, b.timeout_seconds,
+                                   on_progress=on_progress, temp=temp, extras=extras)
+        except Exception as exc:  # whatever went wrong, the run ends recorded
+            error = _as_backup_error(exc, bound)
+            self._unstored(run, outputs, error.message)
+            self._fail(run, started, error, bound)
         finally:
             with self._lock:
                 self._active.pop(run.id, None)
             self.tracker.forget(run.id)
-        if dumped.outputs is not None:
-            stored = self._settle(dumped, bound)
+        if outputs is not None:
+            digest = hashing[0].hash.hexdigest() if hashing else ""
+            stored = self._settle(replace(running, plaintext_sha256=digest), outputs,
+                                  bytes_in, bound)
         else:
-            if dumped.outcome is not None:
-                outcome = dumped.outcome
-                self._record_local(dumped.running or run, job, configs, outcome)
+            self._record_local(running, job, configs, outcome)
             stored = dict(file_path=str(outcome.path), size_bytes=outcome.size_bytes,
-                          sha256=outcome.sha256, bytes_written=outcome.bytes_in, **changes)
+                          sha256=outcome.sha256, bytes_written=outcome.bytes_in)
+        return self._succeeded(run, job, started, stored, bound)
+
+    def _execute_physical(self, run: Run, job: Job) -> CreateResult:
+        """A physical run: pg_basebackup into the target's directory (physical/)."""
+        bound = log.bind(run_id=run.id, database=run.database)
+        started = self.clock()
+        bound.info("Physical backup job started", backup_dir=str(job.directory))
+        try:
+            files.prepare_backup_dir(job.directory, job.dir_field, requested=job.requested)
+            made = self.physical.produce(run, job, started)
+        except Exception as exc:  # whatever went wrong, the run ends recorded
+            self._fail(run, started, _as_backup_error(exc, bound), bound)
+        finally:
+            self.tracker.forget(run.id)
+        out = made.outcome
+        outcome = DumpOutcome(out.path, out.size_bytes, out.sha256, out.size_bytes)
+        self._record_local(run, job, self.copier.configs_of(job.target.name), outcome)
+        stored = dict(file_path=str(out.path), size_bytes=out.size_bytes, sha256=out.sha256,
+                      bytes_written=out.size_bytes, **made.changes)
+        return self._succeeded(run, job, started, stored, bound)
+
+    def _succeeded(self, run: Run, job: Job, started: datetime, stored: dict[str, Any],
+                   bound: structlog.typing.FilteringBoundLogger) -> CreateResult:
+        """Record the success, tell the listeners, and apply retention when asked."""
         finished = self.clock()
         done = self.store.mark_succeeded(run.id, finished_at=finished, **stored)
         bound.info("Database backup completed successfully", file_path=done.file_path,
@@ -157,79 +217,6 @@ class RunExecutor:
             except Exception:  # cleanup must never turn a good backup into an error
                 bound.exception("Cleanup after backup failed")
         return CreateResult(done, deleted)
-
-    def _dump(self, run: Run, job: Job, started: datetime,
-              bound: structlog.typing.FilteringBoundLogger,
-              configs: tuple[DestinationConfig, ...] | None, dumped: _Dumped) -> None:
-        """pg_dump (pg_dumpall for globals) of a logical run: into ``job.directory``, or
-        streamed to the destinations ``configs`` (what it made goes in ``dumped``)."""
-        b = self.settings.backup
-        conninfo = self.targets.conninfo(job.target.name, job.dbname)
-        server = query_server(conninfo)
-        binary = pg_binaries.choose(self.binaries, server.major, server.version,
-                                    wanted_capability(b.format, b.compression,
-                                                      b.compress_backup))
-        plan = plan_dump(binary, format=b.format, compression=b.compression,
-                         compress_backup=b.compress_backup,
-                         supports=pg_binaries.supports_compression, jobs=b.jobs)
-        globals_only = run.kind is RunKind.GLOBALS
-        if globals_only:
-            plan = plan.for_globals()
-        # The run's database names the file; globals_<target> for the globals.
-        name = job.target.name if globals_only else run.database
-        stem = naming.stem(run.kind, name, started, self.settings.scheduler.tz)
-        encryption = self.settings.encryption if configs is not None else None
-        extras: Extras | None = None
-        if configs is not None:
-            ext = plan.extension + (".age" if encryption else "")
-            relative = free_name([self.copier.destination(c.name) for c in configs], stem,
-                                 ext)
-            temp_path = ""
-        else:
-            extras = self.extra_outputs(run, plan, stem) if self.extra_outputs else None
-            ext = plan.extension + (extras.suffix if extras else "")
-            temp = naming.free_temp_path(job.directory, f"{stem}{ext}", run.id)
-            temp_path = str(temp)
-        dump = DumpProcess(plan, conninfo, str(self.runtime_dir))
-        try:
-            with self._lock:
-                if self._cancelling:
-                    raise Unavailable(SHUTDOWN_CANCELLED)
-                self._active[run.id] = dump
-            running = self.store.mark_running(
-                run.id, started_at=started, temp_path=temp_path, format=plan.format,
-                compression=plan.compression, pg_dump_version=binary.version,
-                server_version=server.version,
-                encryption=encryption.fingerprints if encryption else ())
-            dumped.running = running
-            self.events.on_run_started(running)
-        except BaseException as exc:
-            if extras:  # dump.run owns them from here on
-                extras.abort(str(exc))
-            raise
-        bound.debug("pg_dump starting", pg_dump=binary.path, pg_dump_version=binary.version,
-                    server_version=server.version, format=plan.format,
-                    compression=str(plan.compression))
-        on_progress = self.tracker.recorder(run.id, server.database_size)
-        if configs is None:
-            dumped.outcome = dump.run(job.directory, stem, run.id, b.timeout_seconds,
-                                      on_progress=on_progress, temp=temp, extras=extras)
-            return
-        dumped.outputs = Outputs(self.copier, running, relative, [c.name for c in configs])
-        hashing: list[HashStage] = []
-        stages: tuple[StageFactory, ...] = ()
-        if encryption is not None:
-            recipients = encryption.recipients
-
-            def plaintext(down: Sink) -> Sink:
-                hashing.append(HashStage(down))
-                return hashing[-1]
-
-            # compress, then hash (the plaintext), then encrypt, then store
-            stages = (lambda down: EncryptingSink(recipients, down), plaintext)
-        sink = build(dumped.outputs, Extras(stages=stages), plan.zstd_level)
-        dumped.bytes_in, _ = dump.stream(sink, relative, b.timeout_seconds, on_progress)
-        dumped.plaintext = hashing[0].hash.hexdigest() if hashing else ""
 
     def _fail(self, run: Run, started: datetime, exc: BackupError,
               bound: structlog.typing.FilteringBoundLogger) -> NoReturn:
@@ -275,14 +262,11 @@ class RunExecutor:
             self.copier.copies.mark_failed(run.id, sink.name,
                                            error=f"not stored: the backup failed: {reason}")
 
-    def _settle(self, dumped: _Dumped,
+    def _settle(self, run: Run, outputs: Outputs, bytes_in: int,
                 bound: structlog.typing.FilteringBoundLogger) -> dict[str, Any]:
         """Record the copies; what the run records as stored (file, size, hash, where),
         or FAILED (and raised) when a required destination lacks its copy."""
-        assert dumped.outputs is not None and dumped.running is not None
-        run = replace(dumped.running, plaintext_sha256=dumped.plaintext)
-        bytes_in = dumped.bytes_in
-        settled = dumped.outputs.settle(run)
+        settled = outputs.settle(run)
         present = [c for c in settled.copies if c.present]
         primary = next((c for c in present if self.copier.destination(c.destination).is_local),
                        present[0])
@@ -319,3 +303,15 @@ def _where(dest: Destination, copy: Copy) -> tuple[str, str]:
         path = unquote(urlsplit(url).path)
         return path, os.path.dirname(path)
     return url, url.rsplit("/", 1)[0]
+
+
+def _as_backup_error(exc: Exception, bound: structlog.typing.FilteringBoundLogger) -> BackupError:
+    """What a failed run records: the error itself, a file system error (no bug, no
+    traceback), or an internal error (a bug: logged with its traceback)."""
+    if isinstance(exc, BackupError):
+        return exc
+    if isinstance(exc, OSError):  # the file system changed under the run
+        where = f" ({exc.filename})" if exc.filename else ""
+        return BackupFailed(f"file system error{where}: {exc.strerror or exc}")
+    bound.exception("Backup crashed")
+    return BackupFailed(f"internal error: {exc}")

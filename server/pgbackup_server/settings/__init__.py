@@ -92,6 +92,7 @@ def build_settings(raw: Any, *, base: Path, env: Mapping[str, str],
     if problems or settings is None:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     settings._source = source
+    settings._env = env
     return settings
 
 
@@ -151,13 +152,20 @@ def _name_problems(settings: Settings) -> list[str]:
 
 
 def _format_problems(settings: Settings) -> list[str]:
-    """The directory format is a tree of files: it is stored only in local directories."""
+    """The directory format is a tree of files: stored only in local directories, and
+    never encrypted."""
     if settings.backup.format is not DumpFormat.DIRECTORY:
         return []
+    problems = []
     remote = sorted({d.name for t in settings.targets for d in settings.destinations_of(t)
                      if not d.is_local})
-    if not remote:
-        return []
-    return [f"backup.format: directory backups can only be stored in local directories, "
-            f"but destination(s) {', '.join(remote)} are object stores; use format: custom "
-            "(parallel restore, selective restore) or plain"]
+    if remote:
+        problems.append(f"backup.format: directory backups can only be stored in local "
+                        f"directories, but destination(s) {', '.join(remote)} are object "
+                        "stores; use format: custom (parallel restore, selective restore) "
+                        "or plain")
+    if settings.encryption is not None:
+        problems.append("backup.format: directory backups cannot be encrypted (age encrypts "
+                        "one stream, a directory is many files); use format: custom "
+                        "(parallel restore, selective restore) or plain")
+    return problems

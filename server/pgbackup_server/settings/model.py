@@ -7,6 +7,8 @@ types and values out of range are refused with the key's path (:mod:`.errors`).
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -59,6 +61,7 @@ class Settings(Section):
     destination_list: tuple[DestinationConfig, ...] = setting(
         (), alias="destinations", expected="a non-empty list of destinations")
     _source: Path | None = PrivateAttr(None)
+    _env: Mapping[str, str] | None = PrivateAttr(None)
 
     @field_validator("destination_list", mode="before")
     @classmethod
@@ -115,6 +118,12 @@ class Settings(Section):
     @property
     def store_url(self) -> str:
         return self.store.url or f"sqlite:///{self.server.data_directory / 'backupd.sqlite3'}"
+
+    @property
+    def environment(self) -> Mapping[str, str]:
+        """The environment the settings were read with (the credentials that
+        ``destinations[].credentials`` names are read from it)."""
+        return os.environ if self._env is None else self._env
 
     @property
     def source(self) -> Path | None:

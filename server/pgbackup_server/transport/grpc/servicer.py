@@ -121,7 +121,8 @@ class BackupServicer(pb_grpc.BackupServiceServicer):
             schedules=[to_message(s, pb.Schedule) for s in self.schedules.schedules()])
 
     def VerifyBackup(self, request: pb.VerifyBackupRequest, context: Any) -> Any:
-        return to_message(self.restore.verify(request.id, deep=request.deep),
+        return to_message(self.restore.verify(request.id, deep=request.deep,
+                                              identity=request.identity),
                           pb.VerifyBackupResponse)
 
     def RestoreBackup(self, request: pb.RestoreBackupRequest, context: Any) -> Any:
@@ -129,7 +130,8 @@ class BackupServicer(pb_grpc.BackupServiceServicer):
             request.id, target_database=request.target_database, overwrite=request.overwrite,
             schemas=list(request.schemas), tables=list(request.tables), jobs=request.jobs,
             requested_by=requester(context), background=request.background,
-            force=request.force, target_directory=request.target_directory,
+            force=request.force, identity=request.identity,
+            target_directory=request.target_directory,
             target_time=(request.target_time.ToDatetime(tzinfo=UTC)
                          if request.HasField("target_time") else None),
             target_lsn=request.target_lsn), pb.RestoreRun)
@@ -138,7 +140,8 @@ class BackupServicer(pb_grpc.BackupServiceServicer):
         return to_message(self.restore.get_restore(request.id), pb.RestoreRun)
 
     def ListBackupContents(self, request: pb.ListBackupContentsRequest, context: Any) -> Any:
-        return to_message(self.restore.contents(request.id), pb.ListBackupContentsResponse)
+        return to_message(self.restore.contents(request.id, identity=request.identity),
+                          pb.ListBackupContentsResponse)
 
     def ListAlerts(self, request: pb.ListAlertsRequest, context: Any) -> Any:
         firing = sorted(self.alerts.firing() if self.alerts else [], key=lambda a: (a.since, a.key))
