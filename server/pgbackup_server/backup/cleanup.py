@@ -106,8 +106,9 @@ class Cleaner:
         if not dry_run:  # one listing serves both the reconcile and retention
             vanished = self._mark_vanished(present)
             present = [r for r in present if r.id not in vanished]
-        if self.copies is not None:  # those are decided per destination
-            present = [r for r in present if not any(c.present for c in r.copies)]
+        if self.copies is not None:  # logical backups with copies: decided per destination
+            present = [r for r in present
+                       if r.kind.physical or not any(c.present for c in r.copies)]
         by_id = {r.id: r for r in present}
         decisions = retention.decide(retention.candidates(present), policy_for,
                                      now=self.clock(), tz=self.settings.scheduler.tz,

@@ -3,7 +3,7 @@ target at that destination (``retention_for``), decided by the pure rules of
 ``domain.retention``.
 
 Only copies the service recorded are candidates, so nothing it did not make is ever
-deleted. A copy under S3 Object Lock stays until its date: kept, with the reason,
+deleted; physical backups (chains) stay with the directory retention. A copy under S3 Object Lock stays until its date: kept, with the reason,
 and no failure. A run whose copies are all gone is marked DELETED; a run whose
 listed file went while another copy stays points at that copy instead.
 """
@@ -84,6 +84,8 @@ class CopyRetention:
         present = self._reconciled(config.name, dest, self.copies.present(config.name),
                                    dry_run=dry_run)
         by_id: dict[int, tuple[Run, Copy]] = {run.id: (run, copy) for run, copy in present}
+        # Physical backups form chains: the directory retention (chain-aware) keeps them.
+        present = [(run, copy) for run, copy in present if not run.kind.physical]
         candidates = [Candidate(run.id, (run.target, run.database),
                                 run.started_at or run.queued_at, copy.locked_until)
                       for run, copy in present if run.status is RunStatus.SUCCEEDED]
