@@ -3,9 +3,12 @@ target at that destination (``retention_for``), decided by the pure rules of
 ``domain.retention``.
 
 Only copies the service recorded are candidates, so nothing it did not make is ever
-deleted; physical backups (chains) stay with the directory retention. A copy under S3 Object Lock stays until its date: kept, with the reason,
-and no failure. A run whose copies are all gone is marked DELETED; a run whose
-listed file went while another copy stays points at that copy instead.
+deleted; physical backups (chains) stay with the directory retention. A local copy is
+deleted only if it is still the regular file (or directory backup) the service wrote,
+never through a symlink (``files.delete_backup``). A copy under S3 Object Lock stays
+until its date: kept, with the reason, and no failure. A run whose copies are all
+gone is marked DELETED; a run whose listed file went while another copy stays points
+at that copy instead.
 """
 
 from __future__ import annotations
@@ -13,17 +16,20 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import structlog
 
 from ..domain import retention
+from ..domain.errors import BackupError
 from ..domain.models import Copy, FileState, Run, RunStatus
 from ..domain.ports import Clock, CopyStore, Destination, RunStore
 from ..domain.retention import Candidate, Group, Policy
 from ..settings import DestinationConfig, Settings
 from ..settings.retention import retention_for
 from ..storage.catalog import manifest_name
+from . import files
 
 log = structlog.get_logger("pgbackup")
 LOCKED = "locked (S3 Object Lock): kept until its retention date"
@@ -99,9 +105,14 @@ class CopyRetention:
             run, copy = by_id[d.candidate.id]
             reasons = d.reasons
             keep = d.keep
-            if not keep and not dry_run:
+            if not keep and dest.is_local and not self._ours(dest, copy):
+                keep = True
+                reasons += ("not deleted: the file is not the backup the service wrote",)
+                if not dry_run:
+                    self._missing(run, copy, dest)
+            elif not keep and not dry_run:
                 try:
-                    gone = dest.delete(copy.location)
+                    gone = self._delete(dest, copy)
                 except Exception as exc:
                     gone = False
                     reasons += (f"not deleted: {self.scrub(str(exc))}",)
@@ -142,6 +153,26 @@ class CopyRetention:
                 continue
             kept.append((run, copy))
         return kept
+
+    def _ours(self, dest: Destination, copy: Copy) -> bool:
+        return files.is_our_regular_file(Path(_shown(dest, copy.location)))
+
+    def _delete(self, dest: Destination, copy: Copy) -> bool:
+        """Delete a copy; False when Object Lock holds it. A local one goes through
+        ``files.delete_backup`` (confined to its destination, never through a link)."""
+        if not dest.is_local:
+            return dest.delete(copy.location)
+        path = Path(_shown(dest, copy.location))
+        if files.delete_backup(path, (path.parent,)) is None:
+            raise BackupError("the file changed under the service")
+        return True
+
+    def _missing(self, run: Run, copy: Copy, dest: Destination) -> None:
+        self.copies.set_file_state(run.id, copy.destination, FileState.MISSING)
+        if run.file_path == _shown(dest, copy.location):
+            self.runs.set_file_state([run.id], FileState.MISSING)
+        log.warning("Not deleting: file is not the backup the service wrote", run_id=run.id,
+                    destination=copy.destination, file_path=_shown(dest, copy.location))
 
     def _deleted(self, run: Run, copy: Copy, dest: Destination) -> None:
         """Record the copy gone (and its manifest removed); keep the run's record right."""
