@@ -63,7 +63,9 @@ def test_restore_from_s3_encrypted_and_not(
         caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]) -> None:
     caplog.set_level(logging.DEBUG)
     bucket = s3.make_bucket()
-    stack = start_app(envoy=False, env=s3.env(),
+    # The target stores only locally: the test puts the S3 copy itself (below).
+    stack = start_app(envoy=False, env=s3.env(), database=None, schedules=None,
+                      databases=[{"name": DB, "url": pg.url(DB), "destinations": ["local"]}],
                       backup={"format": fmt, "compressBackup": fmt == "plain"},
                       destinations=[{"name": "local", "url": "file:///nonexistent-local"},
                                     s3.destination("offsite", f"{bucket}/pg")])
