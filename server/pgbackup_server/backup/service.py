@@ -41,6 +41,7 @@ from ..storage.registry import Destinations
 from . import files
 from .cleanup import Cleaner, Exclusive
 from .copies import Copier, RetryPolicy, Secrets
+from .copy_retention import CopyRetention
 from .executor import RunExecutor
 from .jobs import Job, jobs_for
 from .progress import ProgressTracker
@@ -79,6 +80,8 @@ class BackupService:
                                       max_queued=b.max_queued))
         self.tracker = ProgressTracker(store, clock)
         self.cleaner = Cleaner(settings, store, self.targets.by_name, events, clock,
+                               CopyRetention(settings, store, copies, destinations, clock,
+                                             self.copier.secrets.scrub),
                                exclusive=exclusive)
         from ..physical.wal import WalArchives  # physical/ builds on backup/
 
@@ -95,6 +98,7 @@ class BackupService:
         recover(self.store, self.events, self.cleaner, clock=self.clock,
                 runtime_dir=self.runtime_dir,
                 directories=self.settings.backup.allowed_directories)
+        self.copier.recover()
 
     def shutdown(self, grace_seconds: float) -> None:
         """Stop admitting runs, give running ones ``grace_seconds``, then cancel them;
