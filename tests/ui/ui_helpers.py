@@ -74,17 +74,29 @@ def run_row(stack: Any, **values: Any) -> dict[str, Any]:
     return row
 
 
+# One chromium for the session, shared by every module that imports the fixture (each
+# import is a fixture of its own; Playwright's sync API allows one instance).
+_SHARED: dict[str, Any] = {}
+
+
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium; .ci/run does)")
-    from playwright.sync_api import sync_playwright
+    if not _SHARED:
+        from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as p:
+        playwright = sync_playwright().start()
         args = ["--no-sandbox"] if os.geteuid() == 0 else []
-        b = p.chromium.launch(executable_path=CHROMIUM, args=[*args, "--disable-gpu"])
-        yield b
-        b.close()
+        _SHARED.update(playwright=playwright, users=0, browser=playwright.chromium.launch(
+            executable_path=CHROMIUM, args=[*args, "--disable-gpu"]))
+    _SHARED["users"] += 1
+    yield _SHARED["browser"]
+    _SHARED["users"] -= 1
+    if _SHARED["users"] == 0:
+        _SHARED["browser"].close()
+        _SHARED["playwright"].stop()
+        _SHARED.clear()
 
 
 @pytest.fixture

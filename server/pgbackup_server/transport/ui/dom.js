@@ -127,13 +127,16 @@ export function copyChips(run) {
 
 export function link(href, ...children) { return h("a", { href }, ...children); }
 
+// A table; on a phone each row becomes a card whose cells carry their column's name.
+// (The roles are explicit because a table styled as blocks loses them in browsers.)
 export function table(headers, rows, { caption, empty = "Nothing yet." } = {}) {
   if (!rows.length) return h("p", { class: "muted empty" }, empty);
   return h("div", { class: "scroll", tabindex: "0", role: "region", "aria-label": caption },
-    h("table", {},
-      caption ? h("caption", { class: "sr" }, caption) : null,
-      h("thead", {}, h("tr", {}, headers.map((t) => h("th", { scope: "col" }, t)))),
-      h("tbody", {}, rows.map((cells) => h("tr", {}, cells.map((c) => h("td", {}, c)))))));
+    h("table", { role: "table", "aria-label": caption },
+      h("thead", { role: "rowgroup" }, h("tr", { role: "row" }, headers.map((t) =>
+        h("th", { scope: "col", role: "columnheader" }, t)))),
+      h("tbody", { role: "rowgroup" }, rows.map((cells) => h("tr", { role: "row" },
+        cells.map((c, i) => h("td", { role: "cell", "data-label": headers[i] || "" }, c)))))));
 }
 
 export function errorBox(err, what) {

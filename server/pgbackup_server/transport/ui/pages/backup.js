@@ -2,8 +2,8 @@
 // contents, restore, and the restores made from it.
 import { api, query, watch } from "../api.js";
 import {
-  add, badge, bytes, clear, copies, errorBox, h, kindText, link, seconds, table, verification,
-  when,
+  add, badge, bytes, clear, copies, errorBox, h, kindText, link, plural, seconds, table,
+  verification, when,
 } from "../dom.js";
 import { restoreForm, restoreList } from "./restore.js";
 
@@ -77,9 +77,11 @@ function verifySection(run, signal) {
         : "Checking the checksum and the archive…"));
       try {
         const res = await api(`/api/v1/backups/${run.id}:verify`, { body: { deep } });
+        const how = deep ? `deep check: restored into a scratch database (dropped), ` +
+          `${plural((res.tables || []).length, "table")}` : "quick check: checksum and archive";
         clear(out, h("p", {}, badge(res.verification === "OK" ? "OK" : "FAILED",
           res.verification === "OK" ? "Verified" : "Verification failed"), " ",
-        res.reason, ` (${seconds(res.duration_seconds)})`),
+        res.reason || how, ` (${seconds(res.duration_seconds)})`),
         res.tables && res.tables.length ? table(["Table", "Rows"], res.tables.map((t) =>
           [`${t.schema}.${t.table}`, Number(t.rows).toLocaleString()]),
         { caption: "Rows restored" }) : null);
