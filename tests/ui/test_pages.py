@@ -174,10 +174,10 @@ def test_phone_dark_mode_and_keyboard(start_app, open_page):
     expect(page.get_by_role("link", name=DB, exact=True)).to_be_visible()
     background = page.evaluate("getComputedStyle(document.body).backgroundColor")
     assert background == "rgb(16, 19, 23)"  # the dark palette
-    for route in ("#/", f"#/backups/{backup['id']}", "#/backups", "#/schedules"):
+    for route, title in (("#/", "Overview"), (f"#/backups/{backup['id']}", "Backup #"),
+                         ("#/backups", "Backups"), ("#/schedules", "Schedules")):
         page.goto(f"{stack.http}/{route}")
-        page.locator("h1").wait_for()
-        page.wait_for_load_state("networkidle")
+        expect(page.locator("h1")).to_contain_text(title)  # drawn at once with its data
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= 375, (route, width)
         if route == "#/":
