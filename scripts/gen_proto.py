@@ -363,6 +363,9 @@ SDK_MODELS: dict[str, tuple[str, str]] = {
     "backup.v1.ListRestoresResponse": (
         "RestorePage", "One page of ListRestores; ``next_page_token`` is empty on the last page."
     ),
+    "backup.v1.ImportCatalogResponse": (
+        "CatalogImport", "Outcome of ImportCatalog: what was recorded, skipped or unusable."
+    ),
 }
 # Models whose fields had another order before they were generated: these come
 # first, in this order (positional arguments and JSON key order stay as they

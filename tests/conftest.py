@@ -32,6 +32,10 @@ from pgbackup_server.settings import build_settings
 
 logs.configure("debug", "console")  # server logs to stderr, shown for failing tests
 
+# Fixtures of their own modules, imported by name (a conftest.py below tests/ would
+# shadow this one for `from conftest import ...`).
+pytest_plugins = ["s3", "physical_support", "ui_support"]
+
 DB = "shop"
 PASSWORD = "s3cr3t-Pa55:word"
 

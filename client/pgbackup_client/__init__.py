@@ -18,6 +18,8 @@ from pgbackup_client.models import (
     Backup,
     BackupContents,
     BackupPage,
+    CatalogImport,
+    CleanupDecision,
     CleanupResult,
     ContentEntry,
     CreateResult,
@@ -35,7 +37,9 @@ from pgbackup_client.sdk import BackupClient
 
 __all__ = [
     "Alert", "Backup", "BackupClient", "BackupClientError", "BackupContents", "BackupPage",
-    "CleanupResult", "ContentEntry", "CreateResult", "DatabaseStats", "DeadlineExceeded",
+    "CatalogImport", "CleanupDecision", "CleanupResult", "ContentEntry", "CreateResult",
+    "DatabaseStats",
+    "DeadlineExceeded",
     "FailedPrecondition", "InternalError", "InvalidArgument", "NotFound", "PermissionDenied",
     "Progress", "ResourceExhausted", "RestorePage", "RestoreRun", "RunSummary", "Schedule", "Stats",
     "TableRows", "Unauthenticated", "Unavailable", "VerifyResult", "from_rpc_error",

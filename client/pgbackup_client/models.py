@@ -21,6 +21,8 @@ __all__ = [
     "Backup",
     "BackupContents",
     "BackupPage",
+    "CatalogImport",
+    "CleanupDecision",
     "CleanupResult",
     "ContentEntry",
     "CreateResult",
@@ -34,6 +36,7 @@ __all__ = [
     "TableRows",
     "TargetSummary",
     "VerifyResult",
+    "WalArchive",
 ]
 
 
@@ -87,6 +90,16 @@ class Backup(Model):
     kind: str = "RUN_KIND_UNSPECIFIED"
     # The configured target that made the run.
     target: str = ""
+    # Physical backups. The backup an incremental was taken against (0: none).
+    parent_id: int = 0
+    # Why a requested incremental was taken as a full backup; empty otherwise.
+    type_reason: str = ""
+    # The WAL the backup needs to be consistent: from start_lsn to end_lsn on timeline.
+    start_lsn: str = ""
+    end_lsn: str = ""
+    timeline: int = 0
+    # The chain to restore, full backup first: ids separated by commas ("12,15,18").
+    chain: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +173,29 @@ class TargetSummary(Model):
 
 
 @dataclass(frozen=True, slots=True)
+class WalArchive(Model):
+    """The WAL archive of one physical target (wal.stream: true)."""
+
+    _proto: ClassVar[type[Message]] = backup_pb2.WalArchive
+
+    target: str = ""
+    # pg_receivewal is running.
+    streaming: bool = False
+    # How far the archive is behind the server's current WAL position.
+    lag_bytes: int = 0
+    lag_seconds: float = 0.0
+    # The newest point in time a restore can reach with the archive.
+    newest_restorable: datetime | None = None
+    last_segment: str = ""
+    # Why archiving stopped; empty while it works.
+    error: str = ""
+    # The replication slot that keeps the server's WAL until it is archived.
+    slot: str = ""
+    segments: int = 0
+    size_bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Stats(Model):
     """Totals over the recorded backups."""
 
@@ -181,6 +217,26 @@ class Stats(Model):
     databases: tuple[DatabaseStats, ...] = ()
     # Every configured target, also those that never ran.
     targets: tuple[TargetSummary, ...] = ()
+    # WAL archiving of physical targets with wal.stream.
+    wal: tuple[WalArchive, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CleanupDecision(Model):
+    """What retention decided for one backup at one destination."""
+
+    _proto: ClassVar[type[Message]] = backup_pb2.CleanupDecision
+
+    backup_id: int = 0
+    database: str = ""
+    # "local" for the backup directories.
+    destination: str = ""
+    # The file (or object) the decision is about.
+    location: str = ""
+    keep: bool = False
+    # The rules that keep it ("keepDaily: newest of 2026-01-15", "within 7 days", "newest successful
+    # backup", "locked until ..."), or why it goes.
+    reasons: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +250,8 @@ class CleanupResult(Model):
     dry_run: bool = False
     # Paths deleted, or that would be deleted with dry_run.
     files: tuple[str, ...] = ()
+    # For each backup retention considered: kept (and by which rules) or deleted (and why).
+    decisions: tuple[CleanupDecision, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +270,9 @@ class Schedule(Model):
     target: str = ""
     # The newest run this schedule started; unset when it never ran.
     last_run: Backup | None = None
+    # Physical targets: what the schedule takes.
+    # backup.v1.BackupType name (an unknown value: its number).
+    type: str = "BACKUP_TYPE_UNSPECIFIED"
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,3 +391,20 @@ class RestorePage(Model):
     restores: tuple[RestoreRun, ...] = ()
     # Empty on the last page.
     next_page_token: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogImport(Model):
+    """Outcome of ImportCatalog: what was recorded, skipped or unusable."""
+
+    _proto: ClassVar[type[Message]] = backup_pb2.ImportCatalogResponse
+
+    destination: str = ""
+    # Copies recorded by this import, and manifests skipped as already recorded.
+    imported: int = 0
+    skipped: int = 0
+    # Backups (runs) this import created; copies of a known backup join its run.
+    runs_created: int = 0
+    # Manifests that could not be used, each with its reason.
+    problems: tuple[str, ...] = ()
+    backup_ids: tuple[int, ...] = ()

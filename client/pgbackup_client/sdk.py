@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -16,6 +17,7 @@ from pgbackup_client.models import (
     Backup,
     BackupContents,
     BackupPage,
+    CatalogImport,
     CleanupResult,
     CreateResult,
     Progress,
@@ -65,6 +67,10 @@ def _read_ca(path: str | os.PathLike[str]) -> bytes:
     return data
 
 
+# gRPC's default (4 MiB) is less than a cleanup's decisions over ~25,000 backups.
+_OPTIONS = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+
+
 class BackupClient:
     """Client for the backup service.
 
@@ -99,9 +105,9 @@ class BackupClient:
             if tls_ca is not None:
                 root = _read_ca(tls_ca)
             creds = grpc.ssl_channel_credentials(root_certificates=root)
-            self._channel = grpc.secure_channel(address, creds)
+            self._channel = grpc.secure_channel(address, creds, options=_OPTIONS)
         else:
-            self._channel = grpc.insecure_channel(address)
+            self._channel = grpc.insecure_channel(address, options=_OPTIONS)
         self._stub = backup_pb2_grpc.BackupServiceStub(self._channel)
 
     def _call(self, method: Callable[..., _R], request: Any, timeout: float | None) -> _R:
@@ -111,14 +117,24 @@ class BackupClient:
             raise from_rpc_error(exc) from None
 
     def create_backup(
-        self, *, database: str = "", background: bool = False, timeout: float | None = None
+        self,
+        *,
+        database: str = "",
+        background: bool = False,
+        timeout: float | None = None,
+        type: str = "",
     ) -> CreateResult:
         """Back up a configured target now (``database``: its name; empty: the first).
 
         With ``background`` the PENDING/RUNNING run is returned at once.
         ``timeout`` defaults to no deadline so a long dump is never cut short.
+        ``type``: ``"full"`` or ``"incremental"`` for a physical target.
         """
-        req = backup_pb2.CreateBackupRequest(background=background, database=database)
+        req = backup_pb2.CreateBackupRequest(
+            background=background,
+            database=database,
+            type=type.upper() if type else None,
+        )
         return CreateResult.from_proto(self._call(self._stub.CreateBackup, req, timeout))
 
     def create_custom_backup(
@@ -218,13 +234,15 @@ class BackupClient:
         return [Schedule.from_proto(s) for s in resp.schedules]
 
     def verify_backup(
-        self, id: int, *, deep: bool = False, timeout: float | None = None
+        self, id: int, *, deep: bool = False, identity: str = "", timeout: float | None = None
     ) -> VerifyResult:
         """Verify a backup: checksum and structure, or with ``deep`` a restore into a
         scratch database. A corrupt or missing file is ``verification == "FAILED"``
         with the reason, not an exception. No deadline by default (deep takes long).
+        ``identity``: an age identity (``AGE-SECRET-KEY-1...``) for an encrypted backup
+        when the server has no ``encryption.identityFile``; sent for this call only.
         """
-        req = backup_pb2.VerifyBackupRequest(id=id, deep=deep)
+        req = backup_pb2.VerifyBackupRequest(id=id, deep=deep, identity=identity)
         return VerifyResult.from_proto(self._call(self._stub.VerifyBackup, req, timeout))
 
     def restore_backup(
@@ -238,16 +256,22 @@ class BackupClient:
         jobs: int = 0,
         background: bool = False,
         force: bool = False,
+        identity: str = "",
         timeout: float | None = None,
+        target_directory: str = "",
+        target_time: datetime | None = None,
+        target_lsn: str = "",
     ) -> RestoreRun:
         """Restore a backup into ``target_database`` (default: a new database).
 
         ``overwrite`` is needed for an existing non-empty database; ``schemas`` and
         ``tables`` (``"table"`` or ``"schema.table"``) restore just those objects.
         Overwriting ``postgres`` or the backup's own source database also needs
-        ``force``.
+        ``force``. A physical backup is rebuilt into ``target_directory`` (new or
+        empty), replayed to ``target_time`` or ``target_lsn`` when given.
         A failed restore raises (the run is recorded; see ``get_restore``). With
-        ``background`` the RUNNING restore is returned at once.
+        ``background`` the RUNNING restore is returned at once. ``identity`` as for
+        ``verify_backup``.
         """
         req = backup_pb2.RestoreBackupRequest(
             id=id,
@@ -258,8 +282,24 @@ class BackupClient:
             jobs=jobs,
             background=background,
             force=force,
+            identity=identity,
+            target_directory=target_directory,
+            target_lsn=target_lsn,
         )
+        if target_time is not None:
+            req.target_time.FromDatetime(target_time)
         return RestoreRun.from_proto(self._call(self._stub.RestoreBackup, req, timeout))
+
+    def fetch_wal(self, target: str, name: str) -> Iterator[bytes]:
+        """The chunks of one archived WAL file of a physical target (restore_command)."""
+        stream = self._stub.FetchWal(
+            backup_pb2.FetchWalRequest(target=target, name=name), metadata=self._metadata
+        )
+        try:
+            for chunk in stream:
+                yield chunk.data
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from None
 
     def get_restore(self, id: int) -> RestoreRun:
         """One recorded restore by id; raises NotFound if there is none."""
@@ -281,11 +321,19 @@ class BackupClient:
         resp = self._call(self._stub.ListAlerts, backup_pb2.ListAlertsRequest(), self.timeout)
         return [Alert.from_proto(a) for a in resp.alerts]
 
-    def list_backup_contents(self, id: int) -> BackupContents:
-        """Schemas, tables (with data sizes) and other objects in a backup."""
-        req = backup_pb2.ListBackupContentsRequest(id=id)
+    def list_backup_contents(self, id: int, *, identity: str = "") -> BackupContents:
+        """Schemas, tables (with data sizes) and other objects in a backup
+        (``identity`` as for ``verify_backup``)."""
+        req = backup_pb2.ListBackupContentsRequest(id=id, identity=identity)
         resp = self._call(self._stub.ListBackupContents, req, self.timeout)
         return BackupContents.from_proto(resp)
+
+    def import_catalog(self, destination: str, *, timeout: float | None = None
+                       ) -> CatalogImport:
+        """Record the backups ``destination`` holds, from their manifests (a new host
+        with the same destinations); idempotent. No deadline by default."""
+        req = backup_pb2.ImportCatalogRequest(destination=destination)
+        return CatalogImport.from_proto(self._call(self._stub.ImportCatalog, req, timeout))
 
     def close(self) -> None:
         """Close the underlying channel."""

@@ -13,6 +13,7 @@ import structlog
 from . import __version__
 from .backup.plan import check_compression_support
 from .backup.service import BackupService
+from .catalog import CatalogImporter
 from .domain.errors import ConfigError
 from .domain.ports import Clock, utc_now
 from .observability.events import EventHub
@@ -23,6 +24,7 @@ from .restore import RestoreService, VerifyAfterBackup
 from .scheduling.scheduler import Scheduler
 from .settings import Settings
 from .settings.exposure import check_exposure
+from .storage.registry import Destinations
 from .transport.envoy import EnvoySupervisor
 from .transport.grpc.server import GrpcServer
 from .transport.grpc.servicer import BackupServicer
@@ -59,6 +61,10 @@ class App:
     def grpc_port(self) -> int:
         return self.grpc.port if self.grpc else 0
 
+    def _loopback_grpc(self) -> str:
+        """Where a process on this host reaches the gRPC API (restore_command's wal-fetch)."""
+        return f"127.0.0.1:{self.grpc.upstream_port if self.grpc else 0}"
+
     def start(self) -> None:
         s = self.settings
         check_exposure(s)
@@ -72,17 +78,22 @@ class App:
         if self.store.alerts.import_legacy(s.server.data_directory / "alerts.json"):
             log.info("Alert state imported into the store from alerts.json")
         self.events = EventHub()
+        self.destinations = Destinations.from_configs(s.destinations)
+        self.catalog = CatalogImporter(self.store.runs, self.store.copies, self.destinations,
+                                       self.clock)
         self.service = BackupService(s, self.store.runs, self.events, binaries=binaries,
                                      runtime_dir=runtime, clock=self.clock)
         self.restore = RestoreService(s, self.store.runs, self.store.restores, self.events,
                                       targets=self.service.targets, binaries=binaries,
-                                      runtime_dir=runtime, clock=self.clock)
+                                      runtime_dir=runtime, clock=self.clock,
+                                      address=self._loopback_grpc)
         self.restore.recover()
         self.events.add(VerifyAfterBackup(self.restore))
         self.scheduler = Scheduler(s, fire=self.service.run_scheduled, store=self.store.runs,
                                    events=self.events, clock=self.clock)
         self.grpc = GrpcServer(s, BackupServicer(self.service, self.restore, self.scheduler,
-                                                  self.store.alerts))
+                                                  self.store.alerts,
+                                                  catalog=self.catalog))
         self.grpc.start()
         # Before the scheduler: missed fires are reported as it starts.
         self.observability = start_observability(s, self.events, self.store.runs,
@@ -92,6 +103,7 @@ class App:
         # After the listeners: runs interrupted by a crash are notified and counted too.
         self.service.recover()
         self.scheduler.start()
+        self.service.wal.start()
         if s.server.envoy:
             self._start_envoy(runtime)
         self._started = True
@@ -208,6 +220,7 @@ class App:
             restores.start()
         if hasattr(self, "service"):
             self.service.shutdown(grace)
+            self.service.wal.stop()
         if restores is not None:
             restores.join()
         if self.observability is not None:

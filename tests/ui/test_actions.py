@@ -11,7 +11,6 @@ from pathlib import Path
 from conftest import DB, ManualClock, drop_database
 from playwright.sync_api import expect
 from procs import lock_orders
-from ui_helpers import browser, open_page  # noqa: F401 (fixtures)
 
 TARGET = "ui_restored_customers"
 

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 from conftest import DB
 from playwright.sync_api import expect
-from ui_helpers import TZ, XSS, browser, open_page, run_row  # noqa: F401 (fixtures)
+from ui_support import TZ, XSS, run_row
 
 TOKEN = "ui-token-" + "z" * 32
 DIGEST = hashlib.sha256(TOKEN.encode()).hexdigest()

@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from pgbackup_client.cli import backups, restore, tokens
+from pgbackup_client.cli import backups, catalog, restore, tokens, wal
 from pgbackup_client.cli.common import (
     ADDRESS_ENV,
     DEFAULT_TIMEOUT,
@@ -45,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     backups.register(add)
     restore.register(add)
+    wal.register(add)
     tokens.register(add, common)
+    catalog.register(add, common)
     return parser
 
 

@@ -4,6 +4,7 @@ restore-status, contents."""
 from __future__ import annotations
 
 import argparse
+from datetime import UTC, datetime
 
 from rich.text import Text
 
@@ -94,8 +95,19 @@ def _cmd_restore(client: BackupClient, args: argparse.Namespace) -> int:
         background=args.background,
         force=args.force,
         timeout=args.create_timeout,
+        target_directory=args.target_directory,
+        target_time=args.target_time,
+        target_lsn=args.target_lsn,
     )
     return _report_restore(args, r)
+
+
+def _timestamp(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _cmd_restore_status(client: BackupClient, args: argparse.Namespace) -> int:
@@ -171,6 +183,13 @@ def register(add: AddParser) -> None:
         help="parallel pg_restore jobs (custom/directory backups)",
     )
     p.add_argument("--background", action="store_true", help="return at once, do not wait")
+    p.add_argument("--target-directory", default="", metavar="DIR",
+                   help="physical backups: new or empty directory to rebuild the data "
+                   "directory in (the chain is combined with pg_combinebackup)")
+    p.add_argument("--target-time", default=None, type=_timestamp, metavar="TIME",
+                   help="physical backups: replay archived WAL up to this ISO 8601 time")
+    p.add_argument("--target-lsn", default="", metavar="LSN",
+                   help="physical backups: replay archived WAL up to this LSN")
     p.set_defaults(func=_cmd_restore)
 
     p = add("restore-status", "one recorded restore")

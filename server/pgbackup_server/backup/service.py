@@ -17,8 +17,9 @@ from pathlib import Path
 
 import structlog
 
-from ..domain.errors import BackupError, InvalidArgument, NotFound, Unavailable
+from ..domain.errors import BackupError, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from ..domain.models import (
+    BackupType,
     CleanupResult,
     CreateResult,
     FileState,
@@ -62,7 +63,10 @@ class BackupService:
         self.queue = RunQueue(self.targets.servers(), max_concurrent=b.max_concurrent,
                               max_queued=b.max_queued)
         self.tracker = ProgressTracker(store, clock)
-        self.cleaner = Cleaner(b, store, self.targets.by_name, events, clock)
+        self.cleaner = Cleaner(settings, store, self.targets.by_name, events, clock)
+        from ..physical.wal import WalArchives  # physical/ builds on backup/
+
+        self.wal = WalArchives(settings, binaries, runtime_dir, clock)
         self.executor = RunExecutor(settings, store, events, targets=self.targets,
                                     binaries=binaries, runtime_dir=runtime_dir, clock=clock,
                                     tracker=self.tracker, cleaner=self.cleaner)
@@ -89,16 +93,22 @@ class BackupService:
     # -- backups ------------------------------------------------------------
 
     def create_backup(self, *, database: str = "", background: bool = False,
-                      trigger: Trigger = Trigger.MANUAL, schedule: str = "") -> CreateResult:
-        """Back up a configured target (default: the first) into the configured directory."""
+                      trigger: Trigger = Trigger.MANUAL, schedule: str = "",
+                      backup_type: BackupType = BackupType.UNSPECIFIED) -> CreateResult:
+        """Back up a configured target (default: the first) into the configured directory;
+        ``backup_type`` (full or incremental) for a physical target."""
         b = self.settings.backup
         target = self.targets.resolve(database)
+        if backup_type is not BackupType.UNSPECIFIED and not target.physical:
+            raise InvalidArgument(f"type: {backup_type.value} applies to physical targets; "
+                                  f"target {target.name!r} is logical (pg_dump backups are "
+                                  "always full): leave type unset")
         if trigger is Trigger.MANUAL:
             # Refused before any run exists: a request that cannot run is not a failed
             # backup. A scheduled fire is recorded as FAILED instead, never silent.
             files.prepare_backup_dir(b.directory, "backup.directory", requested=False)
         jobs = self._jobs(target, b.directory, target.retention_days or b.retention_days,
-                          b.cleanup_old, trigger, schedule, "backup.directory")
+                          b.cleanup_old, trigger, schedule, "backup.directory", backup_type)
         return self._submit(jobs, trigger=trigger, schedule=schedule, background=background)
 
     def create_custom_backup(self, backup_dir: str, *, retention_days: int = 0,
@@ -111,6 +121,10 @@ class BackupService:
                                   f"backup.retentionDays), got {retention_days}")
         directory = files.confine(backup_dir, b.allowed_directories)
         target = self.targets.resolve(database)
+        if target.physical:
+            raise FailedPrecondition(
+                f"database: target {target.name!r} is physical; its backups go to "
+                "backup.directory, where its chain is (use POST /api/v1/backup/create)")
         retention = retention_days or target.retention_days or b.retention_days
         files.prepare_backup_dir(directory, "backup_dir", requested=True)
         jobs = self._jobs(target, directory, retention, cleanup_old, Trigger.MANUAL, "",
@@ -119,17 +133,22 @@ class BackupService:
 
     def run_scheduled(self, schedule: str, target: str) -> None:
         """A schedule fired: back up its target and wait for the run(s) to finish."""
+        backup_type = next((s.type for s in self.settings.schedules if s.name == schedule),
+                           BackupType.UNSPECIFIED)
         try:
-            self.create_backup(database=target, trigger=Trigger.SCHEDULE, schedule=schedule)
+            self.create_backup(database=target, trigger=Trigger.SCHEDULE, schedule=schedule,
+                               backup_type=backup_type)
         except BackupError:
             pass  # recorded on the run(s), logged and notified
 
     def _jobs(self, target: TargetConfig, directory: Path, retention: int, cleanup_old: bool,
-              trigger: Trigger, schedule: str, dir_field: str) -> list[Job]:
+              trigger: Trigger, schedule: str, dir_field: str,
+              backup_type: BackupType = BackupType.UNSPECIFIED) -> list[Job]:
         """The jobs of a request; when even finding them fails (allDatabases on an
         unreachable server), a FAILED run records it, so the failure is never silent."""
         try:
-            return jobs_for(self.targets, target, directory, retention, cleanup_old, dir_field)
+            return jobs_for(self.targets, target, directory, retention, cleanup_old, dir_field,
+                            backup_type)
         except BackupError as exc:
             now = self.clock()
             run = self.store.create_run(database=f"{target.name}-globals", trigger=trigger,

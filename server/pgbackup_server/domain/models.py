@@ -30,6 +30,27 @@ class RunKind(enum.StrEnum):
 
     DATABASE = "DATABASE"  # one database, with pg_dump
     GLOBALS = "GLOBALS"  # a server's roles and tablespaces, with pg_dumpall --globals-only
+    PHYSICAL_FULL = "PHYSICAL_FULL"  # the whole cluster, with pg_basebackup
+    PHYSICAL_INCREMENTAL = "PHYSICAL_INCREMENTAL"  # pg_basebackup --incremental=<parent>
+
+    @property
+    def physical(self) -> bool:
+        return self in (RunKind.PHYSICAL_FULL, RunKind.PHYSICAL_INCREMENTAL)
+
+
+class TargetKind(enum.StrEnum):
+    """``databases[].kind``: how a target is backed up."""
+
+    LOGICAL = "logical"  # pg_dump of a database
+    PHYSICAL = "physical"  # pg_basebackup of the whole cluster (replication connection)
+
+
+class BackupType(enum.StrEnum):
+    """What a physical backup request asks for (schedules' and the API's ``type``)."""
+
+    UNSPECIFIED = "BACKUP_TYPE_UNSPECIFIED"  # the proto's name; full for a physical target
+    FULL = "FULL"
+    INCREMENTAL = "INCREMENTAL"
 
 
 class Trigger(enum.StrEnum):
@@ -136,6 +157,7 @@ class AlertKind(enum.StrEnum):
     STALE = "stale"
     MISSED_SCHEDULE = "missed_schedule"
     VERIFICATION_FAILED = "verification_failed"
+    COPY_FAILED = "copy_failed"  # a backup's copy at a destination failed
 
 
 class VerifyMode(enum.StrEnum):
@@ -161,6 +183,9 @@ class Stored:
     location: str  # the destination-relative name, e.g. "db/backup_db_….sql.zst"
     size: int
     sha256: str
+    # The checksum the store itself will report for these bytes (an S3 ETag), so a
+    # quick verify compares without downloading; "" where the store offers none.
+    etag: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +214,25 @@ class Copy:
     stored_at: datetime | None = None
     file_state: FileState = FileState.NONE
     locked_until: datetime | None = None
+
+    @property
+    def present(self) -> bool:
+        return self.state is CopyState.SUCCEEDED and self.file_state is FileState.PRESENT
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationUsage:
+    """What the store knows a destination holds: its present copies, their bytes,
+    and the newest one."""
+
+    destination: str
+    copies: int = 0
+    used_bytes: int = 0
+    newest: Copy | None = None
+
+
+# Marks a Run field that is not a column of backup_runs (persistence/schema.py).
+NOT_A_COLUMN = {"column": False}
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +265,24 @@ class Run:
     verification_reason: str = ""
     verified_at: datetime | None = None
     target: str = ""  # the configured target that produced the run
+    plaintext_sha256: str = ""  # SHA-256 of the dump before encryption (when encrypted)
+    # Fingerprints of the age recipients the backup is encrypted to; empty: not encrypted.
+    encryption: tuple[str, ...] = ()
+    # Its copies, one per destination; a table of their own (backup_copies).
+    copies: tuple[Copy, ...] = field(default=(), metadata=NOT_A_COLUMN)
+
+    def copy_at(self, destination: str) -> Copy | None:
+        return next((c for c in self.copies if c.destination == destination), None)
+
+    # Physical backups: the parent an incremental was taken against (0: none), why a
+    # requested incremental became a full one, the WAL range it needs, and its chain
+    # (the ids from the full backup to this one).
+    parent_id: int = 0
+    type_reason: str = ""
+    start_lsn: str = ""
+    end_lsn: str = ""
+    timeline: int = 0
+    chain: str = ""  # "12,15,18": ids from the full backup to this one
 
     @property
     def duration_seconds(self) -> float:
@@ -297,11 +359,25 @@ class TargetSummary:
 
 
 @dataclass(frozen=True, slots=True)
+class CleanupDecision:
+    """What retention decided for one backup at one destination, and which rules say so
+    (to keep it) or why it goes."""
+
+    backup_id: int
+    database: str
+    destination: str
+    location: str
+    keep: bool
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class CleanupResult:
     deleted_files: int
     freed_bytes: int
     dry_run: bool
     files: tuple[str, ...] = field(default_factory=tuple)
+    decisions: tuple[CleanupDecision, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,6 +400,8 @@ class ScheduleInfo:
     next_run_time: datetime | None
     target: str = ""
     last_run: Run | None = None  # the newest run this schedule started
+
+    type: BackupType = BackupType.UNSPECIFIED
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,8 +12,9 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -56,7 +57,8 @@ class RestoreService:
 
     def __init__(self, config: Settings, store: RunStore, restores: RestoreStore,
                  events: Listener, *, targets: Targets, binaries: list[PgBinary],
-                 runtime_dir: Path, clock: Clock) -> None:
+                 runtime_dir: Path, clock: Clock,
+                 address: Callable[[], str] = lambda: "") -> None:
         self.config = config
         self.store = store
         self.restores = restores
@@ -71,6 +73,9 @@ class RestoreService:
         self.tools = ToolRunner(binaries, runtime_dir, self._lock)
         self._busy_targets: dict[str, int] = {}  # target database -> restore id
         self._closing = False
+        from ..physical.restore import PhysicalRestorer  # physical/ builds on restore/
+
+        self.physical = PhysicalRestorer(config, store, binaries=binaries, address=address)
 
     def _server(self, run: Run) -> ConnInfo:
         """Connection parameters of the server a run's database is on; ``dbname`` is
@@ -129,9 +134,14 @@ class RestoreService:
         started, t0 = self.clock(), time.monotonic()
         tables: tuple[TableRows, ...] = ()
         try:
-            quick_check(run, self.tools)
-            if deep:
-                tables = self._deep(run)
+            if run.kind.physical:
+                self.physical.quick_check(run)
+                if deep:
+                    tables = self.physical.deep_check(run)
+            else:
+                quick_check(run, self.tools)
+                if deep:
+                    tables = self._deep(run)
             ok, reason = True, ""
         except Corrupt as exc:
             ok, reason = False, exc.reason
@@ -187,10 +197,16 @@ class RestoreService:
     def restore(self, run_id: int, *, target_database: str = "", overwrite: bool = False,
                 schemas: Iterable[str] = (), tables: Iterable[str] = (), jobs: int = 0,
                 requested_by: str = "", background: bool = False,
-                force: bool = False) -> RestoreRun:
+                force: bool = False, target_directory: str = "",
+                target_time: datetime | None = None, target_lsn: str = "") -> RestoreRun:
         """Restore a backup, whole or ``schemas``/``tables`` only, into
         ``target_database`` (default: a new database named after the backup).
-        Overwriting ``postgres`` or the backup's own source database needs ``force``."""
+        Overwriting ``postgres`` or the backup's own source database needs ``force``.
+        A physical backup is rebuilt into ``target_directory`` instead, rolled forward
+        to ``target_time`` or ``target_lsn`` when given."""
+        if target_directory or target_time is not None or target_lsn:
+            return self._restore_physical(run_id, target_directory, target_time, target_lsn,
+                                          requested_by, background)
         if target_database:
             check_database_name(target_database)
         schema_list = check_selection(schemas, "schemas")
@@ -198,6 +214,9 @@ class RestoreService:
         check_jobs(jobs)
         run = self._backup(run_id, "restored")
         _refuse_globals(run, "restored")
+        if run.kind.physical:
+            return self._restore_physical(run_id, target_directory, target_time, target_lsn,
+                                          requested_by, background)
         if run.format == "plain" and jobs > 1:
             raise InvalidArgument(f"jobs: backup {run.id} is plain SQL, which psql restores "
                                   "in one session; parallel jobs need a custom or "
@@ -233,6 +252,13 @@ class RestoreService:
             self._release(busy)
             raise
         return self._execute(record, run, plan)
+
+    def _restore_physical(self, run_id: int, target_directory: str,
+                          target_time: datetime | None, target_lsn: str, requested_by: str,
+                          background: bool) -> RestoreRun:
+        """A physical backup's chain rebuilt into a directory (physical/restore.py)."""
+        return self.physical.restore_request(self, run_id, target_directory, target_time,
+                                             target_lsn, requested_by, background)
 
     def _refuse_risky(self, run: Run, target: str, partial: bool) -> None:
         """Overwriting the maintenance database or the backup's own live source

@@ -108,5 +108,6 @@ class Scheduler:
                 enabled=entry.enabled and self.config.backup.enabled, job=entry.job,
                 next_run_time=job.next_run_time if job is not None else None,
                 target=entry.target or self.config.targets[0].name,
-                last_run=self.store.last_scheduled_run(entry.name)))
+                last_run=self.store.last_scheduled_run(entry.name),
+                type=entry.type))
         return out

@@ -104,6 +104,16 @@ class BackupServiceStub:
                 request_serializer=backup_dot_v1_dot_backup__pb2.ListRestoresRequest.SerializeToString,
                 response_deserializer=backup_dot_v1_dot_backup__pb2.ListRestoresResponse.FromString,
                 _registered_method=True)
+        self.ImportCatalog = channel.unary_unary(
+                '/backup.v1.BackupService/ImportCatalog',
+                request_serializer=backup_dot_v1_dot_backup__pb2.ImportCatalogRequest.SerializeToString,
+                response_deserializer=backup_dot_v1_dot_backup__pb2.ImportCatalogResponse.FromString,
+                _registered_method=True)
+        self.FetchWal = channel.unary_stream(
+                '/backup.v1.BackupService/FetchWal',
+                request_serializer=backup_dot_v1_dot_backup__pb2.FetchWalRequest.SerializeToString,
+                response_deserializer=backup_dot_v1_dot_backup__pb2.WalChunk.FromString,
+                _registered_method=True)
 
 
 class BackupServiceServicer:
@@ -208,6 +218,23 @@ class BackupServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ImportCatalog(self, request, context):
+        """Rebuilds the run store from the manifests at a destination: a new host configured
+        with the same destinations lists, verifies and restores the old backups.
+        Idempotent: copies already recorded are skipped.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FetchWal(self, request, context):
+        """One archived WAL segment (or history file) of a physical target, decompressed:
+        what `backupctl wal-fetch` gives PostgreSQL's restore_command. gRPC only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BackupServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -280,6 +307,16 @@ def add_BackupServiceServicer_to_server(servicer, server):
                     servicer.ListRestores,
                     request_deserializer=backup_dot_v1_dot_backup__pb2.ListRestoresRequest.FromString,
                     response_serializer=backup_dot_v1_dot_backup__pb2.ListRestoresResponse.SerializeToString,
+            ),
+            'ImportCatalog': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportCatalog,
+                    request_deserializer=backup_dot_v1_dot_backup__pb2.ImportCatalogRequest.FromString,
+                    response_serializer=backup_dot_v1_dot_backup__pb2.ImportCatalogResponse.SerializeToString,
+            ),
+            'FetchWal': grpc.unary_stream_rpc_method_handler(
+                    servicer.FetchWal,
+                    request_deserializer=backup_dot_v1_dot_backup__pb2.FetchWalRequest.FromString,
+                    response_serializer=backup_dot_v1_dot_backup__pb2.WalChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -660,6 +697,60 @@ class BackupService:
             '/backup.v1.BackupService/ListRestores',
             backup_dot_v1_dot_backup__pb2.ListRestoresRequest.SerializeToString,
             backup_dot_v1_dot_backup__pb2.ListRestoresResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportCatalog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/backup.v1.BackupService/ImportCatalog',
+            backup_dot_v1_dot_backup__pb2.ImportCatalogRequest.SerializeToString,
+            backup_dot_v1_dot_backup__pb2.ImportCatalogResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchWal(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/backup.v1.BackupService/FetchWal',
+            backup_dot_v1_dot_backup__pb2.FetchWalRequest.SerializeToString,
+            backup_dot_v1_dot_backup__pb2.WalChunk.FromString,
             options,
             channel_credentials,
             insecure,

@@ -133,11 +133,22 @@ local API = {
       body = "",
       request = "backup.v1.ListRestoresRequest",
     },
+    {
+      rpc = "ImportCatalog",
+      http_method = "POST",
+      template = "/api/v1/catalog:import",
+      segments = {"api", "v1", "catalog"},
+      path_fields = {},
+      verb = "import",
+      body = "*",
+      request = "backup.v1.ImportCatalogRequest",
+    },
   },
   messages = {
     ["backup.v1.CreateBackupRequest"] = {
       {name = "background", json = "background", type = "bool"},
       {name = "database", json = "database", type = "string"},
+      {name = "type", json = "type", type = "enum", enum = "backup.v1.BackupType"},
     },
     ["backup.v1.CreateCustomBackupRequest"] = {
       {name = "backup_dir", json = "backupDir", type = "string"},
@@ -161,6 +172,7 @@ local API = {
     ["backup.v1.VerifyBackupRequest"] = {
       {name = "id", json = "id", type = "int64"},
       {name = "deep", json = "deep", type = "bool"},
+      {name = "identity", json = "identity", type = "string"},
     },
     ["backup.v1.RestoreBackupRequest"] = {
       {name = "id", json = "id", type = "int64"},
@@ -171,17 +183,26 @@ local API = {
       {name = "jobs", json = "jobs", type = "int32"},
       {name = "background", json = "background", type = "bool"},
       {name = "force", json = "force", type = "bool"},
+      {name = "identity", json = "identity", type = "string"},
+      {name = "target_directory", json = "targetDirectory", type = "string"},
+      {name = "target_time", json = "targetTime", type = "any"},
+      {name = "target_lsn", json = "targetLsn", type = "string"},
     },
     ["backup.v1.GetRestoreRequest"] = {{name = "id", json = "id", type = "int64"}},
-    ["backup.v1.ListBackupContentsRequest"] = {{name = "id", json = "id", type = "int64"}},
+    ["backup.v1.ListBackupContentsRequest"] = {
+      {name = "id", json = "id", type = "int64"},
+      {name = "identity", json = "identity", type = "string"},
+    },
     ["backup.v1.ListAlertsRequest"] = {},
     ["backup.v1.ListRestoresRequest"] = {
       {name = "backup_id", json = "backupId", type = "int64"},
       {name = "page_size", json = "pageSize", type = "int32"},
       {name = "page_token", json = "pageToken", type = "string"},
     },
+    ["backup.v1.ImportCatalogRequest"] = {{name = "destination", json = "destination", type = "string"}},
   },
   enums = {
+    ["backup.v1.BackupType"] = {"BACKUP_TYPE_UNSPECIFIED", "FULL", "INCREMENTAL"},
     ["backup.v1.BackupStatus"] = {"BACKUP_STATUS_UNSPECIFIED", "PENDING", "RUNNING", "SUCCEEDED", "FAILED"},
     ["backup.v1.Trigger"] = {"TRIGGER_UNSPECIFIED", "SCHEDULE", "MANUAL"},
   },

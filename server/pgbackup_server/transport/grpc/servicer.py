@@ -5,11 +5,13 @@ to status codes by the ErrorInterceptor."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC
 from typing import Any
 
 from ...backup.service import BackupService
-from ...domain.errors import InvalidArgument
-from ...domain.models import Alert, CreateResult, RunStatus, Trigger
+from ...catalog import CatalogImporter
+from ...domain.errors import InvalidArgument, Unimplemented
+from ...domain.models import Alert, BackupType, CreateResult, RunStatus, Trigger
 from ...domain.ports import AlertSource, ScheduleSource
 from ...restore import RestoreService
 from .api import pb, pb_grpc
@@ -49,6 +51,12 @@ def _status(value: int) -> RunStatus | None:
     return RunStatus(name)
 
 
+def _backup_type(value: int) -> BackupType:
+    if value not in pb.BackupType.values():
+        raise InvalidArgument(f"type: unknown value {value}; use FULL or INCREMENTAL")
+    return BackupType(pb.BackupType.Name(value))
+
+
 def requester(context: Any) -> str:
     """Who asked, for the restore record: the token's label (a digest prefix; the
     AuthInterceptor has already checked the token) and the peer, or the client Envoy
@@ -66,15 +74,18 @@ class BackupServicer(pb_grpc.BackupServiceServicer):
     alerts."""
 
     def __init__(self, service: BackupService, restore: RestoreService,
-                 schedules: ScheduleSource, alerts: AlertSource | None = None) -> None:
+                 schedules: ScheduleSource, alerts: AlertSource | None = None, *,
+                 catalog: CatalogImporter | None = None) -> None:
         self.service = service
         self.restore = restore
         self.schedules = schedules
         self.alerts = alerts
+        self.catalog = catalog
 
     def CreateBackup(self, request: pb.CreateBackupRequest, context: Any) -> Any:
-        return _created(self.service.create_backup(database=request.database,
-                                                   background=request.background))
+        return _created(self.service.create_backup(
+            database=request.database, background=request.background,
+            backup_type=_backup_type(request.type)))
 
     def CreateCustomBackup(self, request: pb.CreateCustomBackupRequest, context: Any) -> Any:
         return _created(self.service.create_custom_backup(
@@ -83,7 +94,8 @@ class BackupServicer(pb_grpc.BackupServiceServicer):
             database=request.database))
 
     def GetStats(self, request: pb.GetStatsRequest, context: Any) -> Any:
-        return to_message(self.service.stats(request.database), pb.GetStatsResponse)
+        return to_message(self.service.stats(request.database), pb.GetStatsResponse,
+                          wal=self.service.wal.status())
 
     def Cleanup(self, request: pb.CleanupRequest, context: Any) -> Any:
         return to_message(self.service.cleanup(dry_run=request.dry_run), pb.CleanupResponse)
@@ -117,7 +129,10 @@ class BackupServicer(pb_grpc.BackupServiceServicer):
             request.id, target_database=request.target_database, overwrite=request.overwrite,
             schemas=list(request.schemas), tables=list(request.tables), jobs=request.jobs,
             requested_by=requester(context), background=request.background,
-            force=request.force), pb.RestoreRun)
+            force=request.force, target_directory=request.target_directory,
+            target_time=(request.target_time.ToDatetime(tzinfo=UTC)
+                         if request.HasField("target_time") else None),
+            target_lsn=request.target_lsn), pb.RestoreRun)
 
     def GetRestore(self, request: pb.GetRestoreRequest, context: Any) -> Any:
         return to_message(self.restore.get_restore(request.id), pb.RestoreRun)
@@ -134,3 +149,13 @@ class BackupServicer(pb_grpc.BackupServiceServicer):
                                           page_size=request.page_size,
                                           page_token=request.page_token)
         return to_message(page, pb.ListRestoresResponse)
+
+    def ImportCatalog(self, request: pb.ImportCatalogRequest, context: Any) -> Any:
+        if self.catalog is None:
+            raise Unimplemented("ImportCatalog: this server has no catalog")
+        return to_message(self.catalog.import_catalog(request.destination),
+                          pb.ImportCatalogResponse)
+
+    def FetchWal(self, request: pb.FetchWalRequest, context: Any) -> Iterator[Any]:
+        for chunk in self.service.wal.fetch(request.target, request.name):
+            yield pb.WalChunk(data=chunk)

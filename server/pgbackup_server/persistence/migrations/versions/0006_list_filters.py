@@ -4,7 +4,7 @@ Without them, listing the FAILED (or MANUAL) runs among 100,000 walks the runs
 from the newest until a page is found.
 
 Revision ID: 0006
-Revises: 0002
+Revises: 0003
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0006"
-down_revision = "0002"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 

@@ -110,8 +110,10 @@ function contentsSection(contents) {
 
 export async function renderBackup(el, id, signal) {
   const run = await api(`/api/v1/backups/${id}`, { signal });
+  // Contents and restore into a database are for logical (pg_dump) backups.
   const usable = run.status === "SUCCEEDED" && !run.file_deleted && !run.file_missing &&
-    run.kind !== "GLOBALS";
+    (!run.kind || run.kind === "DATABASE");
+  const physical = String(run.kind || "").startsWith("PHYSICAL");
   const [contents, restores] = await Promise.all([
     usable ? api(`/api/v1/backups/${id}/contents`, { signal }).catch((e) => e) : null,
     api("/api/v1/restores" + query({ backup_id: id, page_size: 20 }), { signal }),
@@ -131,6 +133,11 @@ export async function renderBackup(el, id, signal) {
       ["Database", run.database], ["Target", run.target],
       ["Kind", kindText(run.kind)],
       ["Based on", parent ? link(`#/backups/${parent}`, `#${parent}`) : null],
+      ["Taken as full", run.type_reason],
+      ["WAL", run.start_lsn ? `${run.start_lsn} – ${run.end_lsn || "…"}` +
+        (run.timeline ? ` (timeline ${run.timeline})` : "") : null],
+      ["Restore chain", run.chain ? run.chain.split(",").map((c, i) => [i ? " → " : "",
+        link(`#/backups/${c.trim()}`, `#${c.trim()}`)]) : null],
       ["Trigger", run.trigger === "SCHEDULE" ? `schedule ${run.schedule}` : "manual"],
       ["Queued", when(run.queued_at)], ["Started", when(run.started_at)],
       ["Finished", run.finished_at ? when(run.finished_at) : null],
@@ -150,6 +157,9 @@ export async function renderBackup(el, id, signal) {
     { caption: "Copies per destination", empty: "No copies: the backup did not succeed." })),
     verifySection(run, signal),
     usable ? restoreForm(run, contents instanceof Error ? null : contents, signal) : null,
+    physical && run.status === "SUCCEEDED" ? h("p", { class: "muted" }, "A physical backup ",
+      "is restored into a data directory: backupctl restore ", String(run.id),
+      " --target-directory DIR (see the README).") : null,
     contents instanceof Error ? errorBox(contents, "Contents unavailable")
       : contents ? contentsSection(contents) : null,
     restoreList(restores.restores || []));

@@ -1,6 +1,6 @@
 """The dashboard in a real browser: Debian's chromium driven by Playwright, against a
-real backupd, Envoy and the session's PostgreSQL. Fixtures and helpers of tests/ui
-(imported by its modules: a second conftest.py would shadow tests/conftest.py).
+real backupd, Envoy and the session's PostgreSQL. Fixtures (a plugin, listed in
+tests/conftest.py) and helpers of tests/ui.
 
 `playwright install` cannot download here: the browser is /usr/bin/chromium
 (``.ci/run`` installs it with apt-get). Set PGBACKUP_SCREENSHOTS=docs to refresh the
@@ -22,7 +22,7 @@ CHROMIUM = "/usr/bin/chromium"
 TZ = "Asia/Jakarta"
 XSS = "<img src=x onerror=alert(1)>"
 SHOTS = os.environ.get("PGBACKUP_SCREENSHOTS", "")
-DOCS = Path(__file__).resolve().parents[2] / "docs"
+DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
 class Watched:
@@ -74,29 +74,19 @@ def run_row(stack: Any, **values: Any) -> dict[str, Any]:
     return row
 
 
-# One chromium for the session, shared by every module that imports the fixture (each
-# import is a fixture of its own; Playwright's sync API allows one instance).
-_SHARED: dict[str, Any] = {}
-
-
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
+    """One chromium for the session."""
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium; .ci/run does)")
-    if not _SHARED:
-        from playwright.sync_api import sync_playwright
+    from playwright.sync_api import sync_playwright
 
-        playwright = sync_playwright().start()
+    with sync_playwright() as playwright:
         args = ["--no-sandbox"] if os.geteuid() == 0 else []
-        _SHARED.update(playwright=playwright, users=0, browser=playwright.chromium.launch(
-            executable_path=CHROMIUM, args=[*args, "--disable-gpu"]))
-    _SHARED["users"] += 1
-    yield _SHARED["browser"]
-    _SHARED["users"] -= 1
-    if _SHARED["users"] == 0:
-        _SHARED["browser"].close()
-        _SHARED["playwright"].stop()
-        _SHARED.clear()
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM,
+                                              args=[*args, "--disable-gpu"])
+        yield chromium
+        chromium.close()
 
 
 @pytest.fixture
