@@ -504,7 +504,7 @@ def models_source(descriptor_set: bytes) -> str:
         ]
         lines += ["", "", "@dataclass(frozen=True, slots=True)", f"class {name}(Model):",
                   f'    """{doc}"""', "",
-                  f"    _proto: ClassVar[type[Message]] = {stub}", ""]
+                  f"    _proto: ClassVar[builtins.type[Message]] = {stub}", ""]
         for i, fld in ordered:
             where = f"{full.lstrip('.')}.{fld.name}"
             if keyword.iskeyword(fld.name) or fld.name in {*_RESERVED, *names.values(), *stubs}:
@@ -555,7 +555,8 @@ def models_source(descriptor_set: bytes) -> str:
         "from __future__ import annotations",
         "",
     ]
-    std = []
+    # builtins.type: a message field named `type` shadows the builtin in the class body.
+    std = ["import builtins"]
     if "field" in uses:
         std.append("from dataclasses import dataclass, field")
     else:

@@ -7,6 +7,7 @@ needs no hand-written change here or in the CLI.
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import ClassVar
@@ -44,7 +45,7 @@ __all__ = [
 class Backup(Model):
     """One backup run, whatever its outcome."""
 
-    _proto: ClassVar[type[Message]] = backup_pb2.Backup
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.Backup
 
     id: int = 0
     database: str = ""
@@ -106,7 +107,7 @@ class Backup(Model):
 class Progress(Model):
     """One WatchBackup event; ``backup`` is set on the last one, when the run ended."""
 
-    _proto: ClassVar[type[Message]] = backup_pb2.BackupProgress
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.BackupProgress
 
     id: int = 0
     # backup.v1.BackupStatus name (an unknown value: its number).
@@ -123,7 +124,7 @@ class Progress(Model):
 class CreateResult(Model):
     """Outcome of a create call: the run and the files its cleanup deleted."""
 
-    _proto: ClassVar[type[Message]] = backup_pb2.CreateBackupResponse
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.CreateBackupResponse
 
     backup: Backup = field(default_factory=Backup)
     # Files deleted by the cleanup that followed the backup.
@@ -137,7 +138,7 @@ class CreateResult(Model):
 class RunSummary(Model):
     """The last successful or failed run, as reported by GetStats."""
 
-    _proto: ClassVar[type[Message]] = backup_pb2.RunSummary
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.RunSummary
 
     id: int = 0
     time: datetime | None = None
@@ -149,7 +150,7 @@ class RunSummary(Model):
 class DatabaseStats(Model):
     """Totals and last outcomes of one database."""
 
-    _proto: ClassVar[type[Message]] = backup_pb2.DatabaseStats
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.DatabaseStats
 
     database: str = ""
     total_backups: int = 0
@@ -163,7 +164,7 @@ class DatabaseStats(Model):
 class TargetSummary(Model):
     """A configured target and the databases its runs were recorded under."""
 
-    _proto: ClassVar[type[Message]] = backup_pb2.TargetSummary
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.TargetSummary
 
     name: str = ""
     # Whether it backs up every database of its server.
@@ -176,7 +177,7 @@ class TargetSummary(Model):
 class WalArchive(Model):
     """The WAL archive of one physical target (wal.stream: true)."""
 
-    _proto: ClassVar[type[Message]] = backup_pb2.WalArchive
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.WalArchive
 
     target: str = ""
     # pg_receivewal is running.
@@ -199,7 +200,7 @@ class WalArchive(Model):
 class Stats(Model):
     """Totals over the recorded backups."""
 
-    _proto: ClassVar[type[Message]] = backup_pb2.GetStatsResponse
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.GetStatsResponse
 
     # Backups whose file is on disk.
     total_backups: int = 0
@@ -225,7 +226,7 @@ class Stats(Model):
 class CleanupDecision(Model):
     """What retention decided for one backup at one destination."""
 
-    _proto: ClassVar[type[Message]] = backup_pb2.CleanupDecision
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.CleanupDecision
 
     backup_id: int = 0
     database: str = ""
@@ -243,7 +244,7 @@ class CleanupDecision(Model):
 class CleanupResult(Model):
     """Outcome of applying the retention policy."""
 
-    _proto: ClassVar[type[Message]] = backup_pb2.CleanupResponse
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.CleanupResponse
 
     deleted_files: int = 0
     freed_bytes: int = 0
@@ -258,7 +259,7 @@ class CleanupResult(Model):
 class Schedule(Model):
     """A configured schedule; ``next_run_time`` is None when it will not fire."""
 
-    _proto: ClassVar[type[Message]] = backup_pb2.Schedule
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.Schedule
 
     name: str = ""
     cron: str = ""
@@ -279,7 +280,7 @@ class Schedule(Model):
 class BackupPage(Model):
     """One page of ListBackups; ``next_page_token`` is empty on the last page."""
 
-    _proto: ClassVar[type[Message]] = backup_pb2.ListBackupsResponse
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.ListBackupsResponse
 
     backups: tuple[Backup, ...] = ()
     # Empty on the last page.
@@ -290,7 +291,7 @@ class BackupPage(Model):
 class TableRows(Model):
     """A table restored by a deep verification, and its row count."""
 
-    _proto: ClassVar[type[Message]] = backup_pb2.TableRows
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.TableRows
 
     schema: str = ""
     table: str = ""
@@ -301,7 +302,7 @@ class TableRows(Model):
 class VerifyResult(Model):
     """Outcome of VerifyBackup: ``verification`` is ``"OK"`` or ``"FAILED"``."""
 
-    _proto: ClassVar[type[Message]] = backup_pb2.VerifyBackupResponse
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.VerifyBackupResponse
 
     # "OK" or "FAILED".
     verification: str = ""
@@ -322,7 +323,7 @@ class VerifyResult(Model):
 class RestoreRun(Model):
     """One restore, whatever its outcome; ``status`` as for backups."""
 
-    _proto: ClassVar[type[Message]] = backup_pb2.RestoreRun
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.RestoreRun
 
     id: int = 0
     backup_id: int = 0
@@ -343,7 +344,7 @@ class RestoreRun(Model):
 class ContentEntry(Model):
     """An object in a backup; ``size_bytes`` is a table's data as stored."""
 
-    _proto: ClassVar[type[Message]] = backup_pb2.ContentEntry
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.ContentEntry
 
     schema: str = ""
     name: str = ""
@@ -357,7 +358,7 @@ class ContentEntry(Model):
 class BackupContents(Model):
     """What a backup holds, from its table of contents."""
 
-    _proto: ClassVar[type[Message]] = backup_pb2.ListBackupContentsResponse
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.ListBackupContentsResponse
 
     entries: tuple[ContentEntry, ...] = ()
     schemas: tuple[str, ...] = ()
@@ -367,7 +368,7 @@ class BackupContents(Model):
 class Alert(Model):
     """An alert firing now; ``kind`` is STALE, MISSED_SCHEDULE, ..."""
 
-    _proto: ClassVar[type[Message]] = backup_pb2.Alert
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.Alert
 
     # backup.v1.AlertKind name (an unknown value: its number).
     kind: str = "ALERT_KIND_UNSPECIFIED"
@@ -386,7 +387,7 @@ class Alert(Model):
 class RestorePage(Model):
     """One page of ListRestores; ``next_page_token`` is empty on the last page."""
 
-    _proto: ClassVar[type[Message]] = backup_pb2.ListRestoresResponse
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.ListRestoresResponse
 
     restores: tuple[RestoreRun, ...] = ()
     # Empty on the last page.
@@ -397,7 +398,7 @@ class RestorePage(Model):
 class CatalogImport(Model):
     """Outcome of ImportCatalog: what was recorded, skipped or unusable."""
 
-    _proto: ClassVar[type[Message]] = backup_pb2.ImportCatalogResponse
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.ImportCatalogResponse
 
     destination: str = ""
     # Copies recorded by this import, and manifests skipped as already recorded.
