@@ -21,13 +21,18 @@ __all__ = [
     "Alert",
     "Backup",
     "BackupContents",
+    "BackupCopy",
     "BackupPage",
     "CatalogImport",
     "CleanupDecision",
     "CleanupResult",
+    "ClusterNode",
+    "ClusterView",
     "ContentEntry",
     "CreateResult",
     "DatabaseStats",
+    "Destination",
+    "DestinationStats",
     "Progress",
     "RestorePage",
     "RestoreRun",
@@ -39,6 +44,30 @@ __all__ = [
     "VerifyResult",
     "WalArchive",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class BackupCopy(Model):
+    """One copy of a backup at one destination; ``state`` as in the proto."""
+
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.BackupCopy
+
+    # The destination's configured name.
+    destination: str = ""
+    # backup.v1.BackupCopy.CopyState name (an unknown value: its number).
+    state: str = "COPY_STATE_UNSPECIFIED"
+    # Its name at the destination, relative to the destination's URL.
+    location: str = ""
+    size_bytes: int = 0
+    # Hex SHA-256 of the bytes stored.
+    sha256: str = ""
+    error: str = ""
+    stored_at: datetime | None = None
+    backup_id: int = 0
+    # S3 Object Lock: the copy cannot be deleted before this time.
+    locked_until: datetime | None = None
+    # Removed by retention.
+    deleted: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +130,14 @@ class Backup(Model):
     timeline: int = 0
     # The chain to restore, full backup first: ids separated by commas ("12,15,18").
     chain: str = ""
+    # One copy per destination of the target, with its state.
+    copies: tuple[BackupCopy, ...] = ()
+    # Hex SHA-256 of the dump before encryption; empty when not encrypted.
+    plaintext_sha256: str = ""
+    # Fingerprints of the age recipients the backup is encrypted to; empty: not encrypted.
+    encryption: tuple[str, ...] = ()
+    # The cluster replica that executed the run ("" without a cluster).
+    node: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +234,20 @@ class WalArchive(Model):
 
 
 @dataclass(frozen=True, slots=True)
+class DestinationStats(Model):
+    """A ``backup.v1.DestinationStats`` message."""
+
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.DestinationStats
+
+    name: str = ""
+    # Copies stored there now, and their bytes.
+    copies: int = 0
+    used_bytes: int = 0
+    # The newest backup stored there.
+    newest: BackupCopy | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Stats(Model):
     """Totals over the recorded backups."""
 
@@ -220,6 +271,8 @@ class Stats(Model):
     targets: tuple[TargetSummary, ...] = ()
     # WAL archiving of physical targets with wal.stream.
     wal: tuple[WalArchive, ...] = ()
+    # Per destination: the copies stored there and their bytes.
+    destinations: tuple[DestinationStats, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,3 +462,58 @@ class CatalogImport(Model):
     # Manifests that could not be used, each with its reason.
     problems: tuple[str, ...] = ()
     backup_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Destination(Model):
+    """A configured destination: its URL, reachability and what it holds."""
+
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.Destination
+
+    name: str = ""
+    # Its URL (never credentials), e.g. "s3://bucket/prefix" or "file:///var/backups".
+    url: str = ""
+    # A backup succeeds only when every required destination holds its copy.
+    required: bool = False
+    # Answered a listing just now; `error` says why not.
+    reachable: bool = False
+    error: str = ""
+    copies: int = 0
+    used_bytes: int = 0
+    newest: BackupCopy | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterNode(Model):
+    """A backupd replica: its heartbeat's age and the runs it holds."""
+
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.ClusterNode
+
+    name: str = ""
+    started_at: datetime | None = None
+    heartbeat_at: datetime | None = None
+    # Seconds since its last heartbeat, by the store's clock.
+    heartbeat_age_seconds: float = 0.0
+    # True when it missed its lease (cluster.leaseTimeout): its runs are taken over.
+    silent: bool = False
+    # The runs it holds a lease on (executing now).
+    run_ids: tuple[int, ...] = ()
+    # The replica that answered.
+    this_replica: bool = False
+    version: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterView(Model):
+    """The replicas sharing the store (``enabled`` False on a single backupd)."""
+
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.GetClusterResponse
+
+    # False on a single backupd (no cluster section): nodes is empty.
+    enabled: bool = False
+    # The replica that answered.
+    node: str = ""
+    nodes: tuple[ClusterNode, ...] = ()
+    lease_timeout_seconds: float = 0.0
+    # Runs waiting for a replica to take them.
+    queued_runs: int = 0

@@ -19,7 +19,9 @@ from pgbackup_client.models import (
     BackupPage,
     CatalogImport,
     CleanupResult,
+    ClusterView,
     CreateResult,
+    Destination,
     Progress,
     RestorePage,
     RestoreRun,
@@ -222,6 +224,11 @@ class BackupClient:
                 return
             token = page.next_page_token
 
+    def get_cluster(self) -> ClusterView:
+        """The replicas sharing the store, their heartbeats and the runs each holds."""
+        resp = self._call(self._stub.GetCluster, backup_pb2.GetClusterRequest(), self.timeout)
+        return ClusterView.from_proto(resp)
+
     def get_backup(self, id: int) -> Backup:
         """One recorded run by id; raises NotFound if there is none."""
         req = backup_pb2.GetBackupRequest(id=id)
@@ -334,6 +341,23 @@ class BackupClient:
         with the same destinations); idempotent. No deadline by default."""
         req = backup_pb2.ImportCatalogRequest(destination=destination)
         return CatalogImport.from_proto(self._call(self._stub.ImportCatalog, req, timeout))
+
+    def copy_backup(
+        self, id: int, *, destinations: Sequence[str] = (), timeout: float | None = None
+    ) -> Backup:
+        """Make a backup's missing copies (FAILED, or at destinations added since) at
+        its target's destinations, or only at ``destinations``, streaming from a copy
+        that is stored. Raises when a copy still fails; the backup shows why.
+        No deadline by default (a copy takes as long as its bytes)."""
+        req = backup_pb2.CopyBackupRequest(id=id, destinations=list(destinations))
+        return Backup.from_proto(self._call(self._stub.CopyBackup, req, timeout))
+
+    def list_destinations(self) -> list[Destination]:
+        """The configured destinations: URL (never credentials), whether each answers,
+        and the copies, bytes and newest copy each holds."""
+        resp = self._call(self._stub.ListDestinations, backup_pb2.ListDestinationsRequest(),
+                          self.timeout)
+        return [Destination.from_proto(d) for d in resp.destinations]
 
     def close(self) -> None:
         """Close the underlying channel."""

@@ -10,10 +10,7 @@ import pytest
 from conftest import DB, Running, drop_database, table_fingerprint
 
 from pgbackup_client.cli import main as backupctl
-from pgbackup_server.domain.models import Stored
 from pgbackup_server.postgres.embedded import EmbeddedPostgres
-from pgbackup_server.storage.catalog import manifest_for, write_manifest
-from pgbackup_server.storage.local import LocalDestination
 
 
 def test_a_new_host_imports_lists_and_restores(
@@ -22,8 +19,7 @@ def test_a_new_host_imports_lists_and_restores(
     old = start_app(envoy=False, root=tmp_path / "old")
     made = old.app.store.runs.get(old.client().create_backup().backup.id)
     name = Path(made.file_path).name
-    write_manifest(LocalDestination("local", old.backup_dir), name,
-                   manifest_for(made, Stored(name, made.size_bytes, made.sha256)))
+    assert (old.backup_dir / f"{name}.manifest.json").is_file()  # written with the backup
 
     new = start_app(root=tmp_path / "new", backup={"directory": str(old.backup_dir)})
     status, body = new.rest("POST", "/api/v1/catalog:import", {"destination": "local"})
@@ -44,6 +40,11 @@ def test_a_new_host_imports_lists_and_restores(
     assert status == 404 and "'nope' is not configured; configured: local" in body["message"]
     status, body = new.rest("POST", "/api/v1/catalog:import", {})
     assert status == 400 and "destination: required" in body["message"]
+    # A private key never travels in a URL, where proxies log it.
+    secret = "AGE-SECRET-KEY-1QQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQ"
+    status, body = new.rest("GET", f"/api/v1/backups/{backup.id}/contents?identity={secret}")
+    assert status == 400 and "a private key never goes in a URL" in body["message"]
+    assert secret not in str(body)
 
     target = "imported_restore"
     try:

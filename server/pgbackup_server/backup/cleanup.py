@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import structlog
@@ -23,14 +24,19 @@ log = structlog.get_logger("pgbackup")
 LOCAL = "local"  # the destination of backup directories, until copies are per destination
 
 
+# A lock held while retention runs (a cluster's: one replica at a time).
+Exclusive = Callable[[], AbstractContextManager[None]]
+
+
 class Cleaner:
     """Retention for the service's backup directories. Thread-safe as the store is."""
 
     def __init__(self, settings: Settings, store: RunStore,
                  targets: Mapping[str, TargetConfig], events: Listener,
-                 clock: Clock) -> None:
+                 clock: Clock, *, exclusive: Exclusive | None = None) -> None:
         self.settings = settings
         self.backup = settings.backup
+        self.exclusive = exclusive or nullcontext
         self.store = store
         self.targets = targets
         self.events = events
@@ -75,7 +81,13 @@ class Cleaner:
     def cleanup_dir(self, directory: Path, policy_for: Callable[[Group], Policy], *,
                     dry_run: bool) -> CleanupResult:
         """Retention for one directory: a decision for each backup in it, and the
-        files of those that go deleted (listed only, with ``dry_run``)."""
+        files of those that go deleted (listed only, with ``dry_run``). Under the
+        cluster's lock when there is one: retention runs on one replica at a time."""
+        with self.exclusive():
+            return self._cleanup_dir(directory, policy_for, dry_run=dry_run)
+
+    def _cleanup_dir(self, directory: Path, policy_for: Callable[[Group], Policy], *,
+                     dry_run: bool) -> CleanupResult:
         key = str(directory)
         present = self.store.present_runs(key)
         if not dry_run:  # one listing serves both the reconcile and retention

@@ -9,7 +9,7 @@ retention (:mod:`.cleanup`), progress (:mod:`.progress`) and crash recovery
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import replace
 from functools import partial
@@ -32,17 +32,19 @@ from ..domain.models import (
     TargetSummary,
     Trigger,
 )
-from ..domain.ports import Clock, Listener, RunStore
+from ..domain.ports import Clock, CopyStore, Destination, Listener, RunStore
 from ..domain.targets import Targets
 from ..domain.validation import refuse_control_characters
 from ..postgres.binaries import PgBinary
 from ..settings import Settings, TargetConfig
+from ..storage.registry import Destinations
 from . import files
-from .cleanup import Cleaner
+from .cleanup import Cleaner, Exclusive
+from .copies import Copier, RetryPolicy, Secrets
 from .executor import RunExecutor
 from .jobs import Job, jobs_for
 from .progress import ProgressTracker
-from .queue import NOT_STARTED, RunQueue, gather
+from .queue import NOT_STARTED, Queue, QueueFactory, RunQueue, gather
 from .recovery import recover
 
 log = structlog.get_logger("pgbackup")
@@ -52,24 +54,39 @@ class BackupService:
     """Domain operations. Thread-safe; one instance per process."""
 
     def __init__(self, settings: Settings, store: RunStore, events: Listener, *,
-                 binaries: list[PgBinary], runtime_dir: Path, clock: Clock) -> None:
+                 copies: CopyStore, binaries: list[PgBinary], runtime_dir: Path,
+                 clock: Clock, destinations: Mapping[str, Destination] | None = None,
+                 retry: RetryPolicy | None = None, queue_factory: QueueFactory | None = None,
+                 exclusive: Exclusive | None = None) -> None:
+        """``queue_factory`` and ``exclusive``: a cluster's queue, and its lock that keeps
+        retention on one replica at a time (default: this process's own)."""
         self.settings = settings
         self.store = store
         self.events = events
         self.clock = clock
         self.runtime_dir = runtime_dir
         self.targets = Targets(settings.targets)
+        if destinations is None:
+            destinations = dict(Destinations.from_configs(settings.destinations,
+                                                             settings.environment))
+        self.copier = Copier(settings, store, copies, destinations, events, clock,
+                             secrets=Secrets(v for c in settings.destinations
+                                             for v in c.secret_options(os.environ).values()),
+                             retry=retry)
         b = settings.backup
-        self.queue = RunQueue(self.targets.servers(), max_concurrent=b.max_concurrent,
-                              max_queued=b.max_queued)
+        self.queue: Queue = (queue_factory(self.targets, self._run) if queue_factory else
+                             RunQueue(self.targets.servers(), max_concurrent=b.max_concurrent,
+                                      max_queued=b.max_queued))
         self.tracker = ProgressTracker(store, clock)
-        self.cleaner = Cleaner(settings, store, self.targets.by_name, events, clock)
+        self.cleaner = Cleaner(settings, store, self.targets.by_name, events, clock,
+                               exclusive=exclusive)
         from ..physical.wal import WalArchives  # physical/ builds on backup/
 
         self.wal = WalArchives(settings, binaries, runtime_dir, clock)
         self.executor = RunExecutor(settings, store, events, targets=self.targets,
                                     binaries=binaries, runtime_dir=runtime_dir, clock=clock,
-                                    tracker=self.tracker, cleaner=self.cleaner)
+                                    tracker=self.tracker, cleaner=self.cleaner,
+                                    copier=self.copier)
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -84,7 +101,7 @@ class BackupService:
         runs that never started are recorded as cancelled."""
         self.queue.shutdown(grace_seconds, on_expired=self.executor.cancel_all)
         now = self.clock()
-        for run in self.store.unfinished_runs():
+        for run in self.queue.unsettled(self.store):
             failed = self.store.mark_failed(
                 run.id, finished_at=now,
                 error="cancelled: the service shut down before this run started")
@@ -103,7 +120,7 @@ class BackupService:
             raise InvalidArgument(f"type: {backup_type.value} applies to physical targets; "
                                   f"target {target.name!r} is logical (pg_dump backups are "
                                   "always full): leave type unset")
-        if trigger is Trigger.MANUAL:
+        if trigger is Trigger.MANUAL and self.executor.writes_in(target, b.directory):
             # Refused before any run exists: a request that cannot run is not a failed
             # backup. A scheduled fire is recorded as FAILED instead, never silent.
             files.prepare_backup_dir(b.directory, "backup.directory", requested=False)
@@ -177,8 +194,8 @@ class BackupService:
                 log.info("Database backup job queued", run_id=run.id, database=run.database,
                          trigger=trigger.value)
                 try:
-                    futures.append(self.queue.submit(key, run.id, partial(self._run, run,
-                                                                          job)))
+                    futures.append(self.queue.submit(key, run.id,
+                                                     partial(self._run, run, job), job=job))
                 except BackupError as exc:
                     self.store.mark_failed(run.id, finished_at=self.clock(), error=exc.message)
                     raise
@@ -222,6 +239,7 @@ class BackupService:
         target, database = self._scope(database)
         stats = self.store.stats(str(self.settings.backup.directory), target=target,
                                  database=database)
+        stats = replace(stats, destinations=self.copier.usage(target=target, database=database))
         if target or database:
             return stats
         # Every configured target, also one that never ran: "never" is an answer too.
@@ -242,7 +260,9 @@ class BackupService:
         if run_id < 1:
             raise InvalidArgument(f"id: must be a positive backup id, got {run_id}")
         run = self.store.get(run_id)
-        if run.file_state is FileState.PRESENT and not os.path.lexists(run.file_path):
+        # Only a file on this host can be checked here; an object store's copy is not.
+        if (run.file_state is FileState.PRESENT and os.path.isabs(run.file_path)
+                and not os.path.lexists(run.file_path)):
             self.store.set_file_state([run.id], FileState.MISSING)
             run = self.store.get(run_id)
         return run

@@ -137,13 +137,35 @@ class Copy:
     def present(self) -> bool:
         return self.state is CopyState.SUCCEEDED and self.file_state is FileState.PRESENT
 
+    @property
+    def backup_id(self) -> int:
+        return self.run_id
+
+    @property
+    def deleted(self) -> bool:
+        return self.file_state is FileState.DELETED
+
 
 @dataclass(frozen=True, slots=True)
 class DestinationUsage:
     """What the store knows a destination holds: its present copies, their bytes,
     and the newest one."""
 
-    destination: str
+    name: str
+    copies: int = 0
+    used_bytes: int = 0
+    newest: Copy | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationStatus:
+    """A configured destination as ListDestinations shows it."""
+
+    name: str
+    url: str  # never with credentials
+    required: bool
+    reachable: bool
+    error: str = ""
     copies: int = 0
     used_bytes: int = 0
     newest: Copy | None = None
@@ -201,6 +223,7 @@ class Run:
     end_lsn: str = ""
     timeline: int = 0
     chain: str = ""  # "12,15,18": ids from the full backup to this one
+    node: str = ""  # the cluster replica that executed it ("" without a cluster)
 
     @property
     def duration_seconds(self) -> float:
@@ -265,6 +288,7 @@ class Stats:
     verification_failures: int = 0
     databases: tuple[DatabaseStats, ...] = ()
     targets: tuple[TargetSummary, ...] = ()
+    destinations: tuple[DestinationUsage, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

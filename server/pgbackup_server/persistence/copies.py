@@ -17,6 +17,7 @@ from ..domain.errors import NotFound
 from ..domain.models import Copy, CopyState, DestinationUsage, FileState, Run
 from .codec import from_row, to_row
 from .schema import copies, runs
+from .totals import Scope
 
 _CHUNK = 500
 
@@ -148,15 +149,19 @@ class SqlCopyStore:
             attached = copies_of(conn, [r.id for r, _ in out])
         return [(_with_copies(run, attached.get(run.id, ())), copy) for run, copy in out]
 
-    def usage(self) -> dict[str, DestinationUsage]:
-        """Per destination: the present copies, their bytes, and the newest one."""
+    def usage(self, *, target: str = "", database: str = "") -> dict[str, DestinationUsage]:
+        """Per destination: the present copies, their bytes, and the newest one
+        (of one target's or one database's runs, when given)."""
         stored = and_(copies.c.state == CopyState.SUCCEEDED.value,
                       copies.c.file_state == FileState.PRESENT.value)
+        query = select(copies.c.destination, func.count(),
+                       func.coalesce(func.sum(copies.c.size_bytes), 0),
+                       func.max(copies.c.run_id)).where(stored)
+        if target or database:
+            query = query.join(runs, runs.c.id == copies.c.run_id).where(
+                Scope(target, database).on(runs))
         with self.engine.connect() as conn:
-            sums = conn.execute(select(copies.c.destination, func.count(),
-                                       func.coalesce(func.sum(copies.c.size_bytes), 0),
-                                       func.max(copies.c.run_id))
-                                .where(stored).group_by(copies.c.destination)).all()
+            sums = conn.execute(query.group_by(copies.c.destination)).all()
             newest_ids = [(d, n) for d, _, _, n in sums]
             newest = {d: _copy(conn.execute(select(copies).where(
                 copies.c.destination == d, copies.c.run_id == n)).one())

@@ -155,16 +155,19 @@ class SqlRunStore:
                        size_bytes: int, sha256: str, bytes_written: int = 0,
                        **changes: Any) -> Run:
         """SUCCEEDED with its file; ``changes``: what only the finished run knows (a
-        physical backup's WAL range)."""
+        physical backup's WAL range; plaintext_sha256 and encryption of an encrypted one)."""
         return self._update(run_id, "last_success_id", status=RunStatus.SUCCEEDED,
                             finished_at=finished_at, file_path=file_path, temp_path="",
                             size_bytes=size_bytes, sha256=sha256, bytes_written=bytes_written,
-                            file_state=FileState.PRESENT, **changes)
+                            file_state=FileState.PRESENT, error="", **changes)
 
     def mark_failed(self, run_id: int, *, finished_at: datetime, error: str,
-                    started_at: datetime | None = None) -> Run:
+                    started_at: datetime | None = None, **stored: Any) -> Run:
+        """FAILED with the reason; ``stored``: what the run did store (a run whose
+        required copy failed keeps its other copies: file_path, size_bytes, sha256,
+        file_state...)."""
         changes: dict[str, Any] = dict(status=RunStatus.FAILED, finished_at=finished_at,
-                                       error=error, temp_path="")
+                                       error=error, temp_path="", **stored)
         if started_at is not None:
             changes["started_at"] = started_at
         return self._update(run_id, "last_failure_id", **changes)

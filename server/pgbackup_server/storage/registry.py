@@ -6,11 +6,15 @@ import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from ..domain.errors import NotFound
+import structlog
+
+from ..domain.errors import BackupError, NotFound
 from ..domain.ports import Destination
 from ..settings.destinations import DestinationConfig
 from .local import LocalDestination
 from .objects import ObjectDestination
+
+log = structlog.get_logger("pgbackup")
 
 
 def build_destination(config: DestinationConfig, env: Mapping[str, str] | None = None,
@@ -50,6 +54,18 @@ class Destinations(Mapping[str, Destination]):
 
     def __len__(self) -> int:
         return len(self._by_name)
+
+    def abort_unfinished_uploads(self) -> None:
+        """Abort the multipart uploads a day old at each S3 destination (uploads whose
+        abort could not reach the store); a store that does not answer is logged."""
+        for dest in self.values():
+            if isinstance(dest, ObjectDestination):
+                try:
+                    if n := dest.abort_unfinished():
+                        log.info("Aborted unfinished uploads", destination=dest.name, count=n)
+                except BackupError as exc:
+                    log.warning("Cannot check for unfinished uploads", destination=dest.name,
+                                error=exc.message)
 
     def secrets(self, configs: tuple[DestinationConfig, ...],
                 env: Mapping[str, str] | None = None) -> list[str]:

@@ -143,6 +143,34 @@ local API = {
       body = "*",
       request = "backup.v1.ImportCatalogRequest",
     },
+    {
+      rpc = "CopyBackup",
+      http_method = "POST",
+      template = "/api/v1/backups/{id}:copy",
+      segments = {"api", "v1", "backups", {var = "id"}},
+      path_fields = {"id"},
+      verb = "copy",
+      body = "*",
+      request = "backup.v1.CopyBackupRequest",
+    },
+    {
+      rpc = "ListDestinations",
+      http_method = "GET",
+      template = "/api/v1/destinations",
+      segments = {"api", "v1", "destinations"},
+      path_fields = {},
+      body = "",
+      request = "backup.v1.ListDestinationsRequest",
+    },
+    {
+      rpc = "GetCluster",
+      http_method = "GET",
+      template = "/api/v1/cluster",
+      segments = {"api", "v1", "cluster"},
+      path_fields = {},
+      body = "",
+      request = "backup.v1.GetClusterRequest",
+    },
   },
   messages = {
     ["backup.v1.CreateBackupRequest"] = {
@@ -200,6 +228,12 @@ local API = {
       {name = "page_token", json = "pageToken", type = "string"},
     },
     ["backup.v1.ImportCatalogRequest"] = {{name = "destination", json = "destination", type = "string"}},
+    ["backup.v1.CopyBackupRequest"] = {
+      {name = "id", json = "id", type = "int64"},
+      {name = "destinations", json = "destinations", type = "string", repeated = true},
+    },
+    ["backup.v1.ListDestinationsRequest"] = {},
+    ["backup.v1.GetClusterRequest"] = {},
   },
   enums = {
     ["backup.v1.BackupType"] = {"BACKUP_TYPE_UNSPECIFIED", "FULL", "INCREMENTAL"},

@@ -4,12 +4,13 @@ to status codes by the ErrorInterceptor."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC
 from typing import Any
 
 from ...backup.service import BackupService
 from ...catalog import CatalogImporter
+from ...cluster import ClusterInfo
 from ...domain.errors import InvalidArgument, Unimplemented
 from ...domain.models import Alert, BackupType, CreateResult, RunStatus, Trigger
 from ...domain.ports import AlertSource, ScheduleSource
@@ -75,12 +76,14 @@ class BackupServicer(pb_grpc.BackupServiceServicer):
 
     def __init__(self, service: BackupService, restore: RestoreService,
                  schedules: ScheduleSource, alerts: AlertSource | None = None, *,
-                 catalog: CatalogImporter | None = None) -> None:
+                 catalog: CatalogImporter | None = None,
+                 cluster: Callable[[], ClusterInfo] | None = None) -> None:
         self.service = service
         self.restore = restore
         self.schedules = schedules
         self.alerts = alerts
         self.catalog = catalog
+        self.cluster = cluster or (lambda: ClusterInfo(enabled=False))
 
     def CreateBackup(self, request: pb.CreateBackupRequest, context: Any) -> Any:
         return _created(self.service.create_backup(
@@ -121,7 +124,8 @@ class BackupServicer(pb_grpc.BackupServiceServicer):
             schedules=[to_message(s, pb.Schedule) for s in self.schedules.schedules()])
 
     def VerifyBackup(self, request: pb.VerifyBackupRequest, context: Any) -> Any:
-        return to_message(self.restore.verify(request.id, deep=request.deep),
+        return to_message(self.restore.verify(request.id, deep=request.deep,
+                                              identity=request.identity),
                           pb.VerifyBackupResponse)
 
     def RestoreBackup(self, request: pb.RestoreBackupRequest, context: Any) -> Any:
@@ -129,7 +133,8 @@ class BackupServicer(pb_grpc.BackupServiceServicer):
             request.id, target_database=request.target_database, overwrite=request.overwrite,
             schemas=list(request.schemas), tables=list(request.tables), jobs=request.jobs,
             requested_by=requester(context), background=request.background,
-            force=request.force, target_directory=request.target_directory,
+            force=request.force, identity=request.identity,
+            target_directory=request.target_directory,
             target_time=(request.target_time.ToDatetime(tzinfo=UTC)
                          if request.HasField("target_time") else None),
             target_lsn=request.target_lsn), pb.RestoreRun)
@@ -138,7 +143,8 @@ class BackupServicer(pb_grpc.BackupServiceServicer):
         return to_message(self.restore.get_restore(request.id), pb.RestoreRun)
 
     def ListBackupContents(self, request: pb.ListBackupContentsRequest, context: Any) -> Any:
-        return to_message(self.restore.contents(request.id), pb.ListBackupContentsResponse)
+        return to_message(self.restore.contents(request.id, identity=request.identity),
+                          pb.ListBackupContentsResponse)
 
     def ListAlerts(self, request: pb.ListAlertsRequest, context: Any) -> Any:
         firing = sorted(self.alerts.firing() if self.alerts else [], key=lambda a: (a.since, a.key))
@@ -159,3 +165,15 @@ class BackupServicer(pb_grpc.BackupServiceServicer):
     def FetchWal(self, request: pb.FetchWalRequest, context: Any) -> Iterator[Any]:
         for chunk in self.service.wal.fetch(request.target, request.name):
             yield pb.WalChunk(data=chunk)
+
+    def CopyBackup(self, request: pb.CopyBackupRequest, context: Any) -> Any:
+        return to_message(self.service.copier.copy_backup(request.id,
+                                                          list(request.destinations)),
+                          pb.Backup)
+
+    def ListDestinations(self, request: pb.ListDestinationsRequest, context: Any) -> Any:
+        return pb.ListDestinationsResponse(destinations=[
+            to_message(d, pb.Destination) for d in self.service.copier.list_destinations()])
+
+    def GetCluster(self, request: pb.GetClusterRequest, context: Any) -> Any:
+        return to_message(self.cluster(), pb.GetClusterResponse)
