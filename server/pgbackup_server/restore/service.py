@@ -355,11 +355,8 @@ class RestoreService:
     def list_restores(self, *, backup_id: int = 0, page_size: int = 0,
                       page_token: str = "") -> RestorePage:
         """Restores newest first, optionally of one backup (which must exist)."""
-        if backup_id < 0:
-            raise InvalidArgument(f"backup_id: must be a positive backup id (0: all), "
-                                  f"got {backup_id}")
-        if backup_id:
-            self.store.get(backup_id)  # NOT_FOUND rather than an empty list
+        if backup_id < 0 or (backup_id and not self.store.get(backup_id)):  # else NOT_FOUND
+            raise InvalidArgument(f"backup_id: must be a backup id (0: all), got {backup_id}")
         return self.restores.restore_page(backup_id=backup_id, page_size=page_size,
                                           page_token=page_token)
 
