@@ -197,7 +197,7 @@ def encryption_cases(work: Path, recipient: str, backup: Callable[[], Any], mib:
         for _ in range(mib):
             f.write(block)
 
-    def alone(fn: Callable[[], None]) -> Callable[[], float]:
+    def alone(fn: Callable[[], object]) -> Callable[[], float]:
         def run() -> float:
             t0 = time.perf_counter()
             fn()
