@@ -26,6 +26,8 @@ __all__ = [
     "CatalogImport",
     "CleanupDecision",
     "CleanupResult",
+    "ClusterNode",
+    "ClusterView",
     "ContentEntry",
     "CreateResult",
     "DatabaseStats",
@@ -134,6 +136,8 @@ class Backup(Model):
     plaintext_sha256: str = ""
     # Fingerprints of the age recipients the backup is encrypted to; empty: not encrypted.
     encryption: tuple[str, ...] = ()
+    # The cluster replica that executed the run ("" without a cluster).
+    node: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -477,3 +481,39 @@ class Destination(Model):
     copies: int = 0
     used_bytes: int = 0
     newest: BackupCopy | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterNode(Model):
+    """A backupd replica: its heartbeat's age and the runs it holds."""
+
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.ClusterNode
+
+    name: str = ""
+    started_at: datetime | None = None
+    heartbeat_at: datetime | None = None
+    # Seconds since its last heartbeat, by the store's clock.
+    heartbeat_age_seconds: float = 0.0
+    # True when it missed its lease (cluster.leaseTimeout): its runs are taken over.
+    silent: bool = False
+    # The runs it holds a lease on (executing now).
+    run_ids: tuple[int, ...] = ()
+    # The replica that answered.
+    this_replica: bool = False
+    version: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterView(Model):
+    """The replicas sharing the store (``enabled`` False on a single backupd)."""
+
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.GetClusterResponse
+
+    # False on a single backupd (no cluster section): nodes is empty.
+    enabled: bool = False
+    # The replica that answered.
+    node: str = ""
+    nodes: tuple[ClusterNode, ...] = ()
+    lease_timeout_seconds: float = 0.0
+    # Runs waiting for a replica to take them.
+    queued_runs: int = 0

@@ -19,6 +19,7 @@ from pgbackup_client.models import (
     BackupPage,
     CatalogImport,
     CleanupResult,
+    ClusterView,
     CreateResult,
     Destination,
     Progress,
@@ -222,6 +223,11 @@ class BackupClient:
             if not page.next_page_token or page.next_page_token == token:
                 return
             token = page.next_page_token
+
+    def get_cluster(self) -> ClusterView:
+        """The replicas sharing the store, their heartbeats and the runs each holds."""
+        resp = self._call(self._stub.GetCluster, backup_pb2.GetClusterRequest(), self.timeout)
+        return ClusterView.from_proto(resp)
 
     def get_backup(self, id: int) -> Backup:
         """One recorded run by id; raises NotFound if there is none."""

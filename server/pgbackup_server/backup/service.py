@@ -39,12 +39,13 @@ from ..postgres.binaries import PgBinary
 from ..settings import Settings, TargetConfig
 from ..storage.registry import Destinations
 from . import files
-from .cleanup import Cleaner
+from .cleanup import Cleaner, Exclusive
 from .copies import Copier, RetryPolicy, Secrets
+from .copy_retention import CopyRetention
 from .executor import RunExecutor
 from .jobs import Job, jobs_for
 from .progress import ProgressTracker
-from .queue import NOT_STARTED, RunQueue, gather
+from .queue import NOT_STARTED, Queue, QueueFactory, RunQueue, gather
 from .recovery import recover
 
 log = structlog.get_logger("pgbackup")
@@ -56,7 +57,10 @@ class BackupService:
     def __init__(self, settings: Settings, store: RunStore, events: Listener, *,
                  copies: CopyStore, binaries: list[PgBinary], runtime_dir: Path,
                  clock: Clock, destinations: Mapping[str, Destination] | None = None,
-                 retry: RetryPolicy | None = None) -> None:
+                 retry: RetryPolicy | None = None, queue_factory: QueueFactory | None = None,
+                 exclusive: Exclusive | None = None) -> None:
+        """``queue_factory`` and ``exclusive``: a cluster's queue, and its lock that keeps
+        retention on one replica at a time (default: this process's own)."""
         self.settings = settings
         self.store = store
         self.events = events
@@ -71,10 +75,14 @@ class BackupService:
                                              for v in c.secret_options(os.environ).values()),
                              retry=retry)
         b = settings.backup
-        self.queue = RunQueue(self.targets.servers(), max_concurrent=b.max_concurrent,
-                              max_queued=b.max_queued)
+        self.queue: Queue = (queue_factory(self.targets, self._run) if queue_factory else
+                             RunQueue(self.targets.servers(), max_concurrent=b.max_concurrent,
+                                      max_queued=b.max_queued))
         self.tracker = ProgressTracker(store, clock)
-        self.cleaner = Cleaner(settings, store, self.targets.by_name, events, clock)
+        self.cleaner = Cleaner(settings, store, self.targets.by_name, events, clock,
+                               CopyRetention(settings, store, copies, destinations, clock,
+                                             self.copier.secrets.scrub),
+                               exclusive=exclusive)
         from ..physical.wal import WalArchives  # physical/ builds on backup/
 
         self.wal = WalArchives(settings, binaries, runtime_dir, clock)
@@ -90,13 +98,14 @@ class BackupService:
         recover(self.store, self.events, self.cleaner, clock=self.clock,
                 runtime_dir=self.runtime_dir,
                 directories=self.settings.backup.allowed_directories)
+        self.copier.recover()
 
     def shutdown(self, grace_seconds: float) -> None:
         """Stop admitting runs, give running ones ``grace_seconds``, then cancel them;
         runs that never started are recorded as cancelled."""
         self.queue.shutdown(grace_seconds, on_expired=self.executor.cancel_all)
         now = self.clock()
-        for run in self.store.unfinished_runs():
+        for run in self.queue.unsettled(self.store):
             failed = self.store.mark_failed(
                 run.id, finished_at=now,
                 error="cancelled: the service shut down before this run started")
@@ -189,8 +198,8 @@ class BackupService:
                 log.info("Database backup job queued", run_id=run.id, database=run.database,
                          trigger=trigger.value)
                 try:
-                    futures.append(self.queue.submit(key, run.id, partial(self._run, run,
-                                                                          job)))
+                    futures.append(self.queue.submit(key, run.id,
+                                                     partial(self._run, run, job), job=job))
                 except BackupError as exc:
                     self.store.mark_failed(run.id, finished_at=self.clock(), error=exc.message)
                     raise

@@ -223,6 +223,7 @@ class Run:
     end_lsn: str = ""
     timeline: int = 0
     chain: str = ""  # "12,15,18": ids from the full backup to this one
+    node: str = ""  # the cluster replica that executed it ("" without a cluster)
 
     @property
     def duration_seconds(self) -> float:

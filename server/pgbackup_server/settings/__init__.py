@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from ..domain.errors import ConfigError
 from ..domain.models import DumpFormat
+from .cluster import cluster_problems
 from .destinations import DestinationConfig, destination_problems
 from .errors import messages
 from .fields import parse_duration
@@ -88,7 +89,8 @@ def build_settings(raw: Any, *, base: Path, env: Mapping[str, str],
     except ValidationError as exc:
         problems = messages(exc, Settings) + problems
     if settings is not None and not problems:
-        problems = _name_problems(settings)
+        problems = _name_problems(settings) + cluster_problems(settings.cluster,
+                                                               settings.store.url)
     if problems or settings is None:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     settings._source = source

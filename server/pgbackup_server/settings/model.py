@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import PrivateAttr, field_validator
 
 from ..postgres.conninfo import ConnInfo
+from .cluster import ClusterConfig
 from .destinations import DestinationConfig, local_destination
 from .encryption import EncryptionConfig
 from .fields import Section, problem, setting
@@ -52,6 +53,7 @@ class Settings(Section):
     auth: AuthConfig = setting({}, expected="a mapping", validate_default=True)
     metrics: MetricsConfig = setting({}, expected="a mapping", validate_default=True)
     alerts: AlertsConfig = setting({}, expected="a mapping", validate_default=True)
+    cluster: ClusterConfig = setting({}, expected="a mapping", validate_default=True)
     notifications: tuple[NotificationConfig, ...] = setting(
         (), expected="a list of channels")
     encryption: EncryptionConfig | None = setting(

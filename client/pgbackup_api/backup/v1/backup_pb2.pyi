@@ -39,6 +39,7 @@ class AlertKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STALE: _ClassVar[AlertKind]
     MISSED_SCHEDULE: _ClassVar[AlertKind]
     VERIFICATION_FAILED: _ClassVar[AlertKind]
+    COPY_FAILED: _ClassVar[AlertKind]
 
 class BackupType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -62,12 +63,13 @@ ALERT_KIND_UNSPECIFIED: AlertKind
 STALE: AlertKind
 MISSED_SCHEDULE: AlertKind
 VERIFICATION_FAILED: AlertKind
+COPY_FAILED: AlertKind
 BACKUP_TYPE_UNSPECIFIED: BackupType
 FULL: BackupType
 INCREMENTAL: BackupType
 
 class Backup(_message.Message):
-    __slots__ = ("id", "database", "status", "trigger", "file_path", "size_bytes", "sha256", "started_at", "finished_at", "duration_seconds", "error", "schedule", "backup_dir", "format", "compression", "pg_dump_version", "server_version", "file_deleted", "file_missing", "queued_at", "bytes_written", "estimated_total_bytes", "verification", "verification_reason", "verified_at", "kind", "target", "parent_id", "type_reason", "start_lsn", "end_lsn", "timeline", "chain", "copies", "plaintext_sha256", "encryption")
+    __slots__ = ("id", "database", "status", "trigger", "file_path", "size_bytes", "sha256", "started_at", "finished_at", "duration_seconds", "error", "schedule", "backup_dir", "format", "compression", "pg_dump_version", "server_version", "file_deleted", "file_missing", "queued_at", "bytes_written", "estimated_total_bytes", "verification", "verification_reason", "verified_at", "kind", "target", "parent_id", "type_reason", "start_lsn", "end_lsn", "timeline", "chain", "copies", "plaintext_sha256", "encryption", "node")
     ID_FIELD_NUMBER: _ClassVar[int]
     DATABASE_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -104,6 +106,7 @@ class Backup(_message.Message):
     COPIES_FIELD_NUMBER: _ClassVar[int]
     PLAINTEXT_SHA256_FIELD_NUMBER: _ClassVar[int]
     ENCRYPTION_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
     id: int
     database: str
     status: BackupStatus
@@ -140,7 +143,8 @@ class Backup(_message.Message):
     copies: _containers.RepeatedCompositeFieldContainer[BackupCopy]
     plaintext_sha256: str
     encryption: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[int] = ..., database: _Optional[str] = ..., status: _Optional[_Union[BackupStatus, str]] = ..., trigger: _Optional[_Union[Trigger, str]] = ..., file_path: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration_seconds: _Optional[float] = ..., error: _Optional[str] = ..., schedule: _Optional[str] = ..., backup_dir: _Optional[str] = ..., format: _Optional[str] = ..., compression: _Optional[str] = ..., pg_dump_version: _Optional[str] = ..., server_version: _Optional[str] = ..., file_deleted: _Optional[bool] = ..., file_missing: _Optional[bool] = ..., queued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bytes_written: _Optional[int] = ..., estimated_total_bytes: _Optional[int] = ..., verification: _Optional[str] = ..., verification_reason: _Optional[str] = ..., verified_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[_Union[RunKind, str]] = ..., target: _Optional[str] = ..., parent_id: _Optional[int] = ..., type_reason: _Optional[str] = ..., start_lsn: _Optional[str] = ..., end_lsn: _Optional[str] = ..., timeline: _Optional[int] = ..., chain: _Optional[str] = ..., copies: _Optional[_Iterable[_Union[BackupCopy, _Mapping]]] = ..., plaintext_sha256: _Optional[str] = ..., encryption: _Optional[_Iterable[str]] = ...) -> None: ...
+    node: str
+    def __init__(self, id: _Optional[int] = ..., database: _Optional[str] = ..., status: _Optional[_Union[BackupStatus, str]] = ..., trigger: _Optional[_Union[Trigger, str]] = ..., file_path: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration_seconds: _Optional[float] = ..., error: _Optional[str] = ..., schedule: _Optional[str] = ..., backup_dir: _Optional[str] = ..., format: _Optional[str] = ..., compression: _Optional[str] = ..., pg_dump_version: _Optional[str] = ..., server_version: _Optional[str] = ..., file_deleted: _Optional[bool] = ..., file_missing: _Optional[bool] = ..., queued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bytes_written: _Optional[int] = ..., estimated_total_bytes: _Optional[int] = ..., verification: _Optional[str] = ..., verification_reason: _Optional[str] = ..., verified_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[_Union[RunKind, str]] = ..., target: _Optional[str] = ..., parent_id: _Optional[int] = ..., type_reason: _Optional[str] = ..., start_lsn: _Optional[str] = ..., end_lsn: _Optional[str] = ..., timeline: _Optional[int] = ..., chain: _Optional[str] = ..., copies: _Optional[_Iterable[_Union[BackupCopy, _Mapping]]] = ..., plaintext_sha256: _Optional[str] = ..., encryption: _Optional[_Iterable[str]] = ..., node: _Optional[str] = ...) -> None: ...
 
 class CreateBackupRequest(_message.Message):
     __slots__ = ("background", "database", "type")
@@ -687,3 +691,41 @@ class ListDestinationsResponse(_message.Message):
     DESTINATIONS_FIELD_NUMBER: _ClassVar[int]
     destinations: _containers.RepeatedCompositeFieldContainer[Destination]
     def __init__(self, destinations: _Optional[_Iterable[_Union[Destination, _Mapping]]] = ...) -> None: ...
+
+class GetClusterRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ClusterNode(_message.Message):
+    __slots__ = ("name", "started_at", "heartbeat_at", "heartbeat_age_seconds", "silent", "run_ids", "this_replica", "version")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_AT_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_AGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SILENT_FIELD_NUMBER: _ClassVar[int]
+    RUN_IDS_FIELD_NUMBER: _ClassVar[int]
+    THIS_REPLICA_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    started_at: _timestamp_pb2.Timestamp
+    heartbeat_at: _timestamp_pb2.Timestamp
+    heartbeat_age_seconds: float
+    silent: bool
+    run_ids: _containers.RepeatedScalarFieldContainer[int]
+    this_replica: bool
+    version: str
+    def __init__(self, name: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., heartbeat_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., heartbeat_age_seconds: _Optional[float] = ..., silent: _Optional[bool] = ..., run_ids: _Optional[_Iterable[int]] = ..., this_replica: _Optional[bool] = ..., version: _Optional[str] = ...) -> None: ...
+
+class GetClusterResponse(_message.Message):
+    __slots__ = ("enabled", "node", "nodes", "lease_timeout_seconds", "queued_runs")
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    LEASE_TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_RUNS_FIELD_NUMBER: _ClassVar[int]
+    enabled: bool
+    node: str
+    nodes: _containers.RepeatedCompositeFieldContainer[ClusterNode]
+    lease_timeout_seconds: float
+    queued_runs: int
+    def __init__(self, enabled: _Optional[bool] = ..., node: _Optional[str] = ..., nodes: _Optional[_Iterable[_Union[ClusterNode, _Mapping]]] = ..., lease_timeout_seconds: _Optional[float] = ..., queued_runs: _Optional[int] = ...) -> None: ...

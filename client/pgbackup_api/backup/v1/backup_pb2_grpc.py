@@ -124,6 +124,11 @@ class BackupServiceStub:
                 request_serializer=backup_dot_v1_dot_backup__pb2.ListDestinationsRequest.SerializeToString,
                 response_deserializer=backup_dot_v1_dot_backup__pb2.ListDestinationsResponse.FromString,
                 _registered_method=True)
+        self.GetCluster = channel.unary_unary(
+                '/backup.v1.BackupService/GetCluster',
+                request_serializer=backup_dot_v1_dot_backup__pb2.GetClusterRequest.SerializeToString,
+                response_deserializer=backup_dot_v1_dot_backup__pb2.GetClusterResponse.FromString,
+                _registered_method=True)
 
 
 class BackupServiceServicer:
@@ -260,6 +265,13 @@ class BackupServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCluster(self, request, context):
+        """The replicas sharing this store (cluster.enabled), their heartbeats and runs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BackupServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -352,6 +364,11 @@ def add_BackupServiceServicer_to_server(servicer, server):
                     servicer.ListDestinations,
                     request_deserializer=backup_dot_v1_dot_backup__pb2.ListDestinationsRequest.FromString,
                     response_serializer=backup_dot_v1_dot_backup__pb2.ListDestinationsResponse.SerializeToString,
+            ),
+            'GetCluster': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCluster,
+                    request_deserializer=backup_dot_v1_dot_backup__pb2.GetClusterRequest.FromString,
+                    response_serializer=backup_dot_v1_dot_backup__pb2.GetClusterResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -840,6 +857,33 @@ class BackupService:
             '/backup.v1.BackupService/ListDestinations',
             backup_dot_v1_dot_backup__pb2.ListDestinationsRequest.SerializeToString,
             backup_dot_v1_dot_backup__pb2.ListDestinationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCluster(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/backup.v1.BackupService/GetCluster',
+            backup_dot_v1_dot_backup__pb2.GetClusterRequest.SerializeToString,
+            backup_dot_v1_dot_backup__pb2.GetClusterResponse.FromString,
             options,
             channel_credentials,
             insecure,

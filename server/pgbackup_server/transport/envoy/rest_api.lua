@@ -162,6 +162,15 @@ local API = {
       body = "",
       request = "backup.v1.ListDestinationsRequest",
     },
+    {
+      rpc = "GetCluster",
+      http_method = "GET",
+      template = "/api/v1/cluster",
+      segments = {"api", "v1", "cluster"},
+      path_fields = {},
+      body = "",
+      request = "backup.v1.GetClusterRequest",
+    },
   },
   messages = {
     ["backup.v1.CreateBackupRequest"] = {
@@ -224,6 +233,7 @@ local API = {
       {name = "destinations", json = "destinations", type = "string", repeated = true},
     },
     ["backup.v1.ListDestinationsRequest"] = {},
+    ["backup.v1.GetClusterRequest"] = {},
   },
   enums = {
     ["backup.v1.BackupType"] = {"BACKUP_TYPE_UNSPECIFIED", "FULL", "INCREMENTAL"},

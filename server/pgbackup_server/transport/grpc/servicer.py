@@ -4,12 +4,13 @@ to status codes by the ErrorInterceptor."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC
 from typing import Any
 
 from ...backup.service import BackupService
 from ...catalog import CatalogImporter
+from ...cluster import ClusterInfo
 from ...domain.errors import InvalidArgument, Unimplemented
 from ...domain.models import Alert, BackupType, CreateResult, RunStatus, Trigger
 from ...domain.ports import AlertSource, ScheduleSource
@@ -75,12 +76,14 @@ class BackupServicer(pb_grpc.BackupServiceServicer):
 
     def __init__(self, service: BackupService, restore: RestoreService,
                  schedules: ScheduleSource, alerts: AlertSource | None = None, *,
-                 catalog: CatalogImporter | None = None) -> None:
+                 catalog: CatalogImporter | None = None,
+                 cluster: Callable[[], ClusterInfo] | None = None) -> None:
         self.service = service
         self.restore = restore
         self.schedules = schedules
         self.alerts = alerts
         self.catalog = catalog
+        self.cluster = cluster or (lambda: ClusterInfo(enabled=False))
 
     def CreateBackup(self, request: pb.CreateBackupRequest, context: Any) -> Any:
         return _created(self.service.create_backup(
@@ -171,3 +174,6 @@ class BackupServicer(pb_grpc.BackupServiceServicer):
     def ListDestinations(self, request: pb.ListDestinationsRequest, context: Any) -> Any:
         return pb.ListDestinationsResponse(destinations=[
             to_message(d, pb.Destination) for d in self.service.copier.list_destinations()])
+
+    def GetCluster(self, request: pb.GetClusterRequest, context: Any) -> Any:
+        return to_message(self.cluster(), pb.GetClusterResponse)
