@@ -497,7 +497,8 @@ def models_source(descriptor_set: bytes) -> str:
         ]
         lines += ["", "", "@dataclass(frozen=True, slots=True)", f"class {name}(Model):",
                   f'    """{doc}"""', "",
-                  f"    _proto: ClassVar[type[Message]] = {stub}", ""]
+                  # builtins.type: a field may be named "type" (Schedule.type).
+                  f"    _proto: ClassVar[builtins.type[Message]] = {stub}", ""]
         for i, fld in ordered:
             where = f"{full.lstrip('.')}.{fld.name}"
             if keyword.iskeyword(fld.name) or fld.name in {*_RESERVED, *names.values(), *stubs}:
@@ -548,7 +549,7 @@ def models_source(descriptor_set: bytes) -> str:
         "from __future__ import annotations",
         "",
     ]
-    std = []
+    std = ["import builtins"]
     if "field" in uses:
         std.append("from dataclasses import dataclass, field")
     else:

@@ -7,6 +7,7 @@ needs no hand-written change here or in the CLI.
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import ClassVar
@@ -39,7 +40,7 @@ __all__ = [
 class Backup(Model):
     """One backup run, whatever its outcome."""
 
-    _proto: ClassVar[type[Message]] = backup_pb2.Backup
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.Backup
 
     id: int = 0
     database: str = ""
@@ -101,7 +102,7 @@ class Backup(Model):
 class Progress(Model):
     """One WatchBackup event; ``backup`` is set on the last one, when the run ended."""
 
-    _proto: ClassVar[type[Message]] = backup_pb2.BackupProgress
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.BackupProgress
 
     id: int = 0
     # backup.v1.BackupStatus name (an unknown value: its number).
@@ -118,7 +119,7 @@ class Progress(Model):
 class CreateResult(Model):
     """Outcome of a create call: the run and the files its cleanup deleted."""
 
-    _proto: ClassVar[type[Message]] = backup_pb2.CreateBackupResponse
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.CreateBackupResponse
 
     backup: Backup = field(default_factory=Backup)
     # Files deleted by the cleanup that followed the backup.
@@ -132,7 +133,7 @@ class CreateResult(Model):
 class RunSummary(Model):
     """The last successful or failed run, as reported by GetStats."""
 
-    _proto: ClassVar[type[Message]] = backup_pb2.RunSummary
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.RunSummary
 
     id: int = 0
     time: datetime | None = None
@@ -144,7 +145,7 @@ class RunSummary(Model):
 class DatabaseStats(Model):
     """Totals and last outcomes of one database."""
 
-    _proto: ClassVar[type[Message]] = backup_pb2.DatabaseStats
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.DatabaseStats
 
     database: str = ""
     total_backups: int = 0
@@ -158,7 +159,7 @@ class DatabaseStats(Model):
 class WalArchive(Model):
     """The WAL archive of one physical target (wal.stream: true)."""
 
-    _proto: ClassVar[type[Message]] = backup_pb2.WalArchive
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.WalArchive
 
     target: str = ""
     # pg_receivewal is running.
@@ -181,7 +182,7 @@ class WalArchive(Model):
 class Stats(Model):
     """Totals over the recorded backups."""
 
-    _proto: ClassVar[type[Message]] = backup_pb2.GetStatsResponse
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.GetStatsResponse
 
     # Backups whose file is on disk.
     total_backups: int = 0
@@ -205,7 +206,7 @@ class Stats(Model):
 class CleanupResult(Model):
     """Outcome of applying the retention policy."""
 
-    _proto: ClassVar[type[Message]] = backup_pb2.CleanupResponse
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.CleanupResponse
 
     deleted_files: int = 0
     freed_bytes: int = 0
@@ -218,7 +219,7 @@ class CleanupResult(Model):
 class Schedule(Model):
     """A configured schedule; ``next_run_time`` is None when it will not fire."""
 
-    _proto: ClassVar[type[Message]] = backup_pb2.Schedule
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.Schedule
 
     name: str = ""
     cron: str = ""
@@ -235,7 +236,7 @@ class Schedule(Model):
 class BackupPage(Model):
     """One page of ListBackups; ``next_page_token`` is empty on the last page."""
 
-    _proto: ClassVar[type[Message]] = backup_pb2.ListBackupsResponse
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.ListBackupsResponse
 
     backups: tuple[Backup, ...] = ()
     # Empty on the last page.
@@ -246,7 +247,7 @@ class BackupPage(Model):
 class TableRows(Model):
     """A table restored by a deep verification, and its row count."""
 
-    _proto: ClassVar[type[Message]] = backup_pb2.TableRows
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.TableRows
 
     schema: str = ""
     table: str = ""
@@ -257,7 +258,7 @@ class TableRows(Model):
 class VerifyResult(Model):
     """Outcome of VerifyBackup: ``verification`` is ``"OK"`` or ``"FAILED"``."""
 
-    _proto: ClassVar[type[Message]] = backup_pb2.VerifyBackupResponse
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.VerifyBackupResponse
 
     # "OK" or "FAILED".
     verification: str = ""
@@ -278,7 +279,7 @@ class VerifyResult(Model):
 class RestoreRun(Model):
     """One restore, whatever its outcome; ``status`` as for backups."""
 
-    _proto: ClassVar[type[Message]] = backup_pb2.RestoreRun
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.RestoreRun
 
     id: int = 0
     backup_id: int = 0
@@ -299,7 +300,7 @@ class RestoreRun(Model):
 class ContentEntry(Model):
     """An object in a backup; ``size_bytes`` is a table's data as stored."""
 
-    _proto: ClassVar[type[Message]] = backup_pb2.ContentEntry
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.ContentEntry
 
     schema: str = ""
     name: str = ""
@@ -313,7 +314,7 @@ class ContentEntry(Model):
 class BackupContents(Model):
     """What a backup holds, from its table of contents."""
 
-    _proto: ClassVar[type[Message]] = backup_pb2.ListBackupContentsResponse
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.ListBackupContentsResponse
 
     entries: tuple[ContentEntry, ...] = ()
     schemas: tuple[str, ...] = ()

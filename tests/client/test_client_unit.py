@@ -400,7 +400,7 @@ def test_cli_failed_backup_exits_1(
     assert captured.err.strip() == "error: FAILED: pg_dump: boom"
     assert "status:" in captured.out and "FAILED" in captured.out
     # No deadline on create unless --timeout is given explicitly.
-    assert seen == {"background": False, "database": "", "timeout": None}
+    assert seen == {"background": False, "database": "", "timeout": None, "type": ""}
 
 
 def test_cli_server_error_exits_1(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Protocol
 
 import structlog
 
@@ -20,17 +21,22 @@ from . import files
 log = structlog.get_logger("pgbackup")
 
 
+class WalPruner(Protocol):
+    def prune_after_cleanup(self, kept: list[Run]) -> None: ...
+
+
 class Cleaner:
     """Retention for the service's backup directories. Thread-safe as the store is."""
 
     def __init__(self, backup: BackupConfig, store: RunStore,
                  targets: Mapping[str, TargetConfig], events: Listener,
-                 clock: Clock) -> None:
+                 clock: Clock, wal: WalPruner | None = None) -> None:
         self.backup = backup
         self.store = store
         self.targets = targets
         self.events = events
         self.clock = clock
+        self.wal = wal
 
     def reconcile(self, backup_dir: str | None = None) -> int:
         """Mark backups whose file disappeared from disk as missing. A directory that
@@ -44,6 +50,16 @@ class Cleaner:
         for run_id in sorted(gone):
             log.warning("Backup file missing from disk", run_id=run_id)
         return gone
+
+    def _chains(self, present: list[Run], doomed: list[Run]) -> list[Run]:
+        """Physical chains: a backup a kept one depends on stays; an incremental goes
+        with the backup it depends on (physical/chain.py)."""
+        from ..physical.chain import close_retention
+
+        ids, reasons = close_retention(present, {r.id for r in doomed})
+        for run_id, reason in sorted(reasons.items()):
+            log.info("Retention over a backup chain", run_id=run_id, reason=reason)
+        return sorted((r for r in present if r.id in ids), key=lambda r: r.id)
 
     def cleanup(self, *, dry_run: bool = False) -> CleanupResult:
         """Apply retention to the configured directory now."""
@@ -73,6 +89,7 @@ class Cleaner:
                                         min_keep=self.backup.retention_min_keep,
                                         latest_status=latest)),
             key=lambda r: r.id)
+        doomed = self._chains(present, doomed)
         deleted: list[str] = []
         gone: list[int] = []
         missing: list[int] = []
@@ -97,6 +114,8 @@ class Cleaner:
                 gone.append(run.id)
             deleted.append(str(path))
             freed += size or 0
+        if not dry_run and self.wal is not None:
+            self.wal.prune_after_cleanup([r for r in present if r.id not in set(gone)])
         if not dry_run:
             self.store.set_file_state(gone, FileState.DELETED)
             self.store.set_file_state(missing, FileState.MISSING)

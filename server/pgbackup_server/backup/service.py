@@ -61,10 +61,10 @@ class BackupService:
         self.queue = RunQueue(self.targets.servers(), max_concurrent=b.max_concurrent,
                               max_queued=b.max_queued)
         self.tracker = ProgressTracker(store, clock)
-        self.cleaner = Cleaner(b, store, self.targets.by_name, events, clock)
         from ..physical.wal import WalArchives  # physical/ builds on backup/
 
         self.wal = WalArchives(settings, binaries, runtime_dir, clock)
+        self.cleaner = Cleaner(b, store, self.targets.by_name, events, clock, wal=self.wal)
         self.executor = RunExecutor(settings, store, events, targets=self.targets,
                                     binaries=binaries, runtime_dir=runtime_dir, clock=clock,
                                     tracker=self.tracker, cleaner=self.cleaner)

@@ -27,6 +27,7 @@ from pathlib import Path
 import structlog
 
 from ..domain.errors import InvalidArgument, NotFound
+from ..domain.models import Run
 from ..domain.ports import Clock
 from ..postgres.binaries import PgBinary
 from ..postgres.clients import StderrTail, client_env, death_signal_prefix, signal_group
@@ -206,15 +207,17 @@ class WalArchives:
 
     # -- retention ----------------------------------------------------------
 
-    def prune(self, name: str, kept: list[object]) -> list[str]:
-        """Delete archived segments older than what the kept backups need."""
-        from ..domain.models import Run
-
-        runs = [r for r in kept if isinstance(r, Run)]
-        doomed = chain.wal_to_delete([p.name for p in self.files(name)], runs)
-        for file in doomed:
-            (self.directory(name) / file).unlink(missing_ok=True)
-        return doomed
+    def prune_after_cleanup(self, kept: list[Run]) -> None:
+        """After retention: delete each archive's segments older than the start of the
+        oldest backup of its target still kept (nothing a kept backup needs)."""
+        for name in self.targets:
+            doomed = chain.wal_to_delete([p.name for p in self.files(name)],
+                                         [r for r in kept if r.target == name])
+            for file in doomed:
+                (self.directory(name) / file).unlink(missing_ok=True)
+            if doomed:
+                log.info("Archived WAL deleted by retention", target=name, files=len(doomed),
+                         oldest_kept=doomed[-1])
 
     # -- restore_command ----------------------------------------------------
 

@@ -1,0 +1,100 @@
+"""The chain rules, as pure functions over runs with an injected clock: a parent for
+an incremental (or why it becomes full), retention that never orphans an
+incremental, and WAL kept from the oldest kept backup's start on."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from pgbackup_server.domain import retention
+from pgbackup_server.domain.models import FileState, Run, RunKind, RunStatus, Trigger
+from pgbackup_server.physical import chain
+
+T0 = datetime(2026, 1, 5, 2, 0, tzinfo=UTC)  # a Monday
+
+
+def _run(run_id: int, day: int, parent: Run | None, lsn: int) -> Run:
+    at = T0 + timedelta(days=day)
+    return Run(id=run_id, database="cluster", target="cluster", status=RunStatus.SUCCEEDED,
+               trigger=Trigger.SCHEDULE, backup_dir="/b", queued_at=at, started_at=at,
+               finished_at=at + timedelta(minutes=5), kind=chain.kind_for(parent),
+               parent_id=parent.id if parent else 0, chain=chain.chain_text(parent, run_id),
+               file_state=FileState.PRESENT, file_path=f"/b/{run_id}",
+               start_lsn=chain.lsn_text(lsn), timeline=1)
+
+
+def weekly_fulls_daily_incrementals(days: int) -> list[Run]:
+    """A full backup every Monday, an incremental on each other day."""
+    runs: list[Run] = []
+    segment = chain.WAL_SEGMENT_SIZE
+    for day in range(days):
+        now = T0 + timedelta(days=day)
+        if now.weekday() == 0:
+            parent = None
+        else:
+            choice = chain.choose_parent(runs, now=now)
+            assert choice.parent is not None, choice.reason
+            parent = choice.parent
+        runs.append(_run(day + 1, day, parent, (day + 2) * segment))
+    return runs
+
+
+def test_an_incremental_builds_on_the_newest_intact_backup_or_says_why_it_is_full():
+    runs = weekly_fulls_daily_incrementals(3)
+    assert [r.kind for r in runs] == [RunKind.PHYSICAL_FULL] + [RunKind.PHYSICAL_INCREMENTAL] * 2
+    assert runs[2].chain == "1,2,3" and runs[2].parent_id == 2
+    now = T0 + timedelta(days=3)
+    assert chain.choose_parent(runs, now=now).parent == runs[2]
+    assert "no earlier physical backup" in chain.choose_parent([], now=now).reason
+    gone = [replace(runs[0], file_state=FileState.MISSING), *runs[1:]]
+    assert chain.choose_parent(gone, now=now).reason.startswith(
+        "the newest backup's chain is broken (backup 1 is missing from disk)")
+    failed = [*runs, replace(runs[2], id=4, status=RunStatus.FAILED)]
+    assert chain.choose_parent(failed, now=now).parent == runs[2]  # failed runs are skipped
+    late = chain.choose_parent(runs, now=now + timedelta(days=12))
+    assert late.parent is None and "WAL summaries" in late.reason
+
+
+def test_retention_over_a_year_of_chains_never_orphans_an_incremental():
+    runs = weekly_fulls_daily_incrementals(365)
+    by_id = {r.id: r for r in runs}
+    for day in (30, 100, 365):
+        now = T0 + timedelta(days=day, hours=12)
+        present = [r for r in runs if r.started_at <= now]
+        doomed = retention.expired(present, now=now, retention_days=12, min_keep=1)
+        ids, reasons = chain.close_retention(present, {r.id for r in doomed})
+        kept = [r for r in present if r.id not in ids]
+        for r in kept:  # every kept backup can be restored: its whole chain is kept
+            assert set(chain.chain_ids(r)) <= {k.id for k in kept}, r.chain
+        for i in ids:  # a deleted full takes its incrementals with it
+            assert all(r.id in ids for r in present if i in chain.chain_ids(r))
+        # The oldest kept backup is the full of a chain that reaches into the window.
+        oldest = min(kept, key=lambda r: r.id)
+        assert oldest.kind is RunKind.PHYSICAL_FULL
+        assert now - oldest.started_at < timedelta(days=12 + 7)
+        assert any(reason.startswith("kept: backup") for reason in reasons.values())
+    # Retention that would delete just a full backup keeps it while incrementals need it.
+    ids, reasons = chain.close_retention(runs[:3], {1})
+    assert ids == set() and reasons == {1: "kept: backup 2 depends on it"}
+    ids, reasons = chain.close_retention(runs[:3], {1, 2, 3})
+    assert ids == {1, 2, 3}
+    ids, reasons = chain.close_retention(runs[:3], {1, 2})  # asked for part of a chain
+    assert ids == set() and reasons[1] == reasons[2] == "kept: backup 3 depends on it"
+    ids, reasons = chain.close_retention(runs[:3], {2, 3})  # its full stays, alone
+    assert ids == {2, 3} and reasons == {}
+    # The age rules doom a full backup whose newest incremental was doomed already.
+    ids, reasons = chain.close_retention(runs[:4], {1})
+    assert ids == set() and reasons == {1: "kept: backup 2 depends on it"}
+    assert by_id[3].chain == "1,2,3"
+
+
+def test_wal_older_than_the_oldest_kept_backup_is_deleted_and_nothing_it_needs():
+    runs = weekly_fulls_daily_incrementals(10)
+    names = [chain.segment_name(1, n * chain.WAL_SEGMENT_SIZE) for n in range(16)]
+    names += ["00000002.history", names[-1] + ".partial"]
+    kept = runs[7:]  # the second week's chain: it starts at segment 9
+    doomed = chain.wal_to_delete([n + ".gz" for n in names], kept)
+    assert doomed == [n + ".gz" for n in names[:9]]
+    assert chain.segment_start(names[9]) == chain.lsn_value(kept[0].start_lsn)
+    assert chain.wal_to_delete(names, []) == []  # no kept backup: keep the archive
