@@ -202,7 +202,7 @@ def immutable(path: Path) -> Iterator[None]:
 
 
 def failed_runs_counted(stack) -> float:
-    from test_metrics import scrape, value
+    from probes import scrape, value
 
     return value(scrape(stack.app.metrics_port), "backup_runs_total",
                  database=DB, status="failed", trigger="manual")

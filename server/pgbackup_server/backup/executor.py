@@ -8,6 +8,7 @@ with the reason (logged and sent to the event listeners), whatever went wrong.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import NoReturn
@@ -26,10 +27,13 @@ from . import files, naming
 from .cleanup import Cleaner
 from .dump import DumpOutcome, DumpProcess
 from .jobs import Job
-from .plan import plan_dump, wanted_capability
+from .pipeline import Extras
+from .plan import DumpPlan, plan_dump, wanted_capability
 from .progress import ProgressTracker
 
 log = structlog.get_logger("pgbackup")
+# (run, plan, file stem) -> more sinks and stages for the run (see backup.pipeline).
+ExtraOutputs = Callable[[Run, DumpPlan, str], Extras | None]
 SHUTDOWN_CANCELLED = "cancelled: the service shut down (server.shutdownGrace expired)"
 
 
@@ -51,6 +55,7 @@ class RunExecutor:
         self._lock = threading.Lock()
         self._active: dict[int, DumpProcess] = {}
         self._cancelling = False
+        self.extra_outputs: ExtraOutputs | None = None
         from ..physical.runner import PhysicalRunner  # physical/ builds on backup/
 
         self.physical = PhysicalRunner(settings, store, events, targets=targets,
@@ -130,23 +135,30 @@ class RunExecutor:
         # The run's database names the file; globals_<target> for the globals.
         name = job.target.name if globals_only else run.database
         stem = naming.stem(run.kind, name, started, self.settings.scheduler.tz)
-        temp = naming.free_temp_path(job.directory, f"{stem}{plan.extension}", run.id)
+        extras = self.extra_outputs(run, plan, stem) if self.extra_outputs else None
+        ext = plan.extension + (extras.suffix if extras else "")
+        temp = naming.free_temp_path(job.directory, f"{stem}{ext}", run.id)
         dump = DumpProcess(plan, conninfo, str(self.runtime_dir))
-        with self._lock:
-            if self._cancelling:
-                raise Unavailable(SHUTDOWN_CANCELLED)
-            self._active[run.id] = dump
-        running = self.store.mark_running(
-            run.id, started_at=started, temp_path=str(temp), format=plan.format,
-            compression=plan.compression, pg_dump_version=binary.version,
-            server_version=server.version)
-        self.events.on_run_started(running)
+        try:
+            with self._lock:
+                if self._cancelling:
+                    raise Unavailable(SHUTDOWN_CANCELLED)
+                self._active[run.id] = dump
+            running = self.store.mark_running(
+                run.id, started_at=started, temp_path=str(temp), format=plan.format,
+                compression=plan.compression, pg_dump_version=binary.version,
+                server_version=server.version)
+            self.events.on_run_started(running)
+        except BaseException as exc:
+            if extras:  # dump.run owns them from here on
+                extras.abort(str(exc))
+            raise
         bound.debug("pg_dump starting", pg_dump=binary.path, pg_dump_version=binary.version,
                     server_version=server.version, format=plan.format,
                     compression=str(plan.compression))
         return dump.run(job.directory, stem, run.id, b.timeout_seconds,
                         on_progress=self.tracker.recorder(run.id, server.database_size),
-                        temp=temp)
+                        temp=temp, extras=extras)
 
     def _fail(self, run: Run, started: datetime, exc: BackupError,
               bound: structlog.typing.FilteringBoundLogger) -> NoReturn:
