@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from datetime import datetime
 
-from conftest import fetch_command  # tests/physical/conftest.py
+from physhelp import fetch_command
 
 from pgbackup_server.physical.scratch import ThrowawayServer
 

@@ -82,7 +82,8 @@ class RunExecutor:
             if run.kind.physical:
                 made = self.physical.produce(run, job, started)
                 outcome = DumpOutcome(made.outcome.path, made.outcome.size_bytes,
-                                      made.outcome.sha256, made.outcome.size_bytes)
+                                      made.outcome.sha256, made.outcome.size_bytes,
+                                      made.stored)
                 changes = made.changes
             else:
                 outcome = self._dump(run, job, started, bound)

@@ -8,7 +8,10 @@ run's failure there.
 
 from __future__ import annotations
 
+import os
+import shutil
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -17,11 +20,13 @@ from typing import Any
 import structlog
 
 from ..backup import naming
+from ..backup.files import CHUNK
 from ..backup.jobs import Job
+from ..backup.pipeline import Extras, Fanout
 from ..backup.progress import ProgressTracker
 from ..domain.errors import FailedPrecondition, Unavailable
-from ..domain.models import BackupType, Run, RunKind
-from ..domain.ports import Clock, Listener, RunStore
+from ..domain.models import BackupType, Run, RunKind, Stored
+from ..domain.ports import Clock, Listener, RunStore, Sink
 from ..domain.targets import Targets
 from ..postgres.binaries import PgBinary
 from ..settings import Settings
@@ -34,10 +39,17 @@ log = structlog.get_logger("pgbackup")
 EXTENSIONS = {RunKind.PHYSICAL_FULL: ".full", RunKind.PHYSICAL_INCREMENTAL: ".incr"}
 
 
+# (run, "<backup dir name>/<file>") -> what else gets that file: the same hook as
+# RunExecutor.extra_outputs (destinations' upload sinks, an encryption stage), per
+# file of the physical backup (a physical backup is a directory of files).
+FileOutputs = Callable[[Run, str], Extras | None]
+
+
 @dataclass(frozen=True, slots=True)
 class PhysicalOutcome:
     outcome: BaseBackupOutcome
     changes: dict[str, Any]
+    stored: tuple[Stored, ...] = ()
 
 
 def target_runs(store: RunStore, target: str) -> list[Run]:
@@ -74,6 +86,7 @@ class PhysicalRunner:
         self._lock = threading.Lock()
         self._active: dict[int, BaseBackupProcess] = {}
         self._cancelling = ""
+        self.file_outputs: FileOutputs | None = None
 
     def cancel_all(self, reason: str) -> None:
         with self._lock:
@@ -134,9 +147,38 @@ class PhysicalRunner:
         finally:
             with self._lock:
                 self._active.pop(run.id, None)
+        try:
+            stored = self._copies(running, outcome.path)
+        except BaseException:
+            shutil.rmtree(outcome.path, ignore_errors=True)  # a failed run keeps no backup
+            raise
         return PhysicalOutcome(outcome, {"start_lsn": outcome.start_lsn,
                                          "end_lsn": outcome.end_lsn,
-                                         "timeline": outcome.timeline})
+                                         "timeline": outcome.timeline}, stored)
+
+    def _copies(self, run: Run, path: Path) -> tuple[Stored, ...]:
+        """Each file of the published backup through the pipeline's extra sinks and
+        stages (backup/pipeline.py), e.g. to every destination, encrypted; their
+        Stored, in file order. Any failure aborts every copy and fails the run."""
+        if self.file_outputs is None:
+            return ()
+        stored: list[Stored] = []
+        for name in sorted(os.listdir(path)):
+            extras = self.file_outputs(run, f"{path.name}/{name}")
+            if not extras:
+                continue
+            sink: Sink = Fanout(extras.sinks)
+            for stage in extras.stages:
+                sink = stage(sink)
+            try:
+                with open(path / name, "rb") as f:
+                    while chunk := f.read(CHUNK):
+                        sink.write(chunk)
+                stored.extend(sink.finish())
+            except BaseException as exc:
+                sink.abort(f"copy of {name} failed: {exc}")
+                raise
+        return tuple(stored)
 
 
 def _version(path: str) -> str:
