@@ -14,6 +14,7 @@ from . import __version__
 from .backup.plan import check_compression_support
 from .backup.service import BackupService
 from .domain.errors import ConfigError
+from .domain.models import AlertKind
 from .domain.ports import Clock, utc_now
 from .observability.events import EventHub
 from .observability.setup import Observability, start_observability
@@ -95,6 +96,11 @@ class App:
         self.service.recover()
         self.scheduler.start()
         self.service.wal.start()
+        if self.service.wal.targets:
+            self.observability.alerts.add_check(AlertKind.WAL_ARCHIVING,
+                                                self.service.wal.alerts)
+            if s.metrics.enabled:
+                self.observability.metrics.registry.register(self.service.wal.collector())
         if s.server.envoy:
             self._start_envoy(runtime)
         self._started = True

@@ -157,6 +157,7 @@ class AlertKind(enum.StrEnum):
     STALE = "stale"
     MISSED_SCHEDULE = "missed_schedule"
     VERIFICATION_FAILED = "verification_failed"
+    WAL_ARCHIVING = "wal_archiving"  # a physical target's WAL archiving stopped or lags
 
 
 class VerifyMode(enum.StrEnum):
