@@ -359,6 +359,12 @@ SDK_MODELS: dict[str, tuple[str, str]] = {
     "backup.v1.ListBackupContentsResponse": (
         "BackupContents", "What a backup holds, from its table of contents."
     ),
+    "backup.v1.BackupCopy": (
+        "BackupCopy", "One copy of a backup at one destination; ``state`` as in the proto."
+    ),
+    "backup.v1.Destination": (
+        "Destination", "A configured destination: its URL, reachability and what it holds."
+    ),
 }
 # Models whose fields had another order before they were generated: these come
 # first, in this order (positional arguments and JSON key order stay as they

@@ -20,11 +20,14 @@ from pgbackup_client._convert import Model
 __all__ = [
     "Backup",
     "BackupContents",
+    "BackupCopy",
     "BackupPage",
     "CleanupResult",
     "ContentEntry",
     "CreateResult",
     "DatabaseStats",
+    "Destination",
+    "DestinationStats",
     "Progress",
     "RestoreRun",
     "RunSummary",
@@ -34,6 +37,30 @@ __all__ = [
     "VerifyResult",
     "WalArchive",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class BackupCopy(Model):
+    """One copy of a backup at one destination; ``state`` as in the proto."""
+
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.BackupCopy
+
+    # The destination's configured name.
+    destination: str = ""
+    # backup.v1.BackupCopy.CopyState name (an unknown value: its number).
+    state: str = "COPY_STATE_UNSPECIFIED"
+    # Its name at the destination, relative to the destination's URL.
+    location: str = ""
+    size_bytes: int = 0
+    # Hex SHA-256 of the bytes stored.
+    sha256: str = ""
+    error: str = ""
+    stored_at: datetime | None = None
+    backup_id: int = 0
+    # S3 Object Lock: the copy cannot be deleted before this time.
+    locked_until: datetime | None = None
+    # Removed by retention.
+    deleted: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +113,12 @@ class Backup(Model):
     kind: str = "RUN_KIND_UNSPECIFIED"
     # The configured target that made the run.
     target: str = ""
+    # One copy per destination of the target, with its state.
+    copies: tuple[BackupCopy, ...] = ()
+    # Hex SHA-256 of the dump before encryption; empty when not encrypted.
+    plaintext_sha256: str = ""
+    # Fingerprints of the age recipients the backup is encrypted to; empty: not encrypted.
+    encryption: tuple[str, ...] = ()
     # Physical backups. The backup an incremental was taken against (0: none).
     parent_id: int = 0
     # Why a requested incremental was taken as a full backup; empty otherwise.
@@ -156,6 +189,20 @@ class DatabaseStats(Model):
 
 
 @dataclass(frozen=True, slots=True)
+class DestinationStats(Model):
+    """A ``backup.v1.DestinationStats`` message."""
+
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.DestinationStats
+
+    name: str = ""
+    # Copies stored there now, and their bytes.
+    copies: int = 0
+    used_bytes: int = 0
+    # The newest backup stored there.
+    newest: BackupCopy | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class WalArchive(Model):
     """The WAL archive of one physical target (wal.stream: true)."""
 
@@ -198,6 +245,8 @@ class Stats(Model):
     verified_backups: int = 0
     verification_failures: int = 0
     databases: tuple[DatabaseStats, ...] = ()
+    # Per destination: the copies stored there and their bytes.
+    destinations: tuple[DestinationStats, ...] = ()
     # WAL archiving of physical targets with wal.stream.
     wal: tuple[WalArchive, ...] = ()
 
@@ -318,3 +367,22 @@ class BackupContents(Model):
 
     entries: tuple[ContentEntry, ...] = ()
     schemas: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Destination(Model):
+    """A configured destination: its URL, reachability and what it holds."""
+
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.Destination
+
+    name: str = ""
+    # Its URL (never credentials), e.g. "s3://bucket/prefix" or "file:///var/backups".
+    url: str = ""
+    # A backup succeeds only when every required destination holds its copy.
+    required: bool = False
+    # Answered a listing just now; `error` says why not.
+    reachable: bool = False
+    error: str = ""
+    copies: int = 0
+    used_bytes: int = 0
+    newest: BackupCopy | None = None

@@ -18,6 +18,7 @@ from pgbackup_client.models import (
     BackupPage,
     CleanupResult,
     CreateResult,
+    Destination,
     Progress,
     RestoreRun,
     Schedule,
@@ -288,6 +289,23 @@ class BackupClient:
         req = backup_pb2.ListBackupContentsRequest(id=id)
         resp = self._call(self._stub.ListBackupContents, req, self.timeout)
         return BackupContents.from_proto(resp)
+
+    def copy_backup(
+        self, id: int, *, destinations: Sequence[str] = (), timeout: float | None = None
+    ) -> Backup:
+        """Make a backup's missing copies (FAILED, or at destinations added since) at
+        its target's destinations, or only at ``destinations``, streaming from a copy
+        that is stored. Raises when a copy still fails; the backup shows why.
+        No deadline by default (a copy takes as long as its bytes)."""
+        req = backup_pb2.CopyBackupRequest(id=id, destinations=list(destinations))
+        return Backup.from_proto(self._call(self._stub.CopyBackup, req, timeout))
+
+    def list_destinations(self) -> list[Destination]:
+        """The configured destinations: URL (never credentials), whether each answers,
+        and the copies, bytes and newest copy each holds."""
+        resp = self._call(self._stub.ListDestinations, backup_pb2.ListDestinationsRequest(),
+                          self.timeout)
+        return [Destination.from_proto(d) for d in resp.destinations]
 
     def close(self) -> None:
         """Close the underlying channel."""

@@ -6,11 +6,14 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import structlog
 
 from . import __version__
+from .backup.copies import RetryPolicy
 from .backup.plan import check_compression_support
 from .backup.service import BackupService
 from .domain.errors import ConfigError
@@ -24,6 +27,7 @@ from .restore import RestoreService, VerifyAfterBackup
 from .scheduling.scheduler import Scheduler
 from .settings import Settings
 from .settings.exposure import check_exposure
+from .storage.registry import Destinations
 from .transport.envoy import EnvoySupervisor
 from .transport.grpc.server import GrpcServer
 from .transport.grpc.servicer import BackupServicer
@@ -36,9 +40,15 @@ class App:
     """The running service: ``start()``, then ``stop()`` from any thread (or
     ``request_stop()`` from a signal handler and ``wait()``)."""
 
-    def __init__(self, settings: Settings, *, clock: Clock = utc_now) -> None:
+    def __init__(self, settings: Settings, *, clock: Clock = utc_now,
+                 copy_retry: RetryPolicy | None = None,
+                 destination_options: Mapping[str, Any] | None = None) -> None:
+        """``copy_retry``: how failed copies are retried; ``destination_options``: for
+        the object stores (part size, request retries); tests make both quick."""
         self.settings = settings
         self.clock = clock
+        self.copy_retry = copy_retry
+        self.destination_options = dict(destination_options or {})
         self.http_port = 0  # Envoy's REST listener
         self.metrics_port = 0  # metrics.address's listener, when set
         self.store: Store | None = None
@@ -75,8 +85,12 @@ class App:
         if self.store.alerts.import_legacy(s.server.data_directory / "alerts.json"):
             log.info("Alert state imported into the store from alerts.json")
         self.events = EventHub()
-        self.service = BackupService(s, self.store.runs, self.events, binaries=binaries,
-                                     runtime_dir=runtime, clock=self.clock)
+        destinations = Destinations.from_configs(s.destinations, **self.destination_options)
+        self.service = BackupService(s, self.store.runs, self.events,
+                                     copies=self.store.copies, binaries=binaries,
+                                     runtime_dir=runtime, clock=self.clock,
+                                     destinations={d.name: d for d in destinations},
+                                     retry=self.copy_retry)
         self.restore = RestoreService(s, self.store.runs, self.store.restores, self.events,
                                       targets=self.service.targets, binaries=binaries,
                                       runtime_dir=runtime, clock=self.clock,

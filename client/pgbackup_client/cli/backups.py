@@ -23,6 +23,7 @@ from pgbackup_client.cli.common import (
     status_text,
     time_text,
 )
+from pgbackup_client.cli.destinations import copy_lines
 from pgbackup_client.models import Backup, CleanupResult, CreateResult, Schedule, Stats
 from pgbackup_client.sdk import BackupClient
 
@@ -37,6 +38,7 @@ _SHOWN = frozenset({
     "finished_at", "duration_seconds", "file_path", "file_deleted", "file_missing",
     "size_bytes", "sha256", "backup_dir", "format", "compression", "pg_dump_version",
     "server_version", "error", "verification", "verification_reason", "verified_at",
+    "copies",
 })
 
 
@@ -71,6 +73,8 @@ def backup_rows(b: Backup) -> list[tuple[str, str | Text]]:
     ]
     if b.error:
         rows.append(("error", b.error))
+    if b.copies:
+        rows.append(("copies", copy_lines(b)))
     if b.verification:
         verdict = b.verification + (f": {b.verification_reason}" if b.verification_reason else "")
         rows.append(("verification", f"{verdict} ({time_text(b.verified_at)})"))

@@ -142,6 +142,15 @@ class DumpProcess:
                      on_progress: Callable[[int], None] | None = None) -> DumpOutcome:
         """The streaming path: pg_dump into a 1 MiB pipe, copied into ``sink`` (whose
         chain ends in ``local``, the backup file); aborted on any failure."""
+        bytes_in, stored = self.stream(sink, local.temp.name, timeout, on_progress)
+        assert local.final is not None
+        return DumpOutcome(local.final, local.size, stored[0].sha256, bytes_in, tuple(stored))
+
+    def stream(self, sink: Sink, label: str, timeout: float,
+               on_progress: Callable[[int], None] | None = None) -> tuple[int, list[Stored]]:
+        """pg_dump into a 1 MiB pipe, copied into ``sink`` and finished; aborted on any
+        failure. ``label`` names the backup in errors. Returns (bytes pg_dump produced,
+        what the sink stored)."""
         try:
             read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
             try:
@@ -155,7 +164,7 @@ class DumpProcess:
                     except OSError as exc:
                         self.stop("write failed")
                         proc.wait()
-                        raise BackupFailed(f"writing {local.temp.name} failed: "
+                        raise BackupFailed(f"writing {label} failed: "
                                            f"{_write_error(exc)}") from None
                     except BaseException as exc:
                         # Nobody reads the pipe any more: pg_dump would block on it forever.
@@ -168,13 +177,12 @@ class DumpProcess:
                 os.close(read_fd)
                 if write_fd >= 0:
                     os.close(write_fd)
-            self._check_exit(returncode, tail, local.temp)
+            self._check_exit(returncode, tail, Path(label))
             stored = sink.finish()  # an OSError here names its file (executor)
         except BaseException as exc:
             sink.abort(str(exc))
             raise
-        assert local.final is not None
-        return DumpOutcome(local.final, local.size, stored[0].sha256, bytes_in, tuple(stored))
+        return bytes_in, stored
 
     def _run_direct(self, local: LocalFileSink, timeout: float,
                     on_progress: Callable[[int], None] | None) -> DumpOutcome:

@@ -9,8 +9,9 @@ retention (:mod:`.cleanup`), progress (:mod:`.progress`) and crash recovery
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -30,13 +31,15 @@ from ..domain.models import (
     Stats,
     Trigger,
 )
-from ..domain.ports import Clock, Listener, RunStore
+from ..domain.ports import Clock, CopyStore, Destination, Listener, RunStore
 from ..domain.targets import Targets
 from ..domain.validation import refuse_control_characters
 from ..postgres.binaries import PgBinary
 from ..settings import Settings, TargetConfig
+from ..storage.registry import Destinations
 from . import files
 from .cleanup import Cleaner
+from .copies import Copier, RetryPolicy, Secrets
 from .executor import RunExecutor
 from .jobs import Job, jobs_for
 from .progress import ProgressTracker
@@ -50,13 +53,21 @@ class BackupService:
     """Domain operations. Thread-safe; one instance per process."""
 
     def __init__(self, settings: Settings, store: RunStore, events: Listener, *,
-                 binaries: list[PgBinary], runtime_dir: Path, clock: Clock) -> None:
+                 copies: CopyStore, binaries: list[PgBinary], runtime_dir: Path,
+                 clock: Clock, destinations: Mapping[str, Destination] | None = None,
+                 retry: RetryPolicy | None = None) -> None:
         self.settings = settings
         self.store = store
         self.events = events
         self.clock = clock
         self.runtime_dir = runtime_dir
         self.targets = Targets(settings.targets)
+        if destinations is None:
+            destinations = {d.name: d for d in Destinations.from_configs(settings.destinations)}
+        self.copier = Copier(settings, store, copies, destinations, events, clock,
+                             secrets=Secrets(v for c in settings.destinations
+                                             for v in c.secret_options(os.environ).values()),
+                             retry=retry)
         b = settings.backup
         self.queue = RunQueue(self.targets.servers(), max_concurrent=b.max_concurrent,
                               max_queued=b.max_queued)
@@ -67,7 +78,8 @@ class BackupService:
         self.cleaner = Cleaner(b, store, self.targets.by_name, events, clock, wal=self.wal)
         self.executor = RunExecutor(settings, store, events, targets=self.targets,
                                     binaries=binaries, runtime_dir=runtime_dir, clock=clock,
-                                    tracker=self.tracker, cleaner=self.cleaner)
+                                    tracker=self.tracker, cleaner=self.cleaner,
+                                    copier=self.copier)
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -101,7 +113,7 @@ class BackupService:
             raise InvalidArgument(f"type: {backup_type.value} applies to physical targets; "
                                   f"target {target.name!r} is logical (pg_dump backups are "
                                   "always full): leave type unset")
-        if trigger is Trigger.MANUAL:
+        if trigger is Trigger.MANUAL and self.executor.writes_in(target, b.directory):
             # Refused before any run exists: a request that cannot run is not a failed
             # backup. A scheduled fire is recorded as FAILED instead, never silent.
             files.prepare_backup_dir(b.directory, "backup.directory", requested=False)
@@ -218,8 +230,9 @@ class BackupService:
 
     def stats(self, database: str = "") -> Stats:
         target, database = self._scope(database)
-        return self.store.stats(str(self.settings.backup.directory), target=target,
-                                database=database)
+        stats = self.store.stats(str(self.settings.backup.directory), target=target,
+                                 database=database)
+        return replace(stats, destinations=self.copier.usage(target=target, database=database))
 
     def list_backups(self, *, database: str = "", status: RunStatus | None = None,
                      page_size: int = 0, page_token: str = "") -> RunPage:
@@ -231,7 +244,9 @@ class BackupService:
         if run_id < 1:
             raise InvalidArgument(f"id: must be a positive backup id, got {run_id}")
         run = self.store.get(run_id)
-        if run.file_state is FileState.PRESENT and not os.path.lexists(run.file_path):
+        # Only a file on this host can be checked here; an object store's copy is not.
+        if (run.file_state is FileState.PRESENT and os.path.isabs(run.file_path)
+                and not os.path.lexists(run.file_path)):
             self.store.set_file_state([run.id], FileState.MISSING)
             run = self.store.get(run_id)
         return run

@@ -157,6 +157,7 @@ class AlertKind(enum.StrEnum):
     STALE = "stale"
     MISSED_SCHEDULE = "missed_schedule"
     VERIFICATION_FAILED = "verification_failed"
+    COPY_FAILED = "copy_failed"  # a backup's copy at a destination failed
     WAL_ARCHIVING = "wal_archiving"  # a physical target's WAL archiving stopped or lags
 
 
@@ -183,6 +184,9 @@ class Stored:
     location: str  # the destination-relative name, e.g. "db/backup_db_….sql.zst"
     size: int
     sha256: str
+    # The checksum the store itself will report for these bytes (an S3 ETag), so a
+    # quick verify compares without downloading; "" where the store offers none.
+    etag: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +215,47 @@ class Copy:
     stored_at: datetime | None = None
     file_state: FileState = FileState.NONE
     locked_until: datetime | None = None
+
+    @property
+    def present(self) -> bool:
+        return self.state is CopyState.SUCCEEDED and self.file_state is FileState.PRESENT
+
+    @property
+    def backup_id(self) -> int:
+        return self.run_id
+
+    @property
+    def deleted(self) -> bool:
+        return self.file_state is FileState.DELETED
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationUsage:
+    """What the store knows a destination holds: its present copies, their bytes,
+    and the newest one."""
+
+    name: str
+    copies: int = 0
+    used_bytes: int = 0
+    newest: Copy | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationStatus:
+    """A configured destination as ListDestinations shows it."""
+
+    name: str
+    url: str  # never with credentials
+    required: bool
+    reachable: bool
+    error: str = ""
+    copies: int = 0
+    used_bytes: int = 0
+    newest: Copy | None = None
+
+
+# Marks a Run field that is not a column of backup_runs (persistence/schema.py).
+NOT_A_COLUMN = {"column": False}
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +288,14 @@ class Run:
     verification_reason: str = ""
     verified_at: datetime | None = None
     target: str = ""  # the configured target that produced the run
+    plaintext_sha256: str = ""  # SHA-256 of the dump before encryption (when encrypted)
+    # Fingerprints of the age recipients the backup is encrypted to; empty: not encrypted.
+    encryption: tuple[str, ...] = ()
+    # Its copies, one per destination; a table of their own (backup_copies).
+    copies: tuple[Copy, ...] = field(default=(), metadata=NOT_A_COLUMN)
+
+    def copy_at(self, destination: str) -> Copy | None:
+        return next((c for c in self.copies if c.destination == destination), None)
     # Physical backups: the parent an incremental was taken against (0: none), why a
     # requested incremental became a full one, the WAL range it needs, and its chain
     # (the ids from the full backup to this one).
@@ -315,6 +368,7 @@ class Stats:
     verified_backups: int = 0
     verification_failures: int = 0
     databases: tuple[DatabaseStats, ...] = ()
+    destinations: tuple[DestinationUsage, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,8 @@
   down; resolved by the next successful run of that schedule.
 - ``verification_failed``: a backup failed verification; resolved when a newer
   backup of the database verifies.
+- ``copy_failed``: a copy of a database's backup at a destination failed (after
+  retries); resolved when a copy of it at that destination succeeds.
 
 Each alert is sent once when it starts firing and once when it resolves. The
 firing set is kept in the store (``alerts_firing``), so that a restart neither
@@ -31,7 +33,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ..domain.durations import human_duration as human_age
-from ..domain.models import Alert, AlertKind, FileState, Run, RunStatus
+from ..domain.models import Alert, AlertKind, Copy, CopyState, FileState, Run, RunStatus
 from ..domain.ports import AlertStore, Clock, Listener, RunStore
 from ..notify.payloads import rfc3339
 from ..settings import Settings as Config
@@ -41,6 +43,7 @@ log = structlog.get_logger("pgbackup")
 STALE = AlertKind.STALE
 MISSED_SCHEDULE = AlertKind.MISSED_SCHEDULE
 VERIFICATION_FAILED = AlertKind.VERIFICATION_FAILED
+COPY_FAILED = AlertKind.COPY_FAILED
 # Successful runs examined for a usable backup; retention deletes the oldest,
 # so a usable one, if any, is among the newest.
 _SCAN = 50
@@ -282,6 +285,21 @@ class AlertManager(Listener):
                 self._resolve(key, now, f"A newer backup of {run.database} (run {run.id}) "
                               "verified successfully", run_id=run.id,
                               file_path=run.file_path)
+
+    def on_copy_finished(self, run: Run, copy: Copy) -> None:
+        subject = f"{subject_of(run.target, run.database)}@{copy.destination}"
+        key = f"{COPY_FAILED}/{subject}"
+        now = copy.stored_at or self.clock()
+        with self._lock:
+            if copy.state is CopyState.FAILED:
+                self._fire(Alert(COPY_FAILED, subject, now, {
+                    "database": run.database, "target": run.target or run.database,
+                    "destination": copy.destination, "run_id": run.id, "error": copy.error}),
+                    now, f"Copy of backup {run.id} of {run.database} to {copy.destination} "
+                    f"failed: {copy.error}")
+            elif copy.state is CopyState.SUCCEEDED:
+                self._resolve(key, now, f"Backup {run.id} of {run.database} was copied to "
+                              f"{copy.destination}", run_id=run.id, destination=copy.destination)
 
     # -- state machine --------------------------------------------------------
 

@@ -8,6 +8,7 @@ run's failure there.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import threading
@@ -20,16 +21,19 @@ from typing import Any
 import structlog
 
 from ..backup import naming
+from ..backup.copies import Copier
 from ..backup.files import CHUNK
 from ..backup.jobs import Job
 from ..backup.pipeline import Extras, Fanout
 from ..backup.progress import ProgressTracker
-from ..domain.errors import FailedPrecondition, Unavailable
+from ..domain.errors import BackupFailed, FailedPrecondition, Unavailable
 from ..domain.models import BackupType, Run, RunKind, Stored
 from ..domain.ports import Clock, Listener, RunStore, Sink
 from ..domain.targets import Targets
 from ..postgres.binaries import PgBinary
-from ..settings import Settings
+from ..settings import DestinationConfig, Settings
+from ..settings.encryption import EncryptionConfig
+from ..storage.age import EncryptingSink
 from . import chain
 from .basebackup import MANIFEST, BaseBackupOutcome, BaseBackupProcess
 from .checks import check_server, read_server
@@ -49,6 +53,7 @@ FileOutputs = Callable[[Run, str], Extras | None]
 class PhysicalOutcome:
     outcome: BaseBackupOutcome
     changes: dict[str, Any]
+    running: Run
     stored: tuple[Stored, ...] = ()
 
 
@@ -95,8 +100,11 @@ class PhysicalRunner:
         for proc in active:
             proc.stop(reason)
 
-    def produce(self, run: Run, job: Job, started: datetime) -> PhysicalOutcome:
-        """Back up the target's cluster for ``run``; raise a BackupError on failure."""
+    def produce(self, run: Run, job: Job, started: datetime, *, copier: Copier | None = None,
+                configs: tuple[DestinationConfig, ...] = (),
+                encryption: EncryptionConfig | None = None) -> PhysicalOutcome:
+        """Back up the target's cluster for ``run`` into ``job.directory``, then copy it
+        to the target's other destinations; raise a BackupError on failure."""
         conninfo = self.targets.conninfo(job.target.name)
         wal = job.target.wal
         incremental = run.kind is RunKind.PHYSICAL_INCREMENTAL
@@ -148,23 +156,58 @@ class PhysicalRunner:
             with self._lock:
                 self._active.pop(run.id, None)
         try:
-            stored = self._copies(running, outcome.path)
+            stored = self._copies(running, outcome.path, self.file_outputs)
+            if copier is not None:
+                remote = [c for c in configs if not (c.is_local and os.path.realpath(c.path)
+                                                     == os.path.realpath(job.directory))]
+                for config in remote:
+                    self._to_destination(running, outcome, copier, config, encryption)
         except BaseException:
             shutil.rmtree(outcome.path, ignore_errors=True)  # a failed run keeps no backup
             raise
         return PhysicalOutcome(outcome, {"start_lsn": outcome.start_lsn,
                                          "end_lsn": outcome.end_lsn,
-                                         "timeline": outcome.timeline}, stored)
+                                         "timeline": outcome.timeline}, running, stored)
 
-    def _copies(self, run: Run, path: Path) -> tuple[Stored, ...]:
+    def _to_destination(self, run: Run, outcome: BaseBackupOutcome, copier: Copier,
+                        config: DestinationConfig, encryption: EncryptionConfig | None) -> None:
+        """Every file of the backup to one destination, under ``<backup name>/``,
+        encrypted (``.age``) when configured; one copy recorded for the backup (its
+        location the folder, its size the sum, its SHA-256 over the stored files as
+        for a directory backup). A failed required copy fails the run."""
+        dest = copier.destination(config.name)
+        suffix = ".age" if encryption is not None else ""
+
+        def outputs(_run: Run, relative: str) -> Extras:
+            stages = ((lambda down: EncryptingSink(encryption.recipients, down),)
+                      if encryption is not None else ())
+            return Extras(sinks=(dest.upload(relative + suffix),), stages=stages)
+
+        copier.copies.add(run.id, config.name)
+        try:
+            stored = self._copies(run, outcome.path, outputs)
+        except Exception as exc:
+            copier.failed(run, config.name, f"{type(exc).__name__}: {exc}")
+            if config.required:
+                raise BackupFailed(f"the copy at destination {config.name!r} failed: "
+                                   f"{exc}") from None
+            return
+        lines = "".join(f"{s.sha256}  {s.location.rsplit('/', 1)[-1]}\n"
+                        for s in sorted(stored, key=lambda s: s.location))
+        copier.succeeded(run, config.name, Stored(
+            outcome.path.name, sum(s.size for s in stored),
+            hashlib.sha256(lines.encode()).hexdigest()))
+
+    def _copies(self, run: Run, path: Path, file_outputs: FileOutputs | None
+                ) -> tuple[Stored, ...]:
         """Each file of the published backup through the pipeline's extra sinks and
-        stages (backup/pipeline.py), e.g. to every destination, encrypted; their
-        Stored, in file order. Any failure aborts every copy and fails the run."""
-        if self.file_outputs is None:
+        stages (backup/pipeline.py), e.g. to a destination, encrypted; their Stored,
+        in file order. Any failure aborts every copy and is raised."""
+        if file_outputs is None:
             return ()
         stored: list[Stored] = []
         for name in sorted(os.listdir(path)):
-            extras = self.file_outputs(run, f"{path.name}/{name}")
+            extras = file_outputs(run, f"{path.name}/{name}")
             if not extras:
                 continue
             sink: Sink = Fanout(extras.sinks)

@@ -16,14 +16,17 @@ import yaml
 from pydantic import ValidationError
 
 from ..domain.errors import ConfigError
+from ..domain.models import DumpFormat
+from .destinations import DestinationConfig, destination_problems
 from .errors import messages
 from .fields import parse_duration
 from .model import Settings
 from .sections import BackupConfig, NotificationConfig
 from .targets import ScheduleConfig, TargetConfig
 
-__all__ = ["BackupConfig", "ConfigError", "NotificationConfig", "ScheduleConfig", "Settings",
-           "TargetConfig", "build_settings", "load_settings", "parse_duration"]
+__all__ = ["BackupConfig", "ConfigError", "DestinationConfig", "NotificationConfig",
+           "ScheduleConfig", "Settings", "TargetConfig", "build_settings", "load_settings",
+           "parse_duration"]
 
 
 def load_settings(path: str | Path | None, env: Mapping[str, str] | None = None) -> Settings:
@@ -79,7 +82,8 @@ def build_settings(raw: Any, *, base: Path, env: Mapping[str, str],
     problems = _shape_problems(raw)
     settings: Settings | None = None
     try:
-        settings = Settings.model_validate(raw, context={"base": base}, by_alias=True,
+        settings = Settings.model_validate(raw, context={"base": base, "env": env},
+                                           by_alias=True,
                                            by_name=False)
     except ValidationError as exc:
         problems = messages(exc, Settings) + problems
@@ -129,6 +133,9 @@ def _name_problems(settings: Settings) -> list[str]:
             problems.append(f'databases[{i}].name: "{target.name}" is used twice; give each '
                             "target a unique name")
         seen.add(target.name)
+        if target.retention_days and target.retention and target.retention.days is not None:
+            problems.append(f"databases[{i}].retentionDays: retention.days is set too; "
+                            "keep retention.days only")
     if settings.databases is None and any(s.type != "BACKUP_TYPE_UNSPECIFIED"
                                           for s in settings.top_schedules or ()):
         problems.append("schedules: type (full or incremental) needs a physical target: list "
@@ -136,4 +143,21 @@ def _name_problems(settings: Settings) -> list[str]:
     names = [s.name for s in settings.schedules]
     for dup in sorted({n for n in names if names.count(n) > 1}):
         problems.append(f'schedules: the name "{dup}" is used twice; names must be unique')
+    problems += destination_problems(
+        settings.destinations, tuple((t.name, t.destinations) for t in settings.databases or ()))
+    if not problems:
+        problems += _format_problems(settings)
     return problems
+
+
+def _format_problems(settings: Settings) -> list[str]:
+    """The directory format is a tree of files: it is stored only in local directories."""
+    if settings.backup.format is not DumpFormat.DIRECTORY:
+        return []
+    remote = sorted({d.name for t in settings.targets for d in settings.destinations_of(t)
+                     if not d.is_local})
+    if not remote:
+        return []
+    return [f"backup.format: directory backups can only be stored in local directories, "
+            f"but destination(s) {', '.join(remote)} are object stores; use format: custom "
+            "(parallel restore, selective restore) or plain"]

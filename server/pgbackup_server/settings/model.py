@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
-from pydantic import PrivateAttr
+from pydantic import PrivateAttr, field_validator
 
 from ..postgres.conninfo import ConnInfo
-from .fields import Section, setting
+from .destinations import DestinationConfig, local_destination
+from .encryption import EncryptionConfig
+from .fields import Section, problem, setting
 from .sections import (
     AlertsConfig,
     AuthConfig,
@@ -49,7 +52,21 @@ class Settings(Section):
     alerts: AlertsConfig = setting({}, expected="a mapping", validate_default=True)
     notifications: tuple[NotificationConfig, ...] = setting(
         (), expected="a list of channels")
+    # Not Optional: a union would echo the raw entries (secrets misplaced in the
+    # file included) in its error for the None branch.
+    destination_list: tuple[DestinationConfig, ...] = setting(
+        (), alias="destinations", expected="a non-empty list of destinations")
+    encryption: EncryptionConfig | None = setting(
+        None, expected="a mapping with recipients (age1… public keys)")
     _source: Path | None = PrivateAttr(None)
+
+    @field_validator("destination_list", mode="before")
+    @classmethod
+    def _destinations(cls, value: Any) -> Any:
+        if not isinstance(value, list | tuple) or not value:
+            raise problem("expected a non-empty list of destinations, each with a name and "
+                          "a url; leave destinations: out to store in backup.directory")
+        return value
 
     @cached_property
     def targets(self) -> tuple[TargetConfig, ...]:
@@ -65,6 +82,20 @@ class Settings(Section):
     def database(self) -> DatabaseConfig:
         """The first target's database."""
         return self.targets[0].database
+
+    @cached_property
+    def destinations(self) -> tuple[DestinationConfig, ...]:
+        """Where backups are stored: ``destinations:``, or ``backup.directory`` as the
+        single destination named ``local``."""
+        if self.destination_list:
+            return self.destination_list
+        return (local_destination(self.backup.directory),)
+
+    def destinations_of(self, target: TargetConfig) -> tuple[DestinationConfig, ...]:
+        """The destinations ``target`` stores its backups in (all when it names none)."""
+        if target.destinations is None:
+            return self.destinations
+        return tuple(d for d in self.destinations if d.name in target.destinations)
 
     @cached_property
     def schedules(self) -> tuple[ScheduleConfig, ...]:

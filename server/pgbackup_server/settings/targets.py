@@ -12,6 +12,7 @@ from pydantic import StrictBool, StrictInt, field_validator, model_validator
 from ..domain.models import BackupType, TargetKind
 from ..postgres.conninfo import ConnInfo, ConnInfoError
 from .fields import Duration, Section, Text, problem, setting
+from .retention import RetentionConfig
 
 _TARGET_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,63}$")
 JOB_NAMES = ("DatabaseBackup",)
@@ -118,6 +119,10 @@ class TargetConfig(Section):
                                                expected="an integer >= 1", ge=1, le=36500)
     max_age_seconds: Duration | None = setting(None, alias="maxAge",
                                                expected='a duration such as "26h"')
+    destinations: tuple[Text, ...] | None = setting(
+        None, expected="a list of destination names", min_length=1)
+    retention: RetentionConfig | None = setting(None, expected="a mapping of retention "
+                                                "rules (days, keepDaily, ...)")
     kind: TargetKind = setting(TargetKind.LOGICAL, expected="logical or physical")
     wal: WalConfig | None = setting(None, expected="a mapping such as {stream: true}")
 

@@ -56,7 +56,7 @@ FULL: BackupType
 INCREMENTAL: BackupType
 
 class Backup(_message.Message):
-    __slots__ = ("id", "database", "status", "trigger", "file_path", "size_bytes", "sha256", "started_at", "finished_at", "duration_seconds", "error", "schedule", "backup_dir", "format", "compression", "pg_dump_version", "server_version", "file_deleted", "file_missing", "queued_at", "bytes_written", "estimated_total_bytes", "verification", "verification_reason", "verified_at", "kind", "target", "parent_id", "type_reason", "start_lsn", "end_lsn", "timeline", "chain")
+    __slots__ = ("id", "database", "status", "trigger", "file_path", "size_bytes", "sha256", "started_at", "finished_at", "duration_seconds", "error", "schedule", "backup_dir", "format", "compression", "pg_dump_version", "server_version", "file_deleted", "file_missing", "queued_at", "bytes_written", "estimated_total_bytes", "verification", "verification_reason", "verified_at", "kind", "target", "copies", "plaintext_sha256", "encryption", "parent_id", "type_reason", "start_lsn", "end_lsn", "timeline", "chain")
     ID_FIELD_NUMBER: _ClassVar[int]
     DATABASE_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -84,6 +84,9 @@ class Backup(_message.Message):
     VERIFIED_AT_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
+    COPIES_FIELD_NUMBER: _ClassVar[int]
+    PLAINTEXT_SHA256_FIELD_NUMBER: _ClassVar[int]
+    ENCRYPTION_FIELD_NUMBER: _ClassVar[int]
     PARENT_ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_REASON_FIELD_NUMBER: _ClassVar[int]
     START_LSN_FIELD_NUMBER: _ClassVar[int]
@@ -117,13 +120,16 @@ class Backup(_message.Message):
     verified_at: _timestamp_pb2.Timestamp
     kind: RunKind
     target: str
+    copies: _containers.RepeatedCompositeFieldContainer[BackupCopy]
+    plaintext_sha256: str
+    encryption: _containers.RepeatedScalarFieldContainer[str]
     parent_id: int
     type_reason: str
     start_lsn: str
     end_lsn: str
     timeline: int
     chain: str
-    def __init__(self, id: _Optional[int] = ..., database: _Optional[str] = ..., status: _Optional[_Union[BackupStatus, str]] = ..., trigger: _Optional[_Union[Trigger, str]] = ..., file_path: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration_seconds: _Optional[float] = ..., error: _Optional[str] = ..., schedule: _Optional[str] = ..., backup_dir: _Optional[str] = ..., format: _Optional[str] = ..., compression: _Optional[str] = ..., pg_dump_version: _Optional[str] = ..., server_version: _Optional[str] = ..., file_deleted: _Optional[bool] = ..., file_missing: _Optional[bool] = ..., queued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bytes_written: _Optional[int] = ..., estimated_total_bytes: _Optional[int] = ..., verification: _Optional[str] = ..., verification_reason: _Optional[str] = ..., verified_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[_Union[RunKind, str]] = ..., target: _Optional[str] = ..., parent_id: _Optional[int] = ..., type_reason: _Optional[str] = ..., start_lsn: _Optional[str] = ..., end_lsn: _Optional[str] = ..., timeline: _Optional[int] = ..., chain: _Optional[str] = ...) -> None: ...
+    def __init__(self, id: _Optional[int] = ..., database: _Optional[str] = ..., status: _Optional[_Union[BackupStatus, str]] = ..., trigger: _Optional[_Union[Trigger, str]] = ..., file_path: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration_seconds: _Optional[float] = ..., error: _Optional[str] = ..., schedule: _Optional[str] = ..., backup_dir: _Optional[str] = ..., format: _Optional[str] = ..., compression: _Optional[str] = ..., pg_dump_version: _Optional[str] = ..., server_version: _Optional[str] = ..., file_deleted: _Optional[bool] = ..., file_missing: _Optional[bool] = ..., queued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bytes_written: _Optional[int] = ..., estimated_total_bytes: _Optional[int] = ..., verification: _Optional[str] = ..., verification_reason: _Optional[str] = ..., verified_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[_Union[RunKind, str]] = ..., target: _Optional[str] = ..., copies: _Optional[_Iterable[_Union[BackupCopy, _Mapping]]] = ..., plaintext_sha256: _Optional[str] = ..., encryption: _Optional[_Iterable[str]] = ..., parent_id: _Optional[int] = ..., type_reason: _Optional[str] = ..., start_lsn: _Optional[str] = ..., end_lsn: _Optional[str] = ..., timeline: _Optional[int] = ..., chain: _Optional[str] = ...) -> None: ...
 
 class CreateBackupRequest(_message.Message):
     __slots__ = ("background", "database", "type")
@@ -194,7 +200,7 @@ class RunSummary(_message.Message):
     def __init__(self, id: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., file_path: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
 
 class GetStatsResponse(_message.Message):
-    __slots__ = ("total_backups", "total_size_bytes", "oldest_backup", "newest_backup", "backup_directory", "succeeded_runs", "failed_runs", "running_runs", "last_success", "last_failure", "verified_backups", "verification_failures", "databases", "wal")
+    __slots__ = ("total_backups", "total_size_bytes", "oldest_backup", "newest_backup", "backup_directory", "succeeded_runs", "failed_runs", "running_runs", "last_success", "last_failure", "verified_backups", "verification_failures", "databases", "destinations", "wal")
     TOTAL_BACKUPS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     OLDEST_BACKUP_FIELD_NUMBER: _ClassVar[int]
@@ -208,6 +214,7 @@ class GetStatsResponse(_message.Message):
     VERIFIED_BACKUPS_FIELD_NUMBER: _ClassVar[int]
     VERIFICATION_FAILURES_FIELD_NUMBER: _ClassVar[int]
     DATABASES_FIELD_NUMBER: _ClassVar[int]
+    DESTINATIONS_FIELD_NUMBER: _ClassVar[int]
     WAL_FIELD_NUMBER: _ClassVar[int]
     total_backups: int
     total_size_bytes: int
@@ -222,8 +229,9 @@ class GetStatsResponse(_message.Message):
     verified_backups: int
     verification_failures: int
     databases: _containers.RepeatedCompositeFieldContainer[DatabaseStats]
+    destinations: _containers.RepeatedCompositeFieldContainer[DestinationStats]
     wal: _containers.RepeatedCompositeFieldContainer[WalArchive]
-    def __init__(self, total_backups: _Optional[int] = ..., total_size_bytes: _Optional[int] = ..., oldest_backup: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., newest_backup: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., backup_directory: _Optional[str] = ..., succeeded_runs: _Optional[int] = ..., failed_runs: _Optional[int] = ..., running_runs: _Optional[int] = ..., last_success: _Optional[_Union[RunSummary, _Mapping]] = ..., last_failure: _Optional[_Union[RunSummary, _Mapping]] = ..., verified_backups: _Optional[int] = ..., verification_failures: _Optional[int] = ..., databases: _Optional[_Iterable[_Union[DatabaseStats, _Mapping]]] = ..., wal: _Optional[_Iterable[_Union[WalArchive, _Mapping]]] = ...) -> None: ...
+    def __init__(self, total_backups: _Optional[int] = ..., total_size_bytes: _Optional[int] = ..., oldest_backup: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., newest_backup: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., backup_directory: _Optional[str] = ..., succeeded_runs: _Optional[int] = ..., failed_runs: _Optional[int] = ..., running_runs: _Optional[int] = ..., last_success: _Optional[_Union[RunSummary, _Mapping]] = ..., last_failure: _Optional[_Union[RunSummary, _Mapping]] = ..., verified_backups: _Optional[int] = ..., verification_failures: _Optional[int] = ..., databases: _Optional[_Iterable[_Union[DatabaseStats, _Mapping]]] = ..., destinations: _Optional[_Iterable[_Union[DestinationStats, _Mapping]]] = ..., wal: _Optional[_Iterable[_Union[WalArchive, _Mapping]]] = ...) -> None: ...
 
 class CleanupRequest(_message.Message):
     __slots__ = ("dry_run",)
@@ -438,6 +446,90 @@ class ListBackupContentsResponse(_message.Message):
     entries: _containers.RepeatedCompositeFieldContainer[ContentEntry]
     schemas: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, entries: _Optional[_Iterable[_Union[ContentEntry, _Mapping]]] = ..., schemas: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class BackupCopy(_message.Message):
+    __slots__ = ("destination", "state", "location", "size_bytes", "sha256", "error", "stored_at", "backup_id", "locked_until", "deleted")
+    class CopyState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        COPY_STATE_UNSPECIFIED: _ClassVar[BackupCopy.CopyState]
+        PENDING: _ClassVar[BackupCopy.CopyState]
+        SUCCEEDED: _ClassVar[BackupCopy.CopyState]
+        FAILED: _ClassVar[BackupCopy.CopyState]
+    COPY_STATE_UNSPECIFIED: BackupCopy.CopyState
+    PENDING: BackupCopy.CopyState
+    SUCCEEDED: BackupCopy.CopyState
+    FAILED: BackupCopy.CopyState
+    DESTINATION_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    STORED_AT_FIELD_NUMBER: _ClassVar[int]
+    BACKUP_ID_FIELD_NUMBER: _ClassVar[int]
+    LOCKED_UNTIL_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    destination: str
+    state: BackupCopy.CopyState
+    location: str
+    size_bytes: int
+    sha256: str
+    error: str
+    stored_at: _timestamp_pb2.Timestamp
+    backup_id: int
+    locked_until: _timestamp_pb2.Timestamp
+    deleted: bool
+    def __init__(self, destination: _Optional[str] = ..., state: _Optional[_Union[BackupCopy.CopyState, str]] = ..., location: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., error: _Optional[str] = ..., stored_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., backup_id: _Optional[int] = ..., locked_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deleted: _Optional[bool] = ...) -> None: ...
+
+class DestinationStats(_message.Message):
+    __slots__ = ("name", "copies", "used_bytes", "newest")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    COPIES_FIELD_NUMBER: _ClassVar[int]
+    USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    NEWEST_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    copies: int
+    used_bytes: int
+    newest: BackupCopy
+    def __init__(self, name: _Optional[str] = ..., copies: _Optional[int] = ..., used_bytes: _Optional[int] = ..., newest: _Optional[_Union[BackupCopy, _Mapping]] = ...) -> None: ...
+
+class CopyBackupRequest(_message.Message):
+    __slots__ = ("id", "destinations")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    DESTINATIONS_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    destinations: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[int] = ..., destinations: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ListDestinationsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Destination(_message.Message):
+    __slots__ = ("name", "url", "required", "reachable", "error", "copies", "used_bytes", "newest")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    REQUIRED_FIELD_NUMBER: _ClassVar[int]
+    REACHABLE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    COPIES_FIELD_NUMBER: _ClassVar[int]
+    USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    NEWEST_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    url: str
+    required: bool
+    reachable: bool
+    error: str
+    copies: int
+    used_bytes: int
+    newest: BackupCopy
+    def __init__(self, name: _Optional[str] = ..., url: _Optional[str] = ..., required: _Optional[bool] = ..., reachable: _Optional[bool] = ..., error: _Optional[str] = ..., copies: _Optional[int] = ..., used_bytes: _Optional[int] = ..., newest: _Optional[_Union[BackupCopy, _Mapping]] = ...) -> None: ...
+
+class ListDestinationsResponse(_message.Message):
+    __slots__ = ("destinations",)
+    DESTINATIONS_FIELD_NUMBER: _ClassVar[int]
+    destinations: _containers.RepeatedCompositeFieldContainer[Destination]
+    def __init__(self, destinations: _Optional[_Iterable[_Union[Destination, _Mapping]]] = ...) -> None: ...
 
 class WalArchive(_message.Message):
     __slots__ = ("target", "streaming", "lag_bytes", "lag_seconds", "newest_restorable", "last_segment", "error", "slot", "segments", "size_bytes")

@@ -94,6 +94,16 @@ class BackupServiceStub:
                 request_serializer=backup_dot_v1_dot_backup__pb2.ListBackupContentsRequest.SerializeToString,
                 response_deserializer=backup_dot_v1_dot_backup__pb2.ListBackupContentsResponse.FromString,
                 _registered_method=True)
+        self.CopyBackup = channel.unary_unary(
+                '/backup.v1.BackupService/CopyBackup',
+                request_serializer=backup_dot_v1_dot_backup__pb2.CopyBackupRequest.SerializeToString,
+                response_deserializer=backup_dot_v1_dot_backup__pb2.Backup.FromString,
+                _registered_method=True)
+        self.ListDestinations = channel.unary_unary(
+                '/backup.v1.BackupService/ListDestinations',
+                request_serializer=backup_dot_v1_dot_backup__pb2.ListDestinationsRequest.SerializeToString,
+                response_deserializer=backup_dot_v1_dot_backup__pb2.ListDestinationsResponse.FromString,
+                _registered_method=True)
         self.FetchWal = channel.unary_stream(
                 '/backup.v1.BackupService/FetchWal',
                 request_serializer=backup_dot_v1_dot_backup__pb2.FetchWalRequest.SerializeToString,
@@ -189,6 +199,21 @@ class BackupServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CopyBackup(self, request, context):
+        """Makes the missing copies of a backup (FAILED, or at a destination added since) at
+        its target's destinations, streaming from a copy that succeeded.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDestinations(self, request, context):
+        """The configured destinations: reachable or why not, bytes used, newest copy.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def FetchWal(self, request, context):
         """One archived WAL segment (or history file) of a physical target, decompressed:
         what `backupctl wal-fetch` gives PostgreSQL's restore_command. gRPC only.
@@ -259,6 +284,16 @@ def add_BackupServiceServicer_to_server(servicer, server):
                     servicer.ListBackupContents,
                     request_deserializer=backup_dot_v1_dot_backup__pb2.ListBackupContentsRequest.FromString,
                     response_serializer=backup_dot_v1_dot_backup__pb2.ListBackupContentsResponse.SerializeToString,
+            ),
+            'CopyBackup': grpc.unary_unary_rpc_method_handler(
+                    servicer.CopyBackup,
+                    request_deserializer=backup_dot_v1_dot_backup__pb2.CopyBackupRequest.FromString,
+                    response_serializer=backup_dot_v1_dot_backup__pb2.Backup.SerializeToString,
+            ),
+            'ListDestinations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDestinations,
+                    request_deserializer=backup_dot_v1_dot_backup__pb2.ListDestinationsRequest.FromString,
+                    response_serializer=backup_dot_v1_dot_backup__pb2.ListDestinationsResponse.SerializeToString,
             ),
             'FetchWal': grpc.unary_stream_rpc_method_handler(
                     servicer.FetchWal,
@@ -590,6 +625,60 @@ class BackupService:
             '/backup.v1.BackupService/ListBackupContents',
             backup_dot_v1_dot_backup__pb2.ListBackupContentsRequest.SerializeToString,
             backup_dot_v1_dot_backup__pb2.ListBackupContentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CopyBackup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/backup.v1.BackupService/CopyBackup',
+            backup_dot_v1_dot_backup__pb2.CopyBackupRequest.SerializeToString,
+            backup_dot_v1_dot_backup__pb2.Backup.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDestinations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/backup.v1.BackupService/ListDestinations',
+            backup_dot_v1_dot_backup__pb2.ListDestinationsRequest.SerializeToString,
+            backup_dot_v1_dot_backup__pb2.ListDestinationsResponse.FromString,
             options,
             channel_credentials,
             insecure,

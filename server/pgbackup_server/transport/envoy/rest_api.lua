@@ -115,6 +115,25 @@ local API = {
       body = "",
       request = "backup.v1.ListBackupContentsRequest",
     },
+    {
+      rpc = "CopyBackup",
+      http_method = "POST",
+      template = "/api/v1/backups/{id}:copy",
+      segments = {"api", "v1", "backups", {var = "id"}},
+      path_fields = {"id"},
+      verb = "copy",
+      body = "*",
+      request = "backup.v1.CopyBackupRequest",
+    },
+    {
+      rpc = "ListDestinations",
+      http_method = "GET",
+      template = "/api/v1/destinations",
+      segments = {"api", "v1", "destinations"},
+      path_fields = {},
+      body = "",
+      request = "backup.v1.ListDestinationsRequest",
+    },
   },
   messages = {
     ["backup.v1.CreateBackupRequest"] = {
@@ -159,6 +178,11 @@ local API = {
     },
     ["backup.v1.GetRestoreRequest"] = {{name = "id", json = "id", type = "int64"}},
     ["backup.v1.ListBackupContentsRequest"] = {{name = "id", json = "id", type = "int64"}},
+    ["backup.v1.CopyBackupRequest"] = {
+      {name = "id", json = "id", type = "int64"},
+      {name = "destinations", json = "destinations", type = "string", repeated = true},
+    },
+    ["backup.v1.ListDestinationsRequest"] = {},
   },
   enums = {
     ["backup.v1.BackupType"] = {"BACKUP_TYPE_UNSPECIFIED", "FULL", "INCREMENTAL"},

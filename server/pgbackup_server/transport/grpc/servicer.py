@@ -117,6 +117,14 @@ class BackupServicer(pb_grpc.BackupServiceServicer):
     def ListBackupContents(self, request: pb.ListBackupContentsRequest, context: Any) -> Any:
         return to_message(self.restore.contents(request.id), pb.ListBackupContentsResponse)
 
+    def CopyBackup(self, request: pb.CopyBackupRequest, context: Any) -> Any:
+        return to_message(self.service.copier.copy_backup(request.id,
+                                                          list(request.destinations)),
+                          pb.Backup)
+
+    def ListDestinations(self, request: pb.ListDestinationsRequest, context: Any) -> Any:
+        return pb.ListDestinationsResponse(destinations=[
+            to_message(d, pb.Destination) for d in self.service.copier.list_destinations()])
     def FetchWal(self, request: pb.FetchWalRequest, context: Any) -> Iterator[Any]:
         for chunk in self.service.wal.fetch(request.target, request.name):
             yield pb.WalChunk(data=chunk)

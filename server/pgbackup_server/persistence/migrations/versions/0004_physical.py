@@ -7,7 +7,7 @@
 - ``kind`` widens to 32 characters (``PHYSICAL_INCREMENTAL``).
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0003
 """
 
 from __future__ import annotations
@@ -16,12 +16,32 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0004"
-down_revision = "0002"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
 
+def _keeping_copies(alter):  # type: ignore[no-untyped-def]
+    """Run ``alter`` on backup_runs; SQLite rebuilds that table to change a column's
+    type, and dropping the old one cascades to backup_copies: put those rows back."""
+    bind = op.get_bind()
+    saved: list = []
+    inspector = sa.inspect(bind)
+    if bind.dialect.name == "sqlite" and inspector.has_table("backup_copies"):
+        saved = [dict(r) for r in bind.execute(sa.text("SELECT * FROM backup_copies"))
+                 .mappings()]
+    alter()
+    if saved:
+        table = sa.table("backup_copies", *(sa.column(k) for k in saved[0]))
+        bind.execute(sa.text("DELETE FROM backup_copies"))
+        op.bulk_insert(table, saved)
+
+
 def upgrade() -> None:
+    _keeping_copies(_upgrade)
+
+
+def _upgrade() -> None:
     with op.batch_alter_table("backup_runs") as batch:
         batch.alter_column("kind", type_=sa.String(32), existing_type=sa.String(16),
                            existing_nullable=False)
@@ -34,6 +54,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    _keeping_copies(_downgrade)
+
+
+def _downgrade() -> None:
     with op.batch_alter_table("backup_runs") as batch:
         for name in ("chain", "end_lsn", "start_lsn", "type_reason", "timeline", "parent_id"):
             batch.drop_column(name)
