@@ -12,6 +12,9 @@ Revises: 0003
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -21,11 +24,11 @@ branch_labels = None
 depends_on = None
 
 
-def _keeping_copies(alter):  # type: ignore[no-untyped-def]
+def _keeping_copies(alter: Callable[[], None]) -> None:
     """Run ``alter`` on backup_runs; SQLite rebuilds that table to change a column's
     type, and dropping the old one cascades to backup_copies: put those rows back."""
     bind = op.get_bind()
-    saved: list = []
+    saved: list[dict[str, Any]] = []
     inspector = sa.inspect(bind)
     if bind.dialect.name == "sqlite" and inspector.has_table("backup_copies"):
         saved = [dict(r) for r in bind.execute(sa.text("SELECT * FROM backup_copies"))
