@@ -1,15 +1,18 @@
 """A full physical backup, changes, an incremental on top, more changes: the chain
-rebuilt by a restore starts and holds the data as of the incremental. Deep verify
+rebuilt by a restore starts and holds the data as of the incremental. Each backup
+is copied, encrypted, to the target's other destination, with its manifest. Deep verify
 starts the chain on a throwaway server; quick verify names the file of the chain
 that changed or went missing. (One scenario: each physical backup costs seconds.)"""
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from pathlib import Path
 
-from pgbackup_server.backup.pipeline import Extras, LocalFileSink
-from pgbackup_server.physical.basebackup import file_sha256
+import pyrage
+from pyrage import x25519
+
 from pgbackup_server.physical.scratch import ThrowawayServer
 
 
@@ -17,22 +20,24 @@ def test_full_then_incremental_restores_the_data_as_of_the_incremental(
         start_physical, phys_pg, reachable_dir, tmp_path):
     phys_pg.psql("DROP TABLE IF EXISTS t; CREATE TABLE t (i int); "
                  "INSERT INTO t SELECT generate_series(1, 100)", "app")
-    r = start_physical()
-    copies = tmp_path / "copies"
-
-    def copy_to_second_place(run, relative):  # what destinations plug in (pipeline.Extras)
-        folder, name = relative.split("/")
-        (copies / folder).mkdir(parents=True, exist_ok=True)
-        return Extras(sinks=(LocalFileSink(copies / folder / f".{name}.tmp",
-                                           copies / folder, name, ""),))
-
-    r.app.service.executor.physical.file_outputs = copy_to_second_place
+    identity = x25519.Identity.generate()
+    offsite = tmp_path / "offsite"
+    r = start_physical(
+        destinations=[{"name": "local", "url": f"file://{tmp_path / 'backups'}"},
+                      {"name": "offsite", "url": f"file://{offsite}"}],
+        encryption={"recipients": [str(identity.to_public())]})
     client = r.client()
     full = client.create_backup(database="cluster").backup
+    # Copies: the folder as written here, and each of its files encrypted offsite.
+    copies = {c.destination: c for c in full.copies}
+    assert copies["local"].state == copies["offsite"].state == "SUCCEEDED"
+    folder = Path(full.file_path).name
+    assert copies["offsite"].location == folder
+    assert (offsite / f"{folder}.manifest.json").is_file()
     sums = (Path(full.file_path) / "SHA256SUMS").read_text()
-    copied = copies / Path(full.file_path).name
-    assert all(f"{file_sha256(copied / name)}  {name}" in sums
-               for name in ("base.tar.gz", "pg_wal.tar.gz", "backup_manifest"))
+    for name in ("base.tar.gz", "pg_wal.tar.gz", "backup_manifest"):
+        plain = pyrage.decrypt((offsite / folder / f"{name}.age").read_bytes(), [identity])
+        assert f"{hashlib.sha256(plain).hexdigest()}  {name}" in sums
     assert (full.kind, full.parent_id, full.chain) == ("PHYSICAL_FULL", 0, str(full.id))
     assert sorted(p.name for p in Path(full.file_path).iterdir()) == [
         "SHA256SUMS", "backup_manifest", "base.tar.gz", "pg_wal.tar.gz"]

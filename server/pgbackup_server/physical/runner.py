@@ -13,7 +13,7 @@ import os
 import shutil
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from ..backup.jobs import Job
 from ..backup.pipeline import Extras, Fanout
 from ..backup.progress import ProgressTracker
 from ..domain.errors import BackupFailed, FailedPrecondition, Unavailable
-from ..domain.models import BackupType, Run, RunKind, Stored
+from ..domain.models import BackupType, Compression, DumpFormat, Run, RunKind, Stored
 from ..domain.ports import Clock, Listener, RunStore, Sink
 from ..domain.targets import Targets
 from ..postgres.binaries import PgBinary
@@ -142,7 +142,10 @@ class PhysicalRunner:
             running = self.store.mark_running(
                 run.id, started_at=started, temp_path=str(temp), kind=kind,
                 parent_id=parent.id if parent else 0, type_reason=reason,
-                chain=chain.chain_text(parent, run.id), pg_dump_version=_version(
+                chain=chain.chain_text(parent, run.id),
+                # A folder of files (its kind says what they are), gzip from the server.
+                format=DumpFormat.DIRECTORY, compression=Compression.parse("gzip:1"),
+                pg_dump_version=_version(
                     pg_basebackup), server_version=server.version)
             self.events.on_run_started(running)
             if reason:
@@ -194,7 +197,8 @@ class PhysicalRunner:
             return
         lines = "".join(f"{s.sha256}  {s.location.rsplit('/', 1)[-1]}\n"
                         for s in sorted(stored, key=lambda s: s.location))
-        copier.succeeded(run, config.name, Stored(
+        fingerprints = encryption.fingerprints if encryption is not None else ()
+        copier.succeeded(replace(run, encryption=fingerprints), config.name, Stored(
             outcome.path.name, sum(s.size for s in stored),
             hashlib.sha256(lines.encode()).hexdigest()))
 

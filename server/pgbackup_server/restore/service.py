@@ -355,6 +355,10 @@ class RestoreService:
     def contents(self, run_id: int) -> BackupContents:
         """Schemas, tables and other objects in a backup, with each table's data size."""
         run = self._backup(run_id, "listed")
+        if run.kind.physical:
+            raise FailedPrecondition(f"backup {run.id} is a physical backup of a whole "
+                                     "cluster; its contents are listed by restoring it "
+                                     "(target_directory) and starting it")
         self._require_file(run)
         try:
             return backup_contents(run)
