@@ -32,6 +32,10 @@ from pgbackup_server.settings import build_settings
 
 logs.configure("debug", "console")  # server logs to stderr, shown for failing tests
 
+# Fixtures of their own modules, imported by name (a conftest.py below tests/ would
+# shadow this one for `from conftest import ...`).
+pytest_plugins = ["s3", "physical_support"]
+
 DB = "shop"
 PASSWORD = "s3cr3t-Pa55:word"
 
@@ -133,13 +137,14 @@ def start_app(pg: EmbeddedPostgres, tmp_path: Path) -> Iterator[Callable[..., Ru
     started: list[Running] = []
 
     def start(*, clock: ManualClock | None = None, envoy: bool = True,
-              root: Path | None = None, **overrides: Any) -> Running:
+              root: Path | None = None, env: dict[str, str] | None = None,
+              **overrides: Any) -> Running:
         r = root or tmp_path
         r.mkdir(parents=True, exist_ok=True)
         cfg = base_config(pg, r, **overrides)
         cfg["server"]["envoy"] = envoy and cfg["server"].get("envoy", True)
         (r / "config.yaml").write_text(yaml.safe_dump(cfg))
-        config = build_settings(cfg, base=r, env={})
+        config = build_settings(cfg, base=r, env=env or {})
         app = App(config, clock=clock) if clock else App(config)
         running = Running(app, r, cfg, clock)
         started.append(running)
@@ -207,51 +212,3 @@ def serve_metrics(obs: Any) -> int:
 
 
 _LISTENERS: list[Any] = []
-
-
-# -- physical backups (tests/physical) -----------------------------------------
-# A small PostgreSQL 18 of its own, with WAL summaries on: a physical backup copies
-# the whole cluster, so the session's shared server (with every other test's
-# databases) would make each backup and restore slower.
-
-PHYS_PASSWORD = "ph-Pa55:word"
-
-
-@pytest.fixture(scope="session")
-def phys_pg() -> Iterator[EmbeddedPostgres]:
-    root = Path(tempfile.mkdtemp(prefix="pgbackup-test-phys-"))
-    server = EmbeddedPostgres(root, password=PHYS_PASSWORD).start()
-    server.psql("ALTER SYSTEM SET summarize_wal = on")
-    server.psql("SELECT pg_reload_conf()")
-    server.create_database("app")
-    yield server
-    server.destroy()
-
-
-@pytest.fixture
-def start_physical(start_app: Callable[..., Any], phys_pg: EmbeddedPostgres,
-                   tmp_path: Path) -> Callable[..., Any]:
-    """backupd with one physical target ``cluster`` on phys_pg."""
-
-    def start(*, wal: dict[str, Any] | None = None, **overrides: Any) -> Any:
-        target: dict[str, Any] = {"name": "cluster", "url": phys_pg.url("postgres"),
-                                  "kind": "physical"}
-        if wal is not None:
-            target["wal"] = wal
-        return start_app(database=None, schedules=None, databases=[target], **overrides)
-
-    return start
-
-
-@pytest.fixture
-def reachable_dir() -> Iterator[Path]:
-    """A directory the restored server's user can reach (as root the server runs as
-    embedded_postgres, and pytest's tmp_path is 0700 root)."""
-    import shutil
-
-    path = Path(tempfile.mkdtemp(prefix="pgbackup-test-restore-"))
-    path.chmod(0o711)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-

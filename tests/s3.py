@@ -14,11 +14,13 @@ import json
 import socket
 import threading
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
 import httpx
+import pytest
 from botocore.config import Config
 from moto.server import ThreadedMotoServer
 
@@ -160,3 +162,11 @@ class Proxy:
             except OSError:
                 pass
             s.close()
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[S3]:
+    """One moto S3 server for the session."""
+    server = start_s3()
+    yield server
+    server.stop()

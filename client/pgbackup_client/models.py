@@ -18,22 +18,29 @@ from pgbackup_api.backup.v1 import backup_pb2
 from pgbackup_client._convert import Model
 
 __all__ = [
+    "Alert",
     "Backup",
     "BackupContents",
     "BackupCopy",
     "BackupPage",
+    "CatalogImport",
+    "CleanupDecision",
     "CleanupResult",
+    "ClusterNode",
+    "ClusterView",
     "ContentEntry",
     "CreateResult",
     "DatabaseStats",
     "Destination",
     "DestinationStats",
     "Progress",
+    "RestorePage",
     "RestoreRun",
     "RunSummary",
     "Schedule",
     "Stats",
     "TableRows",
+    "TargetSummary",
     "VerifyResult",
     "WalArchive",
 ]
@@ -113,12 +120,6 @@ class Backup(Model):
     kind: str = "RUN_KIND_UNSPECIFIED"
     # The configured target that made the run.
     target: str = ""
-    # One copy per destination of the target, with its state.
-    copies: tuple[BackupCopy, ...] = ()
-    # Hex SHA-256 of the dump before encryption; empty when not encrypted.
-    plaintext_sha256: str = ""
-    # Fingerprints of the age recipients the backup is encrypted to; empty: not encrypted.
-    encryption: tuple[str, ...] = ()
     # Physical backups. The backup an incremental was taken against (0: none).
     parent_id: int = 0
     # Why a requested incremental was taken as a full backup; empty otherwise.
@@ -129,6 +130,14 @@ class Backup(Model):
     timeline: int = 0
     # The chain to restore, full backup first: ids separated by commas ("12,15,18").
     chain: str = ""
+    # One copy per destination of the target, with its state.
+    copies: tuple[BackupCopy, ...] = ()
+    # Hex SHA-256 of the dump before encryption; empty when not encrypted.
+    plaintext_sha256: str = ""
+    # Fingerprints of the age recipients the backup is encrypted to; empty: not encrypted.
+    encryption: tuple[str, ...] = ()
+    # The cluster replica that executed the run ("" without a cluster).
+    node: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,17 +198,16 @@ class DatabaseStats(Model):
 
 
 @dataclass(frozen=True, slots=True)
-class DestinationStats(Model):
-    """A ``backup.v1.DestinationStats`` message."""
+class TargetSummary(Model):
+    """A configured target and the databases its runs were recorded under."""
 
-    _proto: ClassVar[builtins.type[Message]] = backup_pb2.DestinationStats
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.TargetSummary
 
     name: str = ""
-    # Copies stored there now, and their bytes.
-    copies: int = 0
-    used_bytes: int = 0
-    # The newest backup stored there.
-    newest: BackupCopy | None = None
+    # Whether it backs up every database of its server.
+    all_databases: bool = False
+    # Database names of its runs (a run's `database`); empty when it never ran.
+    databases: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +234,20 @@ class WalArchive(Model):
 
 
 @dataclass(frozen=True, slots=True)
+class DestinationStats(Model):
+    """A ``backup.v1.DestinationStats`` message."""
+
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.DestinationStats
+
+    name: str = ""
+    # Copies stored there now, and their bytes.
+    copies: int = 0
+    used_bytes: int = 0
+    # The newest backup stored there.
+    newest: BackupCopy | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Stats(Model):
     """Totals over the recorded backups."""
 
@@ -245,10 +267,30 @@ class Stats(Model):
     verified_backups: int = 0
     verification_failures: int = 0
     databases: tuple[DatabaseStats, ...] = ()
-    # Per destination: the copies stored there and their bytes.
-    destinations: tuple[DestinationStats, ...] = ()
+    # Every configured target, also those that never ran.
+    targets: tuple[TargetSummary, ...] = ()
     # WAL archiving of physical targets with wal.stream.
     wal: tuple[WalArchive, ...] = ()
+    # Per destination: the copies stored there and their bytes.
+    destinations: tuple[DestinationStats, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CleanupDecision(Model):
+    """What retention decided for one backup at one destination."""
+
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.CleanupDecision
+
+    backup_id: int = 0
+    database: str = ""
+    # "local" for the backup directories.
+    destination: str = ""
+    # The file (or object) the decision is about.
+    location: str = ""
+    keep: bool = False
+    # The rules that keep it ("keepDaily: newest of 2026-01-15", "within 7 days", "newest successful
+    # backup", "locked until ..."), or why it goes.
+    reasons: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +304,8 @@ class CleanupResult(Model):
     dry_run: bool = False
     # Paths deleted, or that would be deleted with dry_run.
     files: tuple[str, ...] = ()
+    # For each backup retention considered: kept (and by which rules) or deleted (and why).
+    decisions: tuple[CleanupDecision, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,6 +320,10 @@ class Schedule(Model):
     enabled: bool = False
     job: str = ""
     next_run_time: datetime | None = None
+    # The configured target the schedule backs up.
+    target: str = ""
+    # The newest run this schedule started; unset when it never ran.
+    last_run: Backup | None = None
     # Physical targets: what the schedule takes.
     # backup.v1.BackupType name (an unknown value: its number).
     type: str = "BACKUP_TYPE_UNSPECIFIED"
@@ -370,6 +418,53 @@ class BackupContents(Model):
 
 
 @dataclass(frozen=True, slots=True)
+class Alert(Model):
+    """An alert firing now; ``kind`` is STALE, MISSED_SCHEDULE, ..."""
+
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.Alert
+
+    # backup.v1.AlertKind name (an unknown value: its number).
+    kind: str = "ALERT_KIND_UNSPECIFIED"
+    # The database (or target/database), or the schedule for MISSED_SCHEDULE.
+    subject: str = ""
+    since: datetime | None = None
+    # What the alert said when it fired.
+    message: str = ""
+    # The database it concerns, when known.
+    database: str = ""
+    # The run it concerns (VERIFICATION_FAILED), else 0.
+    run_id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RestorePage(Model):
+    """One page of ListRestores; ``next_page_token`` is empty on the last page."""
+
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.ListRestoresResponse
+
+    restores: tuple[RestoreRun, ...] = ()
+    # Empty on the last page.
+    next_page_token: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogImport(Model):
+    """Outcome of ImportCatalog: what was recorded, skipped or unusable."""
+
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.ImportCatalogResponse
+
+    destination: str = ""
+    # Copies recorded by this import, and manifests skipped as already recorded.
+    imported: int = 0
+    skipped: int = 0
+    # Backups (runs) this import created; copies of a known backup join its run.
+    runs_created: int = 0
+    # Manifests that could not be used, each with its reason.
+    problems: tuple[str, ...] = ()
+    backup_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Destination(Model):
     """A configured destination: its URL, reachability and what it holds."""
 
@@ -386,3 +481,39 @@ class Destination(Model):
     copies: int = 0
     used_bytes: int = 0
     newest: BackupCopy | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterNode(Model):
+    """A backupd replica: its heartbeat's age and the runs it holds."""
+
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.ClusterNode
+
+    name: str = ""
+    started_at: datetime | None = None
+    heartbeat_at: datetime | None = None
+    # Seconds since its last heartbeat, by the store's clock.
+    heartbeat_age_seconds: float = 0.0
+    # True when it missed its lease (cluster.leaseTimeout): its runs are taken over.
+    silent: bool = False
+    # The runs it holds a lease on (executing now).
+    run_ids: tuple[int, ...] = ()
+    # The replica that answered.
+    this_replica: bool = False
+    version: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterView(Model):
+    """The replicas sharing the store (``enabled`` False on a single backupd)."""
+
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.GetClusterResponse
+
+    # False on a single backupd (no cluster section): nodes is empty.
+    enabled: bool = False
+    # The replica that answered.
+    node: str = ""
+    nodes: tuple[ClusterNode, ...] = ()
+    lease_timeout_seconds: float = 0.0
+    # Runs waiting for a replica to take them.
+    queued_runs: int = 0

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -16,8 +16,9 @@ from . import __version__
 from .backup.copies import RetryPolicy
 from .backup.plan import check_compression_support
 from .backup.service import BackupService
+from .catalog import CatalogImporter
 from .domain.errors import ConfigError
-from .domain.models import AlertKind
+from .domain.models import AlertKind, Trigger
 from .domain.ports import Clock, utc_now
 from .observability.events import EventHub
 from .observability.setup import Observability, start_observability
@@ -32,6 +33,10 @@ from .transport.envoy import EnvoySupervisor
 from .transport.grpc.server import GrpcServer
 from .transport.grpc.servicer import BackupServicer
 from .transport.http import HttpEndpoints, endpoints
+
+if TYPE_CHECKING:
+    from .cluster import Cluster
+    from .cluster.scheduler import ClusterScheduler
 
 log = structlog.get_logger("pgbackup")
 
@@ -52,6 +57,7 @@ class App:
         self.http_port = 0  # Envoy's REST listener
         self.metrics_port = 0  # metrics.address's listener, when set
         self.store: Store | None = None
+        self.cluster: Cluster | None = None
         self.grpc: GrpcServer | None = None
         self.envoy: EnvoySupervisor | None = None
         self.observability: Observability | None = None
@@ -85,21 +91,40 @@ class App:
         if self.store.alerts.import_legacy(s.server.data_directory / "alerts.json"):
             log.info("Alert state imported into the store from alerts.json")
         self.events = EventHub()
-        destinations = Destinations.from_configs(s.destinations, **self.destination_options)
-        self.service = BackupService(s, self.store.runs, self.events,
-                                     copies=self.store.copies, binaries=binaries,
-                                     runtime_dir=runtime, clock=self.clock,
-                                     destinations={d.name: d for d in destinations},
-                                     retry=self.copy_retry)
+        runs = self.store.runs
+        if s.cluster.enabled:
+            from .cluster import Cluster
+            from .cluster.retry import RetryingRunStore
+
+            runs = RetryingRunStore(runs)  # type: ignore[assignment]
+            self.cluster = Cluster(s, self.store.engine, runs, self.events, self.clock)
+            self.cluster.join()
+        self.destinations = Destinations.from_configs(s.destinations, s.environment,
+                                                      **self.destination_options)
+        threading.Thread(target=self.destinations.abort_unfinished_uploads, daemon=True,
+                         name="abort-unfinished-uploads").start()
+        self.catalog = CatalogImporter(self.store.runs, self.store.copies, self.destinations,
+                                       self.clock)
+        self.service = BackupService(
+            s, runs, self.events, copies=self.store.copies, binaries=binaries,
+            runtime_dir=runtime, clock=self.clock, destinations=dict(self.destinations),
+            retry=self.copy_retry,
+            queue_factory=self.cluster.make_queue if self.cluster else None,
+            exclusive=self.cluster.exclusive if self.cluster else None)
         self.restore = RestoreService(s, self.store.runs, self.store.restores, self.events,
                                       targets=self.service.targets, binaries=binaries,
                                       runtime_dir=runtime, clock=self.clock,
+                                      destinations=self.destinations,
                                       address=self._loopback_grpc)
         self.restore.recover()
         self.events.add(VerifyAfterBackup(self.restore))
-        self.scheduler = Scheduler(s, fire=self.service.run_scheduled, store=self.store.runs,
-                                   events=self.events, clock=self.clock)
-        self.grpc = GrpcServer(s, BackupServicer(self.service, self.restore, self.scheduler))
+        self.scheduler: Scheduler | ClusterScheduler = (
+            self.cluster.make_scheduler(self._fire_queued) if self.cluster else
+            Scheduler(s, fire=self.service.run_scheduled, store=self.store.runs,
+                      events=self.events, clock=self.clock))
+        self.grpc = GrpcServer(s, BackupServicer(
+            self.service, self.restore, self.scheduler, self.store.alerts,
+            catalog=self.catalog, cluster=self.cluster.info if self.cluster else None))
         self.grpc.start()
         # Before the scheduler: missed fires are reported as it starts.
         self.observability = start_observability(s, self.events, self.store.runs,
@@ -107,7 +132,12 @@ class App:
                                                  self.clock)
         self._serve_http()
         # After the listeners: runs interrupted by a crash are notified and counted too.
-        self.service.recover()
+        if self.cluster:
+            self.observability.metrics.registry.register(self.cluster.collector())
+            self.cluster.start(stop_run=self.service.executor.stop_run)
+            self.cluster.recover(runtime)
+        else:
+            self.service.recover()
         self.scheduler.start()
         self.service.wal.start()
         if self.service.wal.targets:
@@ -173,6 +203,12 @@ class App:
                               f"{exc}") from None
         log.info("REST gateway (Envoy) listening", address=f"{http_host}:{self.http_port}")
 
+    def _fire_queued(self, schedule: str, target: str) -> list[int]:
+        """A claimed fire (cluster): queue its run(s) for any replica."""
+        result = self.service.create_backup(database=target, trigger=Trigger.SCHEDULE,
+                                            schedule=schedule, background=True)
+        return [r.id for r in result.runs or (result.run,)]
+
     # -- stopping -----------------------------------------------------------
 
     def request_stop(self) -> None:
@@ -227,6 +263,8 @@ class App:
         if hasattr(self, "service"):
             self.service.shutdown(grace)
             self.service.wal.stop()
+        if self.cluster is not None:
+            self.cluster.stop()
         if restores is not None:
             restores.join()
         if self.observability is not None:

@@ -18,6 +18,7 @@ import structlog
 from . import __version__
 from .demo import SERVERS, demo_config
 from .domain.errors import BackupError, ConfigError, PgDumpNotFound
+from .domain.ports import Clock
 from .observability import logs
 from .postgres.binaries import find_pg_dump, supports_compression
 from .settings import load_settings
@@ -26,7 +27,8 @@ from .settings.exposure import check_exposure
 log = structlog.get_logger("pgbackup")
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, *, clock: Clock | None = None) -> None:
+    """``clock``: the service's clock (tests run replicas on a compressed one)."""
     parser = argparse.ArgumentParser(
         prog="backupd", description="PostgreSQL backup scheduler: gRPC on server.grpcAddress, "
                                     "REST through Envoy on server.httpAddress.")
@@ -82,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
         log.info("Configuration loaded", config_file=source)
         from .app import App  # the whole service: imported once the settings are good
 
-        app = App(config)
+        app = App(config, clock=clock) if clock is not None else App(config)
 
         signals = [0]  # how many arrived; the stop watchdog reports repeats
 

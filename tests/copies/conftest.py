@@ -11,20 +11,13 @@ from typing import Any
 import pytest
 import yaml
 from conftest import Running, base_config
-from s3 import S3, start_s3
+from s3 import S3
 
 from pgbackup_server.app import App
 from pgbackup_server.backup.copies import RetryPolicy
 from pgbackup_server.settings import build_settings
 
 from .helpers import BAD_KEY_VAR, BAD_SECRET, BAD_SECRET_VAR, FAST, Sleeps
-
-
-@pytest.fixture(scope="session")
-def s3() -> Iterator[S3]:
-    server = start_s3()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import time
 import urllib.request
 from datetime import datetime
 
-from physhelp import fetch_command
+from physical_support import fetch_command
 
 from pgbackup_server.physical.scratch import ThrowawayServer
 

@@ -90,3 +90,51 @@ def test_manifests_on_s3(s3: S3) -> None:
     assert s3.keys(bucket) == [f"pg/shop/{NAME}.manifest.json"]
     [read] = read_manifests(dest)
     assert read.manifest == manifest
+
+
+def test_import_rebuilds_the_run_store_idempotently(tmp_path: Path, s3: S3) -> None:
+    from pgbackup_server.catalog import CatalogImporter
+    from pgbackup_server.persistence import open_store
+
+    # The old host stored one backup at two destinations, and another locally only.
+    local = LocalDestination("local", tmp_path / "backups")
+    bucket = s3.make_bucket()
+    offsite = build_destination(DestinationConfig.model_validate(
+        s3.destination("offsite", f"{bucket}/pg")), s3.env())
+    for dest in (local, offsite):
+        sink = dest.upload(NAME)
+        sink.write(b"encrypted bytes")
+        [stored] = sink.finish()
+        write_manifest(dest, NAME, manifest_for(run(), stored, finished_at=T0))
+    sink = local.upload("older.sql.zst")
+    sink.write(b"older")
+    write_manifest(local, "older.sql.zst", manifest_for(run(), sink.finish()[0],
+                                                        finished_at=T0))
+    write_manifest(local, "gone.sql.zst", manifest_for(run(), Stored("gone.sql.zst", 1, "f"),
+                                                       finished_at=T0))
+    # A new host: an empty store, the same destinations.
+    store = open_store(f"sqlite:///{tmp_path / 'new.sqlite3'}")
+    try:
+        importer = CatalogImporter(store.runs, store.copies,
+                                   {"local": local, "offsite": offsite}, clock=lambda: T0)
+        first = importer.import_catalog("local")
+        assert (first.imported, first.skipped, first.runs_created) == (2, 0, 2)
+        assert first.problems == ("gone.sql.zst.manifest.json: the backup gone.sql.zst is "
+                                  "not there",)
+        again = importer.import_catalog("local")
+        assert (again.imported, again.skipped, again.runs_created) == (0, 2, 0)
+        remote = importer.import_catalog("offsite")
+        assert (remote.imported, remote.runs_created) == (1, 0)  # joins the same run
+        runs = store.runs.list_runs().runs
+        assert len(runs) == 2
+        joined = store.runs.get(remote.backup_ids[0])
+        assert {c.destination for c in joined.copies} == {"local", "offsite"}
+        assert (joined.status, joined.database, joined.format, str(joined.compression),
+                joined.encryption, joined.plaintext_sha256, joined.schedule,
+                joined.finished_at) == (RunStatus.SUCCEEDED, "shop", DumpFormat.PLAIN,
+                                        "zstd:3", ("age1fingerprint",), "b" * 64,
+                                        "nightly", T0)
+        assert joined.file_path == str(tmp_path / "backups" / NAME)
+        assert joined.copy_at("offsite").location == NAME
+    finally:
+        store.close()

@@ -33,7 +33,7 @@ def destination(s3: S3, path: str, env: dict[str, str] | None = None,
     config = DestinationConfig.model_validate(entry)
     built = Destinations.from_configs((config,), env if env is not None else s3.env(),
                                       part_size=PART, retry=FAST_FAIL)
-    dest = built.get("offsite")
+    dest = built.named("offsite")
     assert isinstance(dest, ObjectDestination)
     return dest
 
@@ -104,6 +104,10 @@ def test_endpoint_stopping_mid_upload_is_a_clear_error(s3: S3) -> None:
     sink.abort("the store went away")
     assert time.monotonic() - started < 20
     assert s3.keys(bucket) == []  # nothing counted under the backup's name
+    # The abort could not reach the store; once it is back, the leftover is aborted.
+    assert s3.open_uploads(bucket) == ["db/backup.sql.zst"]
+    assert destination(s3, bucket).abort_unfinished(older_than=timedelta(0)) == 1
+    assert s3.open_uploads(bucket) == []
 
 
 def test_wrong_credentials_and_missing_bucket(s3: S3, caplog: pytest.LogCaptureFixture,
@@ -157,3 +161,19 @@ def test_object_lock_keeps_the_object(s3: S3) -> None:
     assert b"".join(dest.read(stored.location)) == b"immutable"
     versions = s3.client().list_object_versions(Bucket=bucket)
     assert len(versions.get("Versions", ())) == 1 and not versions.get("DeleteMarkers")
+
+
+def test_directory_format_is_refused_with_an_object_store_or_encryption(
+        tmp_path: Path) -> None:
+    recipient = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"
+    raw: dict[str, Any] = {"database": {"url": "postgresql://u@h/db"},
+                           "backup": {"format": "directory"},
+                           "destinations": [{"name": "local", "url": "file:///b"},
+                                            {"name": "offsite", "url": "s3://bucket/pg"}]}
+    with pytest.raises(ConfigError) as exc:
+        build_settings(raw, base=tmp_path, env={})
+    assert "destination(s) offsite are object stores; use format: custom" in str(exc.value)
+    raw = {**raw, "destinations": [{"name": "local", "url": "file:///b"}],
+           "encryption": {"recipients": [recipient]}}
+    with pytest.raises(ConfigError, match="directory backups cannot be encrypted"):
+        build_settings(raw, base=tmp_path, env={})

@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from pgbackup_client.cli import backups, destinations, restore, tokens, wal
+from pgbackup_client.cli import backups, catalog, destinations, restore, tokens, wal
 from pgbackup_client.cli.common import (
     ADDRESS_ENV,
     DEFAULT_TIMEOUT,
@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     restore.register(add)
     wal.register(add)
     tokens.register(add, common)
+    catalog.register(add, common)
     return parser
 
 

@@ -24,7 +24,14 @@ from pgbackup_client.cli.common import (
     time_text,
 )
 from pgbackup_client.cli.destinations import copy_lines
-from pgbackup_client.models import Backup, CleanupResult, CreateResult, Schedule, Stats
+from pgbackup_client.models import (
+    Backup,
+    CleanupDecision,
+    CleanupResult,
+    CreateResult,
+    Schedule,
+    Stats,
+)
 from pgbackup_client.sdk import BackupClient
 
 __all__ = ["backup_rows", "register"]
@@ -205,7 +212,24 @@ def _cmd_cleanup(client: BackupClient, args: argparse.Namespace) -> int:
         print(f"deleted {res.deleted_files} file(s), freed {size_exact(res.freed_bytes)}")
     for path in res.files:
         print(f"  {path}")
+    if res.decisions:
+        print()
+        print_table(
+            ["ID", "DATABASE", "DESTINATION", "DECISION", "WHY"],
+            [
+                [str(d.backup_id), d.database, d.destination, _decision_text(d, res.dry_run),
+                 "; ".join(d.reasons)]
+                for d in res.decisions
+            ],
+            right={"ID"},
+        )
     return EXIT_OK
+
+
+def _decision_text(d: CleanupDecision, dry_run: bool) -> Text:
+    if d.keep:
+        return Text("keep", style="green")
+    return Text("would delete" if dry_run else "delete", style="bold red")
 
 
 def _cmd_list(client: BackupClient, args: argparse.Namespace) -> int:

@@ -29,7 +29,8 @@ __all__ = ["register"]
 
 
 def _cmd_verify(client: BackupClient, args: argparse.Namespace) -> int:
-    res: VerifyResult = client.verify_backup(args.id, deep=args.deep, timeout=args.create_timeout)
+    res: VerifyResult = client.verify_backup(args.id, deep=args.deep, identity=_identity(args),
+                                             timeout=args.create_timeout)
     if args.json:
         print_json(res.to_dict())
     else:
@@ -94,6 +95,7 @@ def _cmd_restore(client: BackupClient, args: argparse.Namespace) -> int:
         jobs=args.jobs,
         background=args.background,
         force=args.force,
+        identity=_identity(args),
         timeout=args.create_timeout,
         target_directory=args.target_directory,
         target_time=args.target_time,
@@ -115,7 +117,7 @@ def _cmd_restore_status(client: BackupClient, args: argparse.Namespace) -> int:
 
 
 def _cmd_contents(client: BackupClient, args: argparse.Namespace) -> int:
-    c: BackupContents = client.list_backup_contents(args.id)
+    c: BackupContents = client.list_backup_contents(args.id, identity=_identity(args))
     if args.json:
         print_json(c.to_dict())
         return EXIT_OK
@@ -131,6 +133,24 @@ def _cmd_contents(client: BackupClient, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _identity(args: argparse.Namespace) -> str:
+    """The age identity in ``--identity-file`` (read here: the key never goes in argv)."""
+    path = getattr(args, "identity_file", None)
+    if not path:
+        return ""
+    with open(path, encoding="utf-8") as f:
+        return f.read(1 << 20)
+
+
+def _identity_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--identity-file",
+        metavar="FILE",
+        help="age identity (private key) for an encrypted backup, when the server has no "
+        "encryption.identityFile; sent for this request only",
+    )
+
+
 def register(add: AddParser) -> None:
     """Add the verification and restore commands to the ``backupctl`` parser."""
     p = add("verify", "check a backup: checksum and structure, or --deep restore")
@@ -140,6 +160,7 @@ def register(add: AddParser) -> None:
         action="store_true",
         help="restore into a scratch database (always dropped) and count rows",
     )
+    _identity_option(p)
     p.set_defaults(func=_cmd_verify)
 
     p = add("restore", "restore a backup, whole or some schemas/tables, into a database")
@@ -183,6 +204,7 @@ def register(add: AddParser) -> None:
         help="parallel pg_restore jobs (custom/directory backups)",
     )
     p.add_argument("--background", action="store_true", help="return at once, do not wait")
+    _identity_option(p)
     p.add_argument("--target-directory", default="", metavar="DIR",
                    help="physical backups: new or empty directory to rebuild the data "
                    "directory in (the chain is combined with pg_combinebackup)")
@@ -198,4 +220,5 @@ def register(add: AddParser) -> None:
 
     p = add("contents", "schemas, tables and their sizes in a backup")
     p.add_argument("id", type=int, metavar="ID", help="backup id")
+    _identity_option(p)
     p.set_defaults(func=_cmd_contents)

@@ -84,12 +84,19 @@ class RunExecutor:
             dump.stop(SHUTDOWN_CANCELLED)
         self.physical.cancel_all(SHUTDOWN_CANCELLED)
 
+    def stop_run(self, run_id: int, reason: str) -> None:
+        """Stop one running dump (a cluster replica that lost the run's lease)."""
+        with self._lock:
+            dump = self._active.get(run_id)
+        if dump is not None:
+            dump.stop(reason)
+
     def execute(self, run: Run, job: Job) -> CreateResult:
         """Run ``job`` for the recorded ``run``; raise its error after recording it."""
+        if run.kind.physical:
+            return self._execute_physical(run, job)
         bound = log.bind(run_id=run.id, database=run.database)
         started = self.clock()
-        if run.kind.physical:
-            return self._physical(run, job, started, bound)
         b = self.settings.backup
         conninfo = self.targets.conninfo(job.target.name, job.dbname)
         bound.info("Database backup job started", backup_dir=str(job.directory))
@@ -163,18 +170,10 @@ class RunExecutor:
             else:
                 outcome = dump.run(job.directory, stem, run.id, b.timeout_seconds,
                                    on_progress=on_progress, temp=temp, extras=extras)
-        except BackupError as exc:
-            self._unstored(run, outputs, exc.message)
-            self._fail(run, started, exc, bound)
-        except OSError as exc:  # the file system changed under the run: no bug, no traceback
-            self._unstored(run, outputs, exc.strerror or str(exc))
-            where = f" ({exc.filename})" if exc.filename else ""
-            self._fail(run, started, BackupFailed(f"file system error{where}: "
-                                                  f"{exc.strerror or exc}"), bound)
-        except Exception as exc:  # a bug: still record the run
-            bound.exception("Backup crashed")
-            self._unstored(run, outputs, str(exc))
-            self._fail(run, started, BackupFailed(f"internal error: {exc}"), bound)
+        except Exception as exc:  # whatever went wrong, the run ends recorded
+            error = _as_backup_error(exc, bound)
+            self._unstored(run, outputs, error.message)
+            self._fail(run, started, error, bound)
         finally:
             with self._lock:
                 self._active.pop(run.id, None)
@@ -187,6 +186,34 @@ class RunExecutor:
             self._record_local(running, job, configs, outcome)
             stored = dict(file_path=str(outcome.path), size_bytes=outcome.size_bytes,
                           sha256=outcome.sha256, bytes_written=outcome.bytes_in)
+        return self._succeeded(run, job, started, stored, bound)
+
+    def _execute_physical(self, run: Run, job: Job) -> CreateResult:
+        """A physical run: pg_basebackup into the target's directory (physical/)."""
+        bound = log.bind(run_id=run.id, database=run.database)
+        started = self.clock()
+        bound.info("Physical backup job started", backup_dir=str(job.directory))
+        configs = self.copier.configs_of(job.target.name)
+        try:
+            files.prepare_backup_dir(job.directory, job.dir_field, requested=job.requested)
+            # The folder here, then each of its files to the target's other destinations
+            # (encrypted when configured); a failed required copy fails the run.
+            made = self.physical.produce(run, job, started, copier=self.copier,
+                                         configs=configs, encryption=self.settings.encryption)
+        except Exception as exc:  # whatever went wrong, the run ends recorded
+            self._fail(run, started, _as_backup_error(exc, bound), bound)
+        finally:
+            self.tracker.forget(run.id)
+        out = made.outcome
+        outcome = DumpOutcome(out.path, out.size_bytes, out.sha256, out.size_bytes)
+        self._record_local(made.running, job, configs, outcome)
+        stored = dict(file_path=str(out.path), size_bytes=out.size_bytes, sha256=out.sha256,
+                      bytes_written=out.size_bytes, **made.changes)
+        return self._succeeded(run, job, started, stored, bound)
+
+    def _succeeded(self, run: Run, job: Job, started: datetime, stored: dict[str, Any],
+                   bound: structlog.typing.FilteringBoundLogger) -> CreateResult:
+        """Record the success, tell the listeners, and apply retention when asked."""
         finished = self.clock()
         done = self.store.mark_succeeded(run.id, finished_at=finished, **stored)
         bound.info("Database backup completed successfully", file_path=done.file_path,
@@ -196,50 +223,9 @@ class RunExecutor:
         deleted = 0
         if job.cleanup_old:  # only after a success: a failure never triggers cleanup
             try:
-                deleted = self.cleaner.cleanup_dir(job.directory, job.retention_days,
-                                                   dry_run=False).deleted_files
+                deleted = self.cleaner.after_backup(job.directory, job.retention_days,
+                                                    requested=job.requested).deleted_files
             except Exception:  # cleanup must never turn a good backup into an error
-                bound.exception("Cleanup after backup failed")
-        return CreateResult(done, deleted)
-
-    def _physical(self, run: Run, job: Job, started: datetime,
-                  bound: structlog.typing.FilteringBoundLogger) -> CreateResult:
-        """A physical run (physical/runner.py): a directory in ``job.directory``, its
-        copy there recorded, each of its files copied to the target's other
-        destinations (encrypted when configured)."""
-        configs = self.copier.configs_of(job.target.name)
-        try:
-            files.prepare_backup_dir(job.directory, job.dir_field, requested=job.requested)
-            made = self.physical.produce(run, job, started, copier=self.copier,
-                                         configs=configs, encryption=self.settings.encryption)
-        except BackupError as exc:
-            self._fail(run, started, exc, bound)
-        except OSError as exc:
-            where = f" ({exc.filename})" if exc.filename else ""
-            self._fail(run, started, BackupFailed(f"file system error{where}: "
-                                                  f"{exc.strerror or exc}"), bound)
-        except Exception as exc:  # a bug: still record the run
-            bound.exception("Backup crashed")
-            self._fail(run, started, BackupFailed(f"internal error: {exc}"), bound)
-        finally:
-            self.tracker.forget(run.id)
-        out = made.outcome
-        self._record_local(made.running, job, configs,
-                           DumpOutcome(out.path, out.size_bytes, out.sha256, out.size_bytes))
-        finished = self.clock()
-        done = self.store.mark_succeeded(run.id, finished_at=finished, file_path=str(out.path),
-                                         size_bytes=out.size_bytes, sha256=out.sha256,
-                                         bytes_written=out.size_bytes, **made.changes)
-        bound.info("Database backup completed successfully", file_path=done.file_path,
-                   size_bytes=done.size_bytes, kind=done.kind.value, parent_id=done.parent_id,
-                   duration_seconds=round((finished - started).total_seconds(), 3))
-        self.events.on_run_finished(done)
-        deleted = 0
-        if job.cleanup_old:
-            try:
-                deleted = self.cleaner.cleanup_dir(job.directory, job.retention_days,
-                                                   dry_run=False).deleted_files
-            except Exception:
                 bound.exception("Cleanup after backup failed")
         return CreateResult(done, deleted)
 
@@ -328,3 +314,15 @@ def _where(dest: Destination, copy: Copy) -> tuple[str, str]:
         path = unquote(urlsplit(url).path)
         return path, os.path.dirname(path)
     return url, url.rsplit("/", 1)[0]
+
+
+def _as_backup_error(exc: Exception, bound: structlog.typing.FilteringBoundLogger) -> BackupError:
+    """What a failed run records: the error itself, a file system error (no bug, no
+    traceback), or an internal error (a bug: logged with its traceback)."""
+    if isinstance(exc, BackupError):
+        return exc
+    if isinstance(exc, OSError):  # the file system changed under the run
+        where = f" ({exc.filename})" if exc.filename else ""
+        return BackupFailed(f"file system error{where}: {exc.strerror or exc}")
+    bound.exception("Backup crashed")
+    return BackupFailed(f"internal error: {exc}")

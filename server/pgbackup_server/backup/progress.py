@@ -48,6 +48,13 @@ class ProgressTracker:
         with self._lock:
             return self._progress.get(run_id, (0, 0))
 
+    def _seen(self, run: Run) -> tuple[int, int]:
+        """Progress of a run executing here; of one executing on another cluster
+        replica, what it persisted in the store."""
+        with self._lock:
+            local = self._progress.get(run.id)
+        return local if local is not None else (run.bytes_written, run.estimated_total_bytes)
+
     def watch(self, run: Run, *, interval: float = 0.5,
               cancelled: Callable[[], bool] = lambda: False) -> Iterator[Progress]:
         """Progress snapshots of ``run`` until it ends; the last one carries the run."""
@@ -57,7 +64,7 @@ class ProgressTracker:
             if run.status.finished:
                 yield self.snapshot(run, run.bytes_written, run.estimated_total_bytes, run)
                 return
-            seen, total = self.current(run_id)
+            seen, total = self._seen(run)
             if (run.status, seen) != last:  # send only what changed
                 last = (run.status, seen)
                 yield self.snapshot(run, seen, total)

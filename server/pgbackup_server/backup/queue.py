@@ -11,19 +11,38 @@ import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
 
 from ..domain.errors import BackupError, ResourceExhausted, Unavailable
-from ..domain.models import CreateResult, Trigger
-from ..domain.targets import ServerKey
+from ..domain.models import CreateResult, Run, Trigger
+from ..domain.ports import RunStore
+from ..domain.targets import ServerKey, Targets
 
 T = TypeVar("T")
 SHUTTING_DOWN = "the service is shutting down; retry on the next instance"
 NOT_STARTED = "cancelled: the service shut down before this run started"
 
 
+class Queue(Protocol):
+    """What the backup service needs of a queue: this module's, or the cluster's
+    (``cluster/queue.py``, given through a :data:`QueueFactory`)."""
+
+    @property
+    def closing(self) -> bool: ...
+    def admit(self, key: ServerKey, count: int, trigger: Trigger) -> None: ...
+    def release(self, key: ServerKey, count: int) -> None: ...
+    def submit(self, key: ServerKey, run_id: int, work: Callable[[], CreateResult],
+               job: Any = None) -> Future[CreateResult]: ...
+    def shutdown(self, grace_seconds: float, on_expired: Callable[[], None]) -> None: ...
+    def unsettled(self, store: RunStore) -> list[Run]: ...
+
+
+# (targets, execute(run, job)) -> the queue; execute runs a job for its recorded run.
+QueueFactory = Callable[[Targets, Callable[[Run, Any], CreateResult]], Queue]
+
+
 class RunQueue:
-    """Admission and execution of runs. Thread-safe."""
+    """Admission and execution of runs, in this process. Thread-safe."""
 
     def __init__(self, servers: Iterable[ServerKey], *, max_concurrent: int,
                  max_queued: int) -> None:
@@ -61,8 +80,8 @@ class RunQueue:
         with self._lock:
             self._admitted[key] -= count
 
-    def submit(self, key: ServerKey, run_id: int,
-               work: Callable[[], CreateResult]) -> Future[CreateResult]:
+    def submit(self, key: ServerKey, run_id: int, work: Callable[[], CreateResult],
+               job: Any = None) -> Future[CreateResult]:
         """Run ``work`` in an admitted place; UNAVAILABLE when the queue just closed."""
         try:
             future = self._pools[key].submit(work)
@@ -78,6 +97,10 @@ class RunQueue:
 
         future.add_done_callback(forget)
         return future
+
+    def unsettled(self, store: RunStore) -> list[Run]:
+        """Runs left unfinished at shutdown: every one (this process ran them all)."""
+        return store.unfinished_runs()
 
     def shutdown(self, grace_seconds: float, on_expired: Callable[[], None]) -> None:
         """Admit nothing more; cancel queued runs; give running ones ``grace_seconds``,

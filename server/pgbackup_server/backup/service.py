@@ -29,6 +29,7 @@ from ..domain.models import (
     RunPage,
     RunStatus,
     Stats,
+    TargetSummary,
     Trigger,
 )
 from ..domain.ports import Clock, CopyStore, Destination, Listener, RunStore
@@ -38,12 +39,12 @@ from ..postgres.binaries import PgBinary
 from ..settings import Settings, TargetConfig
 from ..storage.registry import Destinations
 from . import files
-from .cleanup import Cleaner
+from .cleanup import Cleaner, Exclusive
 from .copies import Copier, RetryPolicy, Secrets
 from .executor import RunExecutor
 from .jobs import Job, jobs_for
 from .progress import ProgressTracker
-from .queue import NOT_STARTED, RunQueue, gather
+from .queue import NOT_STARTED, Queue, QueueFactory, RunQueue, gather
 from .recovery import recover
 
 log = structlog.get_logger("pgbackup")
@@ -55,7 +56,10 @@ class BackupService:
     def __init__(self, settings: Settings, store: RunStore, events: Listener, *,
                  copies: CopyStore, binaries: list[PgBinary], runtime_dir: Path,
                  clock: Clock, destinations: Mapping[str, Destination] | None = None,
-                 retry: RetryPolicy | None = None) -> None:
+                 retry: RetryPolicy | None = None, queue_factory: QueueFactory | None = None,
+                 exclusive: Exclusive | None = None) -> None:
+        """``queue_factory`` and ``exclusive``: a cluster's queue, and its lock that keeps
+        retention on one replica at a time (default: this process's own)."""
         self.settings = settings
         self.store = store
         self.events = events
@@ -63,19 +67,22 @@ class BackupService:
         self.runtime_dir = runtime_dir
         self.targets = Targets(settings.targets)
         if destinations is None:
-            destinations = {d.name: d for d in Destinations.from_configs(settings.destinations)}
+            destinations = dict(Destinations.from_configs(settings.destinations,
+                                                             settings.environment))
         self.copier = Copier(settings, store, copies, destinations, events, clock,
                              secrets=Secrets(v for c in settings.destinations
                                              for v in c.secret_options(os.environ).values()),
                              retry=retry)
         b = settings.backup
-        self.queue = RunQueue(self.targets.servers(), max_concurrent=b.max_concurrent,
-                              max_queued=b.max_queued)
+        self.queue: Queue = (queue_factory(self.targets, self._run) if queue_factory else
+                             RunQueue(self.targets.servers(), max_concurrent=b.max_concurrent,
+                                      max_queued=b.max_queued))
         self.tracker = ProgressTracker(store, clock)
         from ..physical.wal import WalArchives  # physical/ builds on backup/
 
         self.wal = WalArchives(settings, binaries, runtime_dir, clock)
-        self.cleaner = Cleaner(b, store, self.targets.by_name, events, clock, wal=self.wal)
+        self.cleaner = Cleaner(settings, store, self.targets.by_name, events, clock,
+                               exclusive=exclusive, wal=self.wal)
         self.executor = RunExecutor(settings, store, events, targets=self.targets,
                                     binaries=binaries, runtime_dir=runtime_dir, clock=clock,
                                     tracker=self.tracker, cleaner=self.cleaner,
@@ -94,7 +101,7 @@ class BackupService:
         runs that never started are recorded as cancelled."""
         self.queue.shutdown(grace_seconds, on_expired=self.executor.cancel_all)
         now = self.clock()
-        for run in self.store.unfinished_runs():
+        for run in self.queue.unsettled(self.store):
             failed = self.store.mark_failed(
                 run.id, finished_at=now,
                 error="cancelled: the service shut down before this run started")
@@ -187,8 +194,8 @@ class BackupService:
                 log.info("Database backup job queued", run_id=run.id, database=run.database,
                          trigger=trigger.value)
                 try:
-                    futures.append(self.queue.submit(key, run.id, partial(self._run, run,
-                                                                          job)))
+                    futures.append(self.queue.submit(key, run.id,
+                                                     partial(self._run, run, job), job=job))
                 except BackupError as exc:
                     self.store.mark_failed(run.id, finished_at=self.clock(), error=exc.message)
                     raise
@@ -232,13 +239,22 @@ class BackupService:
         target, database = self._scope(database)
         stats = self.store.stats(str(self.settings.backup.directory), target=target,
                                  database=database)
-        return replace(stats, destinations=self.copier.usage(target=target, database=database))
+        stats = replace(stats, destinations=self.copier.usage(target=target, database=database))
+        if target or database:
+            return stats
+        # Every configured target, also one that never ran: "never" is an answer too.
+        known = self.store.databases_by_target()
+        return replace(stats, targets=tuple(
+            TargetSummary(t.name, t.all_databases, known.get(t.name, ()))
+            for t in self.targets.all))
 
     def list_backups(self, *, database: str = "", status: RunStatus | None = None,
-                     page_size: int = 0, page_token: str = "") -> RunPage:
+                     page_size: int = 0, page_token: str = "",
+                     trigger: Trigger | None = None) -> RunPage:
         target, database = self._scope(database)
         return self.store.list_runs(target=target, database=database, status=status,
-                                    page_size=page_size, page_token=page_token)
+                                    page_size=page_size, page_token=page_token,
+                                    trigger=trigger)
 
     def get_backup(self, run_id: int) -> Run:
         if run_id < 1:

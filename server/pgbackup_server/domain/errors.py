@@ -100,25 +100,6 @@ class RestoreFailed(BackupError):
     status = "INTERNAL"
 
 
-class StorageError(BackupError):
-    """A destination could not store, read or list; the message names the destination
-    and never holds a credential."""
-
-    status = "UNAVAILABLE"
-
-
-class StorageNotFound(StorageError):
-    """The object (or the bucket) does not exist at the destination."""
-
-    status = "NOT_FOUND"
-
-
-class StorageExists(StorageError):
-    """The name is taken at the destination: a backup is never overwritten."""
-
-    status = "ALREADY_EXISTS"
-
-
 class EncryptionError(BackupFailed):
     """Encrypting a backup failed (age missing, a bad recipient, the child died)."""
 
@@ -142,3 +123,22 @@ class CorruptCiphertext(DecryptionError):
     """The encrypted bytes are truncated or altered: age's authentication failed."""
 
     status = "DATA_LOSS"
+
+
+class StorageError(BackupError):
+    """A destination could not store, read or list; the message names the destination
+    and never holds a credential."""
+
+    status = "UNAVAILABLE"
+
+
+class StorageNotFound(StorageError):
+    """The object (or the bucket) does not exist at the destination."""
+
+    status = "NOT_FOUND"
+
+
+class StorageExists(StorageError):
+    """The name is taken at the destination: a backup is never overwritten."""
+
+    status = "ALREADY_EXISTS"

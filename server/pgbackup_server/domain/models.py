@@ -8,93 +8,52 @@ API translate fields by name, so nothing else needs to change to carry it.
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-
-class RunStatus(enum.StrEnum):
-    PENDING = "PENDING"
-    RUNNING = "RUNNING"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-
-    @property
-    def finished(self) -> bool:
-        return self in (RunStatus.SUCCEEDED, RunStatus.FAILED)
-
-
-class RunKind(enum.StrEnum):
-    """What a run backs up."""
-
-    DATABASE = "DATABASE"  # one database, with pg_dump
-    GLOBALS = "GLOBALS"  # a server's roles and tablespaces, with pg_dumpall --globals-only
-    PHYSICAL_FULL = "PHYSICAL_FULL"  # the whole cluster, with pg_basebackup
-    PHYSICAL_INCREMENTAL = "PHYSICAL_INCREMENTAL"  # pg_basebackup --incremental=<parent>
-
-    @property
-    def physical(self) -> bool:
-        return self in (RunKind.PHYSICAL_FULL, RunKind.PHYSICAL_INCREMENTAL)
-
-
-class TargetKind(enum.StrEnum):
-    """``databases[].kind``: how a target is backed up."""
-
-    LOGICAL = "logical"  # pg_dump of a database
-    PHYSICAL = "physical"  # pg_basebackup of the whole cluster (replication connection)
-
-
-class BackupType(enum.StrEnum):
-    """What a physical backup request asks for (schedules' and the API's ``type``)."""
-
-    UNSPECIFIED = "BACKUP_TYPE_UNSPECIFIED"  # the proto's name; full for a physical target
-    FULL = "FULL"
-    INCREMENTAL = "INCREMENTAL"
-
-
-class Trigger(enum.StrEnum):
-    SCHEDULE = "SCHEDULE"
-    MANUAL = "MANUAL"
-
-
-class FileState(enum.StrEnum):
-    """What became of a run's file after the run."""
-
-    NONE = "NONE"  # the run produced no file (not finished, or failed)
-    PRESENT = "PRESENT"
-    DELETED = "DELETED"  # removed by retention
-    MISSING = "MISSING"  # gone from disk without the service removing it
-
-
-class Verification(enum.StrEnum):
-    """Outcome of the last verification of a backup."""
-
-    NONE = ""  # never verified
-    OK = "OK"
-    FAILED = "FAILED"
-
-
-class DumpFormat(enum.StrEnum):
-    PLAIN = "plain"  # SQL, .sql (.sql.zst, .sql.gz)
-    CUSTOM = "custom"  # pg_restore archive, .dump
-    DIRECTORY = "directory"  # pg_restore archive as a folder, .dir
-
-
-class CompressionMethod(enum.StrEnum):
-    NONE = "none"
-    GZIP = "gzip"
-    LZ4 = "lz4"
-    ZSTD = "zstd"
-
-    @property
-    def levels(self) -> tuple[int, int]:
-        """The levels this method takes (none: only 0)."""
-        return {"none": (0, 0), "gzip": (1, 9), "lz4": (1, 12), "zstd": (1, 19)}[self.value]
-
-    @property
-    def default_level(self) -> int:
-        return {"none": 0, "gzip": 6, "lz4": 1, "zstd": 1}[self.value]
+from .enums import (
+    AlertKind as AlertKind,
+)
+from .enums import (
+    BackupType as BackupType,
+)
+from .enums import (
+    ChannelType as ChannelType,
+)
+from .enums import (
+    CompressionMethod as CompressionMethod,
+)
+from .enums import (
+    CopyState as CopyState,
+)
+from .enums import (
+    DumpFormat as DumpFormat,
+)
+from .enums import (
+    FileState as FileState,
+)
+from .enums import (
+    NotifyEvent as NotifyEvent,
+)
+from .enums import (
+    RunKind as RunKind,
+)
+from .enums import (
+    RunStatus as RunStatus,
+)
+from .enums import (
+    TargetKind as TargetKind,
+)
+from .enums import (
+    Trigger as Trigger,
+)
+from .enums import (
+    Verification as Verification,
+)
+from .enums import (
+    VerifyMode as VerifyMode,
+)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -133,48 +92,6 @@ class Compression:
 
 
 NO_COMPRESSION = Compression(CompressionMethod.NONE, 0)
-
-
-class ChannelType(enum.StrEnum):
-    """A notification channel."""
-
-    WEBHOOK = "webhook"
-    SLACK = "slack"
-    EMAIL = "email"
-
-
-class NotifyEvent(enum.StrEnum):
-    """What a notification channel can subscribe to."""
-
-    FAILURE = "failure"
-    SUCCESS = "success"
-    STALE = "stale"
-    VERIFICATION_FAILED = "verification_failed"
-    CLEANUP = "cleanup"
-
-
-class AlertKind(enum.StrEnum):
-    STALE = "stale"
-    MISSED_SCHEDULE = "missed_schedule"
-    VERIFICATION_FAILED = "verification_failed"
-    COPY_FAILED = "copy_failed"  # a backup's copy at a destination failed
-    WAL_ARCHIVING = "wal_archiving"  # a physical target's WAL archiving stopped or lags
-
-
-class VerifyMode(enum.StrEnum):
-    """``backup.verify``: what is checked after each scheduled backup."""
-
-    NONE = "none"
-    QUICK = "quick"
-    DEEP = "deep"
-
-
-class CopyState(enum.StrEnum):
-    """Where one copy of a backup stands at one destination."""
-
-    PENDING = "PENDING"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,6 +213,7 @@ class Run:
 
     def copy_at(self, destination: str) -> Copy | None:
         return next((c for c in self.copies if c.destination == destination), None)
+
     # Physical backups: the parent an incremental was taken against (0: none), why a
     # requested incremental became a full one, the WAL range it needs, and its chain
     # (the ids from the full backup to this one).
@@ -305,6 +223,7 @@ class Run:
     end_lsn: str = ""
     timeline: int = 0
     chain: str = ""  # "12,15,18": ids from the full backup to this one
+    node: str = ""  # the cluster replica that executed it ("" without a cluster)
 
     @property
     def duration_seconds(self) -> float:
@@ -368,7 +287,30 @@ class Stats:
     verified_backups: int = 0
     verification_failures: int = 0
     databases: tuple[DatabaseStats, ...] = ()
+    targets: tuple[TargetSummary, ...] = ()
     destinations: tuple[DestinationUsage, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TargetSummary:
+    """A configured target and the database names its runs were recorded under."""
+
+    name: str
+    all_databases: bool = False
+    databases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CleanupDecision:
+    """What retention decided for one backup at one destination, and which rules say so
+    (to keep it) or why it goes."""
+
+    backup_id: int
+    database: str
+    destination: str
+    location: str
+    keep: bool
+    reasons: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,6 +319,7 @@ class CleanupResult:
     freed_bytes: int
     dry_run: bool
     files: tuple[str, ...] = field(default_factory=tuple)
+    decisions: tuple[CleanupDecision, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -397,6 +340,9 @@ class ScheduleInfo:
     enabled: bool
     job: str
     next_run_time: datetime | None
+    target: str = ""
+    last_run: Run | None = None  # the newest run this schedule started
+
     type: BackupType = BackupType.UNSPECIFIED
 
 

@@ -109,9 +109,11 @@ def decide(candidates: Iterable[Candidate], policy_for: Callable[[Group], Policy
     out: list[Decision] = []
     for group, members in groups.items():
         members.sort(key=_order, reverse=True)
-        reasons = _reasons(members, policy_for(group), now, tz,
+        policy = policy_for(group)
+        reasons = _reasons(members, policy, now, tz,
                            failing=latest_status.get(group) is RunStatus.FAILED)
-        out.extend(Decision(c, bool(r), tuple(r) if r else (_why_not(policy_for(group)),))
+        goes = (_why_not(policy),)
+        out.extend(Decision(c, bool(r), tuple(r) if r else goes)
                    for c, r in zip(members, reasons, strict=True))
     return out
 

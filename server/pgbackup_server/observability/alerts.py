@@ -306,6 +306,7 @@ class AlertManager(Listener):
     def _fire(self, alert: Alert, now: datetime, message: str) -> None:
         if alert.key in self._active:
             return  # already sent; it is not repeated until it resolves
+        alert.details.setdefault("message", message)  # what the API shows later
         self._active[alert.key] = alert
         self.state.fire(alert)
         log.error("Alert firing", alert=alert.key, message=message)

@@ -30,7 +30,7 @@ from ..domain.models import (
 from . import totals
 from .codec import from_row, to_row
 from .copies import copies_of
-from .schema import runs
+from .schema import run_totals, runs
 from .totals import Scope
 
 MAX_PAGE_SIZE = 1000
@@ -43,7 +43,7 @@ def encode_page_token(last_id: int) -> str:
     return base64.urlsafe_b64encode(f"id<{last_id}".encode()).decode().rstrip("=")
 
 
-def decode_page_token(token: str) -> int:
+def decode_page_token(token: str, rpc: str = "ListBackups") -> int:
     try:
         text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
         if not text.startswith("id<"):
@@ -55,7 +55,16 @@ def decode_page_token(token: str) -> int:
     except (ValueError, UnicodeDecodeError, binascii.Error):
         raise InvalidArgument(
             "page_token: not a token this service issued; pass next_page_token from the "
-            "previous ListBackups response, or leave it empty for the first page") from None
+            f"previous {rpc} response, or leave it empty for the first page") from None
+
+
+def page_limit(page_size: int) -> int:
+    """The page size a request asks for (0: the default); InvalidArgument outside 1..1000."""
+    size = page_size or DEFAULT_PAGE_SIZE
+    if not 1 <= size <= MAX_PAGE_SIZE:
+        raise InvalidArgument(f"page_size: must be between 1 and {MAX_PAGE_SIZE} (0 or "
+                              f"unset: {DEFAULT_PAGE_SIZE}), got {page_size}")
+    return size
 
 
 def _run(row: Any) -> Run:
@@ -144,13 +153,13 @@ class SqlRunStore:
 
     def mark_succeeded(self, run_id: int, *, finished_at: datetime, file_path: str,
                        size_bytes: int, sha256: str, bytes_written: int = 0,
-                       **stored: Any) -> Run:
-        """SUCCEEDED with its file; ``stored``: more of what was stored
-        (plaintext_sha256, encryption)."""
+                       **changes: Any) -> Run:
+        """SUCCEEDED with its file; ``changes``: what only the finished run knows (a
+        physical backup's WAL range; plaintext_sha256 and encryption of an encrypted one)."""
         return self._update(run_id, "last_success_id", status=RunStatus.SUCCEEDED,
                             finished_at=finished_at, file_path=file_path, temp_path="",
                             size_bytes=size_bytes, sha256=sha256, bytes_written=bytes_written,
-                            file_state=FileState.PRESENT, error="", **stored)
+                            file_state=FileState.PRESENT, error="", **changes)
 
     def mark_failed(self, run_id: int, *, finished_at: datetime, error: str,
                     started_at: datetime | None = None, **stored: Any) -> Run:
@@ -185,16 +194,15 @@ class SqlRunStore:
 
     def list_runs(self, *, database: str = "", target: str = "",
                   status: RunStatus | None = None, page_size: int = 0,
-                  page_token: str = "") -> RunPage:
+                  page_token: str = "", trigger: Trigger | None = None) -> RunPage:
         """Newest first; ``page_size`` 0 means the default."""
-        size = page_size or DEFAULT_PAGE_SIZE
-        if not 1 <= size <= MAX_PAGE_SIZE:
-            raise InvalidArgument(f"page_size: must be between 1 and {MAX_PAGE_SIZE} (0 or "
-                                  f"unset: {DEFAULT_PAGE_SIZE}), got {page_size}")
+        size = page_limit(page_size)
         query = (select(runs).where(Scope(target, database).on(runs))
                  .order_by(runs.c.id.desc()).limit(size + 1))
         if status is not None:
             query = query.where(runs.c.status == status.value)
+        if trigger is not None:
+            query = query.where(runs.c.trigger == trigger.value)
         if page_token:
             query = query.where(runs.c.id < decode_page_token(page_token))
         with self.engine.connect() as conn:
@@ -206,6 +214,15 @@ class SqlRunStore:
     def has_runs(self, *, target: str = "", database: str = "") -> bool:
         with self.engine.connect() as conn:
             return totals.known(conn, Scope(target, database))
+
+    def databases_by_target(self) -> dict[str, tuple[str, ...]]:
+        """The database names each target's runs were recorded under (small derived table)."""
+        out: dict[str, list[str]] = {}
+        with self.engine.connect() as conn:
+            for target, db in conn.execute(select(run_totals.c.target, run_totals.c.database)
+                                           .distinct().order_by(run_totals.c.database)):
+                out.setdefault(target, []).append(db)
+        return {t: tuple(dbs) for t, dbs in out.items()}
 
     def unfinished_runs(self) -> list[Run]:
         """Runs left PENDING or RUNNING, i.e. by a process that died."""

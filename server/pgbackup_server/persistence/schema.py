@@ -55,7 +55,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 metadata = MetaData()
 
 # Column types of the fields whose Python type alone does not say enough.
-_STRING_LENGTHS = {"database": 255, "target": 255, "schedule": 255, "sha256": 64,
+_STRING_LENGTHS = {"database": 255, "target": 255, "schedule": 255, "sha256": 64, "node": 255,
                    "pg_dump_version": 32, "server_version": 32, "plaintext_sha256": 64}
 
 
@@ -108,6 +108,8 @@ runs = Table(
     Index("ix_runs_schedule_queued", "schedule", "queued_at"),
     Index("ix_runs_verification", "verification"),
     Index("ix_runs_target_id", "target", "id"),
+    Index("ix_runs_status_id", "status", "id"),
+    Index("ix_runs_trigger_id", "trigger", "id"),
 )
 run_totals = Table(
     "run_totals",
@@ -188,4 +190,45 @@ copies = Table(
     Column("locked_until", UTCDateTime),
     Index("ix_copies_destination_state", "destination", "state", "file_state"),
     Index("ix_copies_destination_location", "destination", "location"),
+)
+
+# The cluster (``cluster/``): replicas sharing a PostgreSQL store. A fire is claimed
+# once by its unique key; queued runs are taken with FOR UPDATE SKIP LOCKED and held
+# by the replica executing them, whose heartbeat keeps the lease.
+cluster_nodes = Table(
+    "cluster_nodes",
+    metadata,
+    Column("name", String(255), primary_key=True),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("heartbeat_at", UTCDateTime, nullable=False),
+    Column("address", String(255), nullable=False, default=""),
+    Column("version", String(32), nullable=False, default=""),
+    Column("running", Integer, nullable=False, default=0),
+)
+schedule_fires = Table(
+    "schedule_fires",
+    metadata,
+    Column("schedule", String(255), primary_key=True),
+    Column("fire_time", UTCDateTime, primary_key=True),
+    Column("node", String(255), nullable=False),
+    Column("claimed_at", UTCDateTime, nullable=False),
+    Column("run_ids", Text, nullable=False, default=""),  # comma-separated, or why none
+)
+run_queue = Table(
+    "run_queue",
+    metadata,
+    Column("run_id", Integer, primary_key=True, autoincrement=False),
+    Column("server", String(512), nullable=False),  # host:port of the database server
+    Column("job", Text, nullable=False),  # JSON: what the run backs up, and where
+    Column("enqueued_at", UTCDateTime, nullable=False),
+    Column("node", String(255)),  # the replica holding the lease; NULL: waiting
+    Column("heartbeat_at", UTCDateTime),  # the lease's last renewal (store time)
+    Column("attempt", Integer, nullable=False, default=1),
+    Index("ix_run_queue_server_node", "server", "node", "run_id"),
+    Index("ix_run_queue_node", "node"),
+)
+cluster_servers = Table(  # one row per database server: claims for it take turns
+    "cluster_servers",
+    metadata,
+    Column("server", String(512), primary_key=True),
 )

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, delete, func, insert, select, true, update
+from sqlalchemy import Connection, and_, case, delete, func, insert, select, text, true, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from ..domain.models import DatabaseStats, FileState, RunStatus, RunSummary, Stats, Verification
 from .codec import aware
@@ -45,11 +46,21 @@ def snapshot(conn: Connection, ids: list[int]) -> Totals:
 
 
 def apply(conn: Connection, before: Totals, after: Totals) -> None:
-    """Move the totals from ``before`` to ``after``."""
-    for key in before.keys() | after.keys():
+    """Move the totals from ``before`` to ``after``. Keys are visited in order and, on
+    PostgreSQL, added with an upsert: replicas writing at once never deadlock or
+    collide on a new key."""
+    upsert = conn.dialect.name == "postgresql"
+    for key in sorted(before.keys() | after.keys()):
         n0, s0 = before.get(key, (0, 0))
         n1, s1 = after.get(key, (0, 0))
         if n1 == n0 and s1 == s0:
+            continue
+        if upsert:
+            conn.execute(pg_insert(run_totals).values(
+                **dict(zip(_COLUMNS, key, strict=True)), runs=n1 - n0, size_bytes=s1 - s0)
+                .on_conflict_do_update(index_elements=list(_COLUMNS), set_={
+                    "runs": run_totals.c.runs + (n1 - n0),
+                    "size_bytes": run_totals.c.size_bytes + (s1 - s0)}))
             continue
         match = and_(*(run_totals.c[c] == v for c, v in zip(_COLUMNS, key, strict=True)))
         done = conn.execute(update(run_totals).where(match).values(
@@ -64,18 +75,28 @@ def note_latest(conn: Connection, target: str, database: str, run_id: int,
                 column: str) -> None:
     """Record ``run_id`` as the newest success/failure of ``database`` if it is newer."""
     current = database_latest.c[column]
+    newest = case((func.coalesce(current, 0) > run_id, current), else_=run_id)
+    if conn.dialect.name == "postgresql":
+        conn.execute(pg_insert(database_latest).values(
+            {"target": target, "database": database, column: run_id})
+            .on_conflict_do_update(index_elements=["target", "database"],
+                                   set_={column: newest}))
+        return
     done = conn.execute(update(database_latest)
                         .where(database_latest.c.target == target,
                                database_latest.c.database == database)
-                        .values({column: case((func.coalesce(current, 0) > run_id, current),
-                                              else_=run_id)}))
+                        .values({column: newest}))
     if done.rowcount == 0:
         conn.execute(insert(database_latest).values({"target": target, "database": database,
                                                      column: run_id}))
 
 
 def rebuild(conn: Connection) -> None:
-    """Recompute the derived tables from the runs (at start: self-healing)."""
+    """Recompute the derived tables from the runs (at start: self-healing). On
+    PostgreSQL the tables are locked first: a replica writing meanwhile applies its
+    change after the rebuild, on top of it."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("LOCK TABLE run_totals, database_latest IN EXCLUSIVE MODE"))
     conn.execute(delete(run_totals))
     conn.execute(insert(run_totals).from_select(
         [*_COLUMNS, "runs", "size_bytes"],

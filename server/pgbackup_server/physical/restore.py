@@ -92,6 +92,15 @@ class PhysicalRestorer:
                     "forward: choose a later time or an earlier backup")
         return check_output_dir(target_directory)
 
+    @staticmethod
+    def refuse_contents(run: Run) -> None:
+        """Listing contents reads a logical backup's table of contents; a physical one
+        has none."""
+        if run.kind.physical:
+            raise FailedPrecondition(f"backup {run.id} is a physical backup of a whole "
+                                     "cluster; its contents are listed by restoring it "
+                                     "(target_directory) and starting it")
+
     def quick_check(self, run: Run) -> None:
         """Every backup of the chain is as written; Corrupt naming the file if not."""
         members = self.chain_of(run)

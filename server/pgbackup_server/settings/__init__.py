@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from ..domain.errors import ConfigError
 from ..domain.models import DumpFormat
+from .cluster import cluster_problems
 from .destinations import DestinationConfig, destination_problems
 from .errors import messages
 from .fields import parse_duration
@@ -88,10 +89,12 @@ def build_settings(raw: Any, *, base: Path, env: Mapping[str, str],
     except ValidationError as exc:
         problems = messages(exc, Settings) + problems
     if settings is not None and not problems:
-        problems = _name_problems(settings)
+        problems = _name_problems(settings) + cluster_problems(settings.cluster,
+                                                               settings.store.url)
     if problems or settings is None:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     settings._source = source
+    settings._env = env
     return settings
 
 
@@ -151,13 +154,20 @@ def _name_problems(settings: Settings) -> list[str]:
 
 
 def _format_problems(settings: Settings) -> list[str]:
-    """The directory format is a tree of files: it is stored only in local directories."""
+    """The directory format is a tree of files: stored only in local directories, and
+    never encrypted."""
     if settings.backup.format is not DumpFormat.DIRECTORY:
         return []
+    problems = []
     remote = sorted({d.name for t in settings.targets for d in settings.destinations_of(t)
                      if not d.is_local})
-    if not remote:
-        return []
-    return [f"backup.format: directory backups can only be stored in local directories, "
-            f"but destination(s) {', '.join(remote)} are object stores; use format: custom "
-            "(parallel restore, selective restore) or plain"]
+    if remote:
+        problems.append(f"backup.format: directory backups can only be stored in local "
+                        f"directories, but destination(s) {', '.join(remote)} are object "
+                        "stores; use format: custom (parallel restore, selective restore) "
+                        "or plain")
+    if settings.encryption is not None:
+        problems.append("backup.format: directory backups cannot be encrypted (age encrypts "
+                        "one stream, a directory is many files); use format: custom "
+                        "(parallel restore, selective restore) or plain")
+    return problems

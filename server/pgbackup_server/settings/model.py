@@ -7,6 +7,8 @@ types and values out of range are refused with the key's path (:mod:`.errors`).
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ from typing import Any
 from pydantic import PrivateAttr, field_validator
 
 from ..postgres.conninfo import ConnInfo
+from .cluster import ClusterConfig
 from .destinations import DestinationConfig, local_destination
 from .encryption import EncryptionConfig
 from .fields import Section, problem, setting
@@ -50,15 +53,17 @@ class Settings(Section):
     auth: AuthConfig = setting({}, expected="a mapping", validate_default=True)
     metrics: MetricsConfig = setting({}, expected="a mapping", validate_default=True)
     alerts: AlertsConfig = setting({}, expected="a mapping", validate_default=True)
+    cluster: ClusterConfig = setting({}, expected="a mapping", validate_default=True)
     notifications: tuple[NotificationConfig, ...] = setting(
         (), expected="a list of channels")
+    encryption: EncryptionConfig | None = setting(
+        None, expected="a mapping with recipients (age1… public keys)")
     # Not Optional: a union would echo the raw entries (secrets misplaced in the
     # file included) in its error for the None branch.
     destination_list: tuple[DestinationConfig, ...] = setting(
         (), alias="destinations", expected="a non-empty list of destinations")
-    encryption: EncryptionConfig | None = setting(
-        None, expected="a mapping with recipients (age1… public keys)")
     _source: Path | None = PrivateAttr(None)
+    _env: Mapping[str, str] | None = PrivateAttr(None)
 
     @field_validator("destination_list", mode="before")
     @classmethod
@@ -115,6 +120,12 @@ class Settings(Section):
     @property
     def store_url(self) -> str:
         return self.store.url or f"sqlite:///{self.server.data_directory / 'backupd.sqlite3'}"
+
+    @property
+    def environment(self) -> Mapping[str, str]:
+        """The environment the settings were read with (the credentials that
+        ``destinations[].credentials`` names are read from it)."""
+        return os.environ if self._env is None else self._env
 
     @property
     def source(self) -> Path | None:

@@ -123,6 +123,7 @@ class TargetConfig(Section):
         None, expected="a list of destination names", min_length=1)
     retention: RetentionConfig | None = setting(None, expected="a mapping of retention "
                                                 "rules (days, keepDaily, ...)")
+
     kind: TargetKind = setting(TargetKind.LOGICAL, expected="logical or physical")
     wal: WalConfig | None = setting(None, expected="a mapping such as {stream: true}")
 

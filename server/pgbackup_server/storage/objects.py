@@ -181,6 +181,28 @@ class ObjectDestination:
                               ) from None
         return until
 
+    def abort_unfinished(self, older_than: timedelta = timedelta(days=1)) -> int:
+        """Abort the multipart uploads under the prefix started more than
+        ``older_than`` ago: those whose abort could not reach the store (the endpoint
+        was gone). S3 only; elsewhere the store's lifecycle rules do it. Returns how
+        many were aborted."""
+        if self.config.kind is not DestinationKind.S3:
+            return 0
+        cutoff = datetime.now(UTC) - older_than
+        client, aborted = self._s3(), 0
+        prefix = f"{self.prefix}/" if self.prefix else ""
+        try:
+            for page in client.get_paginator("list_multipart_uploads").paginate(
+                    Bucket=self.bucket, Prefix=prefix):
+                for upload in page.get("Uploads", ()):
+                    if upload["Initiated"] <= cutoff:
+                        client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"],
+                                                      UploadId=upload["UploadId"])
+                        aborted += 1
+        except Exception as exc:
+            raise self._error("aborting unfinished uploads", exc) from None
+        return aborted
+
     def _locked_until(self, relative: str) -> datetime | None:
         if self.config.object_lock is None:
             return None

@@ -10,6 +10,7 @@ from .config import (
     EnvoySpec,
     TlsFiles,
     build_config,
+    render_cluster_config,
     render_config,
     rest_guard_code,
 )
@@ -17,6 +18,6 @@ from .process import EnvoyProcess, EnvoySupervisor, find_envoy
 
 __all__ = [
     "DESCRIPTOR_PATH", "REST_API_PATH", "REST_GUARD_PATH", "EnvoyProcess", "EnvoySpec",
-    "EnvoySupervisor", "TlsFiles", "build_config", "find_envoy", "render_config",
-    "rest_guard_code",
+    "EnvoySupervisor", "TlsFiles", "build_config", "find_envoy", "render_cluster_config",
+    "render_config", "rest_guard_code",
 ]

@@ -67,6 +67,9 @@ class EnvoySpec:
     rest_guard: str | None = field(default=None, repr=False)  # default: the packaged code
 
 
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
 def rest_guard_code(api_lua: str | None = None) -> str:
     """The Lua filter's code: the generated allow-list, then the checks."""
     if api_lua is None:
@@ -247,6 +250,9 @@ def _http_filters(spec: EnvoySpec) -> list[dict[str, Any]]:
                             "preserve_proto_field_names": True},
              # JSON error bodies, and an HTTP status that follows the gRPC code.
              convert_grpc_status=True,
+             # The default (1 MiB) is less than a cleanup's decisions over ~7,000
+             # backups: such an answer would be a 500, not transcoded.
+             max_response_body_size=MAX_MESSAGE_BYTES,
              # Otherwise unknown paths and query parameters go upstream untranscoded
              # and come back as a confusing 503.
              request_validation_options={"reject_unknown_method": True,
@@ -301,3 +307,56 @@ def _http_cluster(port: int) -> dict[str, Any]:
             "load_assignment": {"cluster_name": "backupd_http", "endpoints": [
                 {"lb_endpoints": [{"endpoint": {
                     "address": _address("127.0.0.1", port)}}]}]}}
+
+
+def render_cluster_config(spec: EnvoySpec, upstreams: list[tuple[str, int]],
+                          grpc_listener_port: int) -> str:
+    """Envoy in front of several backupd replicas (``cluster.enabled``): the REST
+    listener of :func:`build_config` plus a gRPC listener, both balanced over
+    ``upstreams``; a replica failing its gRPC health check (or two calls in a row)
+    is taken out of rotation until it answers SERVING again."""
+    config = build_config(spec)
+    resources = config["static_resources"]
+    backupd = resources["clusters"][0]
+    hosts = [_unbracket(h) for h, _ in upstreams]
+    backupd["type"] = "STATIC" if all(_is_ip(h) for h in hosts) else "STRICT_DNS"
+    backupd["load_assignment"]["endpoints"] = [{"lb_endpoints": [
+        {"endpoint": {"address": _address(h, _port("upstream", p))}}
+        for h, (_, p) in zip(hosts, upstreams, strict=True)]}]
+    backupd["health_checks"] = [{"timeout": "1s", "interval": "2s", "no_traffic_interval": "2s",
+                                 "unhealthy_threshold": 2, "healthy_threshold": 1,
+                                 "grpc_health_check": {}}]
+    # A replica killed between two checks: its connections fail at once, so it leaves
+    # the rotation without waiting for the next check.
+    backupd["outlier_detection"] = {"consecutive_gateway_failure": 2,
+                                    "consecutive_local_origin_failure": 2,
+                                    "split_external_local_origin_errors": True,
+                                    "interval": "2s", "base_ejection_time": "10s",
+                                    "max_ejection_percent": 67}
+    # Calls that could not reach a replica go to another one (they never started).
+    retry = {"retry_on": "connect-failure,refused-stream,reset-before-request",
+             "num_retries": 2}
+    manager = resources["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    for host in manager["route_config"]["virtual_hosts"]:
+        for route in host["routes"]:
+            if route.get("route", {}).get("cluster") == "backupd":
+                route["route"]["retry_policy"] = retry
+    resources["listeners"].append({
+        "name": "grpc",
+        "address": _address(_unbracket(spec.http_host), _port("grpc_listener_port",
+                                                              grpc_listener_port)),
+        "enable_reuse_port": False,
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": _typed(
+                "envoy.extensions.filters.network.http_connection_manager.v3."
+                "HttpConnectionManager", stat_prefix="grpc", codec_type="HTTP2",
+                stream_idle_timeout="0s",
+                route_config={"virtual_hosts": [{"name": "backupd", "domains": ["*"], "routes": [
+                    {"match": {"prefix": "/"},
+                     "route": {"cluster": "backupd", "timeout": "0s",
+                               "retry_policy": retry}}]}]},
+                http_filters=[{"name": "envoy.filters.http.router", "typed_config": _typed(
+                    "envoy.extensions.filters.http.router.v3.Router")}])}]}],
+    })
+    return yaml.safe_dump(config, sort_keys=False, width=100)

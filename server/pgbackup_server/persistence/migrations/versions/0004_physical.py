@@ -7,7 +7,7 @@
 - ``kind`` widens to 32 characters (``PHYSICAL_INCREMENTAL``).
 
 Revision ID: 0004
-Revises: 0003
+Revises: 0006
 """
 
 from __future__ import annotations
@@ -19,25 +19,29 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0004"
-down_revision = "0003"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
 
 def _keeping_copies(alter: Callable[[], None]) -> None:
-    """Run ``alter`` on backup_runs; SQLite rebuilds that table to change a column's
-    type, and dropping the old one cascades to backup_copies: put those rows back."""
+    """Run ``alter`` on backup_runs. SQLite rebuilds that table to change a column's
+    type, and dropping the old one cascades (ON DELETE CASCADE) to the tables that
+    refer to it (backup_copies, ...): their rows are put back afterwards."""
     bind = op.get_bind()
-    saved: list[dict[str, Any]] = []
-    inspector = sa.inspect(bind)
-    if bind.dialect.name == "sqlite" and inspector.has_table("backup_copies"):
-        saved = [dict(r) for r in bind.execute(sa.text("SELECT * FROM backup_copies"))
-                 .mappings()]
+    saved: dict[str, list[dict[str, Any]]] = {}
+    if bind.dialect.name == "sqlite":
+        inspector = sa.inspect(bind)
+        for name in inspector.get_table_names():
+            if any(fk["referred_table"] == "backup_runs"
+                   for fk in inspector.get_foreign_keys(name)):
+                saved[name] = [dict(r) for r in bind.execute(
+                    sa.text(f'SELECT * FROM "{name}"')).mappings()]
     alter()
-    if saved:
-        table = sa.table("backup_copies", *(sa.column(k) for k in saved[0]))
-        bind.execute(sa.text("DELETE FROM backup_copies"))
-        op.bulk_insert(table, saved)
+    for name, rows in saved.items():
+        bind.execute(sa.text(f'DELETE FROM "{name}"'))
+        if rows:
+            op.bulk_insert(sa.table(name, *(sa.column(k) for k in rows[0])), rows)
 
 
 def upgrade() -> None:

@@ -1,0 +1,149 @@
+"""Leases: a replica renews its heartbeat and the leases of its runs every third of
+``cluster.leaseTimeout``; any replica takes over the runs whose lease expired.
+
+- **Fencing.** A replica that could not renew for two thirds of the lease stops its
+  own runs before anyone can take them over, and stops any run the store says it no
+  longer holds: a run never executes on two replicas at once.
+- **Taking over.** A run whose lease expired (its replica died or lost the store) is
+  recorded FAILED "interrupted", its temporary file removed, and a scheduled run is
+  queued again as a new run (a manual one is not: its caller got the failure).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import structlog
+from sqlalchemy import Connection, Engine, delete, select
+
+from ..backup import files
+from ..backup.naming import TEMP_NAME
+from ..domain.models import RunStatus, Trigger
+from ..domain.ports import Clock, Listener, RunStore
+from ..persistence.schema import run_queue
+from .nodes import NodeRegistry, store_now
+from .queue import enqueue
+
+log = structlog.get_logger("pgbackup")
+MAX_ATTEMPTS = 3
+
+
+def interrupted(node: str, lease: float) -> str:
+    return (f"interrupted: replica {node} stopped renewing its lease (cluster.leaseTimeout "
+            f"{lease:g}s) during this run")
+
+
+class Leases:
+    """The heartbeat thread of one replica."""
+
+    def __init__(self, engine: Engine, registry: NodeRegistry, store: RunStore,
+                 events: Listener, *, clock: Clock, executing: Callable[[], set[int]],
+                 stop_run: Callable[[int, str], None], wake: Callable[[], None]) -> None:
+        self.engine = engine
+        self.registry = registry
+        self.store = store
+        self.events = events
+        self.clock = clock
+        self.executing = executing
+        self.stop_run = stop_run
+        self.wake = wake
+        self.lease = registry.lease_seconds
+        self.interval = self.lease / 3
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_ok = time.monotonic()
+        self.beats = 0
+        self.failures = 0
+
+    def start(self) -> None:
+        self._last_ok = time.monotonic()
+        self._thread = threading.Thread(target=self._loop, name="cluster-leases", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.tick()
+
+    def tick(self) -> None:
+        """One heartbeat: renew, fence, take over expired leases."""
+        mine = self.executing()
+        try:
+            held = self.registry.heartbeat(len(mine))
+        except Exception as exc:
+            self.failures += 1
+            silent = time.monotonic() - self._last_ok
+            log.warning("Cluster heartbeat failed", error=str(exc).splitlines()[0][:200],
+                        silent_seconds=round(silent, 1))
+            if silent > self.lease * 2 / 3:
+                self._fence(mine, "the store could not be reached for two thirds of "
+                                  "cluster.leaseTimeout")
+            return
+        self._last_ok = time.monotonic()
+        self.beats += 1
+        still = self.executing()
+        lost = {r for r in mine if r not in held and r in still}
+        if lost:
+            self._fence(lost, "another replica took the run over")
+        try:
+            if self.take_over():
+                self.wake()
+        except Exception:
+            log.warning("Could not take over expired leases", exc_info=True)
+
+    def _fence(self, run_ids: set[int], why: str) -> None:
+        for run_id in sorted(run_ids):
+            log.error("Stopping a run this replica no longer holds a lease on", run_id=run_id,
+                      reason=why)
+            self.stop_run(run_id, f"interrupted: {why}")
+
+    def take_over(self) -> int:
+        """Settle every run whose lease expired; return how many."""
+        with self.engine.begin() as conn:
+            now = store_now(conn)
+            rows = conn.execute(select(run_queue).where(
+                run_queue.c.node.is_not(None),
+                run_queue.c.heartbeat_at < now - timedelta(seconds=self.lease))
+                .order_by(run_queue.c.run_id).with_for_update(skip_locked=True)).all()
+            for row in rows:
+                self._settle(conn, row)
+                conn.execute(delete(run_queue).where(run_queue.c.run_id == row.run_id))
+        return len(rows)
+
+    def _settle(self, conn: Connection, row: Any) -> None:
+        run = self.store.get(row.run_id)
+        node = str(row.node)
+        if not run.status.finished:
+            failed = self.store.mark_failed(run.id, finished_at=self.clock(),
+                                            error=interrupted(node, self.lease))
+            log.warning("Run interrupted: its replica stopped renewing its lease",
+                        run_id=run.id, database=run.database, node=node)
+            if (run.temp_path and TEMP_NAME.match(Path(run.temp_path).name)
+                    and files.remove_temp(Path(run.temp_path))):
+                log.info("Removed temporary file of an interrupted run", run_id=run.id,
+                         file_path=run.temp_path)
+            self.events.on_run_finished(failed)
+        if run.trigger is not Trigger.SCHEDULE or run.status is RunStatus.SUCCEEDED:
+            return
+        attempt = int(row.attempt)
+        if attempt >= MAX_ATTEMPTS:
+            log.error("Scheduled run interrupted too often; not queued again", run_id=run.id,
+                      attempts=attempt)
+            return
+        again = self.store.create_run(database=run.database, trigger=run.trigger,
+                                      backup_dir=run.backup_dir, queued_at=self.clock(),
+                                      schedule=run.schedule, target=run.target, kind=run.kind)
+        enqueue(conn, again.id, str(row.server), str(row.job), self.clock(), attempt + 1)
+        log.info("Interrupted scheduled run queued again", run_id=again.id,
+                 interrupted_run=run.id, attempt=attempt + 1,
+                 job=json.loads(str(row.job)).get("database", ""))

@@ -1,0 +1,175 @@
+"""Helpers and fixtures for the cluster tests (imported by them): backupd replicas
+as real processes sharing a PostgreSQL store, on a compressed clock they all share."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import yaml
+from conftest import base_config
+
+from pgbackup_client import BackupClient
+from pgbackup_server.postgres.embedded import EmbeddedPostgres, free_port
+
+HERE = Path(__file__).resolve().parent
+TINY = "tiny"
+
+
+def store_database(pg: EmbeddedPostgres) -> tuple[str, str]:
+    """A fresh database in ``pg`` as the cluster's store: (SQLAlchemy URL, conninfo)."""
+    name = f"store_{uuid.uuid4().hex[:10]}"
+    pg.create_database(name)
+    return (pg.url(name).replace("postgresql://", "postgresql+psycopg://"),
+            pg.admin_conninfo(name))
+
+
+class Replica:
+    """One backupd process of the cluster."""
+
+    def __init__(self, root: Path, cfg: dict[str, Any], clock: tuple[float, float, float]):
+        self.root = root
+        self.cfg = cfg
+        self.clock = clock
+        root.mkdir(parents=True, exist_ok=True)
+        self.config_path = root / "config.yaml"
+        self.config_path.write_text(yaml.safe_dump(cfg))
+        self.log_path = root / "backupd.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def name(self) -> str:
+        return str(self.cfg["cluster"]["nodeName"])
+
+    @property
+    def grpc_address(self) -> str:
+        return str(self.cfg["server"]["grpcAddress"])
+
+    def spawn(self) -> Replica:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(HERE / "replica.py"), *map(repr, self.clock),
+                 "--config", str(self.config_path)],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        return self
+
+    def ready(self, timeout: float = 40) -> Replica:
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        with BackupClient(self.grpc_address, timeout=2) as client:
+            while True:
+                try:
+                    client.get_stats()
+                    return self
+                except Exception:
+                    if self.proc.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"{self.name} did not start:\n{self.log()}") from None
+                    time.sleep(0.1)
+
+    def client(self) -> BackupClient:
+        return BackupClient(self.grpc_address, timeout=30)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        self.proc.wait(30)
+
+    def stop(self) -> None:
+        if self.alive:
+            self.kill(signal.SIGTERM)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30, every: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s")
+        time.sleep(every)
+
+
+def rows(conninfo: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        return conn.execute(sql, args).fetchall()
+
+
+@pytest.fixture(scope="session")
+def tiny(pg: EmbeddedPostgres) -> str:
+    """A small database: dumps take a blink, so tests measure coordination."""
+    pg.psql(f"DROP DATABASE IF EXISTS {TINY}")
+    pg.create_database(TINY)
+    pg.psql("CREATE TABLE t (id int PRIMARY KEY, v text); "
+            "INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 100) g", TINY)
+    return TINY
+
+
+@pytest.fixture
+def cluster(pg: EmbeddedPostgres, tmp_path: Path) -> Iterator[Callable[..., list[Replica]]]:
+    """Start N replicas sharing a store: ``cluster(3, speed=120, store=url, ...)``."""
+    started: list[Replica] = []
+
+    def start(n: int = 3, *, store: str, database: str = TINY, speed: float = 1.0,
+              lease: str = "4s", schedules: list[dict[str, Any]] | None = None,
+              backup: dict[str, Any] | None = None, max_per_server: int = 0,
+              origin: float | None = None) -> list[Replica]:
+        now = time.time()
+        clock = (origin or now, now, speed)
+        out = []
+        for i in range(n):
+            root = tmp_path / f"r{i}"
+            cfg = base_config(pg, tmp_path, backup=backup or {},
+                              schedules=schedules or [],
+                              server={"grpcAddress": f"127.0.0.1:{free_port()}",
+                                      "envoy": False, "dataDirectory": str(root / "data"),
+                                      "shutdownGrace": "3s"},
+                              metrics={"address": "127.0.0.1:0"})
+            cfg["database"] = {"url": pg.url(database)}
+            cfg["store"] = {"url": store}
+            cfg["log"] = {"level": "info"}
+            cfg["cluster"] = {"enabled": True, "nodeName": f"node-{i}", "leaseTimeout": lease,
+                              "maxPerServer": max_per_server}
+            out.append(Replica(root, cfg, clock))
+        started.extend(out)
+        for r in out:
+            r.spawn()
+        for r in out:
+            r.ready()
+        return out
+
+    yield start
+    for r in started:
+        r.stop()
+
+
+def orphan_pg_dumps() -> list[int]:
+    """pg_dump processes whose parent is gone (re-parented to init or a subreaper)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{entry}/cmdline").read_bytes()
+            stat = Path(f"/proc/{entry}/stat").read_text().rsplit(") ", 1)[1].split()
+        except OSError:
+            continue
+        if b"pg_dump" in cmd and stat[0] != "Z" and int(stat[1]) == 1:
+            out.append(int(entry))
+    return out

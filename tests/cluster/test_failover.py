@@ -1,0 +1,59 @@
+"""A replica killed with SIGKILL mid-backup: its run is FAILED "interrupted" once its
+lease expires, the next fire runs on another replica, no file is left counted and
+no pg_dump is left behind. The dump is held mid-way for real, by a table lock."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import psycopg
+from replicas import cluster, orphan_pg_dumps, rows, store_database, wait_for  # noqa: F401
+
+EVERY_MINUTE = [{"name": "every-minute", "cron": "* * * * *", "job": "DatabaseBackup"}]
+LEASE = 4.0
+
+
+def test_kill_9_of_the_executing_replica_fails_over_within_the_lease(pg, cluster):  # noqa: F811
+    url, store = store_database(pg)
+    lock = psycopg.connect(pg.admin_conninfo("shop"))
+    lock.execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
+    try:
+        trio = cluster(3, store=url, database="shop", speed=20, lease=f"{LEASE:g}s",
+                       schedules=EVERY_MINUTE)
+        running = wait_for(lambda: rows(store, "SELECT id, node, temp_path FROM backup_runs "
+                                               "WHERE status = 'RUNNING'"), timeout=30)
+        run_id, node, temp = running[0]
+        victim = next(r for r in trio if r.name == node)
+        wait_for(lambda: Path(temp).exists())
+        victim.kill()
+        killed_at = time.monotonic()
+    finally:
+        lock.rollback()
+        lock.close()
+    survivors = [r for r in trio if r is not victim]
+
+    def failed() -> list:
+        return rows(store, "SELECT error FROM backup_runs WHERE id = %s AND status = 'FAILED'",
+                    run_id)
+
+    error = wait_for(failed, timeout=20)[0][0]
+    took = time.monotonic() - killed_at
+    assert error.startswith(f"interrupted: replica {node} stopped renewing its lease"), error
+    assert LEASE - 1 < took <= 15, took
+    assert not orphan_pg_dumps()
+    # The next fire (and the interrupted one, queued again) run on another replica.
+    later = wait_for(lambda: rows(store, "SELECT id, node FROM backup_runs WHERE id > %s AND "
+                                         "status = 'SUCCEEDED'", run_id), timeout=20)
+    assert all(n != node and n in {r.name for r in survivors} for _, n in later)
+    assert not Path(temp).exists()  # its temporary file was removed by the taker
+    with survivors[0].client() as client:
+        dead = client.get_backup(run_id)
+        assert dead.status == "FAILED" and dead.node == node and not dead.file_path
+        stats = client.get_stats()
+        assert stats.total_backups == stats.succeeded_runs == len(
+            rows(store, "SELECT 1 FROM backup_runs WHERE status = 'SUCCEEDED'"))
+        view = client.get_cluster()
+        listed = {n.name: n for n in view.nodes}
+        assert listed[node].silent and not listed[node].run_ids
+        assert not any(listed[r.name].silent for r in survivors)
