@@ -4,6 +4,7 @@ incremental, and WAL kept from the oldest kept backup's start on."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -98,3 +99,69 @@ def test_wal_older_than_the_oldest_kept_backup_is_deleted_and_nothing_it_needs()
     assert doomed == [n + ".gz" for n in names[:9]]
     assert chain.segment_start(names[9]) == chain.lsn_value(kept[0].start_lsn)
     assert chain.wal_to_delete(names, []) == []  # no kept backup: keep the archive
+
+
+def test_cleanup_keeps_a_chain_a_kept_backup_needs_and_deletes_old_wal(tmp_path):
+    """The service's cleanup over recorded physical runs (a real store, real folders,
+    an injected clock): a full backup whose incremental the GFS rules keep is kept,
+    with the reason; a chain that goes, goes whole, and the WAL older than the oldest
+    kept backup with it."""
+    from pgbackup_server.backup.cleanup import Cleaner
+    from pgbackup_server.domain.ports import Listener
+    from pgbackup_server.persistence import open_store
+    from pgbackup_server.physical.wal import WalArchives
+    from pgbackup_server.settings import build_settings
+
+    backups = tmp_path / "backups"
+    backups.mkdir(mode=0o700)
+
+    def settings(keep_last: int):  # noqa: ANN202
+        return build_settings({
+            "databases": [{"name": "cluster", "url": "postgresql://u@127.0.0.1:1/postgres",
+                           "kind": "physical", "wal": {"stream": True},
+                           "retention": {"days": 3, "minKeep": 1, "keepLast": keep_last}}],
+            "backup": {"directory": str(backups)},
+            "server": {"dataDirectory": str(tmp_path / "data")}}, base=tmp_path, env={})
+
+    store = open_store(f"sqlite:///{tmp_path / 'store.sqlite3'}")
+    segment = chain.WAL_SEGMENT_SIZE
+    made: list[Run] = []
+    for day, parent in ((0, None), (1, 0), (2, 1), (7, None)):  # full, incr, incr, full
+        at = T0 + timedelta(days=day)
+        run = store.runs.create_run(database="cluster", trigger=Trigger.SCHEDULE,
+                                    backup_dir=str(backups), queued_at=at, target="cluster",
+                                    kind=RunKind.PHYSICAL_FULL)
+        up = made[parent] if parent is not None else None
+        folder = backups / f"backup_cluster_{at:%Y-%m-%d_%H-%M-%S}.{'incr' if up else 'full'}"
+        folder.mkdir(mode=0o700)
+        (folder / "base.tar.gz").write_bytes(b"x")
+        store.runs.mark_running(run.id, started_at=at, kind=chain.kind_for(up),
+                                parent_id=up.id if up else 0, chain=chain.chain_text(up, run.id))
+        made.append(store.runs.mark_succeeded(
+            run.id, finished_at=at, file_path=str(folder), size_bytes=1, sha256="0" * 64,
+            start_lsn=chain.lsn_text((day + 2) * segment)))
+    now = T0 + timedelta(days=8)
+
+    def cleaner(keep_last: int) -> tuple[Cleaner, WalArchives]:
+        s = settings(keep_last)
+        wal = WalArchives(s, [], tmp_path, lambda: now)
+        return Cleaner(s, store.runs, {"cluster": s.targets[0]}, Listener(), lambda: now,
+                       wal=wal), wal
+
+    # keepLast 2 keeps the newest full backup and the incremental of day 2, whose chain
+    # needs the full backup of day 0 and the incremental of day 1.
+    result = cleaner(2)[0].cleanup(dry_run=True)
+    decisions = {d.backup_id: d for d in result.decisions}
+    assert [decisions[r.id].keep for r in made] == [True, True, True, True]
+    assert decisions[made[0].id].reasons == (f"kept: backup {made[2].id} depends on it",)
+    # keepLast 1: the first chain goes whole, and the WAL before the second full backup.
+    clean, wal = cleaner(1)
+    wal.directory("cluster").mkdir(parents=True)
+    names = [chain.segment_name(1, n * segment) + ".gz" for n in range(12)]
+    for name in names:
+        (wal.directory("cluster") / name).write_bytes(b"w")
+    result = clean.cleanup()
+    assert result.deleted_files == 3 and os.path.isdir(made[3].file_path)
+    assert not any(os.path.exists(r.file_path) for r in made[:3])
+    assert sorted(p.name for p in wal.files("cluster")) == names[9:]
+    store.close()
