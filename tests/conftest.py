@@ -34,7 +34,7 @@ logs.configure("debug", "console")  # server logs to stderr, shown for failing t
 
 # Fixtures of their own modules, imported by name (a conftest.py below tests/ would
 # shadow this one for `from conftest import ...`).
-pytest_plugins = ["s3", "physical_support"]
+pytest_plugins = ["s3", "physical_support", "copies_support", "ui_support"]
 
 DB = "shop"
 PASSWORD = "s3cr3t-Pa55:word"

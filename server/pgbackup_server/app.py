@@ -32,7 +32,9 @@ from .storage.registry import Destinations
 from .transport.envoy import EnvoySupervisor
 from .transport.grpc.server import GrpcServer
 from .transport.grpc.servicer import BackupServicer
+from .transport.http import App as WsgiApp
 from .transport.http import HttpEndpoints, endpoints
+from .transport.web import Site
 
 if TYPE_CHECKING:
     from .cluster import Cluster
@@ -152,14 +154,19 @@ class App:
                  backup_dir=str(s.backup.directory), schedules=len(s.schedules))
 
     def _serve_http(self) -> None:
-        """/metrics for Envoy on loopback, and on metrics.address when set."""
-        if not self.settings.metrics.enabled or self.observability is None:
-            return
-        app = endpoints(self.observability.metrics.registry, self.settings.auth.token_sha256)
-        addresses = [("127.0.0.1:0", "server.httpAddress")] if self.settings.server.envoy else []
-        if self.settings.metrics.address:
-            addresses.append((self.settings.metrics.address, "metrics.address"))
-        for address, key in addresses:
+        """The dashboard and /metrics for Envoy on loopback; /metrics on metrics.address
+        when set. The dashboard is served whenever Envoy is, metrics or not."""
+        s = self.settings
+        registry = (self.observability.metrics.registry
+                    if s.metrics.enabled and self.observability is not None else None)
+        listeners: list[tuple[str, str, WsgiApp]] = []
+        if s.server.envoy:
+            listeners.append(("127.0.0.1:0", "server.httpAddress",
+                              endpoints(registry, s.auth.token_sha256, site=Site())))
+        if registry is not None and s.metrics.address:
+            listeners.append((s.metrics.address, "metrics.address",
+                              endpoints(registry, s.auth.token_sha256)))
+        for address, key, app in listeners:
             listener = HttpEndpoints(app, address, key=key)
             self._endpoints.append(listener)
             port = listener.start()

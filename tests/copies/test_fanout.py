@@ -88,6 +88,8 @@ def test_an_optional_copy_that_fails_is_recorded_alerted_and_counted(start_with,
     alerts = app.app.observability.alerts.active()
     assert [a.kind.value for a in alerts.values()] == ["copy_failed"]
     assert "offsite" in next(iter(alerts.values())).details["destination"]
+    (alert,) = app.client().list_alerts()
+    assert alert.kind == "COPY_FAILED" and "offsite" in alert.message
 
 
 def test_a_required_copy_that_fails_fails_the_run_and_keeps_the_others(start_with, s3,
@@ -227,3 +229,26 @@ def test_nothing_is_copied_when_the_dump_fails(start_with, s3, tmp_path, pg):
     assert s3.keys(bucket) == [] and s3.open_uploads(bucket) == []
     assert not list(Path(tmp_path / "local").glob("backup_*"))
     assert metric(app, "backup_copy_failures_total", destination="offsite") == 0
+
+
+def test_copies_left_pending_by_a_crash_are_failed_at_start(start_with, tmp_path):
+    from datetime import UTC, datetime
+
+    from pgbackup_server.domain.models import Trigger
+    from pgbackup_server.persistence import open_store
+
+    local = tmp_path / "local"
+    local.mkdir()
+    leftover = local / ".backupd-upload-backup_shop_x.sql.1234abcd.partial"
+    leftover.write_bytes(b"half a dump")
+    store = open_store(f"sqlite:///{tmp_path / 'data' / 'backupd.sqlite3'}")
+    run = store.runs.create_run(database="shop", trigger=Trigger.MANUAL, backup_dir="/b",
+                                queued_at=datetime.now(UTC), target="shop")
+    store.copies.add(run.id, "local")
+    store.close()
+    app = start_with([{"name": "local", "url": local.as_uri()}])
+    backup = app.client().get_backup(run.id)
+    assert backup.status == "FAILED"
+    (copy,) = backup.copies
+    assert copy.state == "FAILED" and "interrupted" in copy.error
+    assert not leftover.exists()

@@ -507,7 +507,7 @@ def test_verification_failures_are_counted_in_stats(world: World) -> None:
     (".sql.zst", "zstd:1", slice(-40), "zstd stream is truncated"),
     (".sql.gz", "gzip:6", slice(-40), "gzip stream is truncated"),
     (".dump", "none", slice(2000), "pg_restore --list cannot read the archive"),
-    (".dump", "none", slice(-300), "unexpected end of file in the archive's data"),
+    (".dump", "none", slice(-300), "the last data block is cut short"),
 ])
 def test_structure_is_checked_even_when_the_checksum_matches(world: World, suffix: str,
                                                              compression: str, keep: slice,
@@ -769,3 +769,87 @@ def test_grpc_verify_restore_and_contents(world: World, client, capsys) -> None:
     assert cli.main(["--address", address, "verify", str(broken.id)]) == 1
     assert "FAILED: file" in capsys.readouterr().err
 
+
+
+# -- cheap verification (issue 11) ---------------------------------------------
+
+
+def test_archive_written_through_a_pipe_has_no_offsets_and_still_verifies(world: World) -> None:
+    """The service's own archives carry data offsets (pg_dump wrote the file); one
+    that went through a pipe has none: both verify, both fail when cut."""
+    from pgbackup_server.restore.archive import read_archive
+
+    ours = world.runs[("custom", "none")]
+    assert all(e.offset > 0 for e in read_archive(Path(ours.file_path)).entries if e.has_data)
+    piped = world.root / "piped.dump"
+    dumped = subprocess.run([str(world.pg.bin / "pg_dump"), "-Fc", "-Z0", "-d",
+                             world.pg.admin_conninfo(SRC)], stdout=subprocess.PIPE, check=True)
+    piped.write_bytes(dumped.stdout)
+    assert all(e.offset < 0 for e in read_archive(piped).entries)
+    run = record(world, piped, fmt="custom", compression="none")
+    assert world.service.verify(run.id).ok
+    deep = world.service.verify(run.id, deep=True)
+    assert deep.ok and {(t.schema, t.table): t.rows for t in deep.tables} == ROWS
+    cut = world.root / "piped-cut.dump"
+    cut.write_bytes(piped.read_bytes()[:-300])
+    result = world.service.verify(record(world, cut, fmt="custom", compression="none").id)
+    assert not result.ok and "unexpected end of file in the archive's data" in result.reason
+
+
+def test_multi_frame_sql_zst_is_checked_through_its_frames(world: World) -> None:
+    """.sql.zst files are written one frame per 16 MiB of SQL (64 KiB here): quick
+    verification walks the frames and decompresses only the last ones."""
+    import zstandard
+
+    from pgbackup_server.backup.pipeline import LocalFileSink, ZstdStage
+
+    source = Path(world.runs[("plain", "zstd:1")].file_path)
+    sql = zstandard.ZstdDecompressor().decompressobj().decompress(source.read_bytes())
+    out = world.root / "frames"
+    out.mkdir(mode=0o700)
+    stage = ZstdStage(LocalFileSink(out / ".tmp", out, "backup_rst_src_frames", ".sql.zst"),
+                      1, frame_bytes=16 * 1024)
+    stage.write(sql)
+    (stored,) = stage.finish()
+    path = Path(stored.location)
+    data = path.read_bytes()
+    starts = [i for i in range(len(data)) if data.startswith(b"\x28\xb5\x2f\xfd", i)]
+    assert len(starts) >= 3
+    run = record(world, path, fmt="plain", compression="zstd:1")
+    assert world.service.verify(run.id).ok
+    deep = world.service.verify(run.id, deep=True)
+    assert deep.ok and {(t.schema, t.table): t.rows for t in deep.tables} == ROWS
+    # Whole frames only, the last one missing: every frame is fine, the SQL's end is not.
+    (out / "cut.sql.zst").write_bytes(data[:starts[-1]])
+    result = world.service.verify(record(world, out / "cut.sql.zst", fmt="plain",
+                                         compression="zstd:1").id)
+    assert not result.ok and "completion marker" in result.reason
+    # A damaged frame header in the middle, recorded as it is now.
+    bad = bytearray(data)
+    bad[starts[1]] ^= 0xFF
+    (out / "bad.sql.zst").write_bytes(bytes(bad))
+    result = world.service.verify(record(world, out / "bad.sql.zst", fmt="plain",
+                                         compression="zstd:1").id)
+    assert not result.ok and "zstd data is corrupt" in result.reason
+
+
+def test_decompression_is_bounded_whatever_the_ratio() -> None:
+    import gzip
+
+    import zstandard
+
+    from pgbackup_server.restore.models import Corrupt
+    from pgbackup_server.restore.plain import PIECE, Decoder
+
+    sql = b" " * (64 << 20) + b"-- end\n"  # compresses several thousand times
+    for method, packed in (("zstd", zstandard.ZstdCompressor(level=1).compress(sql)),
+                           ("gzip", gzip.compress(sql, 1))):
+        decoder = Decoder(method)
+        sizes = [len(p) for p in decoder.pieces(packed)]
+        decoder.finish()
+        assert sum(sizes) == len(sql) and max(sizes) <= PIECE, method
+        decoder = Decoder(method)
+        with pytest.raises(Corrupt, match="truncated"):
+            for _ in decoder.pieces(packed[:-6]):
+                pass
+            decoder.finish()

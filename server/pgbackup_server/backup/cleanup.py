@@ -20,6 +20,7 @@ from ..domain.retention import Group, Policy
 from ..settings import Settings, TargetConfig
 from ..settings.retention import retention_for
 from . import files
+from .copy_retention import CopyRetention
 
 log = structlog.get_logger("pgbackup")
 LOCAL = "local"  # the destination of backup directories, until copies are per destination
@@ -38,8 +39,13 @@ class Cleaner:
 
     def __init__(self, settings: Settings, store: RunStore,
                  targets: Mapping[str, TargetConfig], events: Listener,
-                 clock: Clock, *, exclusive: Exclusive | None = None,
-                 wal: WalPruner | None = None) -> None:
+                 clock: Clock, copies: CopyRetention | None = None, *,
+                 exclusive: Exclusive | None = None, wal: WalPruner | None = None) -> None:
+        """``copies``: retention at the destinations, for the backups that have copies
+        (this class then handles only those without: create-custom directories, and
+        runs of before destinations existed without one). ``exclusive``: the cluster's
+        lock, so that retention runs on one replica at a time. ``wal``: the archives
+        pruned after retention (physical targets)."""
         self.settings = settings
         self.backup = settings.backup
         self.exclusive = exclusive or nullcontext
@@ -47,6 +53,7 @@ class Cleaner:
         self.targets = targets
         self.events = events
         self.clock = clock
+        self.copies = copies
         self.wal = wal
 
     def reconcile(self, backup_dir: str | None = None) -> int:
@@ -79,7 +86,27 @@ class Cleaner:
     def cleanup(self, *, dry_run: bool = False) -> CleanupResult:
         """Apply retention to the configured directory now, each target's backups by
         its own policy."""
-        return self.cleanup_dir(self.backup.directory, self.policy_by_target, dry_run=dry_run)
+        result = self.cleanup_dir(self.backup.directory, self.policy_by_target,
+                                  dry_run=dry_run)
+        return self._with_copies(result, dry_run=dry_run)
+
+    def _with_copies(self, result: CleanupResult, *, dry_run: bool) -> CleanupResult:
+        """``result`` and retention at every destination, as one result."""
+        if self.copies is None:
+            return result
+        with self.exclusive():  # one replica at a time, as for the directories
+            done = self.copies.apply(dry_run=dry_run)
+        merged = CleanupResult(
+            result.deleted_files + len(done.deleted), result.freed_bytes + done.freed_bytes,
+            dry_run, result.files + done.deleted, tuple(sorted(
+                (*result.decisions, *(CleanupDecision(d.run_id, d.database, d.destination,
+                                                      d.shown, d.keep, d.reasons)
+                                      for d in done.decisions)),
+                key=lambda d: (d.backup_id, d.destination))))
+        if not dry_run and done.decisions:
+            self.events.on_cleanup(CleanupResult(len(done.deleted), done.freed_bytes, False,
+                                                 done.deleted), "destinations")
+        return merged
 
     def policy_by_target(self, group: Group) -> Policy:
         """The policy of a target's backups in the configured directory (a target no
@@ -97,7 +124,8 @@ class Cleaner:
         directory each target keeps its own policy (another target's shorter one never
         applies); a requested directory (create-custom) uses the request's days."""
         policy_for = self.uniform(retention_days) if requested else self.policy_by_target
-        return self.cleanup_dir(directory, policy_for, dry_run=False)
+        result = self.cleanup_dir(directory, policy_for, dry_run=False)
+        return result if requested else self._with_copies(result, dry_run=False)
 
     def cleanup_dir(self, directory: Path, policy_for: Callable[[Group], Policy], *,
                     dry_run: bool) -> CleanupResult:
@@ -114,6 +142,9 @@ class Cleaner:
         if not dry_run:  # one listing serves both the reconcile and retention
             vanished = self._mark_vanished(present)
             present = [r for r in present if r.id not in vanished]
+        if self.copies is not None:  # logical backups with copies: decided per destination
+            present = [r for r in present
+                       if r.kind.physical or not any(c.present for c in r.copies)]
         by_id = {r.id: r for r in present}
         decisions = retention.decide(retention.candidates(present), policy_for,
                                      now=self.clock(), tz=self.settings.scheduler.tz,

@@ -9,11 +9,14 @@ event listeners (``on_copy_finished``).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import structlog
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
@@ -27,6 +30,7 @@ from ..domain.errors import (
 )
 from ..domain.models import (
     Copy,
+    CopyState,
     DestinationStatus,
     DestinationUsage,
     DumpFormat,
@@ -37,6 +41,7 @@ from ..domain.models import (
 from ..domain.ports import Clock, CopyStore, Destination, Listener, RunStore
 from ..settings import DestinationConfig, Settings
 from ..storage.catalog import manifest_for, write_manifest
+from ..storage.paths import TEMP_PREFIX, TEMP_SUFFIX
 
 log = structlog.get_logger("pgbackup")
 PROBE_SECONDS = 10.0
@@ -233,6 +238,22 @@ class Copier:
         dest = self.destinations.get(copy.destination)
         return bool(dest is not None and dest.is_local)
 
+    def recover(self) -> None:
+        """Copies a previous process left PENDING are FAILED (their uploads died with
+        it), and the unfinished uploads it left in local destinations are removed."""
+        for name, dest in self.destinations.items():
+            for copy in self.copies.at(name, CopyState.PENDING):
+                self.copies.mark_failed(copy.run_id, name,
+                                        error="interrupted: the service stopped during "
+                                              "this copy")
+            if dest.is_local:
+                root = Path(unquote(urlsplit(dest.location_of("x")).path)).parent
+                for leftover in root.glob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}"):
+                    with contextlib.suppress(OSError):
+                        leftover.unlink()
+                        log.info("Removed an unfinished upload left by a crash",
+                                 destination=name, file_path=str(leftover))
+
     # -- listing ------------------------------------------------------------
 
     def usage(self, *, target: str = "", database: str = "") -> tuple[DestinationUsage, ...]:
@@ -246,7 +267,10 @@ class Copier:
         """Each configured destination, probed in parallel (at most PROBE_SECONDS)."""
         usage = {u.name: u for u in self.usage()}
         configs = self.settings.destinations
-        with ThreadPoolExecutor(max_workers=max(1, len(configs))) as pool:
+        # Not a with block: its exit would wait for a probe that hangs.
+        pool = ThreadPoolExecutor(max_workers=max(1, len(configs)),
+                                  thread_name_prefix="probe")
+        try:
             probes = {c.name: pool.submit(self._probe, c.name) for c in configs}
             out = []
             for config in configs:
@@ -259,6 +283,7 @@ class Copier:
                     name=config.name, url=config.url, required=config.required,
                     reachable=not error, error=error, copies=used.copies,
                     used_bytes=used.used_bytes, newest=used.newest))
+        finally:
             pool.shutdown(wait=False, cancel_futures=True)
         return out
 

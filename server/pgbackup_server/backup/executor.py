@@ -30,7 +30,8 @@ from ..domain.ports import Clock, Destination, Listener, RunStore
 from ..domain.targets import Targets
 from ..postgres import binaries as pg_binaries
 from ..postgres.binaries import PgBinary
-from ..postgres.server import query_server
+from ..postgres.conninfo import ConnInfo
+from ..postgres.server import query_server, table_sizes
 from ..settings import DestinationConfig, Settings, TargetConfig
 from ..storage.age import EncryptingSink
 from . import files, naming
@@ -40,7 +41,7 @@ from .dump import DumpOutcome, DumpProcess
 from .fanout import Outputs, Settled, free_name
 from .jobs import Job
 from .pipeline import Extras, HashStage, Sink, StageFactory, build
-from .plan import DumpPlan, plan_dump, wanted_capability
+from .plan import DumpPlan, auto_jobs, plan_dump, wanted_capability
 from .progress import ProgressTracker
 
 log = structlog.get_logger("pgbackup")
@@ -114,7 +115,8 @@ class RunExecutor:
                                                           b.compress_backup))
             plan = plan_dump(binary, format=b.format, compression=b.compression,
                              compress_backup=b.compress_backup,
-                             supports=pg_binaries.supports_compression, jobs=b.jobs)
+                             supports=pg_binaries.supports_compression,
+                             jobs=_jobs(conninfo, b.format, b.jobs))
             globals_only = run.kind is RunKind.GLOBALS
             if globals_only:
                 plan = plan.for_globals()
@@ -150,7 +152,7 @@ class RunExecutor:
                 raise
             bound.debug("pg_dump starting", pg_dump=binary.path, pg_dump_version=binary.version,
                         server_version=server.version, format=plan.format,
-                        compression=str(plan.compression))
+                        compression=str(plan.compression), jobs=plan.jobs)
             on_progress = self.tracker.recorder(run.id, server.database_size)
             if streamed:
                 outputs = Outputs(self.copier, running, relative, [c.name for c in configs])
@@ -300,6 +302,16 @@ class RunExecutor:
         bound.error("Database backup failed", error=error)
         self.events.on_run_finished(failed)
         raise BackupFailed(error).prefixed(f"backup {run.id} failed: ")
+
+
+def _jobs(conninfo: ConnInfo, format: DumpFormat, jobs: int | str) -> int:
+    """backup.jobs, with ``auto`` resolved from the table sizes and the cores."""
+    if isinstance(jobs, int):
+        return jobs
+    if format is not DumpFormat.DIRECTORY:
+        return 1
+    total, largest = table_sizes(conninfo)
+    return auto_jobs(total, largest, len(os.sched_getaffinity(0)))
 
 
 def _is_dir(config: DestinationConfig, directory: Path) -> bool:

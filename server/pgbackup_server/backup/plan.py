@@ -89,6 +89,19 @@ def wanted_capability(format: DumpFormat, compression: Compression | None,
         CompressionMethod.ZSTD if compress_backup and method is None else None)
 
 
+AUTO_JOBS_MIN_BYTES = 64 << 20  # below this, one job: starting more costs more
+
+
+def auto_jobs(total: int, largest: int, cores: int) -> int:
+    """``backup.jobs: auto`` for a directory dump: jobs split the work by table, so the
+    run takes at least as long as its largest table alone. The fewest jobs that reach
+    that floor (total / jobs <= largest), at most one per core; one for a small
+    database."""
+    if total < AUTO_JOBS_MIN_BYTES or largest <= 0:
+        return 1
+    return max(1, min(-(-total // largest), cores, 64))
+
+
 def plan_dump(binary: PgBinary, *, format: DumpFormat, compression: Compression | None,
               compress_backup: bool, supports: Supports, jobs: int = 1) -> DumpPlan:
     """Decide format, compression and extension for a run. An explicit

@@ -41,6 +41,7 @@ from ..storage.registry import Destinations
 from . import files
 from .cleanup import Cleaner, Exclusive
 from .copies import Copier, RetryPolicy, Secrets
+from .copy_retention import CopyRetention
 from .executor import RunExecutor
 from .jobs import Job, jobs_for
 from .progress import ProgressTracker
@@ -82,6 +83,8 @@ class BackupService:
 
         self.wal = WalArchives(settings, binaries, runtime_dir, clock)
         self.cleaner = Cleaner(settings, store, self.targets.by_name, events, clock,
+                               CopyRetention(settings, store, copies, destinations, clock,
+                                             self.copier.secrets.scrub),
                                exclusive=exclusive, wal=self.wal)
         self.executor = RunExecutor(settings, store, events, targets=self.targets,
                                     binaries=binaries, runtime_dir=runtime_dir, clock=clock,
@@ -95,6 +98,7 @@ class BackupService:
         recover(self.store, self.events, self.cleaner, clock=self.clock,
                 runtime_dir=self.runtime_dir,
                 directories=self.settings.backup.allowed_directories)
+        self.copier.recover()
 
     def shutdown(self, grace_seconds: float) -> None:
         """Stop admitting runs, give running ones ``grace_seconds``, then cancel them;

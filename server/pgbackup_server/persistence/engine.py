@@ -68,6 +68,12 @@ def migrate(engine: Engine) -> str:
     script = ScriptDirectory.from_config(config)
     head = script.get_current_head()
     with engine.begin() as conn:
+        if conn.dialect.name == "sqlite":
+            # Batch migrations copy backup_runs and drop the old table; with foreign
+            # keys on, that drop would cascade and delete every backup's copies. The
+            # pragma only takes effect before the first write, so first; the engine is
+            # disposed afterwards so no pooled connection keeps it off.
+            conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
         locked = _lock(conn)
         try:
             current = MigrationContext.configure(conn).get_current_revision()
@@ -87,6 +93,8 @@ def migrate(engine: Engine) -> str:
         finally:
             if locked:
                 conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _LOCK_KEY})
+    if engine.dialect.name == "sqlite":
+        engine.dispose()
     return str(head)
 
 

@@ -172,6 +172,10 @@ class SqlRunStore:
             changes["started_at"] = started_at
         return self._update(run_id, "last_failure_id", **changes)
 
+    def relocate(self, run_id: int, *, file_path: str, backup_dir: str) -> Run:
+        """The run's file is now another of its copies (the one listed went)."""
+        return self._update(run_id, file_path=file_path, backup_dir=backup_dir)
+
     def set_file_state(self, run_ids: Iterable[int], state: FileState) -> None:
         ids = list(run_ids)
         if ids:

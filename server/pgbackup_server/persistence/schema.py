@@ -22,7 +22,6 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
-    ForeignKey,
     Index,
     Integer,
     MetaData,
@@ -177,8 +176,9 @@ alert_tracking = Table(
 copies = Table(
     "backup_copies",
     metadata,
-    Column("run_id", Integer, ForeignKey("backup_runs.id", ondelete="CASCADE"),
-           primary_key=True),
+    # No foreign key on purpose: SQLite migrations rebuild backup_runs (batch mode, a
+    # DROP TABLE), which would cascade into the copies. Runs are never deleted.
+    Column("run_id", Integer, primary_key=True),
     Column("destination", String(64), primary_key=True),
     Column("state", String(16), nullable=False),
     Column("location", Text, nullable=False, default=""),

@@ -53,3 +53,26 @@ def list_databases(conninfo: ConnInfo, timeout: float = 10.0) -> list[str]:
         raise Unavailable(f"cannot list the server's databases: "
                           f"{conninfo.scrub(str(exc))}") from None
     return [str(r[0]) for r in rows]
+
+
+_TABLE_SIZES = """
+SELECT coalesce(sum(s), 0), coalesce(max(s), 0) FROM (
+  SELECT pg_table_size(c.oid) AS s FROM pg_class c
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE c.relkind = 'r' AND n.nspname <> 'information_schema'
+    AND n.nspname NOT LIKE 'pg\\_%') t"""
+
+
+def table_sizes(conninfo: ConnInfo, timeout: float = 10.0) -> tuple[int, int]:
+    """Bytes of table data pg_dump would read (heap and TOAST of user tables): the
+    total and the largest table's; UNAVAILABLE when unreachable."""
+    import psycopg
+
+    try:
+        with psycopg.connect(conninfo.dsn(connect_timeout=_connect_timeout(conninfo, timeout)),
+                             autocommit=True) as conn:
+            total, largest = conn.execute(_TABLE_SIZES).fetchone() or (0, 0)
+    except psycopg.Error as exc:
+        raise Unavailable(f"cannot read the database's table sizes: "
+                          f"{conninfo.scrub(str(exc))}") from None
+    return int(total), int(largest)

@@ -15,7 +15,9 @@ from ..backup.files import CHUNK
 from ..domain.errors import FailedPrecondition
 from ..domain.models import Run
 from .models import Corrupt, unreadable
+from .zstdframes import BlockCutter
 
+PIECE = 1 << 20
 _MARKER = re.compile(rb"^-- PostgreSQL database (?:cluster )?dump complete\s*$", re.MULTILINE)
 
 
@@ -30,6 +32,7 @@ class Decoder:
         self._obj: Any = None
         self._pending = False  # data went into a frame/member that has not ended yet
         self._members = 0
+        self._cutter = BlockCutter()  # one for the whole stream: frames follow each other
         self._new()
 
     def _new(self) -> None:
@@ -41,25 +44,48 @@ class Decoder:
             self._obj = zlib.decompressobj(wbits=31)
 
     def feed(self, data: bytes) -> bytes:
+        """All the output for ``data`` at once (small inputs; see :meth:`pieces`)."""
+        return b"".join(self.pieces(data))
+
+    def pieces(self, data: bytes) -> Iterator[bytes]:
+        """The output for ``data`` in pieces of about :data:`PIECE` bytes at most, so
+        memory stays flat whatever the compression ratio (pgbench's filler: 120x)."""
         if self.method == "none":
-            return data
-        out: list[bytes] = []
-        while data:
+            if data:
+                yield data
+            return
+        view = memoryview(data)
+        more = False  # zlib may hold output back when it stops at the limit
+        while view or more:
             self._pending = True
-            try:
-                out.append(self._obj.decompress(data))
-            except zlib.error as exc:
-                raise Corrupt(f"gzip data is corrupt: {exc}") from None
-            except Exception as exc:  # zstandard.ZstdError, without importing it eagerly
-                raise Corrupt(f"zstd data is corrupt: {exc}") from None
+            if self.method == "gzip":
+                try:
+                    out = self._obj.decompress(view, PIECE)
+                except zlib.error as exc:
+                    raise Corrupt(f"gzip data is corrupt: {exc}") from None
+                view = memoryview(self._obj.unconsumed_tail)
+                more = len(out) == PIECE
+            else:
+                # zstandard has no output limit per call: feed it one block at a time
+                # (a block yields at most 128 KiB), so memory stays flat.
+                step = next(self._cutter.cut(view))
+                try:
+                    out = self._obj.decompress(step)
+                except Exception as exc:  # zstandard.ZstdError, not imported eagerly
+                    raise Corrupt(f"zstd data is corrupt: {exc}") from None
+                view = view[len(step):]
+            if out:
+                yield out
             if not self._obj.eof:
-                break
+                continue
             # One frame (zstd) or member (gzip) ended; anything after it is another one.
             self._members += 1
-            self._pending = False
-            data = self._obj.unused_data
+            self._pending, more = False, False
+            # zlib leaves the rest in unused_data (and, with a limit, unconsumed_tail
+            # too); zstd saw only the step.
+            rest = b"" if self.method == "gzip" else bytes(view)
+            view = memoryview(self._obj.unused_data + rest)
             self._new()
-        return b"".join(out)
 
     def finish(self) -> None:
         if self.method != "none" and (self._pending or not self._members):
@@ -87,8 +113,7 @@ def plain_sql(run: Run, raw: Iterable[bytes] | None = None) -> Iterator[bytes]:
     bytes already decrypted, when given; else from its file)."""
     decoder = Decoder(compression_method(run))
     for chunk in raw if raw is not None else raw_chunks(Path(run.file_path)):
-        if out := decoder.feed(chunk):
-            yield out
+        yield from decoder.pieces(chunk)
     decoder.finish()
 
 

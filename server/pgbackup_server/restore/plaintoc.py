@@ -348,7 +348,8 @@ def read_plain_toc(run: Run) -> PlainToc:
         if problem:
             continue
         try:
-            reader.feed(decoder.feed(chunk))
+            for piece in decoder.pieces(chunk):
+                reader.feed(piece)
         except Corrupt as exc:
             problem = exc.reason
     if not problem:
@@ -382,20 +383,20 @@ def selected_sql(run: Run, toc: PlainToc, ids: Iterable[int], prefix: str = ""
     for raw in raw_chunks(Path(run.file_path)):
         digest.update(raw)
         size += len(raw)
-        chunk = decoder.feed(raw)
-        end = pos + len(chunk)
-        while k < len(spans) and spans[k][0] < end:
-            s, e = spans[k]
-            if pending and s >= toc.preamble_end:
-                yield pending
-                pending = b""
-            a, b = max(s, pos), min(e, end)
-            if a < b:
-                yield chunk[a - pos:b - pos]
-            if e > end:
-                break
-            k += 1
-        pos = end
+        for chunk in decoder.pieces(raw):
+            end = pos + len(chunk)
+            while k < len(spans) and spans[k][0] < end:
+                s, e = spans[k]
+                if pending and s >= toc.preamble_end:
+                    yield pending
+                    pending = b""
+                a, b = max(s, pos), min(e, end)
+                if a < b:
+                    yield chunk[a - pos:b - pos]
+                if e > end:
+                    break
+                k += 1
+            pos = end
     decoder.finish()
     if pending:
         yield pending

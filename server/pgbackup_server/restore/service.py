@@ -54,7 +54,7 @@ from .validation import (
     refuse_globals,
     refuse_risky,
 )
-from .verify import check_digest, deep_check, quick_verify
+from .verify import check_before_load, checksum_failed, deep_check, digest_alongside, quick_verify
 
 log = structlog.get_logger("pgbackup")
 
@@ -288,15 +288,9 @@ class RestoreService:
         created: str | None = None
         try:
             try:
-                if plan.checksum_failure:
-                    raise Corrupt(plan.checksum_failure)
-                if plan.toc is None and stream is None:  # else checked while read
-                    check_digest(run)
+                check_before_load(run, plan, streamed=stream is not None)
             except Corrupt as exc:
-                self.store.set_verification(run.id, ok=False, reason=exc.reason,
-                                            verified_at=self.clock())
-                self.events.on_verification(self.store.get(run.id), False, exc.reason)
-                raise ToolFailed(f"the backup file failed its checksum: {exc.reason}") from None
+                raise checksum_failed(self.store, self.events, self.clock, run, exc) from None
             load_into = plan.target
             if plan.mode == "swap":
                 load_into = f"pgbackup_restore_{record.id}_{secrets.token_hex(4)}"
@@ -308,10 +302,12 @@ class RestoreService:
             # Into an existing database a partial restore is one transaction, so a failure
             # leaves it as it was; pg_restore cannot combine that with parallel jobs.
             atomic = plan.mode in ("into", "replace") and plan.selection is not None
-            self.tools.load(server, run, load_into, jobs=0 if atomic else plan.jobs,
-                            selection=plan.selection, clean=plan.mode == "replace",
-                            single_transaction=atomic, toc=plan.toc,
-                            raw=stream() if stream is not None else None)
+            with digest_alongside(run, plan, self.store, self.events, self.clock,
+                                  streamed=stream is not None):
+                self.tools.load(server, run, load_into, jobs=0 if atomic else plan.jobs,
+                                selection=plan.selection, clean=plan.mode == "replace",
+                                single_transaction=atomic, toc=plan.toc,
+                                raw=stream() if stream is not None else None)
             if plan.mode == "swap":
                 drop_database(server, plan.target)
                 # From here the staging database is the only copy: never drop it, not
@@ -357,11 +353,8 @@ class RestoreService:
     def list_restores(self, *, backup_id: int = 0, page_size: int = 0,
                       page_token: str = "") -> RestorePage:
         """Restores newest first, optionally of one backup (which must exist)."""
-        if backup_id < 0:
-            raise InvalidArgument(f"backup_id: must be a positive backup id (0: all), "
-                                  f"got {backup_id}")
-        if backup_id:
-            self.store.get(backup_id)  # NOT_FOUND rather than an empty list
+        if backup_id < 0 or (backup_id and not self.store.get(backup_id)):  # else NOT_FOUND
+            raise InvalidArgument(f"backup_id: must be a backup id (0: all), got {backup_id}")
         return self.restores.restore_page(backup_id=backup_id, page_size=page_size,
                                           page_token=page_token)
 

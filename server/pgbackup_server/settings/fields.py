@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo
 from pydantic_core import PydanticCustomError
@@ -72,6 +72,15 @@ def _compression(value: Any) -> Compression:
     return Compression.parse(value)
 
 
+def _jobs(value: Any) -> int | str:
+    """``auto`` or an integer from 1 to 64."""
+    if value == "auto":
+        return "auto"
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 64:
+        raise ValueError("not a job count")
+    return value
+
+
 def resolve_path(value: Path, info: ValidationInfo) -> Path:
     """Relative paths are relative to the config file's directory."""
     path = Path(os.path.expanduser(str(value)))
@@ -83,6 +92,7 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 Text = Annotated[str, BeforeValidator(text)]
 Address = Annotated[str, BeforeValidator(_address)]
 CompressionSetting = Annotated[Compression, BeforeValidator(_compression)]
+Jobs = Annotated[int | Literal["auto"], BeforeValidator(_jobs)]
 ConfigPath = Annotated[Path, BeforeValidator(lambda v: Path(text(v))),
                        AfterValidator(resolve_path)]
 

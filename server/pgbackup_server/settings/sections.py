@@ -16,6 +16,7 @@ from .fields import (
     CompressionSetting,
     ConfigPath,
     Duration,
+    Jobs,
     Section,
     Text,
     problem,
@@ -41,7 +42,7 @@ class BackupConfig(Section):
     pg_dump_path: ConfigPath | None = setting(None, alias="pgDumpPath",
                                               expected="a path to pg_dump")
     format: DumpFormat = setting(DumpFormat.PLAIN, expected="plain, custom or directory")
-    jobs: StrictInt = setting(2, expected="an integer from 1 to 64", ge=1, le=64)
+    jobs: Jobs = setting("auto", expected="auto or an integer from 1 to 64")
     compression: CompressionSetting | None = setting(
         None, expected="none, gzip[:1-9], lz4[:1-12] or zstd[:1-19]")
     timeout_seconds: Duration = setting(6 * 3600.0, alias="timeout",

@@ -1,8 +1,10 @@
 """backupd's own plain-HTTP endpoints: ``/metrics`` in the Prometheus text format
-(``prometheus_client``), served on loopback for Envoy, which routes the REST
-listener's ``/metrics`` here, and on ``metrics.address`` when that is set.
+(``prometheus_client``) and the dashboard (:mod:`.web`), served on loopback for
+Envoy, which routes the REST listener's ``/metrics``, ``/`` and ``/ui/`` here; and
+``/metrics`` on ``metrics.address`` when that is set.
 
-With ``auth.tokenSha256`` set, the same bearer token as the API is required.
+With ``auth.tokenSha256`` set, ``/metrics`` needs the same bearer token as the API;
+the dashboard's files hold no data and are served without one.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 
 from ..domain.errors import ConfigError
 from .grpc.auth import check_bearer
+from .web import Site
 
 log = structlog.get_logger("pgbackup")
 StartResponse = Callable[..., Any]
@@ -48,21 +51,27 @@ def _error(start: StartResponse, status: str, code: int, message: str,
     return [data]
 
 
-def endpoints(registry: CollectorRegistry, token_digests: tuple[str, ...] = ()) -> App:
-    """The WSGI application: ``/metrics``, 404 elsewhere, 401 without a valid token
-    when tokens are configured."""
-    metrics = make_wsgi_app(registry)
+def endpoints(registry: CollectorRegistry | None, token_digests: tuple[str, ...] = (),
+              site: Site | None = None) -> App:
+    """The WSGI application: the dashboard (``site``) and ``/metrics`` (with a
+    ``registry``), 404 elsewhere, 401 without a valid token when tokens are configured
+    (except for the dashboard's files)."""
+    metrics = make_wsgi_app(registry) if registry is not None else None
 
     def app(environ: dict[str, Any], start: StartResponse) -> Iterable[bytes]:
+        if site is not None and site.handles(environ.get("PATH_INFO", "")):
+            return site(environ, start)
         if token_digests and check_bearer(environ.get("HTTP_AUTHORIZATION"),
                                           token_digests) is None:
             return _error(start, "401 Unauthorized", 16,
                           "missing or invalid bearer token; send 'authorization: Bearer "
                           "<token>' (Prometheus: authorization.credentials)",
                           [("WWW-Authenticate", "Bearer")])
-        if environ.get("PATH_INFO") == "/metrics":
+        if metrics is not None and environ.get("PATH_INFO") == "/metrics":
             return metrics(environ, start)
-        return _error(start, "404 Not Found", 5, "metrics are served at /metrics")
+        return _error(start, "404 Not Found", 5,
+                      "metrics are served at /metrics" if metrics is not None
+                      else "metrics are disabled (metrics.enabled: false)")
 
     return app
 

@@ -39,6 +39,7 @@ class AlertKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STALE: _ClassVar[AlertKind]
     MISSED_SCHEDULE: _ClassVar[AlertKind]
     VERIFICATION_FAILED: _ClassVar[AlertKind]
+    COPY_FAILED: _ClassVar[AlertKind]
 
 class BackupType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -62,6 +63,7 @@ ALERT_KIND_UNSPECIFIED: AlertKind
 STALE: AlertKind
 MISSED_SCHEDULE: AlertKind
 VERIFICATION_FAILED: AlertKind
+COPY_FAILED: AlertKind
 BACKUP_TYPE_UNSPECIFIED: BackupType
 FULL: BackupType
 INCREMENTAL: BackupType

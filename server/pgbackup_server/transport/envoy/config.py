@@ -25,7 +25,9 @@ REST_API_PATH = HERE / "rest_api.lua"
 REST_GUARD_PATH = HERE / "rest_guard.lua"
 SERVICE = "backup.v1.BackupService"
 # Paths backupd answers itself over HTTP (not gRPC): routed to its HTTP endpoints.
-HTTP_PATHS = ("/metrics",)
+# "/" and "/ui/..." are the dashboard, on the API's origin (no CORS needed).
+HTTP_PATHS = ("/metrics", "/", "/ui")
+HTTP_PREFIXES = ("/ui/",)
 
 # Envoy's own replies -> the gRPC code their JSON body carries.
 _LOCAL_REPLIES: list[tuple[int, int, str]] = [
@@ -147,9 +149,10 @@ def build_config(spec: EnvoySpec) -> dict[str, Any]:
 def _connection_manager(spec: EnvoySpec) -> dict[str, Any]:
     routes: list[dict[str, Any]] = []
     if spec.http_upstream_port is not None:
-        for path in HTTP_PATHS:
+        matches = [{"path": p} for p in HTTP_PATHS] + [{"prefix": p} for p in HTTP_PREFIXES]
+        for match in matches:
             routes.append({
-                "match": {"path": path},
+                "match": match,
                 "route": {"cluster": "backupd_http", "timeout": "30s"},
                 # Plain HTTP: neither the REST guard nor the transcoder applies.
                 "typed_per_filter_config": {

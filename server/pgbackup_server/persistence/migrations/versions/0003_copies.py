@@ -33,8 +33,9 @@ def upgrade() -> None:
                                    server_default="[]"))
     op.create_table(
         "backup_copies",
-        sa.Column("run_id", sa.Integer, sa.ForeignKey("backup_runs.id", ondelete="CASCADE"),
-                  primary_key=True),
+        # No foreign key: a later SQLite migration that rebuilds backup_runs (batch
+        # mode drops the table) would cascade into the copies.
+        sa.Column("run_id", sa.Integer, primary_key=True),
         sa.Column("destination", sa.String(64), primary_key=True),
         sa.Column("state", sa.String(16), nullable=False),
         sa.Column("location", sa.Text, nullable=False),

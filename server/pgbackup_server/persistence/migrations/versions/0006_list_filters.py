@@ -17,13 +17,13 @@ branch_labels = None
 depends_on = None
 
 
+# Plain CREATE INDEX, not batch mode: on SQLite a batch rebuilds the table, and
+# dropping the old one would cascade to the rows that reference it (backup_copies).
 def upgrade() -> None:
-    with op.batch_alter_table("backup_runs") as batch:
-        batch.create_index("ix_runs_status_id", ["status", "id"])
-        batch.create_index("ix_runs_trigger_id", ["trigger", "id"])
+    op.create_index("ix_runs_status_id", "backup_runs", ["status", "id"])
+    op.create_index("ix_runs_trigger_id", "backup_runs", ["trigger", "id"])
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("backup_runs") as batch:
-        batch.drop_index("ix_runs_trigger_id")
-        batch.drop_index("ix_runs_status_id")
+    op.drop_index("ix_runs_trigger_id", table_name="backup_runs")
+    op.drop_index("ix_runs_status_id", table_name="backup_runs")

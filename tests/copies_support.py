@@ -1,5 +1,6 @@
-"""Fixtures for copies: one moto S3 for the module folder (``tests/s3.py``), and
-backupd started with destinations, quick retries and credentials in the environment."""
+"""Fixtures of the copies tests (a pytest plugin, listed in conftest.py): backupd
+started with destinations, quick retries and credentials in the environment (the moto
+S3 is the ``s3`` plugin of ``tests/s3.py``)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,12 @@ from typing import Any
 import pytest
 import yaml
 from conftest import Running, base_config
+from copies.helpers import BAD_KEY_VAR, BAD_SECRET, BAD_SECRET_VAR, FAST, Sleeps
 from s3 import S3
 
 from pgbackup_server.app import App
 from pgbackup_server.backup.copies import RetryPolicy
 from pgbackup_server.settings import build_settings
-
-from .helpers import BAD_KEY_VAR, BAD_SECRET, BAD_SECRET_VAR, FAST, Sleeps
 
 
 @pytest.fixture
@@ -40,16 +40,17 @@ def start_with(pg: Any, tmp_path: Path, s3_env: dict[str, str],
     started: list[Running] = []
 
     def start(destinations: list[dict[str, Any]] | None, *, envoy: bool = False,
-              attempts: int = 2, **overrides: Any) -> Running:
+              attempts: int = 2, clock: Any = None, **overrides: Any) -> Running:
         cfg = base_config(pg, tmp_path, **overrides)
         if destinations is not None:
             cfg["destinations"] = destinations
         cfg["server"]["envoy"] = envoy
         (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
         settings = build_settings(cfg, base=tmp_path, env=dict(os.environ))
+        kwargs: dict[str, Any] = {"clock": clock} if clock is not None else {}
         app = App(settings, copy_retry=RetryPolicy(attempts=attempts, sleep=sleeps),
-                  destination_options=FAST)
-        running = Running(app, tmp_path, cfg, None)
+                  destination_options=FAST, **kwargs)
+        running = Running(app, tmp_path, cfg, clock)
         started.append(running)
         app.start()
         return running
