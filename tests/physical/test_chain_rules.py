@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from pgbackup_server.domain import retention
 from pgbackup_server.domain.models import FileState, Run, RunKind, RunStatus, Trigger
@@ -107,19 +108,26 @@ def test_cleanup_keeps_a_chain_a_kept_backup_needs_and_deletes_old_wal(tmp_path)
     with the reason; a chain that goes, goes whole, and the WAL older than the oldest
     kept backup with it."""
     from pgbackup_server.backup.cleanup import Cleaner
+    from pgbackup_server.backup.copy_retention import CopyRetention
     from pgbackup_server.domain.ports import Listener
     from pgbackup_server.persistence import open_store
     from pgbackup_server.physical.wal import WalArchives
     from pgbackup_server.settings import build_settings
+    from pgbackup_server.storage.local import LocalDestination
 
     backups = tmp_path / "backups"
     backups.mkdir(mode=0o700)
+
+    offsite = tmp_path / "offsite"
+    offsite.mkdir(mode=0o700)
 
     def settings(keep_last: int):  # noqa: ANN202
         return build_settings({
             "databases": [{"name": "cluster", "url": "postgresql://u@127.0.0.1:1/postgres",
                            "kind": "physical", "wal": {"stream": True},
                            "retention": {"days": 3, "minKeep": 1, "keepLast": keep_last}}],
+            "destinations": [{"name": "local", "url": f"file://{backups}"},
+                             {"name": "offsite", "url": f"file://{offsite}"}],
             "backup": {"directory": str(backups)},
             "server": {"dataDirectory": str(tmp_path / "data")}}, base=tmp_path, env={})
 
@@ -140,13 +148,23 @@ def test_cleanup_keeps_a_chain_a_kept_backup_needs_and_deletes_old_wal(tmp_path)
         made.append(store.runs.mark_succeeded(
             run.id, finished_at=at, file_path=str(folder), size_bytes=1, sha256="0" * 64,
             start_lsn=chain.lsn_text((day + 2) * segment)))
+        (offsite / folder.name).mkdir()  # its copy offsite: a file per file, a manifest
+        (offsite / folder.name / "base.tar.gz.age").write_bytes(b"x")
+        (offsite / f"{folder.name}.manifest.json").write_text("{}")
+        for name in ("local", "offsite"):
+            store.copies.add(run.id, name)
+            store.copies.mark_succeeded(run.id, name, location=folder.name, size_bytes=1,
+                                        sha256="0" * 64, stored_at=at)
     now = T0 + timedelta(days=8)
 
     def cleaner(keep_last: int) -> tuple[Cleaner, WalArchives]:
         s = settings(keep_last)
         wal = WalArchives(s, [], tmp_path, lambda: now)
+        destinations = {"local": LocalDestination("local", backups),
+                        "offsite": LocalDestination("offsite", offsite)}
+        copies = CopyRetention(s, store.runs, store.copies, destinations, lambda: now)
         return Cleaner(s, store.runs, {"cluster": s.targets[0]}, Listener(), lambda: now,
-                       wal=wal), wal
+                       copies, wal=wal), wal
 
     # keepLast 2 keeps the newest full backup and the incremental of day 2, whose chain
     # needs the full backup of day 0 and the incremental of day 1.
@@ -164,4 +182,12 @@ def test_cleanup_keeps_a_chain_a_kept_backup_needs_and_deletes_old_wal(tmp_path)
     assert result.deleted_files == 3 and os.path.isdir(made[3].file_path)
     assert not any(os.path.exists(r.file_path) for r in made[:3])
     assert sorted(p.name for p in wal.files("cluster")) == names[9:]
+    # Its copies went from every destination with it, and are recorded so.
+    left = sorted(p.relative_to(offsite).as_posix() for p in offsite.rglob("*") if p.is_file())
+    last = Path(made[3].file_path).name
+    assert left == [f"{last}.manifest.json", f"{last}/base.tar.gz.age"]
+    for r in made[:3]:
+        assert {c.destination: c.file_state for c in store.copies.of_run(r.id)} == {
+            "local": FileState.DELETED, "offsite": FileState.DELETED}
+    assert all(c.file_state is FileState.PRESENT for c in store.copies.of_run(made[3].id))
     store.close()

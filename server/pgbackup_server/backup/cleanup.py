@@ -181,6 +181,12 @@ class Cleaner:
                 gone.append(run.id)
             deleted.append(str(path))
             freed += size or 0
+        if not dry_run and self.copies is not None:  # a physical backup goes everywhere
+            from ..physical.copies import drop_copies
+
+            for run_id in gone:
+                if by_id[run_id].kind.physical:
+                    drop_copies(by_id[run_id], self.copies.copies, self.copies.destinations)
         if not dry_run and self.wal is not None:
             self.wal.prune_after_cleanup([r for r in present if r.id not in set(gone)])
         if not dry_run:
