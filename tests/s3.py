@@ -102,9 +102,11 @@ def start_s3() -> S3:
     httpx.post(f"{endpoint}/moto-api/reset-auth", content=b"3").raise_for_status()
     iam = boto3.client("iam", endpoint_url=endpoint, region_name=REGION,
                        aws_access_key_id="setup", aws_secret_access_key="setup")
-    iam.create_user(UserName="backupd")
-    iam.put_user_policy(UserName="backupd", PolicyName="s3", PolicyDocument=_POLICY)
-    key = iam.create_access_key(UserName="backupd")["AccessKey"]
+    # moto's state is the process's: a second server must not reuse the first's user.
+    user = f"backupd-{uuid.uuid4().hex[:8]}"
+    iam.create_user(UserName=user)
+    iam.put_user_policy(UserName=user, PolicyName="s3", PolicyDocument=_POLICY)
+    key = iam.create_access_key(UserName=user)["AccessKey"]
     return S3(server, endpoint, key["AccessKeyId"], key["SecretAccessKey"])
 
 

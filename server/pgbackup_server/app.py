@@ -18,7 +18,7 @@ from .backup.plan import check_compression_support
 from .backup.service import BackupService
 from .catalog import CatalogImporter
 from .domain.errors import ConfigError
-from .domain.models import Trigger
+from .domain.models import AlertKind, Trigger
 from .domain.ports import Clock, utc_now
 from .observability.events import EventHub
 from .observability.setup import Observability, start_observability
@@ -142,6 +142,11 @@ class App:
             self.service.recover()
         self.scheduler.start()
         self.service.wal.start()
+        if self.service.wal.targets:
+            self.observability.alerts.add_check(AlertKind.WAL_ARCHIVING,
+                                                self.service.wal.alerts)
+            if s.metrics.enabled:
+                self.observability.metrics.registry.register(self.service.wal.collector())
         if s.server.envoy:
             self._start_envoy(runtime)
         self._started = True

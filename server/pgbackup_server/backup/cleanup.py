@@ -9,6 +9,7 @@ import os
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
+from typing import Protocol
 
 import structlog
 
@@ -29,17 +30,22 @@ LOCAL = "local"  # the destination of backup directories, until copies are per d
 Exclusive = Callable[[], AbstractContextManager[None]]
 
 
+class WalPruner(Protocol):
+    def prune_after_cleanup(self, kept: list[Run]) -> None: ...
+
+
 class Cleaner:
     """Retention for the service's backup directories. Thread-safe as the store is."""
 
     def __init__(self, settings: Settings, store: RunStore,
                  targets: Mapping[str, TargetConfig], events: Listener,
                  clock: Clock, copies: CopyRetention | None = None, *,
-                 exclusive: Exclusive | None = None) -> None:
+                 exclusive: Exclusive | None = None, wal: WalPruner | None = None) -> None:
         """``copies``: retention at the destinations, for the backups that have copies
         (this class then handles only those without: create-custom directories, and
         runs of before destinations existed without one). ``exclusive``: the cluster's
-        lock, so that retention runs on one replica at a time."""
+        lock, so that retention runs on one replica at a time. ``wal``: the archives
+        pruned after retention (physical targets)."""
         self.settings = settings
         self.backup = settings.backup
         self.exclusive = exclusive or nullcontext
@@ -48,6 +54,7 @@ class Cleaner:
         self.events = events
         self.clock = clock
         self.copies = copies
+        self.wal = wal
 
     def reconcile(self, backup_dir: str | None = None) -> int:
         """Mark backups whose file disappeared from disk as missing. A directory that
@@ -61,6 +68,20 @@ class Cleaner:
         for run_id in sorted(gone):
             log.warning("Backup file missing from disk", run_id=run_id)
         return gone
+
+    def _chains(self, present: list[Run], doomed: list[Run],
+                reasons: dict[int, tuple[str, ...]]) -> list[Run]:
+        """Physical chains, after the retention rules: a backup a kept one depends on
+        stays; an incremental goes with the backup it depends on (physical/chain.py).
+        Their reason joins the decision's."""
+        from ..physical.chain import close_retention
+
+        ids, why = close_retention(present, {r.id for r in doomed})
+        for run_id, reason in sorted(why.items()):
+            reasons[run_id] = (reason,) if reason.startswith("kept") else (
+                *reasons.get(run_id, ()), reason)
+            log.info("Retention over a backup chain", run_id=run_id, reason=reason)
+        return sorted((r for r in present if r.id in ids), key=lambda r: r.id)
 
     def cleanup(self, *, dry_run: bool = False) -> CleanupResult:
         """Apply retention to the configured directory now, each target's backups by
@@ -131,6 +152,8 @@ class Cleaner:
         reasons = {d.candidate.id: d.reasons for d in decisions}
         doomed = sorted((by_id[d.candidate.id] for d in decisions if not d.keep),
                         key=lambda r: r.id)
+        doomed = self._chains(present, doomed, reasons)
+        doomed_ids = {r.id for r in doomed}
         deleted: list[str] = []
         gone: list[int] = []
         missing: list[int] = []
@@ -158,6 +181,14 @@ class Cleaner:
                 gone.append(run.id)
             deleted.append(str(path))
             freed += size or 0
+        if not dry_run and self.copies is not None:  # a physical backup goes everywhere
+            from ..physical.copies import drop_copies
+
+            for run_id in gone:
+                if by_id[run_id].kind.physical:
+                    drop_copies(by_id[run_id], self.copies.copies, self.copies.destinations)
+        if not dry_run and self.wal is not None:
+            self.wal.prune_after_cleanup([r for r in present if r.id not in set(gone)])
         if not dry_run:
             self.store.set_file_state(gone, FileState.DELETED)
             self.store.set_file_state(missing, FileState.MISSING)
@@ -167,7 +198,8 @@ class Cleaner:
                  dry_run=dry_run, backup_dir=key, kept=len(decisions) - len(doomed))
         result = CleanupResult(len(deleted), freed, dry_run, tuple(deleted), tuple(
             CleanupDecision(d.candidate.id, by_id[d.candidate.id].database, LOCAL,
-                            by_id[d.candidate.id].file_path, d.keep, reasons[d.candidate.id])
+                            by_id[d.candidate.id].file_path, d.candidate.id not in doomed_ids,
+                            reasons[d.candidate.id])
             for d in sorted(decisions, key=lambda d: d.candidate.id)))
         if not dry_run:
             self.events.on_cleanup(result, key)

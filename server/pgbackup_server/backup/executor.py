@@ -195,16 +195,20 @@ class RunExecutor:
         bound = log.bind(run_id=run.id, database=run.database)
         started = self.clock()
         bound.info("Physical backup job started", backup_dir=str(job.directory))
+        configs = self.copier.configs_of(job.target.name)
         try:
             files.prepare_backup_dir(job.directory, job.dir_field, requested=job.requested)
-            made = self.physical.produce(run, job, started)
+            # The folder here, then each of its files to the target's other destinations
+            # (encrypted when configured); a failed required copy fails the run.
+            made = self.physical.produce(run, job, started, copier=self.copier,
+                                         configs=configs, encryption=self.settings.encryption)
         except Exception as exc:  # whatever went wrong, the run ends recorded
             self._fail(run, started, _as_backup_error(exc, bound), bound)
         finally:
             self.tracker.forget(run.id)
         out = made.outcome
         outcome = DumpOutcome(out.path, out.size_bytes, out.sha256, out.size_bytes)
-        self._record_local(run, job, self.copier.configs_of(job.target.name), outcome)
+        self._record_local(made.running, job, configs, outcome)
         stored = dict(file_path=str(out.path), size_bytes=out.size_bytes, sha256=out.sha256,
                       bytes_written=out.size_bytes, **made.changes)
         return self._succeeded(run, job, started, stored, bound)

@@ -79,13 +79,13 @@ class BackupService:
                              RunQueue(self.targets.servers(), max_concurrent=b.max_concurrent,
                                       max_queued=b.max_queued))
         self.tracker = ProgressTracker(store, clock)
-        self.cleaner = Cleaner(settings, store, self.targets.by_name, events, clock,
-                               CopyRetention(settings, store, copies, destinations, clock,
-                                             self.copier.secrets.scrub),
-                               exclusive=exclusive)
         from ..physical.wal import WalArchives  # physical/ builds on backup/
 
         self.wal = WalArchives(settings, binaries, runtime_dir, clock)
+        self.cleaner = Cleaner(settings, store, self.targets.by_name, events, clock,
+                               CopyRetention(settings, store, copies, destinations, clock,
+                                             self.copier.secrets.scrub),
+                               exclusive=exclusive, wal=self.wal)
         self.executor = RunExecutor(settings, store, events, targets=self.targets,
                                     binaries=binaries, runtime_dir=runtime_dir, clock=clock,
                                     tracker=self.tracker, cleaner=self.cleaner,

@@ -112,6 +112,7 @@ class AlertKind(enum.StrEnum):
     MISSED_SCHEDULE = "missed_schedule"
     VERIFICATION_FAILED = "verification_failed"
     COPY_FAILED = "copy_failed"  # a backup's copy at a destination failed
+    WAL_ARCHIVING = "wal_archiving"  # a physical target's WAL archiving stopped or lags
 
 
 class VerifyMode(enum.StrEnum):

@@ -29,9 +29,11 @@ log = structlog.get_logger("pgbackup")
 # A notification event -> the channel ``events`` entries that receive it. The
 # config has no entry for missed fires: a fire that did not happen is a backup
 # that is missing (stale) and a run that did not succeed (failure); a copy that
-# failed at a destination is a failure.
+# failed at a destination is a failure. Stopped or lagging WAL archiving means
+# point-in-time recovery is going stale.
 SUBSCRIPTIONS: dict[str, tuple[str, ...]] = {"missed_schedule": ("stale", "failure"),
-                                             "copy_failed": ("failure",)}
+                                             "copy_failed": ("failure",),
+                                             "wal_archiving": ("stale", "failure")}
 BACKOFF_FIRST_SECONDS = 1.0
 BACKOFF_MAX_SECONDS = 60.0
 STOP_GRACE_SECONDS = 5.0

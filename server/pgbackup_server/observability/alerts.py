@@ -52,6 +52,8 @@ _SCAN = 50
 # it (dropped from the server) and is no longer watched.
 _REQUEST_GAP_SECONDS = 60.0
 _RECENT_RUNS = 1000
+# (now) -> the alerts that should be firing, each with its message.
+ExternalCheck = Callable[[datetime], list[tuple[Alert, str]]]
 
 
 def subject_of(target: str, database: str) -> str:
@@ -89,6 +91,7 @@ class AlertManager(Listener):
         self.host = host or socket.gethostname()
         self._lock = threading.RLock()
         self._active: dict[str, Alert] = {a.key: a for a in state.firing()}
+        self._checks: list[tuple[AlertKind, ExternalCheck]] = []
         self._tracking_since: dict[str, datetime] = state.tracking()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -166,12 +169,25 @@ class AlertManager(Listener):
                 log.exception("Alert check failed")
             self._stop.wait(self.config.alerts.check_interval_seconds)
 
+    def add_check(self, kind: AlertKind, check: ExternalCheck) -> None:
+        """Another feature's periodic check (WAL archiving): each time, the alerts of
+        ``kind`` it returns fire, and those it no longer returns resolve."""
+        self._checks.append((kind, check))
+
     def check(self, now: datetime | None = None) -> None:
         """Evaluate the alerts that depend on time and on the store."""
         now = now or self.clock()
         with self._lock:
             self._check_stale(now)
             self._check_missed(now)
+            for kind, external in self._checks:
+                wanted = {alert.key: (alert, message) for alert, message in external(now)}
+                for alert in [a for a in self._active.values()
+                              if a.kind == kind and a.key not in wanted]:
+                    self._resolve(alert.key, now, f"{kind.value} alert for {alert.subject} "
+                                  "resolved: the condition cleared")
+                for alert, message in wanted.values():
+                    self._fire(alert, now, message)
 
     def _check_stale(self, now: datetime) -> None:
         watched = [w for w in self.watched() if w.max_age is not None]

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from ..backup.files import CHUNK, fsync_dir, private_files, publish_directory, tree_digest
 from ..domain.durations import human_duration
-from ..domain.errors import BackupFailed, PgDumpFailed
+from ..domain.errors import BackupFailed, FailedPrecondition, PgDumpFailed
 from ..postgres.clients import StderrTail, client_env, death_signal_prefix, signal_group
 from ..postgres.conninfo import ConnInfo
 
@@ -133,6 +133,13 @@ class BaseBackupProcess:
                 text = tail.text(4000)
                 if "No space left on device" in text:
                     raise BackupFailed(f"writing {temp.name} failed: no space left on device")
+                if "no pg_hba.conf entry for replication connection" in text:
+                    user = self.conninfo.get("user") or "the backup role"
+                    raise FailedPrecondition(
+                        "the server refuses replication connections from this host "
+                        "(pg_hba.conf has no \"replication\" line for it); add one such as "
+                        f"\"host replication {user} <this host's address>/32 scram-sha-256\" "
+                        "to pg_hba.conf and reload the server")
                 raise PgDumpFailed(returncode, self.conninfo.scrub(text), "pg_basebackup")
             return finish(temp, directory, stem, extension)
         except BaseException:

@@ -45,26 +45,28 @@ def chain_text(parent: Run | None, run_id: int) -> str:
     return ",".join(str(i) for i in (*(chain_ids(parent) if parent else ()), run_id))
 
 
-def usable(run: Run) -> str:
-    """Why ``run`` cannot be part of a chain to build on or restore; "" when it can."""
+def usable(run: Run, *, verified: bool = True) -> str:
+    """Why ``run`` cannot be part of a chain to build on or restore; "" when it can.
+    ``verified``: a failed verification counts too (restore and verify re-check the
+    files themselves instead)."""
     if run.status is not RunStatus.SUCCEEDED:
         return f"backup {run.id} is {run.status.value}"
     if run.file_state is FileState.DELETED:
         return f"backup {run.id} was deleted by retention"
     if run.file_state is not FileState.PRESENT:
         return f"backup {run.id} is missing from disk"
-    if run.verification is Verification.FAILED:
+    if verified and run.verification is Verification.FAILED:
         return f"backup {run.id} failed verification ({run.verification_reason})"
     return ""
 
 
-def broken_link(run: Run, by_id: Mapping[int, Run]) -> str:
+def broken_link(run: Run, by_id: Mapping[int, Run], *, verified: bool = True) -> str:
     """Why ``run``'s chain cannot be restored or built on; "" when it is intact."""
     for member in chain_ids(run):
         found = by_id.get(member)
         if found is None:
             return f"backup {member} of its chain is no longer recorded"
-        problem = usable(found)
+        problem = usable(found, verified=verified)
         if problem:
             return problem
     return ""
@@ -96,7 +98,7 @@ def choose_parent(runs: Sequence[Run], *, now: datetime,
 def restore_chain(run: Run, by_id: Mapping[int, Run]) -> list[Run]:
     """The runs to combine to restore ``run``, full backup first; ValueError naming the
     broken link."""
-    problem = broken_link(run, by_id)
+    problem = broken_link(run, by_id, verified=False)
     if problem:
         raise ValueError(problem)
     return [by_id[i] for i in chain_ids(run)]
@@ -111,7 +113,6 @@ def close_retention(present: Iterable[Run],
     the chains changed, why."""
     runs = [r for r in present if r.kind.physical]
     doomed_ids = set(doomed)
-    physical_ids = {r.id for r in runs}
     reasons: dict[int, str] = {}
     needed: dict[int, int] = {}  # id -> a kept backup that depends on it
     for r in runs:
@@ -123,12 +124,13 @@ def close_retention(present: Iterable[Run],
         if member in doomed_ids:
             doomed_ids.discard(member)
             reasons[member] = f"kept: backup {by} depends on it"
-    # An incremental whose chain lost a member (deleted now or earlier) goes too.
+    # An incremental goes with a backup it depends on. (One whose full backup vanished
+    # by other means is left to the age rules: a missing file may come back.)
     for r in sorted(runs, key=lambda r: r.id):
         if r.id in doomed_ids:
             continue
-        lost = [m for m in chain_ids(r)[:-1] if m in doomed_ids or m not in physical_ids]
-        if lost and r.id not in needed:
+        lost = [m for m in chain_ids(r)[:-1] if m in doomed_ids]
+        if lost:
             doomed_ids.add(r.id)
             reasons[r.id] = f"deleted with backup {lost[0]}, which it depends on"
     return doomed_ids, reasons

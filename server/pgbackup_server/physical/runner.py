@@ -8,8 +8,12 @@ run's failure there.
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -17,14 +21,19 @@ from typing import Any
 import structlog
 
 from ..backup import naming
+from ..backup.copies import Copier
+from ..backup.files import CHUNK
 from ..backup.jobs import Job
+from ..backup.pipeline import Extras, Fanout
 from ..backup.progress import ProgressTracker
-from ..domain.errors import FailedPrecondition, Unavailable
-from ..domain.models import BackupType, Run, RunKind
-from ..domain.ports import Clock, Listener, RunStore
+from ..domain.errors import BackupFailed, FailedPrecondition, Unavailable
+from ..domain.models import BackupType, Compression, DumpFormat, Run, RunKind, Stored
+from ..domain.ports import Clock, Listener, RunStore, Sink
 from ..domain.targets import Targets
 from ..postgres.binaries import PgBinary
-from ..settings import Settings
+from ..settings import DestinationConfig, Settings
+from ..settings.encryption import EncryptionConfig
+from ..storage.age import EncryptingSink
 from . import chain
 from .basebackup import MANIFEST, BaseBackupOutcome, BaseBackupProcess
 from .checks import check_server, read_server
@@ -34,10 +43,18 @@ log = structlog.get_logger("pgbackup")
 EXTENSIONS = {RunKind.PHYSICAL_FULL: ".full", RunKind.PHYSICAL_INCREMENTAL: ".incr"}
 
 
+# (run, "<backup dir name>/<file>") -> what else gets that file: the same hook as
+# RunExecutor.extra_outputs (destinations' upload sinks, an encryption stage), per
+# file of the physical backup (a physical backup is a directory of files).
+FileOutputs = Callable[[Run, str], Extras | None]
+
+
 @dataclass(frozen=True, slots=True)
 class PhysicalOutcome:
     outcome: BaseBackupOutcome
     changes: dict[str, Any]
+    running: Run
+    stored: tuple[Stored, ...] = ()
 
 
 def target_runs(store: RunStore, target: str) -> list[Run]:
@@ -74,6 +91,7 @@ class PhysicalRunner:
         self._lock = threading.Lock()
         self._active: dict[int, BaseBackupProcess] = {}
         self._cancelling = ""
+        self.file_outputs: FileOutputs | None = None
 
     def cancel_all(self, reason: str) -> None:
         with self._lock:
@@ -82,8 +100,11 @@ class PhysicalRunner:
         for proc in active:
             proc.stop(reason)
 
-    def produce(self, run: Run, job: Job, started: datetime) -> PhysicalOutcome:
-        """Back up the target's cluster for ``run``; raise a BackupError on failure."""
+    def produce(self, run: Run, job: Job, started: datetime, *, copier: Copier | None = None,
+                configs: tuple[DestinationConfig, ...] = (),
+                encryption: EncryptionConfig | None = None) -> PhysicalOutcome:
+        """Back up the target's cluster for ``run`` into ``job.directory``, then copy it
+        to the target's other destinations; raise a BackupError on failure."""
         conninfo = self.targets.conninfo(job.target.name)
         wal = job.target.wal
         incremental = run.kind is RunKind.PHYSICAL_INCREMENTAL
@@ -121,7 +142,10 @@ class PhysicalRunner:
             running = self.store.mark_running(
                 run.id, started_at=started, temp_path=str(temp), kind=kind,
                 parent_id=parent.id if parent else 0, type_reason=reason,
-                chain=chain.chain_text(parent, run.id), pg_dump_version=_version(
+                chain=chain.chain_text(parent, run.id),
+                # A folder of files (its kind says what they are), gzip from the server.
+                format=DumpFormat.DIRECTORY, compression=Compression.parse("gzip:1"),
+                pg_dump_version=_version(
                     pg_basebackup), server_version=server.version)
             self.events.on_run_started(running)
             if reason:
@@ -134,9 +158,74 @@ class PhysicalRunner:
         finally:
             with self._lock:
                 self._active.pop(run.id, None)
+        try:
+            stored = self._copies(running, outcome.path, self.file_outputs)
+            if copier is not None:
+                remote = [c for c in configs if not (c.is_local and os.path.realpath(c.path)
+                                                     == os.path.realpath(job.directory))]
+                for config in remote:
+                    self._to_destination(running, outcome, copier, config, encryption)
+        except BaseException:
+            shutil.rmtree(outcome.path, ignore_errors=True)  # a failed run keeps no backup
+            raise
         return PhysicalOutcome(outcome, {"start_lsn": outcome.start_lsn,
                                          "end_lsn": outcome.end_lsn,
-                                         "timeline": outcome.timeline})
+                                         "timeline": outcome.timeline}, running, stored)
+
+    def _to_destination(self, run: Run, outcome: BaseBackupOutcome, copier: Copier,
+                        config: DestinationConfig, encryption: EncryptionConfig | None) -> None:
+        """Every file of the backup to one destination, under ``<backup name>/``,
+        encrypted (``.age``) when configured; one copy recorded for the backup (its
+        location the folder, its size the sum, its SHA-256 over the stored files as
+        for a directory backup). A failed required copy fails the run."""
+        dest = copier.destination(config.name)
+        suffix = ".age" if encryption is not None else ""
+
+        def outputs(_run: Run, relative: str) -> Extras:
+            stages = ((lambda down: EncryptingSink(encryption.recipients, down),)
+                      if encryption is not None else ())
+            return Extras(sinks=(dest.upload(relative + suffix),), stages=stages)
+
+        copier.copies.add(run.id, config.name)
+        try:
+            stored = self._copies(run, outcome.path, outputs)
+        except Exception as exc:
+            copier.failed(run, config.name, f"{type(exc).__name__}: {exc}")
+            if config.required:
+                raise BackupFailed(f"the copy at destination {config.name!r} failed: "
+                                   f"{exc}") from None
+            return
+        lines = "".join(f"{s.sha256}  {s.location.rsplit('/', 1)[-1]}\n"
+                        for s in sorted(stored, key=lambda s: s.location))
+        fingerprints = encryption.fingerprints if encryption is not None else ()
+        copier.succeeded(replace(run, encryption=fingerprints), config.name, Stored(
+            outcome.path.name, sum(s.size for s in stored),
+            hashlib.sha256(lines.encode()).hexdigest()))
+
+    def _copies(self, run: Run, path: Path, file_outputs: FileOutputs | None
+                ) -> tuple[Stored, ...]:
+        """Each file of the published backup through the pipeline's extra sinks and
+        stages (backup/pipeline.py), e.g. to a destination, encrypted; their Stored,
+        in file order. Any failure aborts every copy and is raised."""
+        if file_outputs is None:
+            return ()
+        stored: list[Stored] = []
+        for name in sorted(os.listdir(path)):
+            extras = file_outputs(run, f"{path.name}/{name}")
+            if not extras:
+                continue
+            sink: Sink = Fanout(extras.sinks)
+            for stage in extras.stages:
+                sink = stage(sink)
+            try:
+                with open(path / name, "rb") as f:
+                    while chunk := f.read(CHUNK):
+                        sink.write(chunk)
+                stored.extend(sink.finish())
+            except BaseException as exc:
+                sink.abort(f"copy of {name} failed: {exc}")
+                raise
+        return tuple(stored)
 
 
 def _version(path: str) -> str:

@@ -25,8 +25,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
+from ..domain.durations import human_duration
 from ..domain.errors import InvalidArgument, NotFound
+from ..domain.models import Alert, AlertKind, Run
 from ..domain.ports import Clock
 from ..postgres.binaries import PgBinary
 from ..postgres.clients import StderrTail, client_env, death_signal_prefix, signal_group
@@ -204,17 +208,48 @@ class WalArchives:
         except FileNotFoundError:
             return []
 
+    # -- alerts and metrics -------------------------------------------------
+
+    def alerts(self, now: datetime) -> list[tuple[Alert, str]]:
+        """``wal_archiving`` alerts: a target whose archiving stopped, or whose archive
+        is behind the server by more than ``wal.maxLag``."""
+        out = []
+        for status in self.status():
+            max_lag = self.targets[status.target].wal.max_lag_seconds  # type: ignore[union-attr]
+            if not status.streaming and status.error:  # (no error yet: still starting)
+                why = f"WAL archiving of {status.target} stopped: {status.error}"
+            elif status.streaming and status.lag_seconds > max_lag:
+                why = (f"WAL archiving of {status.target} is {human_duration(status.lag_seconds)}"
+                       f" ({status.lag_bytes} bytes) behind the server, more than wal.maxLag "
+                       f"({human_duration(max_lag)})")
+            else:
+                continue
+            out.append((Alert(AlertKind.WAL_ARCHIVING, status.target, now, {
+                "target": status.target, "slot": status.slot, "error": status.error,
+                "lag_bytes": status.lag_bytes, "lag_seconds": round(status.lag_seconds)}),
+                why + f"; the slot {status.slot} keeps WAL on the server meanwhile (drop it "
+                "with pg_drop_replication_slot if the archive is abandoned)"))
+        return out
+
+    def collector(self) -> Collector:
+        """``backup_wal_lag_bytes{target}``, ``backup_wal_lag_seconds{target}``,
+        ``backup_wal_newest_restorable_timestamp_seconds{target}``,
+        ``backup_wal_streaming{target}``: read at scrape time."""
+        return _WalCollector(self)
+
     # -- retention ----------------------------------------------------------
 
-    def prune(self, name: str, kept: list[object]) -> list[str]:
-        """Delete archived segments older than what the kept backups need."""
-        from ..domain.models import Run
-
-        runs = [r for r in kept if isinstance(r, Run)]
-        doomed = chain.wal_to_delete([p.name for p in self.files(name)], runs)
-        for file in doomed:
-            (self.directory(name) / file).unlink(missing_ok=True)
-        return doomed
+    def prune_after_cleanup(self, kept: list[Run]) -> None:
+        """After retention: delete each archive's segments older than the start of the
+        oldest backup of its target still kept (nothing a kept backup needs)."""
+        for name in self.targets:
+            doomed = chain.wal_to_delete([p.name for p in self.files(name)],
+                                         [r for r in kept if r.target == name])
+            for file in doomed:
+                (self.directory(name) / file).unlink(missing_ok=True)
+            if doomed:
+                log.info("Archived WAL deleted by retention", target=name, files=len(doomed),
+                         oldest_kept=doomed[-1])
 
     # -- restore_command ----------------------------------------------------
 
@@ -233,6 +268,31 @@ class WalArchives:
             if candidate.is_file():
                 return _chunks(opener, candidate)
         raise NotFound(f"WAL file {name} is not in the archive of {target!r}")
+
+
+class _WalCollector(Collector):
+    def __init__(self, archives: WalArchives) -> None:
+        self.archives = archives
+
+    def collect(self) -> Iterator[Metric]:
+        families = {
+            "lag_bytes": GaugeMetricFamily("backup_wal_lag_bytes", "Bytes of WAL the "
+                                           "archive is behind the server.", labels=["target"]),
+            "lag_seconds": GaugeMetricFamily("backup_wal_lag_seconds", "Age of the newest "
+                                             "archived WAL while behind.", labels=["target"]),
+            "newest": GaugeMetricFamily("backup_wal_newest_restorable_timestamp_seconds",
+                                        "Newest point in time a restore can reach.",
+                                        labels=["target"]),
+            "streaming": GaugeMetricFamily("backup_wal_streaming", "1 while pg_receivewal "
+                                           "runs.", labels=["target"]),
+        }
+        for s in self.archives.status():
+            families["lag_bytes"].add_metric([s.target], s.lag_bytes)
+            families["lag_seconds"].add_metric([s.target], s.lag_seconds)
+            families["newest"].add_metric(
+                [s.target], s.newest_restorable.timestamp() if s.newest_restorable else 0)
+            families["streaming"].add_metric([s.target], 1 if s.streaming else 0)
+        yield from families.values()
 
 
 def _chunks(opener: object, path: Path) -> Iterator[bytes]:

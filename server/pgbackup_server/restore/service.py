@@ -216,7 +216,8 @@ class RestoreService:
         Overwriting ``postgres`` or the backup's own source database needs ``force``.
         A physical backup is rebuilt into ``target_directory`` instead, rolled forward
         to ``target_time`` or ``target_lsn`` when given."""
-        if target_directory or target_time is not None or target_lsn:
+        if target_directory or target_time is not None or target_lsn or (
+                run_id > 0 and self.store.get(run_id).kind.physical):
             return self._restore_physical(run_id, target_directory, target_time, target_lsn,
                                           requested_by, background)
         if target_database:
@@ -226,9 +227,6 @@ class RestoreService:
         check_jobs(jobs)
         run = self._backup(run_id, "restored")
         refuse_globals(run, "restored")
-        if run.kind.physical:
-            return self._restore_physical(run_id, target_directory, target_time, target_lsn,
-                                          requested_by, background)
         if run.format == "plain" and jobs > 1:
             raise InvalidArgument(f"jobs: backup {run.id} is plain SQL, which psql restores "
                                   "in one session; parallel jobs need a custom or "
@@ -365,6 +363,7 @@ class RestoreService:
     def contents(self, run_id: int, *, identity: str = "") -> BackupContents:
         """Schemas, tables and other objects in a backup, with each table's data size."""
         run = self._backup(run_id, "listed")
+        self.physical.refuse_contents(run)
         self.source.identities(run, identity)
         self._require_file(run)
         try:

@@ -1,0 +1,204 @@
+#!/usr/bin/env python3
+"""Benchmark physical backups (issue 13) as ratios measured in one run.
+
+It starts an embedded PostgreSQL 18 with WAL summaries on and a pgbench database,
+runs backupd in-process with one physical target (and one logical target on the
+same database), and measures, interleaved where it compares:
+
+- a full physical backup through the service versus bare ``pg_basebackup`` with
+  the same options (target: <= 1.05 of the time);
+- an incremental after 2% of the rows changed versus a full backup (target: <= 15%
+  of the time and <= 10% of the size);
+- the restore of a full backup plus 3 incrementals versus the restore of the full
+  backup alone (target: <= 1.3x);
+- a full physical backup versus a logical one (``compressBackup``) of the same
+  database: the speed ratio, reported (the README says where each wins).
+
+The folding of these cases into ``scripts/bench.py`` is left to its owner. Prints
+a table and JSON (``--json FILE``) with the machine's load.
+
+    .venv/bin/python scripts/bench_physical.py --scale 20 --runs 3
+    .venv/bin/python scripts/bench_physical.py --scale 70 --runs 3   # a >= 1 GB database
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+TARGET_OVERHEAD = 1.05
+TARGET_INCR_TIME = 0.15
+TARGET_INCR_SIZE = 0.10
+TARGET_RESTORE_CHAIN = 1.3
+
+
+def say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def tree_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def load() -> float:
+    return os.getloadavg()[0]
+
+
+def bench(scale: int, runs: int, workdir: Path) -> dict[str, Any]:
+    from pgbackup_server.app import App
+    from pgbackup_server.observability import logs
+    from pgbackup_server.physical.basebackup import COMPRESS
+    from pgbackup_server.postgres.embedded import EmbeddedPostgres
+    from pgbackup_server.settings import build_settings
+
+    logs.configure("warning", "console")  # to stderr; stdout is for the results
+    pg = EmbeddedPostgres(workdir / "pg", password="bench-Pa55:word").start()
+    try:
+        pg.psql("ALTER SYSTEM SET summarize_wal = on")
+        pg.psql("SELECT pg_reload_conf()")
+        pg.create_database("bench")
+        say(f"pgbench -i -s {scale}")
+        pg.pgbench_init("bench", scale)
+        db_bytes = int(pg.psql("SELECT sum(pg_database_size(oid)) FROM pg_database"))
+        cfg = {
+            "databases": [
+                {"name": "cluster", "url": pg.url("postgres"), "kind": "physical"},
+                {"name": "bench", "url": pg.url("bench")}],
+            "backup": {"directory": str(workdir / "backups"), "cleanupOld": False,
+                       "compressBackup": True},
+            "server": {"grpcAddress": "127.0.0.1:0", "envoy": False,
+                       "dataDirectory": str(workdir / "data")},
+            "metrics": {"enabled": False},
+            "log": {"level": "warning"},
+        }
+        app = App(build_settings(cfg, base=workdir, env={}))
+        app.start()
+        from pgbackup_client import BackupClient
+
+        client = BackupClient(f"127.0.0.1:{app.grpc_port}", timeout=None)
+        pg_basebackup = str(pg.bin / "pg_basebackup")
+        try:
+            return _measure(pg, client, pg_basebackup, COMPRESS, runs, workdir, db_bytes)
+        finally:
+            client.close()
+            app.stop()
+    finally:
+        pg.destroy()
+
+
+def _measure(pg: Any, client: Any, pg_basebackup: str, compress: str, runs: int,
+             workdir: Path, db_bytes: int) -> dict[str, Any]:
+    bare_t, service_t, full_sizes, logical_t = [], [], [], []
+    for i in range(runs):  # interleaved: bare, service, logical
+        out = workdir / f"bare{i}"
+        t = time.monotonic()
+        subprocess.run([pg_basebackup, f"--pgdata={out}", "--format=tar",
+                        f"--compress={compress}", "--wal-method=stream", "--checkpoint=fast",
+                        "--no-password", f"--dbname={pg.admin_conninfo()}"], check=True)
+        subprocess.run(["gzip", "-1", str(out / "pg_wal.tar")], check=True)  # as the service
+        subprocess.run(["sync", "-f", str(out)], check=True)
+        bare_t.append(time.monotonic() - t)
+        shutil.rmtree(out)
+        t = time.monotonic()
+        full = client.create_backup(database="cluster").backup
+        service_t.append(time.monotonic() - t)
+        full_sizes.append(full.size_bytes)
+        t = time.monotonic()
+        logical = client.create_backup(database="bench").backup
+        logical_t.append(time.monotonic() - t)
+        say(f"run {i}: bare {bare_t[-1]:.2f}s service {service_t[-1]:.2f}s "
+            f"logical {logical_t[-1]:.2f}s ({logical.size_bytes >> 20} MB) load {load():.1f}")
+    # Incrementals: 2% of the accounts (a contiguous range, as new and recent rows
+    # are) change before each. Spread evenly (aid % 50), 2% of the rows touch every
+    # page, and an incremental is then as large as a full backup.
+    accounts = int(pg.psql("SELECT count(*) FROM pgbench_accounts", "bench"))
+    incr_t, incr_sizes, chain_ids = [], [], [full.id]
+    step = accounts // 50
+    for i in range(3):
+        pg.psql(f"UPDATE pgbench_accounts SET abalance = abalance + 1 "
+                f"WHERE aid > {i * step} AND aid <= {(i + 1) * step}", "bench")
+        t = time.monotonic()
+        incr = client.create_backup(database="cluster", type="incremental").backup
+        incr_t.append(time.monotonic() - t)
+        incr_sizes.append(incr.size_bytes)
+        chain_ids.append(incr.id)
+        assert incr.kind == "PHYSICAL_INCREMENTAL", incr.type_reason
+        say(f"incremental {i}: {incr_t[-1]:.2f}s {incr.size_bytes >> 20} MB")
+    restore_full, restore_chain = [], []
+    for i in range(runs):
+        for which, into in ((full.id, restore_full), (chain_ids[-1], restore_chain)):
+            out = workdir / f"restore-{which}-{i}"
+            t = time.monotonic()
+            client.restore_backup(which, target_directory=str(out))
+            into.append(time.monotonic() - t)
+            shutil.rmtree(out)
+        say(f"restore {i}: full {restore_full[-1]:.2f}s, full+3 {restore_chain[-1]:.2f}s")
+    med = statistics.median
+    overhead = med(service_t) / med(bare_t)
+    incr_time = med(incr_t) / med(service_t)
+    incr_size = med(incr_sizes) / med(full_sizes)
+    restore_ratio = med(restore_chain) / med(restore_full)
+    return {
+        "database_bytes": db_bytes, "accounts": accounts, "runs": runs,
+        "load_average_end": load(), "cpus": os.cpu_count(),
+        "full": {"bare_s": bare_t, "service_s": service_t, "bytes": full_sizes},
+        "logical_compressed_s": logical_t,
+        "incremental": {"s": incr_t, "bytes": incr_sizes},
+        "restore": {"full_s": restore_full, "full_plus_3_s": restore_chain},
+        "targets": [
+            {"name": "full physical vs bare pg_basebackup", "goal": f"<= {TARGET_OVERHEAD}",
+             "measured": round(overhead, 3), "ok": overhead <= TARGET_OVERHEAD},
+            {"name": "incremental after 2% changed, time vs full",
+             "goal": f"<= {TARGET_INCR_TIME}", "measured": round(incr_time, 3),
+             "ok": incr_time <= TARGET_INCR_TIME},
+            {"name": "incremental after 2% changed, size vs full",
+             "goal": f"<= {TARGET_INCR_SIZE}", "measured": round(incr_size, 3),
+             "ok": incr_size <= TARGET_INCR_SIZE},
+            {"name": "restore full+3 incrementals vs full alone",
+             "goal": f"<= {TARGET_RESTORE_CHAIN}", "measured": round(restore_ratio, 3),
+             "ok": restore_ratio <= TARGET_RESTORE_CHAIN},
+            {"name": "physical full vs logical compressBackup, time", "goal": "reported",
+             "measured": round(med(service_t) / med(logical_t), 3), "ok": None},
+        ],
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=int, default=20, help="pgbench scale (70: ~1 GB)")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--work-dir", type=Path, default=None)
+    args = parser.parse_args()
+    workdir = args.work_dir or Path(tempfile.mkdtemp(prefix="pgbackup-bench-phys-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        result = bench(args.scale, args.runs, workdir)
+    finally:
+        if args.work_dir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    for t in result["targets"]:
+        verdict = {True: "PASS", False: "FAIL", None: "info"}[t["ok"]]
+        print(f"{t['name']:<48} {t['measured']:>8}  {t['goal']:<8} {verdict}")
+    text = json.dumps(result, indent=2)
+    if args.json:
+        args.json.write_text(text)
+    else:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
