@@ -20,7 +20,11 @@ same flags, interleaved A/B then B/A after a warm-up, over the unix socket and T
   S3 (moto in a child process on loopback) vs the same to a local file; peak RSS growth
   during a plain backup to S3; the age stage's MB/s while another backup runs.
 
-``--cases dumps,verify,offsite`` picks the groups (default: all).
+- physical (issue 13, ``scripts/bench_physical.py``, its own PostgreSQL with WAL
+  summaries, ``--physical-scale``): full vs bare ``pg_basebackup``, an incremental vs a
+  full, restoring a chain vs the full alone, physical vs logical.
+
+``--cases dumps,verify,offsite,physical`` picks the groups (default: all).
 
 Prints a table, then JSON (``--json FILE``), with the machine, the load average and
 PASS/FAIL per target. ``--quick`` is a small run (about a minute) proving it works.
@@ -68,7 +72,7 @@ TARGETS = {  # name: (goal text, check)
     "RSS growth to S3 MB": ("<= 64 (>= 1 GB backup)", lambda r: r <= 64),
     "encryption MB/s beside a backup": (">= 300", lambda r: r >= 300),
 }
-CASES = ("dumps", "verify", "offsite")  # --cases; "all" is every one
+CASES = ("dumps", "verify", "offsite", "physical")  # --cases; "all" is every one
 
 
 def say(message: str) -> None:
@@ -376,12 +380,16 @@ def targets(report: dict[str, Any], big: bool) -> list[dict[str, Any]]:
             applies=rss["backup_mb"] >= 1024)
         add("encryption MB/s beside a backup", "age cmd",
             off["encryption"]["mb_per_s"]["stage (age command), next to a backup"])
+    for t in report.get("physical", {}).get("targets", ()):  # bench_physical's own checks
+        out.append({"target": t["name"], "where": "physical", "goal": t["goal"],
+                    "measured": t["measured"],
+                    "result": {True: "PASS", False: "FAIL", None: "n/a"}[t["ok"]]})
     return out
 
 
 def render(report: dict[str, Any]) -> str:
     lines = [f"backupd benchmark {report['when']}  load1 {report['load_before']:.2f} -> "
-             f"{report['load_after']:.2f}  db {report['data']['database_mb']} MB",
+             f"{report['load_after']:.2f}  db {report['data'].get('database_mb', '-')} MB",
              f"{'case':<34}{'service s':>10}{'bare s':>9}{'limit s':>9}{'/bare':>8}"
              f"{'/limit':>8}{'MB':>9}"]
     for transport, cases in report.get("dumps", {}).items():
@@ -399,7 +407,7 @@ def render(report: dict[str, Any]) -> str:
             lines.append(f"  {name:<62}{mbps:>8.1f} MB/s")
     lines.append("")
     for t in report["targets"]:
-        lines.append(f"{t['result']:<5} {t['target']:<34} {t['where']:<11} "
+        lines.append(f"{t['result']:<5} {t['target']:<46} {t['where']:<11} "
                      f"{t['measured']!s:>8}  goal {t['goal']}")
     return "\n".join(lines)
 
@@ -440,6 +448,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--work-dir", help="keep PostgreSQL and the data here between runs")
     ap.add_argument("--json", help="write the JSON report to this file")
     ap.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
+    ap.add_argument("--physical-scale", type=int, default=20,
+                    help="pgbench scale of the physical cases' own database (70: ~1 GB)")
     ap.add_argument("--cases", default="all",
                     help=f"comma-separated, of {', '.join(CASES)} (default all)")
     args = ap.parse_args(argv)
@@ -449,53 +459,68 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.quick:
         global WARM_UP
         args.scale, args.text_rows, args.runs, WARM_UP = 5, 100_000, 1, False
+        args.physical_scale = 5
     return args
+
+
+def shared_cases(args: argparse.Namespace, root: Path, report: dict[str, Any]) -> None:
+    """The cases on one PostgreSQL with the pgbench + text/jsonb data: dumps, verify,
+    offsite."""
+    from pgbackup_server.postgres.binaries import discover
+    from pgbackup_server.postgres.embedded import EmbeddedPostgres
+
+    pg = EmbeddedPostgres(root / "pg", password=PASSWORD).start()
+    try:
+        report["data"] = prepare(pg, args.scale, args.text_rows)
+        binaries = [b for b in discover(None) if b.major >= 18]
+        for transport in args.transports.split(",") if "dumps" in args.cases else ():
+            if transport == "unix":
+                url = f"postgresql://postgres@/{DB}?host={pg.socket_dir}&port={pg.port}"
+                env = {**os.environ, "DSN": pg.admin_conninfo(DB)}
+            else:
+                url = pg.url(DB)
+                env = {**os.environ, "PGPASSWORD": PASSWORD,
+                       "DSN": f"host=127.0.0.1 port={pg.port} user=postgres dbname={DB}"}
+            report["dumps"][transport] = dump_cases(
+                pg, root / "work", transport, url, env, binaries, args.runs, True)
+        unix = f"postgresql://postgres@/{DB}?host={pg.socket_dir}&port={pg.port}"
+        if "dumps" in args.cases:
+            say("RSS growth")
+            report["rss"] = rss_growth(root / "work", unix, binaries)
+        if "verify" in args.cases:
+            report["verify"] = verify_and_restore(pg, root / "work", unix, binaries, args.runs)
+        if "offsite" in args.cases:
+            from bench_offsite import offsite_cases
+            report["offsite"] = offsite_cases(root / "work" / "offsite", unix, binaries,
+                                              args.runs, args.quick, Service, interleaved,
+                                              vm_kb, say)
+    finally:
+        pg.stop("immediate") if args.work_dir else pg.destroy()
+        shutil.rmtree(root / "work", ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from pgbackup_server.observability import logs
-    from pgbackup_server.postgres.binaries import discover
-    from pgbackup_server.postgres.embedded import EmbeddedPostgres
 
     logs.configure("warning", "console")
-
+    report: dict[str, Any] = {"when": datetime.now(UTC).isoformat(timespec="seconds"),
+                              "machine": machine(), "data": {}, "load_before": load1(),
+                              "runs": args.runs, "dumps": {}}
     with work_directory(args.work_dir) as root:
-        pg = EmbeddedPostgres(root / "pg", password=PASSWORD).start()
-        try:
-            data = prepare(pg, args.scale, args.text_rows)
-            binaries = [b for b in discover(None) if b.major >= 18]
-            report: dict[str, Any] = {"when": datetime.now(UTC).isoformat(timespec="seconds"),
-                                      "machine": machine(), "data": data,
-                                      "load_before": load1(), "runs": args.runs, "dumps": {}}
-            big = data["database_mb"] >= 2048
-            for transport in args.transports.split(",") if "dumps" in args.cases else ():
-                if transport == "unix":
-                    url = f"postgresql://postgres@/{DB}?host={pg.socket_dir}&port={pg.port}"
-                    env = {**os.environ, "DSN": pg.admin_conninfo(DB)}
-                else:
-                    url = pg.url(DB)
-                    env = {**os.environ, "PGPASSWORD": PASSWORD,
-                           "DSN": f"host=127.0.0.1 port={pg.port} user=postgres dbname={DB}"}
-                report["dumps"][transport] = dump_cases(
-                    pg, root / "work", transport, url, env, binaries, args.runs, True)
-            unix = f"postgresql://postgres@/{DB}?host={pg.socket_dir}&port={pg.port}"
-            if "dumps" in args.cases:
-                say("RSS growth")
-                report["rss"] = rss_growth(root / "work", unix, binaries)
-            if "verify" in args.cases:
-                report["verify"] = verify_and_restore(pg, root / "work", unix, binaries,
-                                                      args.runs)
-            if "offsite" in args.cases:
-                from bench_offsite import offsite_cases
-                report["offsite"] = offsite_cases(root / "work" / "offsite", unix, binaries,
-                                                  args.runs, args.quick, Service, interleaved,
-                                                  vm_kb, say)
-            report["load_after"] = load1()
-            report["targets"] = targets(report, big)
-        finally:
-            pg.stop("immediate") if args.work_dir else pg.destroy()
-            shutil.rmtree(root / "work", ignore_errors=True)
+        if args.cases & {"dumps", "verify", "offsite"}:
+            shared_cases(args, root, report)
+        if "physical" in args.cases:  # its own PostgreSQL, WAL summaries on
+            from bench_physical import bench as physical
+            say(f"physical (issue 13), pgbench scale {args.physical_scale}")
+            work = root / "physical"
+            work.mkdir(parents=True, exist_ok=True)
+            try:
+                report["physical"] = physical(args.physical_scale, args.runs, work)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+    report["load_after"] = load1()
+    report["targets"] = targets(report, report["data"].get("database_mb", 0) >= 2048)
     print(render(report))
     text = json.dumps(report, indent=2)
     if args.json:
