@@ -75,6 +75,14 @@ class Replica:
                         raise RuntimeError(f"{self.name} did not start:\n{self.log()}") from None
                     time.sleep(0.1)
 
+    def metrics(self) -> str:
+        """This replica's /metrics text."""
+        import urllib.request
+
+        address = self.cfg["metrics"]["address"]
+        with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as response:
+            return response.read().decode()
+
     def client(self) -> BackupClient:
         return BackupClient(self.grpc_address, timeout=30)
 
@@ -140,7 +148,7 @@ def cluster(pg: EmbeddedPostgres, tmp_path: Path) -> Iterator[Callable[..., list
                               server={"grpcAddress": f"127.0.0.1:{free_port()}",
                                       "envoy": False, "dataDirectory": str(root / "data"),
                                       "shutdownGrace": "3s"},
-                              metrics={"address": "127.0.0.1:0"})
+                              metrics={"address": f"127.0.0.1:{free_port()}"})
             cfg["database"] = {"url": pg.url(database)}
             cfg["store"] = {"url": store}
             cfg["log"] = {"level": "info"}

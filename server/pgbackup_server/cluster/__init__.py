@@ -5,7 +5,8 @@
   within ``backup.maxConcurrent`` per replica and ``cluster.maxPerServer`` per
   database server across the cluster;
 - :mod:`.leases`: heartbeats, fencing, and taking over a dead replica's runs;
-- :mod:`.nodes`: the replicas, for ``GetCluster`` and metrics.
+- :mod:`.nodes`: the replicas, for ``GetCluster`` and metrics;
+- :mod:`.monitor`: one replica at a time reports silent replicas (an alert).
 
 Like ``persistence``, this package is an edge (it speaks SQL); the domain sees it
 only through the queue and scheduler faces it is given by ``app.py``.
@@ -30,6 +31,7 @@ from ..domain.targets import Targets
 from ..persistence.schema import run_queue
 from ..settings import Settings
 from .leases import Leases
+from .monitor import Monitor
 from .nodes import NodeInfo, NodeRegistry
 from .queue import ClusterQueue, Execute
 from .scheduler import ClusterScheduler, FireClaims
@@ -69,6 +71,7 @@ class Cluster:
         self.claims = FireClaims(engine, self.node)
         self.queue: ClusterQueue | None = None
         self.leases: Leases | None = None
+        self.monitor = Monitor(engine, self.registry, events)
 
     def join(self) -> None:
         self.registry.register()
@@ -116,7 +119,7 @@ class Cluster:
         assert self.queue is not None, "make_queue() first"
         self.leases = Leases(self.engine, self.registry, self.store, self.events,
                              clock=self.clock, executing=self.queue.executing,
-                             stop_run=stop_run, wake=self.queue.wake)
+                             stop_run=stop_run, wake=self.queue.wake, after=self.monitor.tick)
         self.queue.start()
         self.leases.take_over()
         self.leases.start()
@@ -125,6 +128,7 @@ class Cluster:
         """After the queue's shutdown: stop heartbeating and leave the cluster."""
         if self.leases is not None:
             self.leases.stop()
+        self.monitor.close()
         try:
             self.registry.leave()
         except Exception:  # the store is gone: the row goes silent, then is forgotten

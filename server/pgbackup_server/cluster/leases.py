@@ -44,7 +44,8 @@ class Leases:
 
     def __init__(self, engine: Engine, registry: NodeRegistry, store: RunStore,
                  events: Listener, *, clock: Clock, executing: Callable[[], set[int]],
-                 stop_run: Callable[[int, str], None], wake: Callable[[], None]) -> None:
+                 stop_run: Callable[[int, str], None], wake: Callable[[], None],
+                 after: Callable[[], None] = lambda: None) -> None:
         self.engine = engine
         self.registry = registry
         self.store = store
@@ -53,6 +54,7 @@ class Leases:
         self.executing = executing
         self.stop_run = stop_run
         self.wake = wake
+        self.after = after  # the monitor's turn, after each good heartbeat
         self.lease = registry.lease_seconds
         self.interval = self.lease / 3
         self._stop = threading.Event()
@@ -100,6 +102,10 @@ class Leases:
                 self.wake()
         except Exception:
             log.warning("Could not take over expired leases", exc_info=True)
+        try:
+            self.after()
+        except Exception:
+            log.warning("Cluster monitor check failed", exc_info=True)
 
     def _fence(self, run_ids: set[int], why: str) -> None:
         for run_id in sorted(run_ids):

@@ -136,6 +136,7 @@ class AlertKind(enum.StrEnum):
     STALE = "stale"
     MISSED_SCHEDULE = "missed_schedule"
     VERIFICATION_FAILED = "verification_failed"
+    REPLICA_SILENT = "replica_silent"  # a cluster replica stopped heartbeating
 
 
 class VerifyMode(enum.StrEnum):

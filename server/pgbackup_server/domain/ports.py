@@ -119,6 +119,12 @@ class Listener:
     def on_missed_fire(self, schedule: str, fire_time: datetime) -> None:
         """A schedule's fire did not happen because the service was down."""
 
+    def on_replica_silent(self, node: str, since: datetime) -> None:
+        """A cluster replica's last heartbeat (at ``since``) is older than its lease."""
+
+    def on_replica_back(self, node: str) -> None:
+        """A cluster replica heartbeats again, or left cleanly (a no-op if never silent)."""
+
 
 class Sink(Protocol):
     """Where a backup's bytes go, pushed in order (``backup.pipeline``).

@@ -29,7 +29,9 @@ log = structlog.get_logger("pgbackup")
 # A notification event -> the channel ``events`` entries that receive it. The
 # config has no entry for missed fires: a fire that did not happen is a backup
 # that is missing (stale) and a run that did not succeed (failure).
-SUBSCRIPTIONS: dict[str, tuple[str, ...]] = {"missed_schedule": ("stale", "failure")}
+SUBSCRIPTIONS: dict[str, tuple[str, ...]] = {"missed_schedule": ("stale", "failure"),
+                                             # a silent replica's schedules may not run
+                                             "replica_silent": ("stale", "failure")}
 BACKOFF_FIRST_SECONDS = 1.0
 BACKOFF_MAX_SECONDS = 60.0
 STOP_GRACE_SECONDS = 5.0

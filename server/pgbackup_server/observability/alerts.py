@@ -10,6 +10,8 @@
   down; resolved by the next successful run of that schedule.
 - ``verification_failed``: a backup failed verification; resolved when a newer
   backup of the database verifies.
+- ``replica_silent``: a cluster replica stopped renewing its lease (reported by one
+  replica, the cluster's monitor); resolved when it heartbeats again or leaves.
 
 Each alert is sent once when it starts firing and once when it resolves. The
 firing set is kept in the store (``alerts_firing``), so that a restart neither
@@ -41,6 +43,7 @@ log = structlog.get_logger("pgbackup")
 STALE = AlertKind.STALE
 MISSED_SCHEDULE = AlertKind.MISSED_SCHEDULE
 VERIFICATION_FAILED = AlertKind.VERIFICATION_FAILED
+REPLICA_SILENT = AlertKind.REPLICA_SILENT
 # Successful runs examined for a usable backup; retention deletes the oldest,
 # so a usable one, if any, is among the newest.
 _SCAN = 50
@@ -249,6 +252,18 @@ class AlertManager(Listener):
                 "missed_fire_time": rfc3339(fire_time)}),
                 self.clock(), f"Scheduled backup {schedule} of {db} did not run at "
                 f"{rfc3339(fire_time)}: the service was down")
+
+    def on_replica_silent(self, node: str, since: datetime) -> None:
+        with self._lock:
+            self._fire(Alert(REPLICA_SILENT, node, since, {
+                "node": node, "last_heartbeat": rfc3339(since)}), self.clock(),
+                f"Cluster replica {node} has not renewed its lease since {rfc3339(since)}; "
+                "its runs are taken over by the other replicas")
+
+    def on_replica_back(self, node: str) -> None:
+        with self._lock:
+            self._resolve(f"{REPLICA_SILENT}/{node}", self.clock(),
+                          f"Cluster replica {node} heartbeats again, or left cleanly")
 
     def on_verification(self, run: Run, ok: bool, reason: str) -> None:
         subject = subject_of(run.target, run.database)

@@ -52,3 +52,9 @@ class EventHub(Listener):
 
     def on_missed_fire(self, schedule: str, fire_time: datetime) -> None:
         self._emit("on_missed_fire", schedule, fire_time)
+
+    def on_replica_silent(self, node: str, since: datetime) -> None:
+        self._emit("on_replica_silent", node, since)
+
+    def on_replica_back(self, node: str) -> None:
+        self._emit("on_replica_back", node)
