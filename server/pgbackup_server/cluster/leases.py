@@ -32,6 +32,7 @@ from .queue import enqueue
 
 log = structlog.get_logger("pgbackup")
 MAX_ATTEMPTS = 3
+REAP_SECONDS = 0.5
 
 
 def interrupted(node: str, lease: float) -> str:
@@ -67,6 +68,21 @@ class Leases:
         self._last_ok = time.monotonic()
         self._thread = threading.Thread(target=self._loop, name="cluster-leases", daemon=True)
         self._thread.start()
+        # Apart from the heartbeat, which may hang on an unreachable store: whatever
+        # the network does, runs stop before their lease can be taken over.
+        threading.Thread(target=self._watchdog, name="cluster-fence", daemon=True).start()
+
+    def _watchdog(self) -> None:
+        fenced: set[int] = set()
+        while not self._stop.wait(REAP_SECONDS):
+            if time.monotonic() - self._last_ok <= self.lease * 2 / 3:
+                fenced.clear()
+                continue
+            doomed = self.executing() - fenced
+            if doomed:
+                fenced |= doomed
+                self._fence(doomed, "the lease could not be renewed for two thirds of "
+                                    "cluster.leaseTimeout")
 
     def stop(self) -> None:
         self._stop.set()
@@ -74,11 +90,24 @@ class Leases:
             self._thread.join(timeout=10)
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.tick()
+        # Expired leases are looked for twice a second, not only at each heartbeat:
+        # a dead replica's runs are taken over within half a second of expiring.
+        next_beat = time.monotonic() + self.interval
+        while not self._stop.wait(min(REAP_SECONDS, self.interval)):
+            if time.monotonic() >= next_beat:
+                next_beat = time.monotonic() + self.interval
+                if self.beat():
+                    self._after()
+            self.reap()
 
     def tick(self) -> None:
-        """One heartbeat: renew, fence, take over expired leases."""
+        """One heartbeat and one look for expired leases."""
+        if self.beat():
+            self._after()
+        self.reap()
+
+    def beat(self) -> bool:
+        """Renew; fence what this replica no longer holds. False: the store is away."""
         mine = self.executing()
         try:
             held = self.registry.heartbeat(len(mine))
@@ -87,21 +116,23 @@ class Leases:
             silent = time.monotonic() - self._last_ok
             log.warning("Cluster heartbeat failed", error=str(exc).splitlines()[0][:200],
                         silent_seconds=round(silent, 1))
-            if silent > self.lease * 2 / 3:
-                self._fence(mine, "the store could not be reached for two thirds of "
-                                  "cluster.leaseTimeout")
-            return
+            return False  # the watchdog fences, after two thirds of the lease
         self._last_ok = time.monotonic()
         self.beats += 1
         still = self.executing()
         lost = {r for r in mine if r not in held and r in still}
         if lost:
             self._fence(lost, "another replica took the run over")
+        return True
+
+    def reap(self) -> None:
         try:
             if self.take_over():
                 self.wake()
-        except Exception:
-            log.warning("Could not take over expired leases", exc_info=True)
+        except Exception as exc:  # the store is away: the heartbeat reports it
+            log.debug("Could not look for expired leases", error=str(exc)[:200])
+
+    def _after(self) -> None:
         try:
             self.after()
         except Exception:
