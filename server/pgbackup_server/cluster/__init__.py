@@ -71,12 +71,16 @@ class Cluster:
         self.claims = FireClaims(engine, self.node)
         self.queue: ClusterQueue | None = None
         self.leases: Leases | None = None
-        self.monitor = Monitor(engine, self.registry, events)
+        self.monitor = Monitor(engine, self.registry, events, store, clock)
 
     def join(self) -> None:
         self.registry.register()
         log.info("Joined the cluster", node=self.node,
                  lease_timeout_seconds=self.registry.lease_seconds)
+
+    def alone(self) -> bool:
+        """No other replica heartbeats within its lease."""
+        return self.registry.alive_others() == 0
 
     def make_queue(self, targets: Targets, execute: Execute) -> ClusterQueue:
         """The backup service's queue (given to it at construction)."""
