@@ -62,7 +62,7 @@ class Replica:
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         return self
 
-    def ready(self, timeout: float = 40) -> Replica:
+    def ready(self, timeout: float = 120) -> Replica:
         assert self.proc is not None
         deadline = time.monotonic() + timeout
         with BackupClient(self.grpc_address, timeout=2) as client:
@@ -99,8 +99,15 @@ class Replica:
         self.proc.wait(30)
 
     def stop(self) -> None:
-        if self.alive:
-            self.kill(signal.SIGTERM)
+        if not self.alive:
+            return
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:  # a stop that hangs dumps stacks; don't leak it
+            self.proc.kill()
+            self.proc.wait(30)
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 30, every: float = 0.1) -> Any:

@@ -29,7 +29,7 @@ def test_store_restart_mid_run_loses_and_doubles_nothing(tiny, cluster, store_pg
     store_pg.create_database("store")
     url = store_pg.url("store").replace("postgresql://", "postgresql+psycopg://")
     store = store_pg.admin_conninfo("store")
-    trio = cluster(3, store=url, speed=60, lease="10s", schedules=EVERY_MINUTE,
+    trio = cluster(3, store=url, speed=60, lease="20s", schedules=EVERY_MINUTE,
                    backup={"maxConcurrent": 2}, max_per_server=4)
 
     def fires() -> int:

@@ -123,7 +123,8 @@ class Cluster:
         assert self.queue is not None, "make_queue() first"
         self.leases = Leases(self.engine, self.registry, self.store, self.events,
                              clock=self.clock, executing=self.queue.executing,
-                             stop_run=stop_run, wake=self.queue.wake, after=self.monitor.tick)
+                             stop_run=stop_run, wake=self.queue.wake, fenced=self.queue.fenced,
+                             after=self.monitor.tick)
         self.queue.start()
         self.leases.take_over()
         self.leases.start()

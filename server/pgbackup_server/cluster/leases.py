@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -24,14 +23,12 @@ from sqlalchemy import Connection, Engine, delete, select
 
 from ..backup import files
 from ..backup.naming import TEMP_NAME
-from ..domain.models import RunStatus, Trigger
 from ..domain.ports import Clock, Listener, RunStore
 from ..persistence.schema import run_queue
 from .nodes import NodeRegistry, store_now
-from .queue import enqueue
+from .queue import MAX_ATTEMPTS, requeue
 
 log = structlog.get_logger("pgbackup")
-MAX_ATTEMPTS = 3
 REAP_SECONDS = 0.5
 
 
@@ -46,6 +43,7 @@ class Leases:
     def __init__(self, engine: Engine, registry: NodeRegistry, store: RunStore,
                  events: Listener, *, clock: Clock, executing: Callable[[], set[int]],
                  stop_run: Callable[[int, str], None], wake: Callable[[], None],
+                 fenced: Callable[[int], None] = lambda _run_id: None,
                  after: Callable[[], None] = lambda: None) -> None:
         self.engine = engine
         self.registry = registry
@@ -55,6 +53,7 @@ class Leases:
         self.executing = executing
         self.stop_run = stop_run
         self.wake = wake
+        self.fenced = fenced
         self.after = after  # the monitor's turn, after each good heartbeat
         self.lease = registry.lease_seconds
         self.interval = self.lease / 3
@@ -142,6 +141,7 @@ class Leases:
         for run_id in sorted(run_ids):
             log.error("Stopping a run this replica no longer holds a lease on", run_id=run_id,
                       reason=why)
+            self.fenced(run_id)
             self.stop_run(run_id, f"interrupted: {why}")
 
     def take_over(self) -> int:
@@ -170,17 +170,4 @@ class Leases:
                 log.info("Removed temporary file of an interrupted run", run_id=run.id,
                          file_path=run.temp_path)
             self.events.on_run_finished(failed)
-        if run.trigger is not Trigger.SCHEDULE or run.status is RunStatus.SUCCEEDED:
-            return
-        attempt = int(row.attempt)
-        if attempt >= MAX_ATTEMPTS:
-            log.error("Scheduled run interrupted too often; not queued again", run_id=run.id,
-                      attempts=attempt)
-            return
-        again = self.store.create_run(database=run.database, trigger=run.trigger,
-                                      backup_dir=run.backup_dir, queued_at=self.clock(),
-                                      schedule=run.schedule, target=run.target, kind=run.kind)
-        enqueue(conn, again.id, str(row.server), str(row.job), self.clock(), attempt + 1)
-        log.info("Interrupted scheduled run queued again", run_id=again.id,
-                 interrupted_run=run.id, attempt=attempt + 1,
-                 job=json.loads(str(row.job)).get("database", ""))
+        requeue(conn, self.store, self.clock, self.store.get(run.id), row, MAX_ATTEMPTS)
