@@ -214,9 +214,14 @@ def bench_schedules(root: Path, pg: Any, n: int, minutes: int) -> tuple[dict, li
         first = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(minutes=1)
         last = first + timedelta(minutes=minutes - 1)
         say(f"schedules: {n} schedules, waiting for fires {first:%H:%M}..{last:%H:%M}")
-        poll(lambda: rows(conninfo, "SELECT count(*) FROM schedule_fires WHERE fire_time = %s",
-                          last.replace(tzinfo=None))[0][0] >= n,
-             (last - datetime.now(UTC)).total_seconds() + 60, every=0.5)
+        try:
+            poll(lambda: rows(conninfo, "SELECT count(*) FROM schedule_fires WHERE "
+                                        "fire_time = %s", last.replace(tzinfo=None))[0][0] >= n,
+                 (last - datetime.now(UTC)).total_seconds() + 60, every=0.5)
+        except RuntimeError:
+            say(f"fires claimed: {rows(conninfo, 'SELECT fire_time, count(*) FROM '
+                                       'schedule_fires GROUP BY 1 ORDER BY 1')}")
+            raise
         lags = [float(x) for (x,) in rows(
             conninfo, "SELECT extract(epoch FROM claimed_at - fire_time) FROM schedule_fires "
                       "WHERE fire_time BETWEEN %s AND %s",
@@ -293,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=100_000)
     p.add_argument("--calls", type=int, default=1000)
     p.add_argument("--json", help="write the report here (default: stdout)")
+    p.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = p.parse_args(argv)
     wanted = args.only or ["failover", "schedules", "stats"]
     sys.path.insert(0, str(ROOT / "server"))
@@ -325,7 +331,10 @@ def main(argv: list[str] | None = None) -> int:
         pg.destroy()
         import shutil
 
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep:
+            say(f"work directory kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     for t in report["targets"]:
         print(f"{t['result']:4}  {t['target']}: {t['measured']} (goal {t['goal']})",
               file=sys.stderr)

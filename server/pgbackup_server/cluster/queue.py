@@ -289,6 +289,9 @@ class ClusterQueue:
 
     def _execute(self, key: ServerKey, run_id: int, job_text: str) -> None:
         with self._lock:
+            if self._closing:  # taken just before the shutdown: handed back, not run
+                self._local[key] -= 1
+                return
             self._executing.add(run_id)
         outcome: CreateResult | BaseException | None = None
         try:

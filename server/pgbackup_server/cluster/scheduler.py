@@ -23,6 +23,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from ..domain.models import ScheduleInfo
 from ..domain.ports import Clock, Listener, RunStore
+from ..persistence.codec import aware
 from ..persistence.schema import schedule_fires
 from ..scheduling.catchup import last_fire_between, missed_fire
 from ..settings import ScheduleConfig, Settings
@@ -41,12 +42,19 @@ class FireClaims:
         self.node = node
 
     def claim(self, schedule: str, fire_time: datetime, now: datetime) -> bool:
+        return bool(self.claim_many([(schedule, fire_time)], now))
+
+    def claim_many(self, fires: list[tuple[str, datetime]],
+                   now: datetime) -> set[tuple[str, datetime]]:
+        """Claim ``fires`` in one statement; return those this replica won."""
+        if not fires:
+            return set()
         with self.engine.begin() as conn:
-            won = conn.execute(pg_insert(schedule_fires).values(
-                schedule=schedule, fire_time=fire_time, node=self.node, claimed_at=now,
-                run_ids="").on_conflict_do_nothing()
-                .returning(schedule_fires.c.schedule)).first()
-        return won is not None
+            won = conn.execute(pg_insert(schedule_fires).values([
+                {"schedule": name, "fire_time": at, "node": self.node, "claimed_at": now,
+                 "run_ids": ""} for name, at in fires]).on_conflict_do_nothing()
+                .returning(schedule_fires.c.schedule, schedule_fires.c.fire_time)).all()
+        return {(name, aware(at) or at) for name, at in won}
 
     def record(self, schedule: str, fire_time: datetime, outcome: str) -> None:
         with self.engine.begin() as conn:
@@ -55,8 +63,6 @@ class FireClaims:
                          .values(run_ids=outcome[:2000]))
 
     def last_fire(self, schedule: str) -> datetime | None:
-        from ..persistence.codec import aware
-
         with self.engine.connect() as conn:
             return aware(conn.execute(select(func.max(schedule_fires.c.fire_time)).where(
                 schedule_fires.c.schedule == schedule)).scalar())
@@ -83,7 +89,7 @@ class ClusterScheduler:
         self._next: dict[str, datetime | None] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cluster-fire")
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="cluster-fire")
         self.fired = 0
 
     def start(self) -> None:
@@ -132,18 +138,22 @@ class ClusterScheduler:
     def _loop(self) -> None:
         while not self._stop.wait(self.tick_seconds):
             now = self.clock()
+            due = {}
             for entry in self._entries:
-                due = self._due(entry.name, now)
-                if due is None:
-                    continue
-                try:
-                    won = on_store(self.claims.claim, entry.name, due, now)
-                except Exception:
-                    log.exception("Could not claim a scheduled fire", schedule=entry.name,
-                                  fire_time=due.isoformat())
-                    continue
-                if won:
-                    self._pool.submit(self._fire, entry, due)
+                at = self._due(entry.name, now)
+                if at is not None:
+                    due[entry.name] = (entry, at)
+            if not due:
+                continue
+            try:  # every fire that came in this tick, in one round trip
+                won = on_store(self.claims.claim_many,
+                               [(name, at) for name, (_, at) in due.items()], now)
+            except Exception:
+                log.exception("Could not claim scheduled fires", fires=len(due))
+                continue
+            for name, (entry, at) in due.items():
+                if (name, at) in won:
+                    self._pool.submit(self._fire, entry, at)
 
     def _due(self, name: str, now: datetime) -> datetime | None:
         """The newest fire time of ``name`` that has come, if one has; moves on."""
