@@ -219,8 +219,9 @@ def bench_schedules(root: Path, pg: Any, n: int, minutes: int) -> tuple[dict, li
                                         "fire_time = %s", last.replace(tzinfo=None))[0][0] >= n,
                  (last - datetime.now(UTC)).total_seconds() + 60, every=0.5)
         except RuntimeError:
-            say(f"fires claimed: {rows(conninfo, 'SELECT fire_time, count(*) FROM '
-                                       'schedule_fires GROUP BY 1 ORDER BY 1')}")
+            got = rows(conninfo, "SELECT fire_time, count(*) FROM schedule_fires GROUP BY 1 "
+                                 "ORDER BY 1")
+            say(f"fires claimed: {got}")
             raise
         lags = [float(x) for (x,) in rows(
             conninfo, "SELECT extract(epoch FROM claimed_at - fire_time) FROM schedule_fires "
