@@ -144,12 +144,13 @@ def cluster(pg: EmbeddedPostgres, tmp_path: Path) -> Iterator[Callable[..., list
     def start(n: int = 3, *, store: str, database: str = TINY, speed: float = 1.0,
               lease: str = "4s", schedules: list[dict[str, Any]] | None = None,
               backup: dict[str, Any] | None = None, max_per_server: int = 0,
-              origin: float | None = None) -> list[Replica]:
+              virtual_start: float | None = None, generation: int = 0) -> list[Replica]:
+        """``virtual_start``: the service time at start (epoch seconds; default now)."""
         now = time.time()
-        clock = (origin or now, now, speed)
+        clock = (now, virtual_start or now, speed)
         out = []
         for i in range(n):
-            root = tmp_path / f"r{i}"
+            root = tmp_path / f"g{generation}r{i}"
             cfg = base_config(pg, tmp_path, backup=backup or {},
                               schedules=schedules or [],
                               server={"grpcAddress": f"127.0.0.1:{free_port()}",

@@ -62,10 +62,12 @@ class FireClaims:
                                                       schedule_fires.c.fire_time == fire_time)
                          .values(run_ids=outcome[:2000]))
 
-    def last_fire(self, schedule: str) -> datetime | None:
+    def last_fires(self) -> dict[str, datetime]:
+        """The newest claimed fire of each schedule."""
         with self.engine.connect() as conn:
-            return aware(conn.execute(select(func.max(schedule_fires.c.fire_time)).where(
-                schedule_fires.c.schedule == schedule)).scalar())
+            return {name: aware(at) or at for name, at in conn.execute(
+                select(schedule_fires.c.schedule, func.max(schedule_fires.c.fire_time))
+                .group_by(schedule_fires.c.schedule))}
 
 
 class ClusterScheduler:
@@ -102,18 +104,29 @@ class ClusterScheduler:
             log.info("Schedule registered", schedule=entry.name, cron=entry.cron,
                      timezone=self.config.scheduler.timezone,
                      next_run_time=str(self._next[entry.name]), cluster=True)
-        for entry in self._entries:
-            try:
-                self._catch_up(entry, now)
-            except Exception:
-                log.exception("Catch-up of a missed fire failed", schedule=entry.name)
         self._thread = threading.Thread(target=self._loop, name="cluster-scheduler",
                                         daemon=True)
         self._thread.start()
+        # Beside the fires to come: with many schedules, looking back takes a while.
+        threading.Thread(target=self._catch_up_all, args=(now,), name="cluster-catch-up",
+                         daemon=True).start()
 
-    def _catch_up(self, entry: ScheduleConfig, now: datetime) -> None:
+    def _catch_up_all(self, now: datetime) -> None:
+        try:
+            last = on_store(self.claims.last_fires)
+        except Exception:
+            log.exception("Catch-up of missed fires failed")
+            return
+        for entry in self._entries:
+            if self._stop.is_set():
+                return
+            try:
+                self._catch_up(entry, now, last.get(entry.name))
+            except Exception:
+                log.exception("Catch-up of a missed fire failed", schedule=entry.name)
+
+    def _catch_up(self, entry: ScheduleConfig, now: datetime, last: datetime | None) -> None:
         trigger = self._triggers[entry.name]
-        last = self.claims.last_fire(entry.name)
         if last is None:
             previous = self.store.last_scheduled_run(entry.name)
             if previous is None:
