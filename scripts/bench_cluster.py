@@ -227,19 +227,29 @@ def bench_schedules(root: Path, pg: Any, n: int, minutes: int) -> tuple[dict, li
             conninfo, "SELECT extract(epoch FROM claimed_at - fire_time) FROM schedule_fires "
                       "WHERE fire_time BETWEEN %s AND %s",
             first.replace(tzinfo=None), last.replace(tzinfo=None))]
+        queued = [float(x) for (x,) in rows(
+            conninfo, "SELECT extract(epoch FROM r.queued_at - f.fire_time) FROM "
+                      "schedule_fires f JOIN backup_runs r ON r.id::text = f.run_ids "
+                      "WHERE f.fire_time BETWEEN %s AND %s",
+            first.replace(tzinfo=None), last.replace(tzinfo=None))]
+        executed_by = dict(rows(conninfo, "SELECT node, count(*) FROM backup_runs "
+                                          "WHERE node <> '' GROUP BY node"))
         per_fire = rows(conninfo, "SELECT count(*) FROM schedule_fires GROUP BY schedule, "
                                   "fire_time HAVING count(*) > 1")
         nodes = dict(rows(conninfo, "SELECT node, count(*) FROM schedule_fires GROUP BY node"))
     finally:
         for r in trio:
             r.stop()
-    worst = max(lags)
+    worst = max(queued) if queued else float("inf")
     return ({"schedules": n, "fires": len(lags), "duplicate_claims": len(per_fire),
-             "claims_by_replica": nodes, "lag_p50_s": round(percentile(lags, 50), 3),
-             "lag_p99_s": round(percentile(lags, 99), 3), "lag_max_s": round(worst, 3)},
-            [target(f"Scheduling: {n} schedules over 3 replicas, fire to run queued",
+             "claims_by_replica": nodes, "runs_taken_by_replica": executed_by,
+             "claim_lag_max_s": round(max(lags), 3),
+             "queued_lag_p50_s": round(percentile(queued, 50), 3),
+             "queued_lag_p99_s": round(percentile(queued, 99), 3),
+             "queued_lag_max_s": round(worst, 3)},
+            [target(f"Scheduling: {n} schedules over 3 replicas, fire time to run queued",
                     f"every fire <= {TARGET_FIRE_LAG_S:g} s", round(worst, 3),
-                    worst <= TARGET_FIRE_LAG_S and not per_fire and len(lags) == n * minutes)])
+                    worst <= TARGET_FIRE_LAG_S and not per_fire and len(queued) == n * minutes)])
 
 
 def bench_stats(root: Path, pg: Any, n_runs: int, calls: int) -> tuple[dict, list[dict]]:

@@ -377,6 +377,19 @@ SDK_MODELS: dict[str, tuple[str, str]] = {
     "backup.v1.ListBackupContentsResponse": (
         "BackupContents", "What a backup holds, from its table of contents."
     ),
+    "backup.v1.Alert": ("Alert", "An alert firing now; ``kind`` is STALE, MISSED_SCHEDULE, ..."),
+    "backup.v1.ListRestoresResponse": (
+        "RestorePage", "One page of ListRestores; ``next_page_token`` is empty on the last page."
+    ),
+    "backup.v1.ImportCatalogResponse": (
+        "CatalogImport", "Outcome of ImportCatalog: what was recorded, skipped or unusable."
+    ),
+    "backup.v1.BackupCopy": (
+        "BackupCopy", "One copy of a backup at one destination; ``state`` as in the proto."
+    ),
+    "backup.v1.Destination": (
+        "Destination", "A configured destination: its URL, reachability and what it holds."
+    ),
     "backup.v1.ClusterNode": (
         "ClusterNode", "A backupd replica: its heartbeat's age and the runs it holds."
     ),
@@ -521,7 +534,7 @@ def models_source(descriptor_set: bytes) -> str:
         ]
         lines += ["", "", "@dataclass(frozen=True, slots=True)", f"class {name}(Model):",
                   f'    """{doc}"""', "",
-                  f"    _proto: ClassVar[type[Message]] = {stub}", ""]
+                  f"    _proto: ClassVar[builtins.type[Message]] = {stub}", ""]
         for i, fld in ordered:
             where = f"{full.lstrip('.')}.{fld.name}"
             if keyword.iskeyword(fld.name) or fld.name in {*_RESERVED, *names.values(), *stubs}:
@@ -572,7 +585,8 @@ def models_source(descriptor_set: bytes) -> str:
         "from __future__ import annotations",
         "",
     ]
-    std = []
+    # builtins.type: a message field named `type` shadows the builtin in the class body.
+    std = ["import builtins"]
     if "field" in uses:
         std.append("from dataclasses import dataclass, field")
     else:

@@ -32,6 +32,10 @@ from pgbackup_server.settings import build_settings
 
 logs.configure("debug", "console")  # server logs to stderr, shown for failing tests
 
+# Fixtures of their own modules, imported by name (a conftest.py below tests/ would
+# shadow this one for `from conftest import ...`).
+pytest_plugins = ["s3", "physical_support"]
+
 DB = "shop"
 PASSWORD = "s3cr3t-Pa55:word"
 
@@ -133,13 +137,14 @@ def start_app(pg: EmbeddedPostgres, tmp_path: Path) -> Iterator[Callable[..., Ru
     started: list[Running] = []
 
     def start(*, clock: ManualClock | None = None, envoy: bool = True,
-              root: Path | None = None, **overrides: Any) -> Running:
+              root: Path | None = None, env: dict[str, str] | None = None,
+              **overrides: Any) -> Running:
         r = root or tmp_path
         r.mkdir(parents=True, exist_ok=True)
         cfg = base_config(pg, r, **overrides)
         cfg["server"]["envoy"] = envoy and cfg["server"].get("envoy", True)
         (r / "config.yaml").write_text(yaml.safe_dump(cfg))
-        config = build_settings(cfg, base=r, env={})
+        config = build_settings(cfg, base=r, env=env or {})
         app = App(config, clock=clock) if clock else App(config)
         running = Running(app, r, cfg, clock)
         started.append(running)

@@ -14,7 +14,7 @@ CLIENT = ROOT / "client" / "pgbackup_client"
 # Everything but the edges: persistence/ (SQLAlchemy, Alembic) and transport/ (gRPC,
 # protobuf, Envoy), and app.py and main.py, which wire them.
 DOMAIN = ("domain", "settings", "postgres", "backup", "restore", "scheduling",
-          "observability", "notify")
+          "observability", "notify", "storage", "catalog")
 EDGE_LIBRARIES = ("grpc", "grpc_health", "grpc_reflection", "google.protobuf", "sqlalchemy",
                   "alembic", "pgbackup_api",
                   # Dependencies flow one way: the edges use the domain, never the reverse.

@@ -28,3 +28,11 @@ def test_mypy():
     out = subprocess.run([*_tool("mypy")], cwd=ROOT, capture_output=True, text=True,
                          check=False)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_one_conftest():
+    """Tests import helpers with `from conftest import ...`; a second conftest.py below
+    tests/ outside a package takes that module name for the rest of the session."""
+    nested = [p for p in (ROOT / "tests").rglob("conftest.py")
+              if p.parent != ROOT / "tests" and not (p.parent / "__init__.py").exists()]
+    assert nested == [], f"move these fixtures into a module listed in pytest_plugins: {nested}"

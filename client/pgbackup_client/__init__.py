@@ -14,14 +14,18 @@ from pgbackup_client.errors import (
     from_rpc_error,
 )
 from pgbackup_client.models import (
+    Alert,
     Backup,
     BackupContents,
     BackupPage,
+    CatalogImport,
+    CleanupDecision,
     CleanupResult,
     ContentEntry,
     CreateResult,
     DatabaseStats,
     Progress,
+    RestorePage,
     RestoreRun,
     RunSummary,
     Schedule,
@@ -32,9 +36,11 @@ from pgbackup_client.models import (
 from pgbackup_client.sdk import BackupClient
 
 __all__ = [
-    "Backup", "BackupClient", "BackupClientError", "BackupContents", "BackupPage",
-    "CleanupResult", "ContentEntry", "CreateResult", "DatabaseStats", "DeadlineExceeded",
+    "Alert", "Backup", "BackupClient", "BackupClientError", "BackupContents", "BackupPage",
+    "CatalogImport", "CleanupDecision", "CleanupResult", "ContentEntry", "CreateResult",
+    "DatabaseStats",
+    "DeadlineExceeded",
     "FailedPrecondition", "InternalError", "InvalidArgument", "NotFound", "PermissionDenied",
-    "Progress", "ResourceExhausted", "RestoreRun", "RunSummary", "Schedule", "Stats",
+    "Progress", "ResourceExhausted", "RestorePage", "RestoreRun", "RunSummary", "Schedule", "Stats",
     "TableRows", "Unauthenticated", "Unavailable", "VerifyResult", "from_rpc_error",
 ]

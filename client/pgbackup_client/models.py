@@ -7,6 +7,7 @@ needs no hand-written change here or in the CLI.
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import ClassVar
@@ -17,30 +18,63 @@ from pgbackup_api.backup.v1 import backup_pb2
 from pgbackup_client._convert import Model
 
 __all__ = [
+    "Alert",
     "Backup",
     "BackupContents",
+    "BackupCopy",
     "BackupPage",
+    "CatalogImport",
+    "CleanupDecision",
     "CleanupResult",
     "ClusterNode",
     "ClusterView",
     "ContentEntry",
     "CreateResult",
     "DatabaseStats",
+    "Destination",
+    "DestinationStats",
     "Progress",
+    "RestorePage",
     "RestoreRun",
     "RunSummary",
     "Schedule",
     "Stats",
     "TableRows",
+    "TargetSummary",
     "VerifyResult",
+    "WalArchive",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class BackupCopy(Model):
+    """One copy of a backup at one destination; ``state`` as in the proto."""
+
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.BackupCopy
+
+    # The destination's configured name.
+    destination: str = ""
+    # backup.v1.BackupCopy.CopyState name (an unknown value: its number).
+    state: str = "COPY_STATE_UNSPECIFIED"
+    # Its name at the destination, relative to the destination's URL.
+    location: str = ""
+    size_bytes: int = 0
+    # Hex SHA-256 of the bytes stored.
+    sha256: str = ""
+    error: str = ""
+    stored_at: datetime | None = None
+    backup_id: int = 0
+    # S3 Object Lock: the copy cannot be deleted before this time.
+    locked_until: datetime | None = None
+    # Removed by retention.
+    deleted: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Backup(Model):
     """One backup run, whatever its outcome."""
 
-    _proto: ClassVar[type[Message]] = backup_pb2.Backup
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.Backup
 
     id: int = 0
     database: str = ""
@@ -86,6 +120,22 @@ class Backup(Model):
     kind: str = "RUN_KIND_UNSPECIFIED"
     # The configured target that made the run.
     target: str = ""
+    # Physical backups. The backup an incremental was taken against (0: none).
+    parent_id: int = 0
+    # Why a requested incremental was taken as a full backup; empty otherwise.
+    type_reason: str = ""
+    # The WAL the backup needs to be consistent: from start_lsn to end_lsn on timeline.
+    start_lsn: str = ""
+    end_lsn: str = ""
+    timeline: int = 0
+    # The chain to restore, full backup first: ids separated by commas ("12,15,18").
+    chain: str = ""
+    # One copy per destination of the target, with its state.
+    copies: tuple[BackupCopy, ...] = ()
+    # Hex SHA-256 of the dump before encryption; empty when not encrypted.
+    plaintext_sha256: str = ""
+    # Fingerprints of the age recipients the backup is encrypted to; empty: not encrypted.
+    encryption: tuple[str, ...] = ()
     # The cluster replica that executed the run ("" without a cluster).
     node: str = ""
 
@@ -94,7 +144,7 @@ class Backup(Model):
 class Progress(Model):
     """One WatchBackup event; ``backup`` is set on the last one, when the run ended."""
 
-    _proto: ClassVar[type[Message]] = backup_pb2.BackupProgress
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.BackupProgress
 
     id: int = 0
     # backup.v1.BackupStatus name (an unknown value: its number).
@@ -111,7 +161,7 @@ class Progress(Model):
 class CreateResult(Model):
     """Outcome of a create call: the run and the files its cleanup deleted."""
 
-    _proto: ClassVar[type[Message]] = backup_pb2.CreateBackupResponse
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.CreateBackupResponse
 
     backup: Backup = field(default_factory=Backup)
     # Files deleted by the cleanup that followed the backup.
@@ -125,7 +175,7 @@ class CreateResult(Model):
 class RunSummary(Model):
     """The last successful or failed run, as reported by GetStats."""
 
-    _proto: ClassVar[type[Message]] = backup_pb2.RunSummary
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.RunSummary
 
     id: int = 0
     time: datetime | None = None
@@ -137,7 +187,7 @@ class RunSummary(Model):
 class DatabaseStats(Model):
     """Totals and last outcomes of one database."""
 
-    _proto: ClassVar[type[Message]] = backup_pb2.DatabaseStats
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.DatabaseStats
 
     database: str = ""
     total_backups: int = 0
@@ -148,10 +198,60 @@ class DatabaseStats(Model):
 
 
 @dataclass(frozen=True, slots=True)
+class TargetSummary(Model):
+    """A configured target and the databases its runs were recorded under."""
+
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.TargetSummary
+
+    name: str = ""
+    # Whether it backs up every database of its server.
+    all_databases: bool = False
+    # Database names of its runs (a run's `database`); empty when it never ran.
+    databases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class WalArchive(Model):
+    """The WAL archive of one physical target (wal.stream: true)."""
+
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.WalArchive
+
+    target: str = ""
+    # pg_receivewal is running.
+    streaming: bool = False
+    # How far the archive is behind the server's current WAL position.
+    lag_bytes: int = 0
+    lag_seconds: float = 0.0
+    # The newest point in time a restore can reach with the archive.
+    newest_restorable: datetime | None = None
+    last_segment: str = ""
+    # Why archiving stopped; empty while it works.
+    error: str = ""
+    # The replication slot that keeps the server's WAL until it is archived.
+    slot: str = ""
+    segments: int = 0
+    size_bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationStats(Model):
+    """A ``backup.v1.DestinationStats`` message."""
+
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.DestinationStats
+
+    name: str = ""
+    # Copies stored there now, and their bytes.
+    copies: int = 0
+    used_bytes: int = 0
+    # The newest backup stored there.
+    newest: BackupCopy | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Stats(Model):
     """Totals over the recorded backups."""
 
-    _proto: ClassVar[type[Message]] = backup_pb2.GetStatsResponse
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.GetStatsResponse
 
     # Backups whose file is on disk.
     total_backups: int = 0
@@ -167,26 +267,52 @@ class Stats(Model):
     verified_backups: int = 0
     verification_failures: int = 0
     databases: tuple[DatabaseStats, ...] = ()
+    # Every configured target, also those that never ran.
+    targets: tuple[TargetSummary, ...] = ()
+    # WAL archiving of physical targets with wal.stream.
+    wal: tuple[WalArchive, ...] = ()
+    # Per destination: the copies stored there and their bytes.
+    destinations: tuple[DestinationStats, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CleanupDecision(Model):
+    """What retention decided for one backup at one destination."""
+
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.CleanupDecision
+
+    backup_id: int = 0
+    database: str = ""
+    # "local" for the backup directories.
+    destination: str = ""
+    # The file (or object) the decision is about.
+    location: str = ""
+    keep: bool = False
+    # The rules that keep it ("keepDaily: newest of 2026-01-15", "within 7 days", "newest successful
+    # backup", "locked until ..."), or why it goes.
+    reasons: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class CleanupResult(Model):
     """Outcome of applying the retention policy."""
 
-    _proto: ClassVar[type[Message]] = backup_pb2.CleanupResponse
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.CleanupResponse
 
     deleted_files: int = 0
     freed_bytes: int = 0
     dry_run: bool = False
     # Paths deleted, or that would be deleted with dry_run.
     files: tuple[str, ...] = ()
+    # For each backup retention considered: kept (and by which rules) or deleted (and why).
+    decisions: tuple[CleanupDecision, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class Schedule(Model):
     """A configured schedule; ``next_run_time`` is None when it will not fire."""
 
-    _proto: ClassVar[type[Message]] = backup_pb2.Schedule
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.Schedule
 
     name: str = ""
     cron: str = ""
@@ -194,13 +320,20 @@ class Schedule(Model):
     enabled: bool = False
     job: str = ""
     next_run_time: datetime | None = None
+    # The configured target the schedule backs up.
+    target: str = ""
+    # The newest run this schedule started; unset when it never ran.
+    last_run: Backup | None = None
+    # Physical targets: what the schedule takes.
+    # backup.v1.BackupType name (an unknown value: its number).
+    type: str = "BACKUP_TYPE_UNSPECIFIED"
 
 
 @dataclass(frozen=True, slots=True)
 class BackupPage(Model):
     """One page of ListBackups; ``next_page_token`` is empty on the last page."""
 
-    _proto: ClassVar[type[Message]] = backup_pb2.ListBackupsResponse
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.ListBackupsResponse
 
     backups: tuple[Backup, ...] = ()
     # Empty on the last page.
@@ -211,7 +344,7 @@ class BackupPage(Model):
 class TableRows(Model):
     """A table restored by a deep verification, and its row count."""
 
-    _proto: ClassVar[type[Message]] = backup_pb2.TableRows
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.TableRows
 
     schema: str = ""
     table: str = ""
@@ -222,7 +355,7 @@ class TableRows(Model):
 class VerifyResult(Model):
     """Outcome of VerifyBackup: ``verification`` is ``"OK"`` or ``"FAILED"``."""
 
-    _proto: ClassVar[type[Message]] = backup_pb2.VerifyBackupResponse
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.VerifyBackupResponse
 
     # "OK" or "FAILED".
     verification: str = ""
@@ -243,7 +376,7 @@ class VerifyResult(Model):
 class RestoreRun(Model):
     """One restore, whatever its outcome; ``status`` as for backups."""
 
-    _proto: ClassVar[type[Message]] = backup_pb2.RestoreRun
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.RestoreRun
 
     id: int = 0
     backup_id: int = 0
@@ -264,7 +397,7 @@ class RestoreRun(Model):
 class ContentEntry(Model):
     """An object in a backup; ``size_bytes`` is a table's data as stored."""
 
-    _proto: ClassVar[type[Message]] = backup_pb2.ContentEntry
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.ContentEntry
 
     schema: str = ""
     name: str = ""
@@ -278,17 +411,83 @@ class ContentEntry(Model):
 class BackupContents(Model):
     """What a backup holds, from its table of contents."""
 
-    _proto: ClassVar[type[Message]] = backup_pb2.ListBackupContentsResponse
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.ListBackupContentsResponse
 
     entries: tuple[ContentEntry, ...] = ()
     schemas: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
+class Alert(Model):
+    """An alert firing now; ``kind`` is STALE, MISSED_SCHEDULE, ..."""
+
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.Alert
+
+    # backup.v1.AlertKind name (an unknown value: its number).
+    kind: str = "ALERT_KIND_UNSPECIFIED"
+    # The database (or target/database), or the schedule for MISSED_SCHEDULE.
+    subject: str = ""
+    since: datetime | None = None
+    # What the alert said when it fired.
+    message: str = ""
+    # The database it concerns, when known.
+    database: str = ""
+    # The run it concerns (VERIFICATION_FAILED), else 0.
+    run_id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RestorePage(Model):
+    """One page of ListRestores; ``next_page_token`` is empty on the last page."""
+
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.ListRestoresResponse
+
+    restores: tuple[RestoreRun, ...] = ()
+    # Empty on the last page.
+    next_page_token: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogImport(Model):
+    """Outcome of ImportCatalog: what was recorded, skipped or unusable."""
+
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.ImportCatalogResponse
+
+    destination: str = ""
+    # Copies recorded by this import, and manifests skipped as already recorded.
+    imported: int = 0
+    skipped: int = 0
+    # Backups (runs) this import created; copies of a known backup join its run.
+    runs_created: int = 0
+    # Manifests that could not be used, each with its reason.
+    problems: tuple[str, ...] = ()
+    backup_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Destination(Model):
+    """A configured destination: its URL, reachability and what it holds."""
+
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.Destination
+
+    name: str = ""
+    # Its URL (never credentials), e.g. "s3://bucket/prefix" or "file:///var/backups".
+    url: str = ""
+    # A backup succeeds only when every required destination holds its copy.
+    required: bool = False
+    # Answered a listing just now; `error` says why not.
+    reachable: bool = False
+    error: str = ""
+    copies: int = 0
+    used_bytes: int = 0
+    newest: BackupCopy | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ClusterNode(Model):
     """A backupd replica: its heartbeat's age and the runs it holds."""
 
-    _proto: ClassVar[type[Message]] = backup_pb2.ClusterNode
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.ClusterNode
 
     name: str = ""
     started_at: datetime | None = None
@@ -308,7 +507,7 @@ class ClusterNode(Model):
 class ClusterView(Model):
     """The replicas sharing the store (``enabled`` False on a single backupd)."""
 
-    _proto: ClassVar[type[Message]] = backup_pb2.GetClusterResponse
+    _proto: ClassVar[builtins.type[Message]] = backup_pb2.GetClusterResponse
 
     # False on a single backupd (no cluster section): nodes is empty.
     enabled: bool = False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -12,13 +13,17 @@ import grpc
 from pgbackup_api.backup.v1 import backup_pb2, backup_pb2_grpc
 from pgbackup_client.errors import from_rpc_error
 from pgbackup_client.models import (
+    Alert,
     Backup,
     BackupContents,
     BackupPage,
+    CatalogImport,
     CleanupResult,
     ClusterView,
     CreateResult,
+    Destination,
     Progress,
+    RestorePage,
     RestoreRun,
     Schedule,
     Stats,
@@ -43,6 +48,15 @@ def _status_value(status: str | None) -> backup_pb2.BackupStatus:
         raise ValueError(f"unknown status {status!r}; expected one of {', '.join(known)}") from None
 
 
+def _trigger_value(trigger: str | None) -> backup_pb2.Trigger:
+    if not trigger:
+        return backup_pb2.TRIGGER_UNSPECIFIED
+    try:
+        return backup_pb2.Trigger.Value(trigger.upper())
+    except ValueError:
+        raise ValueError(f"unknown trigger {trigger!r}; expected SCHEDULE or MANUAL") from None
+
+
 def _read_ca(path: str | os.PathLike[str]) -> bytes:
     """The CA bundle, checked here: gRPC's own TLS code would only print C-core log
     lines and then fail every call with a vague UNAVAILABLE."""
@@ -53,6 +67,10 @@ def _read_ca(path: str | os.PathLike[str]) -> bytes:
                          "'-----BEGIN CERTIFICATE-----' block); give the CA that signed the "
                          "server's certificate, in PEM form")
     return data
+
+
+# gRPC's default (4 MiB) is less than a cleanup's decisions over ~25,000 backups.
+_OPTIONS = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
 
 
 class BackupClient:
@@ -89,9 +107,9 @@ class BackupClient:
             if tls_ca is not None:
                 root = _read_ca(tls_ca)
             creds = grpc.ssl_channel_credentials(root_certificates=root)
-            self._channel = grpc.secure_channel(address, creds)
+            self._channel = grpc.secure_channel(address, creds, options=_OPTIONS)
         else:
-            self._channel = grpc.insecure_channel(address)
+            self._channel = grpc.insecure_channel(address, options=_OPTIONS)
         self._stub = backup_pb2_grpc.BackupServiceStub(self._channel)
 
     def _call(self, method: Callable[..., _R], request: Any, timeout: float | None) -> _R:
@@ -101,14 +119,24 @@ class BackupClient:
             raise from_rpc_error(exc) from None
 
     def create_backup(
-        self, *, database: str = "", background: bool = False, timeout: float | None = None
+        self,
+        *,
+        database: str = "",
+        background: bool = False,
+        timeout: float | None = None,
+        type: str = "",
     ) -> CreateResult:
         """Back up a configured target now (``database``: its name; empty: the first).
 
         With ``background`` the PENDING/RUNNING run is returned at once.
         ``timeout`` defaults to no deadline so a long dump is never cut short.
+        ``type``: ``"full"`` or ``"incremental"`` for a physical target.
         """
-        req = backup_pb2.CreateBackupRequest(background=background, database=database)
+        req = backup_pb2.CreateBackupRequest(
+            background=background,
+            database=database,
+            type=type.upper() if type else None,
+        )
         return CreateResult.from_proto(self._call(self._stub.CreateBackup, req, timeout))
 
     def create_custom_backup(
@@ -165,17 +193,19 @@ class BackupClient:
         status: str | None = None,
         page_size: int = 0,
         page_token: str = "",
+        trigger: str | None = None,
     ) -> BackupPage:
         """One page of recorded runs, newest first.
 
-        ``status`` is a status name such as ``"FAILED"`` (case-insensitive);
-        ``page_size`` 0 means the server default.
+        ``status`` is a status name such as ``"FAILED"`` and ``trigger`` ``"SCHEDULE"``
+        or ``"MANUAL"`` (case-insensitive); ``page_size`` 0 means the server default.
         """
         req = backup_pb2.ListBackupsRequest(
             database=database,
             status=_status_value(status),
             page_size=page_size,
             page_token=page_token,
+            trigger=_trigger_value(trigger),
         )
         return BackupPage.from_proto(self._call(self._stub.ListBackups, req, self.timeout))
 
@@ -211,13 +241,15 @@ class BackupClient:
         return [Schedule.from_proto(s) for s in resp.schedules]
 
     def verify_backup(
-        self, id: int, *, deep: bool = False, timeout: float | None = None
+        self, id: int, *, deep: bool = False, identity: str = "", timeout: float | None = None
     ) -> VerifyResult:
         """Verify a backup: checksum and structure, or with ``deep`` a restore into a
         scratch database. A corrupt or missing file is ``verification == "FAILED"``
         with the reason, not an exception. No deadline by default (deep takes long).
+        ``identity``: an age identity (``AGE-SECRET-KEY-1...``) for an encrypted backup
+        when the server has no ``encryption.identityFile``; sent for this call only.
         """
-        req = backup_pb2.VerifyBackupRequest(id=id, deep=deep)
+        req = backup_pb2.VerifyBackupRequest(id=id, deep=deep, identity=identity)
         return VerifyResult.from_proto(self._call(self._stub.VerifyBackup, req, timeout))
 
     def restore_backup(
@@ -231,16 +263,22 @@ class BackupClient:
         jobs: int = 0,
         background: bool = False,
         force: bool = False,
+        identity: str = "",
         timeout: float | None = None,
+        target_directory: str = "",
+        target_time: datetime | None = None,
+        target_lsn: str = "",
     ) -> RestoreRun:
         """Restore a backup into ``target_database`` (default: a new database).
 
         ``overwrite`` is needed for an existing non-empty database; ``schemas`` and
         ``tables`` (``"table"`` or ``"schema.table"``) restore just those objects.
         Overwriting ``postgres`` or the backup's own source database also needs
-        ``force``.
+        ``force``. A physical backup is rebuilt into ``target_directory`` (new or
+        empty), replayed to ``target_time`` or ``target_lsn`` when given.
         A failed restore raises (the run is recorded; see ``get_restore``). With
-        ``background`` the RUNNING restore is returned at once.
+        ``background`` the RUNNING restore is returned at once. ``identity`` as for
+        ``verify_backup``.
         """
         req = backup_pb2.RestoreBackupRequest(
             id=id,
@@ -251,19 +289,75 @@ class BackupClient:
             jobs=jobs,
             background=background,
             force=force,
+            identity=identity,
+            target_directory=target_directory,
+            target_lsn=target_lsn,
         )
+        if target_time is not None:
+            req.target_time.FromDatetime(target_time)
         return RestoreRun.from_proto(self._call(self._stub.RestoreBackup, req, timeout))
+
+    def fetch_wal(self, target: str, name: str) -> Iterator[bytes]:
+        """The chunks of one archived WAL file of a physical target (restore_command)."""
+        stream = self._stub.FetchWal(
+            backup_pb2.FetchWalRequest(target=target, name=name), metadata=self._metadata
+        )
+        try:
+            for chunk in stream:
+                yield chunk.data
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from None
 
     def get_restore(self, id: int) -> RestoreRun:
         """One recorded restore by id; raises NotFound if there is none."""
         req = backup_pb2.GetRestoreRequest(id=id)
         return RestoreRun.from_proto(self._call(self._stub.GetRestore, req, self.timeout))
 
-    def list_backup_contents(self, id: int) -> BackupContents:
-        """Schemas, tables (with data sizes) and other objects in a backup."""
-        req = backup_pb2.ListBackupContentsRequest(id=id)
+    def list_restores(
+        self, *, backup_id: int = 0, page_size: int = 0, page_token: str = ""
+    ) -> RestorePage:
+        """One page of recorded restores, newest first; ``backup_id`` restricts them to
+        one backup's."""
+        req = backup_pb2.ListRestoresRequest(
+            backup_id=backup_id, page_size=page_size, page_token=page_token
+        )
+        return RestorePage.from_proto(self._call(self._stub.ListRestores, req, self.timeout))
+
+    def list_alerts(self) -> list[Alert]:
+        """The alerts firing now, oldest first."""
+        resp = self._call(self._stub.ListAlerts, backup_pb2.ListAlertsRequest(), self.timeout)
+        return [Alert.from_proto(a) for a in resp.alerts]
+
+    def list_backup_contents(self, id: int, *, identity: str = "") -> BackupContents:
+        """Schemas, tables (with data sizes) and other objects in a backup
+        (``identity`` as for ``verify_backup``)."""
+        req = backup_pb2.ListBackupContentsRequest(id=id, identity=identity)
         resp = self._call(self._stub.ListBackupContents, req, self.timeout)
         return BackupContents.from_proto(resp)
+
+    def import_catalog(self, destination: str, *, timeout: float | None = None
+                       ) -> CatalogImport:
+        """Record the backups ``destination`` holds, from their manifests (a new host
+        with the same destinations); idempotent. No deadline by default."""
+        req = backup_pb2.ImportCatalogRequest(destination=destination)
+        return CatalogImport.from_proto(self._call(self._stub.ImportCatalog, req, timeout))
+
+    def copy_backup(
+        self, id: int, *, destinations: Sequence[str] = (), timeout: float | None = None
+    ) -> Backup:
+        """Make a backup's missing copies (FAILED, or at destinations added since) at
+        its target's destinations, or only at ``destinations``, streaming from a copy
+        that is stored. Raises when a copy still fails; the backup shows why.
+        No deadline by default (a copy takes as long as its bytes)."""
+        req = backup_pb2.CopyBackupRequest(id=id, destinations=list(destinations))
+        return Backup.from_proto(self._call(self._stub.CopyBackup, req, timeout))
+
+    def list_destinations(self) -> list[Destination]:
+        """The configured destinations: URL (never credentials), whether each answers,
+        and the copies, bytes and newest copy each holds."""
+        resp = self._call(self._stub.ListDestinations, backup_pb2.ListDestinationsRequest(),
+                          self.timeout)
+        return [Destination.from_proto(d) for d in resp.destinations]
 
     def close(self) -> None:
         """Close the underlying channel."""

@@ -6,14 +6,17 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from . import __version__
+from .backup.copies import RetryPolicy
 from .backup.plan import check_compression_support
 from .backup.service import BackupService
+from .catalog import CatalogImporter
 from .domain.errors import ConfigError
 from .domain.models import Trigger
 from .domain.ports import Clock, utc_now
@@ -25,6 +28,7 @@ from .restore import RestoreService, VerifyAfterBackup
 from .scheduling.scheduler import Scheduler
 from .settings import Settings
 from .settings.exposure import check_exposure
+from .storage.registry import Destinations
 from .transport.envoy import EnvoySupervisor
 from .transport.grpc.server import GrpcServer
 from .transport.grpc.servicer import BackupServicer
@@ -41,9 +45,15 @@ class App:
     """The running service: ``start()``, then ``stop()`` from any thread (or
     ``request_stop()`` from a signal handler and ``wait()``)."""
 
-    def __init__(self, settings: Settings, *, clock: Clock = utc_now) -> None:
+    def __init__(self, settings: Settings, *, clock: Clock = utc_now,
+                 copy_retry: RetryPolicy | None = None,
+                 destination_options: Mapping[str, Any] | None = None) -> None:
+        """``copy_retry``: how failed copies are retried; ``destination_options``: for
+        the object stores (part size, request retries); tests make both quick."""
         self.settings = settings
         self.clock = clock
+        self.copy_retry = copy_retry
+        self.destination_options = dict(destination_options or {})
         self.http_port = 0  # Envoy's REST listener
         self.metrics_port = 0  # metrics.address's listener, when set
         self.store: Store | None = None
@@ -63,6 +73,10 @@ class App:
     @property
     def grpc_port(self) -> int:
         return self.grpc.port if self.grpc else 0
+
+    def _loopback_grpc(self) -> str:
+        """Where a process on this host reaches the gRPC API (restore_command's wal-fetch)."""
+        return f"127.0.0.1:{self.grpc.upstream_port if self.grpc else 0}"
 
     def start(self) -> None:
         s = self.settings
@@ -85,13 +99,23 @@ class App:
             runs = RetryingRunStore(runs)  # type: ignore[assignment]
             self.cluster = Cluster(s, self.store.engine, runs, self.events, self.clock)
             self.cluster.join()
+        self.destinations = Destinations.from_configs(s.destinations, s.environment,
+                                                      **self.destination_options)
+        threading.Thread(target=self.destinations.abort_unfinished_uploads, daemon=True,
+                         name="abort-unfinished-uploads").start()
+        self.catalog = CatalogImporter(self.store.runs, self.store.copies, self.destinations,
+                                       self.clock)
         self.service = BackupService(
-            s, runs, self.events, binaries=binaries, runtime_dir=runtime, clock=self.clock,
+            s, runs, self.events, copies=self.store.copies, binaries=binaries,
+            runtime_dir=runtime, clock=self.clock, destinations=dict(self.destinations),
+            retry=self.copy_retry,
             queue_factory=self.cluster.make_queue if self.cluster else None,
             exclusive=self.cluster.exclusive if self.cluster else None)
         self.restore = RestoreService(s, self.store.runs, self.store.restores, self.events,
                                       targets=self.service.targets, binaries=binaries,
-                                      runtime_dir=runtime, clock=self.clock)
+                                      runtime_dir=runtime, clock=self.clock,
+                                      destinations=self.destinations,
+                                      address=self._loopback_grpc)
         if self.cluster is None or self.cluster.alone():
             # In a cluster, unfinished restores and scratch databases may be another
             # live replica's: settled only by a replica that starts alone.
@@ -101,8 +125,9 @@ class App:
             self.cluster.make_scheduler(self._fire_queued) if self.cluster else
             Scheduler(s, fire=self.service.run_scheduled, store=self.store.runs,
                       events=self.events, clock=self.clock))
-        self.grpc = GrpcServer(s, BackupServicer(self.service, self.restore, self.scheduler,
-                                                 self.cluster.info if self.cluster else None))
+        self.grpc = GrpcServer(s, BackupServicer(
+            self.service, self.restore, self.scheduler, self.store.alerts,
+            catalog=self.catalog, cluster=self.cluster.info if self.cluster else None))
         self.grpc.start()
         # Before the scheduler: missed fires are reported as it starts.
         self.observability = start_observability(s, self.events, self.store.runs,
@@ -117,6 +142,7 @@ class App:
         else:
             self.service.recover()
         self.scheduler.start()
+        self.service.wal.start()
         if s.server.envoy:
             self._start_envoy(runtime)
         self._started = True
@@ -234,6 +260,7 @@ class App:
             restores.start()
         if hasattr(self, "service"):
             self.service.shutdown(grace)
+            self.service.wal.stop()
         if self.cluster is not None:
             self.cluster.stop()
         if restores is not None:

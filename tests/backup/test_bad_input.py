@@ -202,7 +202,7 @@ def immutable(path: Path) -> Iterator[None]:
 
 
 def failed_runs_counted(stack) -> float:
-    from test_metrics import scrape, value
+    from probes import scrape, value
 
     return value(scrape(stack.app.metrics_port), "backup_runs_total",
                  database=DB, status="failed", trigger="manual")
@@ -411,10 +411,11 @@ def test_a_chosen_pg_dump_without_zstd_is_failed_precondition_at_run_time(pg, tm
     cfg = base_config(pg, tmp_path)
     cfg["backup"].update(format="custom", compression="zstd:3")
     config = build_settings(cfg, base=tmp_path, env={})
-    store = open_store(f"sqlite:///{tmp_path / 'runs.sqlite3'}").runs
+    opened = open_store(f"sqlite:///{tmp_path / 'runs.sqlite3'}")
+    store = opened.runs
     runtime = tmp_path / "run"
     runtime.mkdir(mode=0o700)
-    service = BackupService(config, store, EventHub(),
+    service = BackupService(config, store, EventHub(), copies=opened.copies,
                             binaries=pgtools.discover(str(pg.bin / "pg_dump")),
                             runtime_dir=runtime, clock=utc_now)
     try:

@@ -81,7 +81,7 @@ def test_two_targets_with_their_own_schedules_and_retention(pg, inventory, start
     assert all(Path(f).name.startswith("backup_inv_") for f in result.files)
     assert Path(shop.file_path).exists()
 
-    from test_metrics import scrape, value
+    from probes import scrape, value
 
     m = scrape(stack.app.metrics_port)
     assert value(m, "backup_runs_total", database="inv", status="succeeded",

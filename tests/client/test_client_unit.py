@@ -167,15 +167,20 @@ def test_run_summary_without_time() -> None:
 
 def test_cleanup_result_round_trip() -> None:
     msg = backup_pb2.CleanupResponse(
-        deleted_files=2, freed_bytes=10, dry_run=True, files=["/b/1", "/b/2"]
+        deleted_files=2, freed_bytes=10, dry_run=True, files=["/b/1", "/b/2"],
+        decisions=[backup_pb2.CleanupDecision(backup_id=1, database="shop", destination="local",
+                                              location="/b/1", reasons=["kept by no rule"])],
     )
     r = CleanupResult.from_proto(msg)
     assert r.files == ("/b/1", "/b/2")
+    assert r.decisions[0].reasons == ("kept by no rule",) and r.decisions[0].keep is False
     assert r.to_dict() == {
         "deleted_files": 2,
         "freed_bytes": 10,
         "dry_run": True,
         "files": ["/b/1", "/b/2"],
+        "decisions": [{"backup_id": 1, "database": "shop", "destination": "local",
+                       "location": "/b/1", "keep": False, "reasons": ["kept by no rule"]}],
     }
 
 
@@ -400,7 +405,7 @@ def test_cli_failed_backup_exits_1(
     assert captured.err.strip() == "error: FAILED: pg_dump: boom"
     assert "status:" in captured.out and "FAILED" in captured.out
     # No deadline on create unless --timeout is given explicitly.
-    assert seen == {"background": False, "database": "", "timeout": None}
+    assert seen == {"background": False, "database": "", "timeout": None, "type": ""}
 
 
 def test_cli_server_error_exits_1(

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from conftest import DB, ManualClock, serve_metrics
-from prometheus_client.parser import text_string_to_metric_families
+from probes import scrape, value
 
 from pgbackup_client import BackupClientError
 from pgbackup_server.domain.errors import ConfigError
@@ -22,21 +22,6 @@ from pgbackup_server.settings import build_settings
 from pgbackup_server.transport.http import HttpEndpoints, endpoints
 
 T0 = datetime(2024, 1, 15, 2, 0, tzinfo=UTC)
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def scrape(port: int) -> Samples:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
-        text = resp.read().decode()
-    out: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out[(s.name, frozenset(s.labels.items()))] = s.value
-    return out
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples[(name, frozenset(labels.items()))]
 
 
 def test_metrics_after_a_success_and_a_failure(pg, start_app, tmp_path):

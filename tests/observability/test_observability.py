@@ -21,7 +21,7 @@ import grpc
 import pytest
 from conftest import DB, PASSWORD, ManualClock, Running, serve_metrics
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from test_metrics import scrape, value
+from probes import scrape, value
 from test_notify import Inbox, Receiver, smtp_server
 
 from pgbackup_client import BackupClientError

@@ -10,15 +10,31 @@ from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
 from pgbackup_server.domain.errors import ConfigError
-from pgbackup_server.domain.models import RunKind, RunStatus, Verification
+from pgbackup_server.domain.models import (
+    CopyState,
+    FileState,
+    RunKind,
+    RunStatus,
+    Verification,
+)
 from pgbackup_server.persistence import open_store
+from pgbackup_server.persistence.engine import MIGRATIONS
 from pgbackup_server.persistence.schema import metadata
 
 LEGACY = Path(__file__).resolve().parents[1] / "data" / "backupd-0.1.0.sqlite3"
+
+
+def head() -> str:
+    """The newest revision, as Alembic sees it (never hard-coded: revisions are added)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return str(ScriptDirectory.from_config(config).get_current_head())
 
 
 def drift(store) -> list:
@@ -26,18 +42,6 @@ def drift(store) -> list:
     with store.engine.connect() as conn:
         return compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}),
                                 metadata)
-
-
-def head() -> str:
-    """The newest revision, as Alembic knows it (never hard-coded)."""
-    from alembic.config import Config
-    from alembic.script import ScriptDirectory
-
-    from pgbackup_server.persistence.engine import MIGRATIONS
-
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    return str(ScriptDirectory.from_config(config).get_current_head())
 
 
 def revision(store) -> str:
@@ -71,6 +75,18 @@ def test_a_store_of_backupd_0_1_0_upgrades_in_place_keeping_its_runs(tmp_path):
         assert (stats.succeeded_runs, stats.failed_runs, stats.total_backups) == (2, 2, 2)
         assert stats.last_success is not None and stats.last_success.id == 2
         assert store.restores.get(1).target_database == "shop_copy"
+        # Every run with a file has its copy at the default destination, "local".
+        for run in runs:
+            if run.file_path:
+                (copy,) = run.copies
+                assert (copy.destination, copy.state, copy.file_state) == (
+                    "local", CopyState.SUCCEEDED, FileState.PRESENT)
+                assert copy.location == run.file_path.rsplit("/", 1)[1]
+                assert (copy.size_bytes, copy.sha256) == (run.size_bytes, run.sha256)
+                assert copy.stored_at == run.finished_at
+            else:
+                assert run.copies == ()
+        assert store.copies.usage()["local"].copies == 2
         assert revision(store) == head()
         assert drift(store) == []
         # Still a working store: a new run is recorded after the old ones.

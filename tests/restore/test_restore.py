@@ -180,23 +180,24 @@ def world(pg, tmp_path_factory) -> Iterator[World]:
     drop_database(pg, SRC)
     pg.create_database(SRC)
     pg.psql(SOURCE_SQL, SRC)
-    store = open_store(f"sqlite:///{root}/store.sqlite3").runs
+    opened = open_store(f"sqlite:///{root}/store.sqlite3")
+    store = opened.runs
     binaries = pgtools.discover(None)
     runtime = root / "run"
     runtime.mkdir(mode=0o700)
     runs = {}
     for fmt, compression in COMBOS:
         backups = BackupService(_config(pg, root, format=fmt, compression=compression), store,
-                                EventHub(), binaries=binaries, runtime_dir=runtime,
-                                clock=utc_now)
+                                EventHub(), copies=opened.copies, binaries=binaries,
+                                runtime_dir=runtime, clock=utc_now)
         runs[(fmt, compression)] = backups.create_backup().run
         backups.shutdown(5)
     config = _config(pg, root, verify="quick")
     hub, recorder = EventHub(), Recorder()
     hub.add(recorder)
     restores = SqlRestoreStore(store.engine)
-    backups = BackupService(config, store, hub, binaries=binaries, runtime_dir=runtime,
-                            clock=utc_now)
+    backups = BackupService(config, store, hub, copies=opened.copies, binaries=binaries,
+                            runtime_dir=runtime, clock=utc_now)
     # Wired as backupd wires it: one event hub, the backup service's targets.
     service = RestoreService(config, store, restores, hub, targets=backups.targets,
                              binaries=binaries, runtime_dir=runtime, clock=utc_now)

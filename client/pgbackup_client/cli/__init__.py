@@ -1,6 +1,6 @@
 """``backupctl``: command-line client for the backup service.
 
-One module per command group (backups, restore, tokens); what they share
+One module per command group (backups, destinations, restore, tokens); what they share
 (options, output) is in ``common``.
 """
 
@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from pgbackup_client.cli import backups, restore, tokens
+from pgbackup_client.cli import backups, catalog, destinations, restore, tokens, wal
 from pgbackup_client.cli.common import (
     ADDRESS_ENV,
     DEFAULT_TIMEOUT,
@@ -44,8 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, parents=[common], help=help_text, description=help_text)
 
     backups.register(add)
+    destinations.register(add)
     restore.register(add)
+    wal.register(add)
     tokens.register(add, common)
+    catalog.register(add, common)
     return parser
 
 

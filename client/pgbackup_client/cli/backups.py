@@ -23,7 +23,15 @@ from pgbackup_client.cli.common import (
     status_text,
     time_text,
 )
-from pgbackup_client.models import Backup, CleanupResult, CreateResult, Schedule, Stats
+from pgbackup_client.cli.destinations import copy_lines
+from pgbackup_client.models import (
+    Backup,
+    CleanupDecision,
+    CleanupResult,
+    CreateResult,
+    Schedule,
+    Stats,
+)
 from pgbackup_client.sdk import BackupClient
 
 __all__ = ["backup_rows", "register"]
@@ -37,6 +45,7 @@ _SHOWN = frozenset({
     "finished_at", "duration_seconds", "file_path", "file_deleted", "file_missing",
     "size_bytes", "sha256", "backup_dir", "format", "compression", "pg_dump_version",
     "server_version", "error", "verification", "verification_reason", "verified_at",
+    "copies",
 })
 
 
@@ -71,6 +80,8 @@ def backup_rows(b: Backup) -> list[tuple[str, str | Text]]:
     ]
     if b.error:
         rows.append(("error", b.error))
+    if b.copies:
+        rows.append(("copies", copy_lines(b)))
     if b.verification:
         verdict = b.verification + (f": {b.verification_reason}" if b.verification_reason else "")
         rows.append(("verification", f"{verdict} ({time_text(b.verified_at)})"))
@@ -91,10 +102,11 @@ def _report_create(args: argparse.Namespace, result: CreateResult) -> int:
 
 def _cmd_create(client: BackupClient, args: argparse.Namespace) -> int:
     if args.wait:
-        started = client.create_backup(database=args.database, background=True)
+        started = client.create_backup(database=args.database, background=True,
+                                       type=args.type)
         return _wait_with_progress(client, args, started)
     result = client.create_backup(database=args.database, background=args.background,
-                                  timeout=args.create_timeout)
+                                  timeout=args.create_timeout, type=args.type)
     return _report_create(args, result)
 
 
@@ -200,7 +212,24 @@ def _cmd_cleanup(client: BackupClient, args: argparse.Namespace) -> int:
         print(f"deleted {res.deleted_files} file(s), freed {size_exact(res.freed_bytes)}")
     for path in res.files:
         print(f"  {path}")
+    if res.decisions:
+        print()
+        print_table(
+            ["ID", "DATABASE", "DESTINATION", "DECISION", "WHY"],
+            [
+                [str(d.backup_id), d.database, d.destination, _decision_text(d, res.dry_run),
+                 "; ".join(d.reasons)]
+                for d in res.decisions
+            ],
+            right={"ID"},
+        )
     return EXIT_OK
+
+
+def _decision_text(d: CleanupDecision, dry_run: bool) -> Text:
+    if d.keep:
+        return Text("keep", style="green")
+    return Text("would delete" if dry_run else "delete", style="bold red")
 
 
 def _cmd_list(client: BackupClient, args: argparse.Namespace) -> int:
@@ -288,6 +317,8 @@ def register(add: AddParser) -> None:
                    help="show a progress bar (rate, ETA) until the backup ends")
     p.add_argument("--database", default="", metavar="TARGET",
                    help="configured target to back up (default: the first)")
+    p.add_argument("--type", default="", choices=["full", "incremental"],
+                   help="physical targets: full (default) or incremental")
     p.set_defaults(func=_cmd_create)
 
     p = add("create-custom", "back up into an allowed directory with its own retention")

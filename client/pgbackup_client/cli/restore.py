@@ -4,6 +4,7 @@ restore-status, contents."""
 from __future__ import annotations
 
 import argparse
+from datetime import UTC, datetime
 
 from rich.text import Text
 
@@ -28,7 +29,8 @@ __all__ = ["register"]
 
 
 def _cmd_verify(client: BackupClient, args: argparse.Namespace) -> int:
-    res: VerifyResult = client.verify_backup(args.id, deep=args.deep, timeout=args.create_timeout)
+    res: VerifyResult = client.verify_backup(args.id, deep=args.deep, identity=_identity(args),
+                                             timeout=args.create_timeout)
     if args.json:
         print_json(res.to_dict())
     else:
@@ -93,9 +95,21 @@ def _cmd_restore(client: BackupClient, args: argparse.Namespace) -> int:
         jobs=args.jobs,
         background=args.background,
         force=args.force,
+        identity=_identity(args),
         timeout=args.create_timeout,
+        target_directory=args.target_directory,
+        target_time=args.target_time,
+        target_lsn=args.target_lsn,
     )
     return _report_restore(args, r)
+
+
+def _timestamp(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _cmd_restore_status(client: BackupClient, args: argparse.Namespace) -> int:
@@ -103,7 +117,7 @@ def _cmd_restore_status(client: BackupClient, args: argparse.Namespace) -> int:
 
 
 def _cmd_contents(client: BackupClient, args: argparse.Namespace) -> int:
-    c: BackupContents = client.list_backup_contents(args.id)
+    c: BackupContents = client.list_backup_contents(args.id, identity=_identity(args))
     if args.json:
         print_json(c.to_dict())
         return EXIT_OK
@@ -119,6 +133,24 @@ def _cmd_contents(client: BackupClient, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _identity(args: argparse.Namespace) -> str:
+    """The age identity in ``--identity-file`` (read here: the key never goes in argv)."""
+    path = getattr(args, "identity_file", None)
+    if not path:
+        return ""
+    with open(path, encoding="utf-8") as f:
+        return f.read(1 << 20)
+
+
+def _identity_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--identity-file",
+        metavar="FILE",
+        help="age identity (private key) for an encrypted backup, when the server has no "
+        "encryption.identityFile; sent for this request only",
+    )
+
+
 def register(add: AddParser) -> None:
     """Add the verification and restore commands to the ``backupctl`` parser."""
     p = add("verify", "check a backup: checksum and structure, or --deep restore")
@@ -128,6 +160,7 @@ def register(add: AddParser) -> None:
         action="store_true",
         help="restore into a scratch database (always dropped) and count rows",
     )
+    _identity_option(p)
     p.set_defaults(func=_cmd_verify)
 
     p = add("restore", "restore a backup, whole or some schemas/tables, into a database")
@@ -171,6 +204,14 @@ def register(add: AddParser) -> None:
         help="parallel pg_restore jobs (custom/directory backups)",
     )
     p.add_argument("--background", action="store_true", help="return at once, do not wait")
+    _identity_option(p)
+    p.add_argument("--target-directory", default="", metavar="DIR",
+                   help="physical backups: new or empty directory to rebuild the data "
+                   "directory in (the chain is combined with pg_combinebackup)")
+    p.add_argument("--target-time", default=None, type=_timestamp, metavar="TIME",
+                   help="physical backups: replay archived WAL up to this ISO 8601 time")
+    p.add_argument("--target-lsn", default="", metavar="LSN",
+                   help="physical backups: replay archived WAL up to this LSN")
     p.set_defaults(func=_cmd_restore)
 
     p = add("restore-status", "one recorded restore")
@@ -179,4 +220,5 @@ def register(add: AddParser) -> None:
 
     p = add("contents", "schemas, tables and their sizes in a backup")
     p.add_argument("id", type=int, metavar="ID", help="backup id")
+    _identity_option(p)
     p.set_defaults(func=_cmd_contents)

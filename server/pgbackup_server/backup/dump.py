@@ -1,12 +1,20 @@
-"""Runs one pg_dump (or pg_dumpall) into a file: streamed, hashed, fsynced, then
-published.
+"""Runs one pg_dump (or pg_dumpall) into a file: hashed, fsynced, then published.
 
-pg_dump writes to a pipe; this process copies it to a private temporary file
-(compressing with ``zstandard`` when pg_dump cannot), hashing on the way, so size
-and SHA-256 come free and nothing is ever buffered whole. The file gets its final
-name only after pg_dump exited 0 and the data is on disk; on any failure the
-temporary file is removed. The directory format is written by pg_dump itself
-(``-Fd -j N``) into a private temporary directory, published by rename.
+Two paths, both ending in a private temporary file that gets its final name only
+after pg_dump exited 0 and the data is on disk (on any failure it is removed):
+
+- **Fast path** (plain and custom, nothing transformed in-process): pg_dump writes
+  the temporary file itself through ``--file=/dev/fd/N`` (the fd is passed to it),
+  with ``--no-sync``. A plain dump is hashed as it grows, from the page cache; a
+  custom archive after pg_dump exits (pg_dump rewrites its TOC at the start last),
+  while it is fsynced. Two busy processes on the machine instead of three, and the
+  archive gets data offsets (a file on stdout gets none), which parallel restore and
+  quick verification use. Progress is the file's size.
+- **Streaming path** (in-process zstd, pg_dumpall, or any extra sink or stage):
+  pg_dump writes to a 1 MiB pipe, :func:`pipeline.pump` copies into the sink chain.
+
+The directory format is written by pg_dump itself (``-Fd -j N``) into a private
+temporary directory, published by rename.
 """
 
 from __future__ import annotations
@@ -20,31 +28,28 @@ import signal
 import subprocess
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, cast
 
 from ..domain.durations import human_duration
 from ..domain.errors import BackupFailed, PgDumpFailed
-from ..domain.models import DumpFormat, RunKind
+from ..domain.models import DumpFormat, RunKind, Stored
 from ..postgres.clients import StderrTail, client_env, death_signal_prefix, signal_group
 from ..postgres.conninfo import ConnInfo
 from .files import (
     CHUNK,
-    create_private_file,
-    fsync_dir,
     private_files,
-    publish,
     publish_directory,
-    remove_quietly,
     tree_digest,
     tree_size,
 )
 from .naming import free_temp_path
+from .pipeline import Extras, LocalFileSink, Sink, build, enlarge_pipe, pump
 from .plan import DumpPlan
 
 STDERR_TAIL = 4000
 KILL_GRACE_SECONDS = 10.0
+_POLL_SECONDS = 0.05  # how long the fast path waits for a plain dump to grow
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,27 +58,7 @@ class DumpOutcome:
     size_bytes: int
     sha256: str
     bytes_in: int  # what pg_dump produced, before in-process compression
-
-
-class _HashingWriter:
-    """File-like sink that writes to an fd and hashes what it writes."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.size = 0
-        self.hash = hashlib.sha256()
-
-    def write(self, data: bytes | memoryview) -> int:
-        view = memoryview(data)
-        self.hash.update(view)
-        while view:
-            written = os.write(self.fd, view)
-            view = view[written:]
-        self.size += len(data)
-        return len(data)
-
-    def flush(self) -> None:
-        pass
+    stored: tuple[Stored, ...] = field(default=())  # every sink's, the local file first
 
 
 class DumpProcess:
@@ -89,17 +74,28 @@ class DumpProcess:
         self._stop_reason: str | None = None
         self._lock = threading.Lock()
 
-    def argv(self, output: Path | None = None) -> list[str]:
+    def argv(self, output: str | None = None) -> list[str]:
+        """pg_dump's arguments; ``output`` is a directory (format directory) or the
+        ``/dev/fd/N`` of the fast path's temporary file."""
         if self.plan.kind is RunKind.GLOBALS:
             return [self.plan.binary.sibling("pg_dumpall"), "--globals-only", "--no-password",
                     f"--dbname={self.conninfo.argv_dsn()}"]
         args = [self.plan.binary.path, f"--format={self.plan.format}", "--no-password"]
         if self.plan.pg_dump_compress is not None:
             args.append(f"--compress={self.plan.pg_dump_compress}")
-        if output is not None:  # the directory format cannot stream to a pipe
-            args += [f"--file={output}", f"--jobs={self.plan.jobs}"]
+        if output is not None:
+            args.append(f"--file={output}")
+            if self.plan.format is DumpFormat.DIRECTORY:  # the only format -j works for
+                args.append(f"--jobs={self.plan.jobs}")
+            elif self.plan.binary.major >= 10:  # we fsync once, after hashing
+                args.append("--no-sync")
         args.append(f"--dbname={self.conninfo.argv_dsn()}")
         return args
+
+    def fast_path(self, extras: Extras | None = None) -> bool:
+        """Whether pg_dump can write the file itself: nothing to do in-process."""
+        return (self.plan.kind is RunKind.DATABASE and self.plan.zstd_level is None
+                and self.plan.format is not DumpFormat.DIRECTORY and not extras)
 
     def stop(self, reason: str) -> None:
         """Terminate the whole process group: SIGTERM, then SIGKILL after a grace."""
@@ -120,60 +116,109 @@ class DumpProcess:
 
     def run(self, directory: Path, stem: str, run_id: int, timeout: float,
             on_progress: Callable[[int], None] | None = None, *,
-            temp: Path | None = None) -> DumpOutcome:
+            temp: Path | None = None, extras: Extras | None = None) -> DumpOutcome:
         """Dump into ``directory`` as ``stem`` + extension; raise on any failure.
-        ``temp``: the temporary path (default: a free one, see files.free_temp_path)."""
+        ``temp``: the temporary path (default: a free one, see files.free_temp_path);
+        ``extras``: more sinks and stages (see ``pipeline``)."""
+        ext = self.plan.extension + (extras.suffix if extras else "")
         if temp is None:
-            temp = free_temp_path(directory, f"{stem}{self.plan.extension}", run_id)
+            temp = free_temp_path(directory, f"{stem}{ext}", run_id)
         if self.plan.format is DumpFormat.DIRECTORY:
             return self._run_directory(directory, temp, stem, timeout, on_progress)
         try:
-            fd = create_private_file(temp)
+            local = LocalFileSink(temp, directory, stem, ext)
         except OSError as exc:  # nothing of ours to remove: the name was not ours
-            raise BackupFailed(f"cannot create the temporary file {temp}: "
-                               f"{exc.strerror or exc}") from None
-        try:
-            with client_env(self.conninfo, self.runtime_dir) as env:
-                proc, tail, timer = self._start(self.argv(), env, subprocess.PIPE, timeout)
-                assert proc.stdout is not None
-                try:
-                    writer = _HashingWriter(fd)
-                    bytes_in = self._copy(proc.stdout, writer, on_progress)
-                except OSError as exc:
-                    self.stop("write failed")
-                    proc.wait()
-                    raise BackupFailed(f"writing {temp.name} failed: "
-                                       f"{_write_error(exc)}") from None
-                except BaseException as exc:
-                    # Nobody reads the pipe any more: pg_dump would block on it forever.
-                    self.stop(f"internal error while copying: {exc!r}")
-                    raise
-                finally:
-                    returncode = proc.wait()
-                    timer.cancel()
-                    proc.stdout.close()
-            self._check_exit(returncode, tail, temp)
-            os.fsync(fd)
-            os.close(fd)
-            fd = -1
-            final = publish(temp, directory, stem, self.plan.extension)
-            return DumpOutcome(final, writer.size, writer.hash.hexdigest(), bytes_in)
-        except BaseException:
-            if fd >= 0:
-                os.close(fd)
-                fd = -1
-            # A directory that turned read-only keeps the file: the next start removes
-            # it; the run's own error is the one to report.
-            with contextlib.suppress(OSError):
-                remove_quietly(temp)
-                fsync_dir(directory)
-            raise
-        finally:
-            if fd >= 0:
-                os.close(fd)
+            error = BackupFailed(f"cannot create the temporary file {temp}: "
+                                 f"{exc.strerror or exc}")
+            if extras:
+                extras.abort(error.message)
+            raise error from None
+        if self.fast_path(extras):
+            return self._run_direct(local, timeout, on_progress)
+        return self.run_pipeline(local, build(local, extras, self.plan.zstd_level), timeout,
+                                 on_progress)
 
-    def _start(self, argv: list[str], env: dict[str, str], stdout: int,
-               timeout: float) -> tuple[subprocess.Popen[bytes], StderrTail, threading.Timer]:
+    def run_pipeline(self, local: LocalFileSink, sink: Sink, timeout: float,
+                     on_progress: Callable[[int], None] | None = None) -> DumpOutcome:
+        """The streaming path: pg_dump into a 1 MiB pipe, copied into ``sink`` (whose
+        chain ends in ``local``, the backup file); aborted on any failure."""
+        bytes_in, stored = self.stream(sink, local.temp.name, timeout, on_progress)
+        assert local.final is not None
+        return DumpOutcome(local.final, local.size, stored[0].sha256, bytes_in, tuple(stored))
+
+    def stream(self, sink: Sink, label: str, timeout: float,
+               on_progress: Callable[[int], None] | None = None) -> tuple[int, list[Stored]]:
+        """pg_dump into a 1 MiB pipe, copied into ``sink`` and finished; aborted on any
+        failure. ``label`` names the backup in errors. Returns (bytes pg_dump produced,
+        what the sink stored)."""
+        try:
+            read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+            try:
+                enlarge_pipe(write_fd)
+                with client_env(self.conninfo, self.runtime_dir) as env:
+                    proc, tail, timer = self._start(self.argv(), env, write_fd, timeout)
+                    os.close(write_fd)
+                    write_fd = -1
+                    try:
+                        bytes_in = pump(read_fd, sink, on_progress)
+                    except OSError as exc:
+                        self.stop("write failed")
+                        proc.wait()
+                        raise BackupFailed(f"writing {label} failed: "
+                                           f"{_write_error(exc)}") from None
+                    except BaseException as exc:
+                        # Nobody reads the pipe any more: pg_dump would block on it forever.
+                        self.stop(f"internal error while copying: {exc!r}")
+                        raise
+                    finally:
+                        returncode = proc.wait()
+                        timer.cancel()
+            finally:
+                os.close(read_fd)
+                if write_fd >= 0:
+                    os.close(write_fd)
+            self._check_exit(returncode, tail, Path(label))
+            stored = sink.finish()  # an OSError here names its file (executor)
+        except BaseException as exc:
+            sink.abort(str(exc))
+            raise
+        return bytes_in, stored
+
+    def _run_direct(self, local: LocalFileSink, timeout: float,
+                    on_progress: Callable[[int], None] | None) -> DumpOutcome:
+        """The fast path: pg_dump writes ``local``'s file through /dev/fd/N."""
+        try:
+            read_fd = os.open(local.temp, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                with client_env(self.conninfo, self.runtime_dir) as env:
+                    proc, tail, timer = self._start(self.argv(f"/dev/fd/{local.fd}"), env,
+                                                    subprocess.DEVNULL, timeout,
+                                                    pass_fds=(local.fd,))
+                    try:
+                        size, digest = _follow(proc, read_fd, local.fd, on_progress,
+                                               grows=self.plan.format is DumpFormat.PLAIN)
+                    except BaseException as exc:
+                        self.stop(f"internal error while hashing: {exc!r}")
+                        raise
+                    finally:
+                        returncode = proc.wait()
+                        timer.cancel()
+                self._check_exit(returncode, tail, local.temp)
+                if returncode == 0 and os.fstat(read_fd).st_size != size:
+                    raise BackupFailed(f"{local.temp.name} changed while it was hashed")
+            finally:
+                os.close(read_fd)
+            local.adopt(size, digest)
+            stored = local.finish()
+        except BaseException as exc:
+            local.abort(str(exc))
+            raise
+        assert local.final is not None
+        return DumpOutcome(local.final, size, digest, size, tuple(stored))
+
+    def _start(self, argv: list[str], env: dict[str, str], stdout: int, timeout: float,
+               pass_fds: tuple[int, ...] = ()
+               ) -> tuple[subprocess.Popen[bytes], StderrTail, threading.Timer]:
         """Spawn pg_dump in its own process group, keep the tail of its stderr,
         and arm the backup.timeout timer."""
         with self._lock:
@@ -181,7 +226,7 @@ class DumpProcess:
                 raise BackupFailed(self._stop_reason)
             self._proc = subprocess.Popen(
                 [*death_signal_prefix(), *argv], stdin=subprocess.DEVNULL, stdout=stdout,
-                stderr=subprocess.PIPE, env=env, start_new_session=True)
+                stderr=subprocess.PIPE, env=env, start_new_session=True, pass_fds=pass_fds)
         proc = self._proc
         assert proc.stderr is not None
         tail = StderrTail(proc.stderr)
@@ -209,7 +254,7 @@ class DumpProcess:
         # pg_dump creates the directory itself and wants it absent; its parent is private.
         try:
             with client_env(self.conninfo, self.runtime_dir) as env:
-                proc, tail, timer = self._start(self.argv(temp), env, subprocess.DEVNULL,
+                proc, tail, timer = self._start(self.argv(str(temp)), env, subprocess.DEVNULL,
                                                 timeout)
                 try:
                     while True:
@@ -232,38 +277,50 @@ class DumpProcess:
             shutil.rmtree(temp, ignore_errors=True)
             raise
 
-    def _copy(self, source: IO[bytes], writer: _HashingWriter,
-              on_progress: Callable[[int], None] | None) -> int:
-        buf = bytearray(CHUNK)
-        view = memoryview(buf)
-        sink: Any = writer
-        compressor = None
-        if self.plan.zstd_level is not None:
-            import zstandard
 
-            # threads=2 measured fastest with flat memory (~28 MB) on this 2-core class.
-            compressor = zstandard.ZstdCompressor(level=self.plan.zstd_level, threads=2,
-                                                  write_checksum=True)
-            sink = compressor.stream_writer(cast(IO[bytes], writer), closefd=False)
-        seen = 0
-        # One read(2) per call: the buffered reader would wait for a full MiB while
-        # pg_dump stalls on the 64 KiB pipe (measured: 1.4x slower than pg_dump -f).
-        readinto = cast(Any, getattr(source, "raw", source)).readinto
-        write = sink.write
-        while True:
-            n = readinto(buf)
-            if not n:
-                break
-            write(view[:n])
-            seen += n
-            if on_progress is not None:
-                try:
-                    on_progress(seen)
-                except Exception:  # progress is a nicety; never let it stop a backup
-                    on_progress = None
-        if compressor is not None:
-            sink.close()
-        return seen
+
+def _follow(proc: subprocess.Popen[bytes], read_fd: int, write_fd: int,
+            on_progress: Callable[[int], None] | None, *, grows: bool) -> tuple[int, str]:
+    """Wait for pg_dump; hash its file (``grows``: as it is written, else after it
+    exited, while the file is fsynced); size and SHA-256 of the file."""
+    digest = hashlib.sha256()
+    size = 0
+
+    def progress(seen: int) -> None:
+        nonlocal on_progress
+        if on_progress is not None:
+            try:
+                on_progress(seen)
+            except Exception:  # progress is a nicety; never let it stop a backup
+                on_progress = None
+
+    while proc.poll() is None:
+        if grows and (data := os.read(read_fd, CHUNK)):
+            digest.update(data)
+            size += len(data)
+            progress(size)
+            continue
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(_POLL_SECONDS if grows else 1.0)
+        if not grows:
+            progress(os.fstat(write_fd).st_size)
+    if proc.returncode != 0:
+        return size, digest.hexdigest()
+    # Exited: the rest (all of a custom archive) is read while the kernel writes it out.
+    syncer = threading.Thread(target=_fsync_quietly, args=(write_fd,), daemon=True)
+    syncer.start()
+    while data := os.read(read_fd, CHUNK):
+        digest.update(data)
+        size += len(data)
+    syncer.join()
+    progress(size)
+    return size, digest.hexdigest()
+
+
+def _fsync_quietly(fd: int) -> None:
+    # finish() fsyncs again and reports errors; this one only starts the write-out early.
+    with contextlib.suppress(OSError):
+        os.fsync(fd)
 
 
 def _write_error(exc: OSError) -> str:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..domain.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from ..domain.validation import refuse_control_characters
-from .naming import BACKUP_NAME, TEMP_NAME
+from .naming import BACKUP_NAME, DIRECTORY_EXTENSIONS, TEMP_NAME
 
 CHUNK = 1 << 20
 PROBE_PREFIX = ".backupd-probe-"
@@ -170,8 +170,8 @@ def is_our_regular_file(path: Path) -> bool:
         st = os.lstat(path)
     except FileNotFoundError:
         return False
-    kind_ok = stat.S_ISDIR(st.st_mode) if path.name.endswith(".dir") else stat.S_ISREG(
-        st.st_mode)
+    kind_ok = (stat.S_ISDIR(st.st_mode) if path.name.endswith(DIRECTORY_EXTENSIONS)
+               else stat.S_ISREG(st.st_mode))
     return kind_ok and bool(BACKUP_NAME.match(path.name))
 
 
@@ -215,7 +215,7 @@ def delete_backup(path: Path, allowed: tuple[Path, ...]) -> int | None:
         return None
     try:
         st = os.stat(path.name, dir_fd=dir_fd, follow_symlinks=False)
-        if stat.S_ISDIR(st.st_mode) and path.name.endswith(".dir"):
+        if stat.S_ISDIR(st.st_mode) and path.name.endswith(DIRECTORY_EXTENSIONS):
             size = _tree_size_at(dir_fd, path.name)
             # rmtree with dir_fd works through file descriptors and never follows
             # symlinks inside the tree.
@@ -259,7 +259,8 @@ def remove_orphan_temps(directory: Path) -> list[Path]:
         if entry.is_file(follow_symlinks=False):
             remove_quietly(entry.path)
             removed.append(Path(entry.path))
-        elif entry.is_dir(follow_symlinks=False) and ".dir.run" in entry.name:
+        elif entry.is_dir(follow_symlinks=False) and any(
+                f"{ext}.run" in entry.name for ext in DIRECTORY_EXTENSIONS):
             shutil.rmtree(entry.path, ignore_errors=True)
             removed.append(Path(entry.path))
     return removed

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from ..domain.models import RunKind
+from ..domain.models import BackupType, RunKind
 from ..domain.targets import Targets
 from ..postgres.server import list_databases
 from ..settings import TargetConfig
@@ -26,11 +26,17 @@ class Job:
 
 
 def jobs_for(targets: Targets, target: TargetConfig, directory: Path, retention_days: int,
-             cleanup_old: bool, dir_field: str) -> list[Job]:
+             cleanup_old: bool, dir_field: str,
+             backup_type: BackupType = BackupType.UNSPECIFIED) -> list[Job]:
     """One job per database. An allDatabases target lists its server's databases at each
-    request, so new ones are picked up without a restart, and adds its globals."""
+    request, so new ones are picked up without a restart, and adds its globals. A
+    physical target is one job for its whole cluster, of the kind asked for."""
     job = partial(Job, directory, retention_days, cleanup_old, target, dir_field=dir_field,
                   requested=dir_field == "backup_dir")
+    if target.physical:
+        kind = (RunKind.PHYSICAL_INCREMENTAL if backup_type is BackupType.INCREMENTAL
+                else RunKind.PHYSICAL_FULL)
+        return [job(target.name, kind=kind)]
     if not target.all_databases:
         return [job(target.name)]
     names = list_databases(targets.conninfo(target.name))

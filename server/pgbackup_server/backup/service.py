@@ -9,15 +9,17 @@ retention (:mod:`.cleanup`), progress (:mod:`.progress`) and crash recovery
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
 import structlog
 
-from ..domain.errors import BackupError, InvalidArgument, NotFound, Unavailable
+from ..domain.errors import BackupError, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from ..domain.models import (
+    BackupType,
     CleanupResult,
     CreateResult,
     FileState,
@@ -27,15 +29,18 @@ from ..domain.models import (
     RunPage,
     RunStatus,
     Stats,
+    TargetSummary,
     Trigger,
 )
-from ..domain.ports import Clock, Listener, RunStore
+from ..domain.ports import Clock, CopyStore, Destination, Listener, RunStore
 from ..domain.targets import Targets
 from ..domain.validation import refuse_control_characters
 from ..postgres.binaries import PgBinary
 from ..settings import Settings, TargetConfig
+from ..storage.registry import Destinations
 from . import files
 from .cleanup import Cleaner, Exclusive
+from .copies import Copier, RetryPolicy, Secrets
 from .executor import RunExecutor
 from .jobs import Job, jobs_for
 from .progress import ProgressTracker
@@ -49,8 +54,9 @@ class BackupService:
     """Domain operations. Thread-safe; one instance per process."""
 
     def __init__(self, settings: Settings, store: RunStore, events: Listener, *,
-                 binaries: list[PgBinary], runtime_dir: Path, clock: Clock,
-                 queue_factory: QueueFactory | None = None,
+                 copies: CopyStore, binaries: list[PgBinary], runtime_dir: Path,
+                 clock: Clock, destinations: Mapping[str, Destination] | None = None,
+                 retry: RetryPolicy | None = None, queue_factory: QueueFactory | None = None,
                  exclusive: Exclusive | None = None) -> None:
         """``queue_factory`` and ``exclusive``: a cluster's queue, and its lock that keeps
         retention on one replica at a time (default: this process's own)."""
@@ -60,16 +66,27 @@ class BackupService:
         self.clock = clock
         self.runtime_dir = runtime_dir
         self.targets = Targets(settings.targets)
+        if destinations is None:
+            destinations = dict(Destinations.from_configs(settings.destinations,
+                                                             settings.environment))
+        self.copier = Copier(settings, store, copies, destinations, events, clock,
+                             secrets=Secrets(v for c in settings.destinations
+                                             for v in c.secret_options(os.environ).values()),
+                             retry=retry)
         b = settings.backup
         self.queue: Queue = (queue_factory(self.targets, self._run) if queue_factory else
                              RunQueue(self.targets.servers(), max_concurrent=b.max_concurrent,
                                       max_queued=b.max_queued))
         self.tracker = ProgressTracker(store, clock)
-        self.cleaner = Cleaner(b, store, self.targets.by_name, events, clock,
+        self.cleaner = Cleaner(settings, store, self.targets.by_name, events, clock,
                                exclusive=exclusive)
+        from ..physical.wal import WalArchives  # physical/ builds on backup/
+
+        self.wal = WalArchives(settings, binaries, runtime_dir, clock)
         self.executor = RunExecutor(settings, store, events, targets=self.targets,
                                     binaries=binaries, runtime_dir=runtime_dir, clock=clock,
-                                    tracker=self.tracker, cleaner=self.cleaner)
+                                    tracker=self.tracker, cleaner=self.cleaner,
+                                    copier=self.copier)
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -93,16 +110,22 @@ class BackupService:
     # -- backups ------------------------------------------------------------
 
     def create_backup(self, *, database: str = "", background: bool = False,
-                      trigger: Trigger = Trigger.MANUAL, schedule: str = "") -> CreateResult:
-        """Back up a configured target (default: the first) into the configured directory."""
+                      trigger: Trigger = Trigger.MANUAL, schedule: str = "",
+                      backup_type: BackupType = BackupType.UNSPECIFIED) -> CreateResult:
+        """Back up a configured target (default: the first) into the configured directory;
+        ``backup_type`` (full or incremental) for a physical target."""
         b = self.settings.backup
         target = self.targets.resolve(database)
-        if trigger is Trigger.MANUAL:
+        if backup_type is not BackupType.UNSPECIFIED and not target.physical:
+            raise InvalidArgument(f"type: {backup_type.value} applies to physical targets; "
+                                  f"target {target.name!r} is logical (pg_dump backups are "
+                                  "always full): leave type unset")
+        if trigger is Trigger.MANUAL and self.executor.writes_in(target, b.directory):
             # Refused before any run exists: a request that cannot run is not a failed
             # backup. A scheduled fire is recorded as FAILED instead, never silent.
             files.prepare_backup_dir(b.directory, "backup.directory", requested=False)
         jobs = self._jobs(target, b.directory, target.retention_days or b.retention_days,
-                          b.cleanup_old, trigger, schedule, "backup.directory")
+                          b.cleanup_old, trigger, schedule, "backup.directory", backup_type)
         return self._submit(jobs, trigger=trigger, schedule=schedule, background=background)
 
     def create_custom_backup(self, backup_dir: str, *, retention_days: int = 0,
@@ -115,6 +138,10 @@ class BackupService:
                                   f"backup.retentionDays), got {retention_days}")
         directory = files.confine(backup_dir, b.allowed_directories)
         target = self.targets.resolve(database)
+        if target.physical:
+            raise FailedPrecondition(
+                f"database: target {target.name!r} is physical; its backups go to "
+                "backup.directory, where its chain is (use POST /api/v1/backup/create)")
         retention = retention_days or target.retention_days or b.retention_days
         files.prepare_backup_dir(directory, "backup_dir", requested=True)
         jobs = self._jobs(target, directory, retention, cleanup_old, Trigger.MANUAL, "",
@@ -123,17 +150,22 @@ class BackupService:
 
     def run_scheduled(self, schedule: str, target: str) -> None:
         """A schedule fired: back up its target and wait for the run(s) to finish."""
+        backup_type = next((s.type for s in self.settings.schedules if s.name == schedule),
+                           BackupType.UNSPECIFIED)
         try:
-            self.create_backup(database=target, trigger=Trigger.SCHEDULE, schedule=schedule)
+            self.create_backup(database=target, trigger=Trigger.SCHEDULE, schedule=schedule,
+                               backup_type=backup_type)
         except BackupError:
             pass  # recorded on the run(s), logged and notified
 
     def _jobs(self, target: TargetConfig, directory: Path, retention: int, cleanup_old: bool,
-              trigger: Trigger, schedule: str, dir_field: str) -> list[Job]:
+              trigger: Trigger, schedule: str, dir_field: str,
+              backup_type: BackupType = BackupType.UNSPECIFIED) -> list[Job]:
         """The jobs of a request; when even finding them fails (allDatabases on an
         unreachable server), a FAILED run records it, so the failure is never silent."""
         try:
-            return jobs_for(self.targets, target, directory, retention, cleanup_old, dir_field)
+            return jobs_for(self.targets, target, directory, retention, cleanup_old, dir_field,
+                            backup_type)
         except BackupError as exc:
             now = self.clock()
             run = self.store.create_run(database=f"{target.name}-globals", trigger=trigger,
@@ -205,20 +237,32 @@ class BackupService:
 
     def stats(self, database: str = "") -> Stats:
         target, database = self._scope(database)
-        return self.store.stats(str(self.settings.backup.directory), target=target,
-                                database=database)
+        stats = self.store.stats(str(self.settings.backup.directory), target=target,
+                                 database=database)
+        stats = replace(stats, destinations=self.copier.usage(target=target, database=database))
+        if target or database:
+            return stats
+        # Every configured target, also one that never ran: "never" is an answer too.
+        known = self.store.databases_by_target()
+        return replace(stats, targets=tuple(
+            TargetSummary(t.name, t.all_databases, known.get(t.name, ()))
+            for t in self.targets.all))
 
     def list_backups(self, *, database: str = "", status: RunStatus | None = None,
-                     page_size: int = 0, page_token: str = "") -> RunPage:
+                     page_size: int = 0, page_token: str = "",
+                     trigger: Trigger | None = None) -> RunPage:
         target, database = self._scope(database)
         return self.store.list_runs(target=target, database=database, status=status,
-                                    page_size=page_size, page_token=page_token)
+                                    page_size=page_size, page_token=page_token,
+                                    trigger=trigger)
 
     def get_backup(self, run_id: int) -> Run:
         if run_id < 1:
             raise InvalidArgument(f"id: must be a positive backup id, got {run_id}")
         run = self.store.get(run_id)
-        if run.file_state is FileState.PRESENT and not os.path.lexists(run.file_path):
+        # Only a file on this host can be checked here; an object store's copy is not.
+        if (run.file_state is FileState.PRESENT and os.path.isabs(run.file_path)
+                and not os.path.lexists(run.file_path)):
             self.store.set_file_state([run.id], FileState.MISSING)
             run = self.store.get(run_id)
         return run

@@ -98,3 +98,47 @@ class RestoreFailed(BackupError):
     """A restore (or the verification restore) failed; the restore run holds the reason."""
 
     status = "INTERNAL"
+
+
+class EncryptionError(BackupFailed):
+    """Encrypting a backup failed (age missing, a bad recipient, the child died)."""
+
+    status = "INTERNAL"
+
+
+class DecryptionError(BackupError):
+    """Decrypting a backup failed for a reason other than the two below."""
+
+    status = "INTERNAL"
+
+
+class WrongIdentity(DecryptionError):
+    """The identity given is not one of the backup's recipients: the caller must pass
+    another key."""
+
+    status = "FAILED_PRECONDITION"
+
+
+class CorruptCiphertext(DecryptionError):
+    """The encrypted bytes are truncated or altered: age's authentication failed."""
+
+    status = "DATA_LOSS"
+
+
+class StorageError(BackupError):
+    """A destination could not store, read or list; the message names the destination
+    and never holds a credential."""
+
+    status = "UNAVAILABLE"
+
+
+class StorageNotFound(StorageError):
+    """The object (or the bucket) does not exist at the destination."""
+
+    status = "NOT_FOUND"
+
+
+class StorageExists(StorageError):
+    """The name is taken at the destination: a backup is never overwritten."""
+
+    status = "ALREADY_EXISTS"

@@ -8,72 +8,52 @@ API translate fields by name, so nothing else needs to change to carry it.
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-
-class RunStatus(enum.StrEnum):
-    PENDING = "PENDING"
-    RUNNING = "RUNNING"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-
-    @property
-    def finished(self) -> bool:
-        return self in (RunStatus.SUCCEEDED, RunStatus.FAILED)
-
-
-class RunKind(enum.StrEnum):
-    """What a run backs up."""
-
-    DATABASE = "DATABASE"  # one database, with pg_dump
-    GLOBALS = "GLOBALS"  # a server's roles and tablespaces, with pg_dumpall --globals-only
-
-
-class Trigger(enum.StrEnum):
-    SCHEDULE = "SCHEDULE"
-    MANUAL = "MANUAL"
-
-
-class FileState(enum.StrEnum):
-    """What became of a run's file after the run."""
-
-    NONE = "NONE"  # the run produced no file (not finished, or failed)
-    PRESENT = "PRESENT"
-    DELETED = "DELETED"  # removed by retention
-    MISSING = "MISSING"  # gone from disk without the service removing it
-
-
-class Verification(enum.StrEnum):
-    """Outcome of the last verification of a backup."""
-
-    NONE = ""  # never verified
-    OK = "OK"
-    FAILED = "FAILED"
-
-
-class DumpFormat(enum.StrEnum):
-    PLAIN = "plain"  # SQL, .sql (.sql.zst, .sql.gz)
-    CUSTOM = "custom"  # pg_restore archive, .dump
-    DIRECTORY = "directory"  # pg_restore archive as a folder, .dir
-
-
-class CompressionMethod(enum.StrEnum):
-    NONE = "none"
-    GZIP = "gzip"
-    LZ4 = "lz4"
-    ZSTD = "zstd"
-
-    @property
-    def levels(self) -> tuple[int, int]:
-        """The levels this method takes (none: only 0)."""
-        return {"none": (0, 0), "gzip": (1, 9), "lz4": (1, 12), "zstd": (1, 19)}[self.value]
-
-    @property
-    def default_level(self) -> int:
-        return {"none": 0, "gzip": 6, "lz4": 1, "zstd": 1}[self.value]
+from .enums import (
+    AlertKind as AlertKind,
+)
+from .enums import (
+    BackupType as BackupType,
+)
+from .enums import (
+    ChannelType as ChannelType,
+)
+from .enums import (
+    CompressionMethod as CompressionMethod,
+)
+from .enums import (
+    CopyState as CopyState,
+)
+from .enums import (
+    DumpFormat as DumpFormat,
+)
+from .enums import (
+    FileState as FileState,
+)
+from .enums import (
+    NotifyEvent as NotifyEvent,
+)
+from .enums import (
+    RunKind as RunKind,
+)
+from .enums import (
+    RunStatus as RunStatus,
+)
+from .enums import (
+    TargetKind as TargetKind,
+)
+from .enums import (
+    Trigger as Trigger,
+)
+from .enums import (
+    Verification as Verification,
+)
+from .enums import (
+    VerifyMode as VerifyMode,
+)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -114,47 +94,6 @@ class Compression:
 NO_COMPRESSION = Compression(CompressionMethod.NONE, 0)
 
 
-class ChannelType(enum.StrEnum):
-    """A notification channel."""
-
-    WEBHOOK = "webhook"
-    SLACK = "slack"
-    EMAIL = "email"
-
-
-class NotifyEvent(enum.StrEnum):
-    """What a notification channel can subscribe to."""
-
-    FAILURE = "failure"
-    SUCCESS = "success"
-    STALE = "stale"
-    VERIFICATION_FAILED = "verification_failed"
-    CLEANUP = "cleanup"
-
-
-class AlertKind(enum.StrEnum):
-    STALE = "stale"
-    MISSED_SCHEDULE = "missed_schedule"
-    VERIFICATION_FAILED = "verification_failed"
-    REPLICA_SILENT = "replica_silent"  # a cluster replica stopped heartbeating
-
-
-class VerifyMode(enum.StrEnum):
-    """``backup.verify``: what is checked after each scheduled backup."""
-
-    NONE = "none"
-    QUICK = "quick"
-    DEEP = "deep"
-
-
-class CopyState(enum.StrEnum):
-    """Where one copy of a backup stands at one destination."""
-
-    PENDING = "PENDING"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-
-
 @dataclass(frozen=True, slots=True)
 class Stored:
     """Bytes that reached their final place: where, how many, and their SHA-256."""
@@ -162,6 +101,9 @@ class Stored:
     location: str  # the destination-relative name, e.g. "db/backup_db_….sql.zst"
     size: int
     sha256: str
+    # The checksum the store itself will report for these bytes (an S3 ETag), so a
+    # quick verify compares without downloading; "" where the store offers none.
+    etag: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +132,47 @@ class Copy:
     stored_at: datetime | None = None
     file_state: FileState = FileState.NONE
     locked_until: datetime | None = None
+
+    @property
+    def present(self) -> bool:
+        return self.state is CopyState.SUCCEEDED and self.file_state is FileState.PRESENT
+
+    @property
+    def backup_id(self) -> int:
+        return self.run_id
+
+    @property
+    def deleted(self) -> bool:
+        return self.file_state is FileState.DELETED
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationUsage:
+    """What the store knows a destination holds: its present copies, their bytes,
+    and the newest one."""
+
+    name: str
+    copies: int = 0
+    used_bytes: int = 0
+    newest: Copy | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationStatus:
+    """A configured destination as ListDestinations shows it."""
+
+    name: str
+    url: str  # never with credentials
+    required: bool
+    reachable: bool
+    error: str = ""
+    copies: int = 0
+    used_bytes: int = 0
+    newest: Copy | None = None
+
+
+# Marks a Run field that is not a column of backup_runs (persistence/schema.py).
+NOT_A_COLUMN = {"column": False}
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +205,24 @@ class Run:
     verification_reason: str = ""
     verified_at: datetime | None = None
     target: str = ""  # the configured target that produced the run
+    plaintext_sha256: str = ""  # SHA-256 of the dump before encryption (when encrypted)
+    # Fingerprints of the age recipients the backup is encrypted to; empty: not encrypted.
+    encryption: tuple[str, ...] = ()
+    # Its copies, one per destination; a table of their own (backup_copies).
+    copies: tuple[Copy, ...] = field(default=(), metadata=NOT_A_COLUMN)
+
+    def copy_at(self, destination: str) -> Copy | None:
+        return next((c for c in self.copies if c.destination == destination), None)
+
+    # Physical backups: the parent an incremental was taken against (0: none), why a
+    # requested incremental became a full one, the WAL range it needs, and its chain
+    # (the ids from the full backup to this one).
+    parent_id: int = 0
+    type_reason: str = ""
+    start_lsn: str = ""
+    end_lsn: str = ""
+    timeline: int = 0
+    chain: str = ""  # "12,15,18": ids from the full backup to this one
     node: str = ""  # the cluster replica that executed it ("" without a cluster)
 
     @property
@@ -286,6 +287,30 @@ class Stats:
     verified_backups: int = 0
     verification_failures: int = 0
     databases: tuple[DatabaseStats, ...] = ()
+    targets: tuple[TargetSummary, ...] = ()
+    destinations: tuple[DestinationUsage, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TargetSummary:
+    """A configured target and the database names its runs were recorded under."""
+
+    name: str
+    all_databases: bool = False
+    databases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CleanupDecision:
+    """What retention decided for one backup at one destination, and which rules say so
+    (to keep it) or why it goes."""
+
+    backup_id: int
+    database: str
+    destination: str
+    location: str
+    keep: bool
+    reasons: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,6 +319,7 @@ class CleanupResult:
     freed_bytes: int
     dry_run: bool
     files: tuple[str, ...] = field(default_factory=tuple)
+    decisions: tuple[CleanupDecision, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,6 +340,10 @@ class ScheduleInfo:
     enabled: bool
     job: str
     next_run_time: datetime | None
+    target: str = ""
+    last_run: Run | None = None  # the newest run this schedule started
+
+    type: BackupType = BackupType.UNSPECIFIED
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,8 +28,10 @@ log = structlog.get_logger("pgbackup")
 
 # A notification event -> the channel ``events`` entries that receive it. The
 # config has no entry for missed fires: a fire that did not happen is a backup
-# that is missing (stale) and a run that did not succeed (failure).
+# that is missing (stale) and a run that did not succeed (failure); a copy that
+# failed at a destination is a failure.
 SUBSCRIPTIONS: dict[str, tuple[str, ...]] = {"missed_schedule": ("stale", "failure"),
+                                             "copy_failed": ("failure",),
                                              # a silent replica's schedules may not run
                                              "replica_silent": ("stale", "failure")}
 BACKOFF_FIRST_SECONDS = 1.0

@@ -4,7 +4,9 @@ the POST body; Slack and e-mail render it as text (:func:`render_text`). Fields
 
     {
       "event": "failure" | "success" | "cleanup"            # run events
-             | "stale" | "missed_schedule" | "verification_failed",  # alerts
+             | "stale" | "missed_schedule" | "verification_failed"  # alerts
+             | "copy_failed",
+      "destination": "offsite",            # copy_failed only
       "status": "firing" | "resolved",     # alerts only
       "alert_key": "stale/shop",           # alerts only: same key when it resolves
       "since": "2024-01-15T02:00:00Z",     # alerts only: when the alert started

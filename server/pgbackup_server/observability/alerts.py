@@ -10,6 +10,8 @@
   down; resolved by the next successful run of that schedule.
 - ``verification_failed``: a backup failed verification; resolved when a newer
   backup of the database verifies.
+- ``copy_failed``: a copy of a database's backup at a destination failed (after
+  retries); resolved when a copy of it at that destination succeeds.
 - ``replica_silent``: a cluster replica stopped renewing its lease (reported by one
   replica, the cluster's monitor); resolved when it heartbeats again or leaves.
 
@@ -33,7 +35,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ..domain.durations import human_duration as human_age
-from ..domain.models import Alert, AlertKind, FileState, Run, RunStatus
+from ..domain.models import Alert, AlertKind, Copy, CopyState, FileState, Run, RunStatus
 from ..domain.ports import AlertStore, Clock, Listener, RunStore
 from ..notify.payloads import rfc3339
 from ..settings import Settings as Config
@@ -43,6 +45,7 @@ log = structlog.get_logger("pgbackup")
 STALE = AlertKind.STALE
 MISSED_SCHEDULE = AlertKind.MISSED_SCHEDULE
 VERIFICATION_FAILED = AlertKind.VERIFICATION_FAILED
+COPY_FAILED = AlertKind.COPY_FAILED
 REPLICA_SILENT = AlertKind.REPLICA_SILENT
 # Successful runs examined for a usable backup; retention deletes the oldest,
 # so a usable one, if any, is among the newest.
@@ -282,11 +285,27 @@ class AlertManager(Listener):
                               "verified successfully", run_id=run.id,
                               file_path=run.file_path)
 
+    def on_copy_finished(self, run: Run, copy: Copy) -> None:
+        subject = f"{subject_of(run.target, run.database)}@{copy.destination}"
+        key = f"{COPY_FAILED}/{subject}"
+        now = copy.stored_at or self.clock()
+        with self._lock:
+            if copy.state is CopyState.FAILED:
+                self._fire(Alert(COPY_FAILED, subject, now, {
+                    "database": run.database, "target": run.target or run.database,
+                    "destination": copy.destination, "run_id": run.id, "error": copy.error}),
+                    now, f"Copy of backup {run.id} of {run.database} to {copy.destination} "
+                    f"failed: {copy.error}")
+            elif copy.state is CopyState.SUCCEEDED:
+                self._resolve(key, now, f"Backup {run.id} of {run.database} was copied to "
+                              f"{copy.destination}", run_id=run.id, destination=copy.destination)
+
     # -- state machine --------------------------------------------------------
 
     def _fire(self, alert: Alert, now: datetime, message: str) -> None:
         if alert.key in self._active:
             return  # already sent; it is not repeated until it resolves
+        alert.details.setdefault("message", message)  # what the API shows later
         self._active[alert.key] = alert
         self.state.fire(alert)
         log.error("Alert firing", alert=alert.key, message=message)

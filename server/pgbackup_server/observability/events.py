@@ -12,7 +12,7 @@ from typing import Any
 
 import structlog
 
-from ..domain.models import CleanupResult, Run
+from ..domain.models import CleanupResult, Copy, Run
 from ..domain.ports import Listener
 
 log = structlog.get_logger("pgbackup")
@@ -52,6 +52,9 @@ class EventHub(Listener):
 
     def on_missed_fire(self, schedule: str, fire_time: datetime) -> None:
         self._emit("on_missed_fire", schedule, fire_time)
+
+    def on_copy_finished(self, run: Run, copy: Copy) -> None:
+        self._emit("on_copy_finished", run, copy)
 
     def on_replica_silent(self, node: str, since: datetime) -> None:
         self._emit("on_replica_silent", node, since)

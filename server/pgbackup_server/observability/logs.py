@@ -73,3 +73,7 @@ def configure(level: str = "info", fmt: str = "console", stream: Any = None) -> 
     logging.getLogger("apscheduler").setLevel(max(_LEVELS[level], logging.WARNING))
     # Alembic announces every migration step at INFO; the store logs what matters.
     logging.getLogger("alembic").setLevel(max(_LEVELS[level], logging.WARNING))
+    # boto3 (S3 Object Lock) logs signed request headers (the access key id) and every
+    # response body at DEBUG; the storage layer reports what matters, scrubbed.
+    for name in ("boto3", "botocore", "urllib3", "s3transfer"):
+        logging.getLogger(name).setLevel(max(_LEVELS[level], logging.WARNING))

@@ -22,7 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from ..domain.models import CleanupResult, Run, RunStatus, Trigger
+from ..domain.models import CleanupResult, Copy, CopyState, Run, RunStatus, Trigger
 from ..domain.ports import Clock, Listener, RunStore
 from ..settings import Settings as Config
 
@@ -77,6 +77,9 @@ class Metrics(Listener):
         self.notification_errors = Counter("backup_notification_errors",
                                            "Notifications not delivered (after retries).",
                                            ["channel"], registry=r)
+        self.copy_failures = Counter("backup_copy_failures",
+                                     "Copies of backups that failed at a destination (after "
+                                     "retries).", ["destination"], registry=r)
         self.healthy = Gauge("backup_healthy",
                              "1 when the store and the backup directory are usable.",
                              registry=r)
@@ -104,6 +107,8 @@ class Metrics(Listener):
             self.verification_failures.labels(db)
         for s in self.config.schedules:
             self.misfires.labels(s.name)
+        for d in self.config.destinations:
+            self.copy_failures.labels(d.name)
         for i, n in enumerate(self.config.notifications):
             self.notifications.labels(f"{n.type}[{i}]")
             self.notification_errors.labels(f"{n.type}[{i}]")
@@ -179,6 +184,10 @@ class Metrics(Listener):
 
     def on_missed_fire(self, schedule: str, fire_time: datetime) -> None:
         self.misfires.labels(schedule).inc()
+
+    def on_copy_finished(self, run: Run, copy: Copy) -> None:
+        if copy.state is CopyState.FAILED:
+            self.copy_failures.labels(copy.destination).inc()
 
     def notification_result(self, channel: str, ok: bool) -> None:
         (self.notifications if ok else self.notification_errors).labels(channel).inc()

@@ -13,11 +13,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..domain.errors import ConfigError
 from .alerts import SqlAlertStore
+from .copies import SqlCopyStore
 from .engine import open_engine, shown_url
 from .restores import SqlRestoreStore
 from .runs import SqlRunStore
 
-__all__ = ["SqlAlertStore", "SqlRestoreStore", "SqlRunStore", "Store", "open_store"]
+__all__ = ["SqlAlertStore", "SqlCopyStore", "SqlRestoreStore", "SqlRunStore", "Store",
+           "open_store"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,7 @@ class Store:
     runs: SqlRunStore
     restores: SqlRestoreStore
     alerts: SqlAlertStore
+    copies: SqlCopyStore
 
     def close(self) -> None:
         self.engine.dispose()
@@ -37,8 +40,9 @@ def open_store(url: str) -> Store:
     """The store at ``url``, migrated; a ConfigError naming store.url otherwise."""
     try:
         engine = open_engine(url)
-        return Store(engine, SqlRunStore(engine), SqlRestoreStore(engine),
-                     SqlAlertStore(engine))
+        runs = SqlRunStore(engine)
+        return Store(engine, runs, SqlRestoreStore(engine), SqlAlertStore(engine),
+                     SqlCopyStore(engine, runs.write_lock))
     except (SQLAlchemyError, OSError) as exc:
         first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
         raise ConfigError(f"store.url: cannot open {shown_url(url)}: {type(exc).__name__}: "

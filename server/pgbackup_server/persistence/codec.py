@@ -4,6 +4,7 @@ without touching this module."""
 from __future__ import annotations
 
 import enum
+import json
 import types
 import typing
 from collections.abc import Mapping
@@ -28,7 +29,8 @@ def _unwrap(hint: Any) -> tuple[Any, bool]:
 @cache
 def _plan(cls: Any) -> tuple[tuple[str, Any, bool], ...]:
     hints = typing.get_type_hints(cls)
-    return tuple((f.name, *_unwrap(hints[f.name])) for f in fields(cls))
+    return tuple((f.name, *_unwrap(hints[f.name])) for f in fields(cls)
+                 if f.metadata.get("column", True))
 
 
 def from_row(cls: type[T], row: Mapping[str, Any]) -> T:
@@ -45,6 +47,8 @@ def from_row(cls: type[T], row: Mapping[str, Any]) -> T:
             value = None if optional and value in ("", None) else kind(value)
         elif kind is datetime:
             value = aware(value)
+        elif typing.get_origin(kind) is tuple:
+            value = tuple(json.loads(value or "[]"))
         values[name] = value
     return cls(**values)
 
@@ -56,6 +60,8 @@ def to_column(value: Any) -> Any:
         return value.value
     if isinstance(value, Compression):
         return str(value)
+    if isinstance(value, tuple):
+        return json.dumps(list(value))
     return value
 
 

@@ -68,6 +68,12 @@ def migrate(engine: Engine) -> str:
     script = ScriptDirectory.from_config(config)
     head = script.get_current_head()
     with engine.begin() as conn:
+        if conn.dialect.name == "sqlite":
+            # Batch migrations copy backup_runs and drop the old table; with foreign
+            # keys on, that drop would cascade and delete every backup's copies. The
+            # pragma only takes effect before the first write, so first; the engine is
+            # disposed afterwards so no pooled connection keeps it off.
+            conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
         _lock(conn)
         # Held until this transaction commits.
         current = MigrationContext.configure(conn).get_current_revision()
@@ -84,6 +90,8 @@ def migrate(engine: Engine) -> str:
         if current != head:
             config.attributes["connection"] = conn
             command.upgrade(config, "head")
+    if engine.dialect.name == "sqlite":
+        engine.dispose()
     return str(head)
 
 

@@ -16,7 +16,8 @@ from sqlalchemy import Engine, delete, insert, select, update
 
 from ..domain.errors import NotFound
 from ..domain.models import RunStatus
-from ..restore.models import RestoreRun
+from ..restore.models import RestorePage, RestoreRun
+from .runs import decode_page_token, encode_page_token, page_limit
 from .schema import restore_runs, scratch_databases
 
 
@@ -89,6 +90,21 @@ class SqlRestoreStore:
             query = query.where(restore_runs.c.backup_id == backup_id)
         with self.engine.connect() as conn:
             return [_row_to_restore(r) for r in conn.execute(query).all()]
+
+    def restore_page(self, *, backup_id: int = 0, page_size: int = 0,
+                     page_token: str = "") -> RestorePage:
+        """Newest first, optionally of one backup, ``page_size`` at a time."""
+        size = page_limit(page_size)
+        query = select(restore_runs).order_by(restore_runs.c.id.desc()).limit(size + 1)
+        if backup_id:
+            query = query.where(restore_runs.c.backup_id == backup_id)
+        if page_token:
+            query = query.where(restore_runs.c.id < decode_page_token(page_token,
+                                                                       "ListRestores"))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        items = tuple(_row_to_restore(r) for r in rows[:size])
+        return RestorePage(items, encode_page_token(items[-1].id) if len(rows) > size else "")
 
     # -- scratch databases --------------------------------------------------
 

@@ -10,10 +10,11 @@ import base64
 import binascii
 import threading
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from ..domain.errors import InvalidArgument, NotFound
 from ..domain.models import (
@@ -28,7 +29,8 @@ from ..domain.models import (
 )
 from . import totals
 from .codec import from_row, to_row
-from .schema import runs
+from .copies import copies_of
+from .schema import run_totals, runs
 from .totals import Scope
 
 MAX_PAGE_SIZE = 1000
@@ -41,7 +43,7 @@ def encode_page_token(last_id: int) -> str:
     return base64.urlsafe_b64encode(f"id<{last_id}".encode()).decode().rstrip("=")
 
 
-def decode_page_token(token: str) -> int:
+def decode_page_token(token: str, rpc: str = "ListBackups") -> int:
     try:
         text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
         if not text.startswith("id<"):
@@ -53,11 +55,27 @@ def decode_page_token(token: str) -> int:
     except (ValueError, UnicodeDecodeError, binascii.Error):
         raise InvalidArgument(
             "page_token: not a token this service issued; pass next_page_token from the "
-            "previous ListBackups response, or leave it empty for the first page") from None
+            f"previous {rpc} response, or leave it empty for the first page") from None
+
+
+def page_limit(page_size: int) -> int:
+    """The page size a request asks for (0: the default); InvalidArgument outside 1..1000."""
+    size = page_size or DEFAULT_PAGE_SIZE
+    if not 1 <= size <= MAX_PAGE_SIZE:
+        raise InvalidArgument(f"page_size: must be between 1 and {MAX_PAGE_SIZE} (0 or "
+                              f"unset: {DEFAULT_PAGE_SIZE}), got {page_size}")
+    return size
 
 
 def _run(row: Any) -> Run:
     return from_row(Run, row._mapping)
+
+
+def _runs(conn: Connection, rows: Sequence[Any]) -> list[Run]:
+    """Runs with their copies: one more query for all of them, never one per run."""
+    items = [_run(r) for r in rows]
+    attached = copies_of(conn, [r.id for r in items])
+    return [replace(r, copies=attached[r.id]) if r.id in attached else r for r in items]
 
 
 class SqlRunStore:
@@ -68,6 +86,11 @@ class SqlRunStore:
         # SQLite allows one writer; serialising writes here avoids busy retries.
         self._write_lock = threading.Lock()
         self.rebuild_totals()
+
+    @property
+    def write_lock(self) -> threading.Lock:
+        """The lock every writer of this database shares (the copy store too)."""
+        return self._write_lock
 
     def close(self) -> None:
         self.engine.dispose()
@@ -129,16 +152,22 @@ class SqlRunStore:
                             verification_reason=reason, verified_at=verified_at)
 
     def mark_succeeded(self, run_id: int, *, finished_at: datetime, file_path: str,
-                       size_bytes: int, sha256: str, bytes_written: int = 0) -> Run:
+                       size_bytes: int, sha256: str, bytes_written: int = 0,
+                       **changes: Any) -> Run:
+        """SUCCEEDED with its file; ``changes``: what only the finished run knows (a
+        physical backup's WAL range; plaintext_sha256 and encryption of an encrypted one)."""
         return self._update(run_id, "last_success_id", status=RunStatus.SUCCEEDED,
                             finished_at=finished_at, file_path=file_path, temp_path="",
                             size_bytes=size_bytes, sha256=sha256, bytes_written=bytes_written,
-                            file_state=FileState.PRESENT)
+                            file_state=FileState.PRESENT, error="", **changes)
 
     def mark_failed(self, run_id: int, *, finished_at: datetime, error: str,
-                    started_at: datetime | None = None) -> Run:
+                    started_at: datetime | None = None, **stored: Any) -> Run:
+        """FAILED with the reason; ``stored``: what the run did store (a run whose
+        required copy failed keeps its other copies: file_path, size_bytes, sha256,
+        file_state...)."""
         changes: dict[str, Any] = dict(status=RunStatus.FAILED, finished_at=finished_at,
-                                       error=error, temp_path="")
+                                       error=error, temp_path="", **stored)
         if started_at is not None:
             changes["started_at"] = started_at
         return self._update(run_id, "last_failure_id", **changes)
@@ -159,27 +188,26 @@ class SqlRunStore:
     def get(self, run_id: int) -> Run:
         with self.engine.connect() as conn:
             row = conn.execute(select(runs).where(runs.c.id == run_id)).first()
-        if row is None:
-            raise NotFound(f"backup {run_id} not found")
-        return _run(row)
+            if row is None:
+                raise NotFound(f"backup {run_id} not found")
+            return _runs(conn, [row])[0]
 
     def list_runs(self, *, database: str = "", target: str = "",
                   status: RunStatus | None = None, page_size: int = 0,
-                  page_token: str = "") -> RunPage:
+                  page_token: str = "", trigger: Trigger | None = None) -> RunPage:
         """Newest first; ``page_size`` 0 means the default."""
-        size = page_size or DEFAULT_PAGE_SIZE
-        if not 1 <= size <= MAX_PAGE_SIZE:
-            raise InvalidArgument(f"page_size: must be between 1 and {MAX_PAGE_SIZE} (0 or "
-                                  f"unset: {DEFAULT_PAGE_SIZE}), got {page_size}")
+        size = page_limit(page_size)
         query = (select(runs).where(Scope(target, database).on(runs))
                  .order_by(runs.c.id.desc()).limit(size + 1))
         if status is not None:
             query = query.where(runs.c.status == status.value)
+        if trigger is not None:
+            query = query.where(runs.c.trigger == trigger.value)
         if page_token:
             query = query.where(runs.c.id < decode_page_token(page_token))
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
-        items = tuple(_run(r) for r in rows[:size])
+            items = tuple(_runs(conn, rows[:size]))
         token = encode_page_token(items[-1].id) if len(rows) > size else ""
         return RunPage(items, token)
 
@@ -187,12 +215,21 @@ class SqlRunStore:
         with self.engine.connect() as conn:
             return totals.known(conn, Scope(target, database))
 
+    def databases_by_target(self) -> dict[str, tuple[str, ...]]:
+        """The database names each target's runs were recorded under (small derived table)."""
+        out: dict[str, list[str]] = {}
+        with self.engine.connect() as conn:
+            for target, db in conn.execute(select(run_totals.c.target, run_totals.c.database)
+                                           .distinct().order_by(run_totals.c.database)):
+                out.setdefault(target, []).append(db)
+        return {t: tuple(dbs) for t, dbs in out.items()}
+
     def unfinished_runs(self) -> list[Run]:
         """Runs left PENDING or RUNNING, i.e. by a process that died."""
         with self.engine.connect() as conn:
             rows = conn.execute(select(runs).where(
                 runs.c.status.in_([RunStatus.PENDING.value, RunStatus.RUNNING.value]))).all()
-        return [_run(r) for r in rows]
+            return _runs(conn, rows)
 
     def present_runs(self, backup_dir: str | None = None) -> list[Run]:
         """Succeeded runs whose file should be on disk."""
@@ -200,7 +237,7 @@ class SqlRunStore:
         if backup_dir is not None:
             query = query.where(runs.c.backup_dir == backup_dir)
         with self.engine.connect() as conn:
-            return [_run(r) for r in conn.execute(query).all()]
+            return _runs(conn, conn.execute(query).all())
 
     def latest_status_by_database(self, backup_dir: str) -> dict[tuple[str, str], RunStatus]:
         """Status of the newest finished run of each (target, database) in ``backup_dir``."""
@@ -223,7 +260,7 @@ class SqlRunStore:
                  .order_by(runs.c.queued_at.desc()).limit(1))
         with self.engine.connect() as conn:
             row = conn.execute(query).first()
-        return None if row is None else _run(row)
+            return None if row is None else _runs(conn, [row])[0]
 
     def stats(self, backup_directory: str, *, target: str = "", database: str = "") -> Stats:
         """Totals from the derived tables; nothing here scans the runs."""

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    ForeignKey,
     Index,
     Integer,
     MetaData,
@@ -55,7 +56,7 @@ metadata = MetaData()
 
 # Column types of the fields whose Python type alone does not say enough.
 _STRING_LENGTHS = {"database": 255, "target": 255, "schedule": 255, "sha256": 64, "node": 255,
-                   "pg_dump_version": 32, "server_version": 32}
+                   "pg_dump_version": 32, "server_version": 32, "plaintext_sha256": 64}
 
 
 def _unwrap(hint: Any) -> Any:
@@ -77,18 +78,24 @@ def run_column(name: str, hint: Any) -> Column[Any]:
     if kind is bool:
         return Column(name, Boolean, nullable=False, default=False)
     if isinstance(kind, type) and issubclass(kind, enum.Enum | Compression):
-        return Column(name, String(16 if kind is not Compression else 32), nullable=False,
+        # kind holds PHYSICAL_INCREMENTAL (20 characters).
+        wide = kind is Compression or name == "kind"
+        return Column(name, String(32 if wide else 16), nullable=False,
                       default="")
+    if typing.get_origin(kind) is tuple:  # a tuple of strings, stored as a JSON list
+        return Column(name, Text, nullable=False, default="[]")
     if name in _STRING_LENGTHS:
         return Column(name, String(_STRING_LENGTHS[name]), nullable=False, default="")
     return Column(name, Text, nullable=False, default="")
 
 
 RUN_HINTS = typing.get_type_hints(Run)
+# Fields kept elsewhere (Run.copies: backup_copies) are marked NOT_A_COLUMN.
+RUN_COLUMNS = tuple(f.name for f in fields(Run) if f.metadata.get("column", True))
 runs = Table(
     "backup_runs",
     metadata,
-    *(run_column(f.name, RUN_HINTS[f.name]) for f in fields(Run)),
+    *(run_column(name, RUN_HINTS[name]) for name in RUN_COLUMNS),
     # Denormalised from file_state, for the indexes behind statistics and retention.
     Column("present", Boolean, nullable=False, default=False),
     Index("ix_runs_status_finished", "status", "finished_at"),
@@ -101,6 +108,8 @@ runs = Table(
     Index("ix_runs_schedule_queued", "schedule", "queued_at"),
     Index("ix_runs_verification", "verification"),
     Index("ix_runs_target_id", "target", "id"),
+    Index("ix_runs_status_id", "status", "id"),
+    Index("ix_runs_trigger_id", "trigger", "id"),
 )
 run_totals = Table(
     "run_totals",
@@ -163,6 +172,24 @@ alert_tracking = Table(
     metadata,
     Column("subject", String(255), primary_key=True),
     Column("since", UTCDateTime, nullable=False),
+)
+# One row per copy of a run at a destination (Run.copies); at most one per destination.
+copies = Table(
+    "backup_copies",
+    metadata,
+    Column("run_id", Integer, ForeignKey("backup_runs.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("destination", String(64), primary_key=True),
+    Column("state", String(16), nullable=False),
+    Column("location", Text, nullable=False, default=""),
+    Column("size_bytes", BigInteger, nullable=False, default=0),
+    Column("sha256", String(64), nullable=False, default=""),
+    Column("error", Text, nullable=False, default=""),
+    Column("stored_at", UTCDateTime),
+    Column("file_state", String(16), nullable=False, default="NONE"),
+    Column("locked_until", UTCDateTime),
+    Index("ix_copies_destination_state", "destination", "state", "file_state"),
+    Index("ix_copies_destination_location", "destination", "location"),
 )
 
 # The cluster (``cluster/``): replicas sharing a PostgreSQL store. A fire is claimed

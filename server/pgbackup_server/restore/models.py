@@ -58,6 +58,14 @@ class RestoreRun:
 
 
 @dataclass(frozen=True, slots=True)
+class RestorePage:
+    """One page of restores, newest first; ``next_page_token`` empty on the last."""
+
+    restores: tuple[RestoreRun, ...]
+    next_page_token: str
+
+
+@dataclass(frozen=True, slots=True)
 class ContentEntry:
     schema: str
     name: str

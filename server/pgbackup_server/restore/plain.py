@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -82,10 +82,11 @@ def raw_chunks(path: Path) -> Iterator[bytes]:
             yield chunk
 
 
-def plain_sql(run: Run) -> Iterator[bytes]:
-    """The SQL of a plain backup, decompressed on the fly."""
+def plain_sql(run: Run, raw: Iterable[bytes] | None = None) -> Iterator[bytes]:
+    """The SQL of a plain backup, decompressed on the fly (from ``raw``, the stored
+    bytes already decrypted, when given; else from its file)."""
     decoder = Decoder(compression_method(run))
-    for chunk in raw_chunks(Path(run.file_path)):
+    for chunk in raw if raw is not None else raw_chunks(Path(run.file_path)):
         if out := decoder.feed(chunk):
             yield out
     decoder.finish()

@@ -8,12 +8,13 @@ leaves none behind, and settles what a previous process left.
 
 from __future__ import annotations
 
-import os
 import secrets
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -26,8 +27,8 @@ from ..domain.errors import (
     RestoreFailed,
     Unavailable,
 )
-from ..domain.models import FileState, Run, RunKind, RunStatus
-from ..domain.ports import Clock, Listener, RestoreStore, RunStore
+from ..domain.models import FileState, Run, RunStatus
+from ..domain.ports import Clock, Destination, Listener, RestoreStore, RunStore
 from ..domain.targets import Targets
 from ..postgres.binaries import PgBinary
 from ..postgres.conninfo import ConnInfo
@@ -37,15 +38,23 @@ from .databases import create_database, drop_database, rename_database
 from .models import (
     BackupContents,
     Corrupt,
+    RestorePage,
     RestoreRun,
     TableRows,
     ToolFailed,
     VerifyResult,
 )
 from .plan import Plan, plan_restore
+from .source import Source
 from .tools import ToolRunner
-from .validation import check_database_name, check_jobs, check_selection
-from .verify import check_digest, deep_check, quick_check
+from .validation import (
+    check_database_name,
+    check_jobs,
+    check_selection,
+    refuse_globals,
+    refuse_risky,
+)
+from .verify import check_digest, deep_check, quick_verify
 
 log = structlog.get_logger("pgbackup")
 
@@ -55,7 +64,9 @@ class RestoreService:
 
     def __init__(self, config: Settings, store: RunStore, restores: RestoreStore,
                  events: Listener, *, targets: Targets, binaries: list[PgBinary],
-                 runtime_dir: Path, clock: Clock) -> None:
+                 runtime_dir: Path, clock: Clock,
+                 destinations: Mapping[str, Destination] | None = None,
+                 address: Callable[[], str] = lambda: "") -> None:
         self.config = config
         self.store = store
         self.restores = restores
@@ -68,8 +79,12 @@ class RestoreService:
                                         thread_name_prefix="restore")
         self._lock = threading.Lock()
         self.tools = ToolRunner(binaries, runtime_dir, self._lock)
+        self.source = Source(config, destinations or {}, runtime_dir)
         self._busy_targets: dict[str, int] = {}  # target database -> restore id
         self._closing = False
+        from ..physical.restore import PhysicalRestorer  # physical/ builds on restore/
+
+        self.physical = PhysicalRestorer(config, store, binaries=binaries, address=address)
 
     def _server(self, run: Run) -> ConnInfo:
         """Connection parameters of the server a run's database is on; ``dbname`` is
@@ -120,17 +135,25 @@ class RestoreService:
 
     # -- verification -------------------------------------------------------
 
-    def verify(self, run_id: int, *, deep: bool = False) -> VerifyResult:
-        """Check a backup and record the outcome on it. A corrupt, truncated or
-        missing file is a FAILED result with the reason, not an error."""
+    def verify(self, run_id: int, *, deep: bool = False, identity: str = "") -> VerifyResult:
+        """Check a backup and record the outcome on it: a corrupt, truncated or missing
+        file is a FAILED result, not an error. Encrypted: ``identity`` for deep only."""
         run = self._backup(run_id, "verified")
+        if deep:
+            self.source.identities(run, identity)  # refused before anything runs
         self._admit()
         started, t0 = self.clock(), time.monotonic()
         tables: tuple[TableRows, ...] = ()
         try:
-            quick_check(run, self.tools)
-            if deep:
-                tables = self._deep(run)
+            if run.kind.physical:
+                self.physical.quick_check(run)
+                if deep:
+                    tables = self.physical.deep_check(run)
+            else:
+                quick_verify(run, self.source, self.tools)
+                if deep:
+                    with self.source.staged(run, identity) as local:
+                        tables = self._deep(local)
             ok, reason = True, ""
         except Corrupt as exc:
             ok, reason = False, exc.reason
@@ -139,7 +162,7 @@ class RestoreService:
                                 f"{exc.reason}") from None
         finished = self.clock()
         self.store.set_verification(run.id, ok=ok, reason=reason, verified_at=finished)
-        if not ok and not os.path.lexists(run.file_path):
+        if not ok and not self.source.local_file(run) and not self.source.remote_copies(run):
             self.store.set_file_state([run.id], FileState.MISSING)
         result = VerifyResult(run.id, ok, reason, deep, finished, tables,
                               round(time.monotonic() - t0, 3))
@@ -171,7 +194,7 @@ class RestoreService:
 
     def _deep(self, run: Run) -> tuple[TableRows, ...]:
         """Restore into a scratch database, count every table's rows, drop it."""
-        _refuse_globals(run, "deep-verified")
+        refuse_globals(run, "deep-verified")
         server = self._server(run)
         scratch = f"pgbackup_verify_{run.id}_{secrets.token_hex(4)}"
         self.restores.add_scratch(scratch, purpose="verify", target=run.target,
@@ -186,35 +209,52 @@ class RestoreService:
     def restore(self, run_id: int, *, target_database: str = "", overwrite: bool = False,
                 schemas: Iterable[str] = (), tables: Iterable[str] = (), jobs: int = 0,
                 requested_by: str = "", background: bool = False,
-                force: bool = False) -> RestoreRun:
+                force: bool = False, identity: str = "", target_directory: str = "",
+                target_time: datetime | None = None, target_lsn: str = "") -> RestoreRun:
         """Restore a backup, whole or ``schemas``/``tables`` only, into
         ``target_database`` (default: a new database named after the backup).
-        Overwriting ``postgres`` or the backup's own source database needs ``force``."""
+        Overwriting ``postgres`` or the backup's own source database needs ``force``.
+        A physical backup is rebuilt into ``target_directory`` instead, rolled forward
+        to ``target_time`` or ``target_lsn`` when given."""
+        if target_directory or target_time is not None or target_lsn:
+            return self._restore_physical(run_id, target_directory, target_time, target_lsn,
+                                          requested_by, background)
         if target_database:
             check_database_name(target_database)
         schema_list = check_selection(schemas, "schemas")
         table_list = check_selection(tables, "tables")
         check_jobs(jobs)
         run = self._backup(run_id, "restored")
-        _refuse_globals(run, "restored")
+        refuse_globals(run, "restored")
+        if run.kind.physical:
+            return self._restore_physical(run_id, target_directory, target_time, target_lsn,
+                                          requested_by, background)
         if run.format == "plain" and jobs > 1:
             raise InvalidArgument(f"jobs: backup {run.id} is plain SQL, which psql restores "
                                   "in one session; parallel jobs need a custom or "
                                   "directory format backup")
         if overwrite and not force:
-            self._refuse_risky(run, target_database, bool(schema_list or table_list))
+            refuse_risky(self.targets, run, target_database, bool(schema_list or table_list))
+        self.source.identities(run, identity)  # refused before anything runs
         self._admit()
         self._require_file(run)
-        plan = plan_restore(run, self._server(run), target_database=target_database,
-                            overwrite=overwrite, schemas=schema_list, tables=table_list,
-                            jobs=jobs)
-        busy = plan.busy_key
-        with self._lock:
-            if busy in self._busy_targets:
-                raise FailedPrecondition(
-                    f'database "{plan.target}": restore {self._busy_targets[busy]} '
-                    "into it is still running")
-            self._busy_targets[busy] = 0
+        stack = ExitStack()
+        try:
+            run, stream = self.source.prepare(run, identity, stack,
+                                              whole=not (schema_list or table_list))
+            plan = plan_restore(run, self._server(run), target_database=target_database,
+                                overwrite=overwrite, schemas=schema_list, tables=table_list,
+                                jobs=jobs)
+            busy = plan.busy_key
+            with self._lock:
+                if busy in self._busy_targets:
+                    raise FailedPrecondition(
+                        f'database "{plan.target}": restore {self._busy_targets[busy]} '
+                        "into it is still running")
+                self._busy_targets[busy] = 0
+        except BaseException:
+            stack.close()
+            raise
         try:
             record = self.restores.create(
                 backup_id=run.id, target_database=plan.target,
@@ -226,36 +266,25 @@ class RestoreService:
                      target_database=plan.target, mode=plan.mode, requested_by=requested_by,
                      schemas=list(schema_list), tables=list(table_list))
             if background:
-                self._pool.submit(self._execute, record, run, plan)
+                self._pool.submit(self._execute, record, run, plan, stream, stack)
                 return record
         except BaseException:
             self._release(busy)
+            stack.close()
             raise
-        return self._execute(record, run, plan)
+        return self._execute(record, run, plan, stream, stack)
 
-    def _refuse_risky(self, run: Run, target: str, partial: bool) -> None:
-        """Overwriting the maintenance database or the backup's own live source
-        database needs ``force``."""
-        source = self._source_database(run)
-        if target == source:
-            what = "the live database this backup was taken from"
-        elif target == "postgres":
-            what = "the server's maintenance database"
-        else:
-            return
-        replaced = "the restored objects in it" if partial else "it"
-        raise FailedPrecondition(
-            f'target_database: "{target}" is {what}; restoring over it replaces {replaced} '
-            "with the backup's contents — set force: true (backupctl restore --force) to "
-            "do it anyway, or restore into a new database")
+    def _restore_physical(self, run_id: int, target_directory: str,
+                          target_time: datetime | None, target_lsn: str, requested_by: str,
+                          background: bool) -> RestoreRun:
+        """A physical backup's chain rebuilt into a directory (physical/restore.py)."""
+        return self.physical.restore_request(self, run_id, target_directory, target_time,
+                                             target_lsn, requested_by, background)
 
-    def _source_database(self, run: Run) -> str:
-        """The database a backup was taken from: the configured target's (a run's
-        ``database`` may name the target), or, for an allDatabases target, the
-        run's own."""
-        return self.targets.source_dbname(run.target, run.database) or run.database
-
-    def _execute(self, record: RestoreRun, run: Run, plan: Plan) -> RestoreRun:
+    def _execute(self, record: RestoreRun, run: Run, plan: Plan,
+                 stream: Callable[[], Iterable[bytes]] | None = None,
+                 stack: ExitStack | None = None) -> RestoreRun:
+        """``stream``: a whole plain backup read from a copy; ``stack``: a staged file."""
         bound = log.bind(restore_id=record.id, backup_id=run.id, target_database=plan.target)
         server = plan.server
         created: str | None = None
@@ -263,7 +292,7 @@ class RestoreService:
             try:
                 if plan.checksum_failure:
                     raise Corrupt(plan.checksum_failure)
-                if plan.toc is None:  # else checked while reading its sections
+                if plan.toc is None and stream is None:  # else checked while read
                     check_digest(run)
             except Corrupt as exc:
                 self.store.set_verification(run.id, ok=False, reason=exc.reason,
@@ -283,7 +312,8 @@ class RestoreService:
             atomic = plan.mode in ("into", "replace") and plan.selection is not None
             self.tools.load(server, run, load_into, jobs=0 if atomic else plan.jobs,
                             selection=plan.selection, clean=plan.mode == "replace",
-                            single_transaction=atomic, toc=plan.toc)
+                            single_transaction=atomic, toc=plan.toc,
+                            raw=stream() if stream is not None else None)
             if plan.mode == "swap":
                 drop_database(server, plan.target)
                 # From here the staging database is the only copy: never drop it, not
@@ -302,6 +332,8 @@ class RestoreService:
             self._fail(record, run, f"internal error: {exc}", server, created, bound)
         finally:
             self._release(plan.busy_key)
+            if stack is not None:
+                stack.close()
         self.restores.mark_succeeded(record.id, finished_at=self.clock())
         done = self.restores.get(record.id)
         bound.info("Restore completed successfully", duration_seconds=done.duration_seconds)
@@ -324,14 +356,27 @@ class RestoreService:
             raise InvalidArgument(f"id: must be a positive restore id, got {restore_id}")
         return self.restores.get(restore_id)
 
+    def list_restores(self, *, backup_id: int = 0, page_size: int = 0,
+                      page_token: str = "") -> RestorePage:
+        """Restores newest first, optionally of one backup (which must exist)."""
+        if backup_id < 0:
+            raise InvalidArgument(f"backup_id: must be a positive backup id (0: all), "
+                                  f"got {backup_id}")
+        if backup_id:
+            self.store.get(backup_id)  # NOT_FOUND rather than an empty list
+        return self.restores.restore_page(backup_id=backup_id, page_size=page_size,
+                                          page_token=page_token)
+
     # -- contents -----------------------------------------------------------
 
-    def contents(self, run_id: int) -> BackupContents:
+    def contents(self, run_id: int, *, identity: str = "") -> BackupContents:
         """Schemas, tables and other objects in a backup, with each table's data size."""
         run = self._backup(run_id, "listed")
+        self.source.identities(run, identity)
         self._require_file(run)
         try:
-            return backup_contents(run)
+            with self.source.staged(run, identity) as local:
+                return backup_contents(local)
         except Corrupt as exc:
             raise FailedPrecondition(f"backup {run.id} cannot be read: {exc.reason}") from None
 
@@ -354,11 +399,10 @@ class RestoreService:
         return run
 
     def _require_file(self, run: Run) -> None:
-        """A backup's file must be on disk; one that is not is marked missing."""
-        if not os.path.lexists(run.file_path):
+        """A backup with neither its file nor a copy at a destination is marked missing."""
+        if not self.source.local_file(run) and self.source.remote_copy(run) is None:
             self.store.set_file_state([run.id], FileState.MISSING)
-            raise FailedPrecondition(f"backup {run.id}: file {run.file_path} is missing from "
-                                     "disk")
+        self.source.require(run)
 
     def _drop_scratch(self, server: ConnInfo, name: str) -> None:
         """Drop a database this service created; keep it registered (for the next
@@ -370,14 +414,6 @@ class RestoreService:
                       database=name, error=_message(exc))
             return
         self.restores.remove_scratch(name)
-
-
-def _refuse_globals(run: Run, action: str) -> None:
-    if run.kind is RunKind.GLOBALS:
-        raise FailedPrecondition(
-            f"backup {run.id} holds the server's roles and tablespaces (pg_dumpall "
-            f"--globals-only) and cannot be {action} into a database: it changes the whole "
-            "server. Review it, then apply it with psql by hand")
 
 
 def _message(exc: BaseException) -> str:

@@ -71,15 +71,18 @@ class ToolRunner:
 
     def load(self, server: ConnInfo, run: Run, dbname: str, *, jobs: int,
              selection: Selection | None = None, clean: bool = False,
-             single_transaction: bool = False, toc: PlainToc | None = None) -> None:
+             single_transaction: bool = False, toc: PlainToc | None = None,
+             raw: Iterable[bytes] | None = None) -> None:
         """Stream the backup into ``dbname`` with psql or pg_restore. A partial
-        restore of a plain backup needs its ``toc`` (plaintoc.read_plain_toc)."""
+        restore of a plain backup needs its ``toc`` (plaintoc.read_plain_toc).
+        ``raw``: a whole plain backup's bytes from elsewhere (a remote or encrypted
+        copy, already decrypted) instead of its file."""
         if run.format == "plain":
             argv = [self.find(run, "psql"), "-X", "-q", "--no-password", "-v",
                     "ON_ERROR_STOP=1"]
             if single_transaction:
                 argv.append("--single-transaction")
-            feed = plain_sql(run)
+            feed = plain_sql(run, raw)
             if selection is not None:
                 assert toc is not None, "a plain partial restore needs the dump's sections"
                 feed = self._plain_feed(server, run, dbname, selection, toc, clean)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from ..domain.errors import InvalidArgument
+from ..domain.errors import FailedPrecondition, InvalidArgument
+from ..domain.models import Run, RunKind
+from ..domain.targets import Targets
 
 MAX_NAME_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1
 MAX_JOBS = 64
@@ -54,3 +56,29 @@ def check_selection(values: Iterable[str], field: str) -> tuple[str, ...]:
 def check_jobs(jobs: int) -> None:
     if not 0 <= jobs <= MAX_JOBS:
         raise InvalidArgument(f"jobs: must be between 0 and {MAX_JOBS} (0: one), got {jobs}")
+
+
+def refuse_globals(run: Run, action: str) -> None:
+    if run.kind is RunKind.GLOBALS:
+        raise FailedPrecondition(
+            f"backup {run.id} holds the server's roles and tablespaces (pg_dumpall "
+            f"--globals-only) and cannot be {action} into a database: it changes the whole "
+            "server. Review it, then apply it with psql by hand")
+
+
+def refuse_risky(targets: Targets, run: Run, target: str, partial: bool) -> None:
+    """Overwriting the maintenance database or the backup's own live source database
+    (the configured target's, or for an allDatabases target the run's own) needs
+    ``force``."""
+    source = targets.source_dbname(run.target, run.database) or run.database
+    if target == source:
+        what = "the live database this backup was taken from"
+    elif target == "postgres":
+        what = "the server's maintenance database"
+    else:
+        return
+    replaced = "the restored objects in it" if partial else "it"
+    raise FailedPrecondition(
+        f'target_database: "{target}" is {what}; restoring over it replaces {replaced} '
+        "with the backup's contents — set force: true (backupctl restore --force) to "
+        "do it anyway, or restore into a new database")

@@ -106,5 +106,8 @@ class Scheduler:
             out.append(ScheduleInfo(
                 name=entry.name, cron=entry.cron, timezone=self.config.scheduler.timezone,
                 enabled=entry.enabled and self.config.backup.enabled, job=entry.job,
-                next_run_time=job.next_run_time if job is not None else None))
+                next_run_time=job.next_run_time if job is not None else None,
+                target=entry.target or self.config.targets[0].name,
+                last_run=self.store.last_scheduled_run(entry.name),
+                type=entry.type))
         return out

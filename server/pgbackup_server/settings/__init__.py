@@ -16,15 +16,18 @@ import yaml
 from pydantic import ValidationError
 
 from ..domain.errors import ConfigError
+from ..domain.models import DumpFormat
 from .cluster import cluster_problems
+from .destinations import DestinationConfig, destination_problems
 from .errors import messages
 from .fields import parse_duration
 from .model import Settings
 from .sections import BackupConfig, NotificationConfig
 from .targets import ScheduleConfig, TargetConfig
 
-__all__ = ["BackupConfig", "ConfigError", "NotificationConfig", "ScheduleConfig", "Settings",
-           "TargetConfig", "build_settings", "load_settings", "parse_duration"]
+__all__ = ["BackupConfig", "ConfigError", "DestinationConfig", "NotificationConfig",
+           "ScheduleConfig", "Settings", "TargetConfig", "build_settings", "load_settings",
+           "parse_duration"]
 
 
 def load_settings(path: str | Path | None, env: Mapping[str, str] | None = None) -> Settings:
@@ -80,7 +83,8 @@ def build_settings(raw: Any, *, base: Path, env: Mapping[str, str],
     problems = _shape_problems(raw)
     settings: Settings | None = None
     try:
-        settings = Settings.model_validate(raw, context={"base": base}, by_alias=True,
+        settings = Settings.model_validate(raw, context={"base": base, "env": env},
+                                           by_alias=True,
                                            by_name=False)
     except ValidationError as exc:
         problems = messages(exc, Settings) + problems
@@ -90,6 +94,7 @@ def build_settings(raw: Any, *, base: Path, env: Mapping[str, str],
     if problems or settings is None:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     settings._source = source
+    settings._env = env
     return settings
 
 
@@ -131,7 +136,38 @@ def _name_problems(settings: Settings) -> list[str]:
             problems.append(f'databases[{i}].name: "{target.name}" is used twice; give each '
                             "target a unique name")
         seen.add(target.name)
+        if target.retention_days and target.retention and target.retention.days is not None:
+            problems.append(f"databases[{i}].retentionDays: retention.days is set too; "
+                            "keep retention.days only")
+    if settings.databases is None and any(s.type != "BACKUP_TYPE_UNSPECIFIED"
+                                          for s in settings.top_schedules or ()):
+        problems.append("schedules: type (full or incremental) needs a physical target: list "
+                        "it under databases: with kind: physical")
     names = [s.name for s in settings.schedules]
     for dup in sorted({n for n in names if names.count(n) > 1}):
         problems.append(f'schedules: the name "{dup}" is used twice; names must be unique')
+    problems += destination_problems(
+        settings.destinations, tuple((t.name, t.destinations) for t in settings.databases or ()))
+    if not problems:
+        problems += _format_problems(settings)
+    return problems
+
+
+def _format_problems(settings: Settings) -> list[str]:
+    """The directory format is a tree of files: stored only in local directories, and
+    never encrypted."""
+    if settings.backup.format is not DumpFormat.DIRECTORY:
+        return []
+    problems = []
+    remote = sorted({d.name for t in settings.targets for d in settings.destinations_of(t)
+                     if not d.is_local})
+    if remote:
+        problems.append(f"backup.format: directory backups can only be stored in local "
+                        f"directories, but destination(s) {', '.join(remote)} are object "
+                        "stores; use format: custom (parallel restore, selective restore) "
+                        "or plain")
+    if settings.encryption is not None:
+        problems.append("backup.format: directory backups cannot be encrypted (age encrypts "
+                        "one stream, a directory is many files); use format: custom "
+                        "(parallel restore, selective restore) or plain")
     return problems

@@ -7,14 +7,19 @@ types and values out of range are refused with the key's path (:mod:`.errors`).
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
-from pydantic import PrivateAttr
+from pydantic import PrivateAttr, field_validator
 
 from ..postgres.conninfo import ConnInfo
 from .cluster import ClusterConfig
-from .fields import Section, setting
+from .destinations import DestinationConfig, local_destination
+from .encryption import EncryptionConfig
+from .fields import Section, problem, setting
 from .sections import (
     AlertsConfig,
     AuthConfig,
@@ -51,7 +56,22 @@ class Settings(Section):
     cluster: ClusterConfig = setting({}, expected="a mapping", validate_default=True)
     notifications: tuple[NotificationConfig, ...] = setting(
         (), expected="a list of channels")
+    encryption: EncryptionConfig | None = setting(
+        None, expected="a mapping with recipients (age1… public keys)")
+    # Not Optional: a union would echo the raw entries (secrets misplaced in the
+    # file included) in its error for the None branch.
+    destination_list: tuple[DestinationConfig, ...] = setting(
+        (), alias="destinations", expected="a non-empty list of destinations")
     _source: Path | None = PrivateAttr(None)
+    _env: Mapping[str, str] | None = PrivateAttr(None)
+
+    @field_validator("destination_list", mode="before")
+    @classmethod
+    def _destinations(cls, value: Any) -> Any:
+        if not isinstance(value, list | tuple) or not value:
+            raise problem("expected a non-empty list of destinations, each with a name and "
+                          "a url; leave destinations: out to store in backup.directory")
+        return value
 
     @cached_property
     def targets(self) -> tuple[TargetConfig, ...]:
@@ -69,6 +89,20 @@ class Settings(Section):
         return self.targets[0].database
 
     @cached_property
+    def destinations(self) -> tuple[DestinationConfig, ...]:
+        """Where backups are stored: ``destinations:``, or ``backup.directory`` as the
+        single destination named ``local``."""
+        if self.destination_list:
+            return self.destination_list
+        return (local_destination(self.backup.directory),)
+
+    def destinations_of(self, target: TargetConfig) -> tuple[DestinationConfig, ...]:
+        """The destinations ``target`` stores its backups in (all when it names none)."""
+        if target.destinations is None:
+            return self.destinations
+        return tuple(d for d in self.destinations if d.name in target.destinations)
+
+    @cached_property
     def schedules(self) -> tuple[ScheduleConfig, ...]:
         """Every schedule, named (``schedule-N`` or ``<target>-N`` by default), with its
         target."""
@@ -76,16 +110,22 @@ class Settings(Section):
         if self.databases is None:
             for i, s in enumerate(self.top_schedules or ()):
                 out.append(ScheduleConfig(s.name or f"schedule-{i}", s.cron, s.job, s.enabled,
-                                          self.targets[0].name))
+                                          self.targets[0].name, s.type))
         for t in self.databases or ():
             for i, s in enumerate(t.schedules):
                 out.append(ScheduleConfig(s.name or f"{t.name}-{i}", s.cron, s.job, s.enabled,
-                                          t.name))
+                                          t.name, s.type))
         return tuple(out)
 
     @property
     def store_url(self) -> str:
         return self.store.url or f"sqlite:///{self.server.data_directory / 'backupd.sqlite3'}"
+
+    @property
+    def environment(self) -> Mapping[str, str]:
+        """The environment the settings were read with (the credentials that
+        ``destinations[].credentials`` names are read from it)."""
+        return os.environ if self._env is None else self._env
 
     @property
     def source(self) -> Path | None:

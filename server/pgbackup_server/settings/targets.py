@@ -9,8 +9,10 @@ from typing import Any
 
 from pydantic import StrictBool, StrictInt, field_validator, model_validator
 
+from ..domain.models import BackupType, TargetKind
 from ..postgres.conninfo import ConnInfo, ConnInfoError
 from .fields import Duration, Section, Text, problem, setting
+from .retention import RetentionConfig
 
 _TARGET_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,63}$")
 JOB_NAMES = ("DatabaseBackup",)
@@ -51,6 +53,14 @@ class ScheduleSection(Section):
     cron: Text = setting(expected='a cron expression such as "0 2 * * *"')
     job: Text = setting(expected="a job name")
     enabled: StrictBool = setting(True, alias="isEnabled", expected="true or false")
+    type: BackupType = setting(BackupType.UNSPECIFIED, expected="full or incremental")
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _type(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.lower() in ("full", "incremental"):
+            return BackupType(value.upper())
+        raise ValueError("not a backup type")
 
     @field_validator("cron")
     @classmethod
@@ -81,6 +91,19 @@ class ScheduleConfig:
     job: str
     enabled: bool
     target: str = ""
+    type: BackupType = BackupType.UNSPECIFIED
+
+
+class WalConfig(Section):
+    """``databases[].wal``: continuous WAL archiving of a physical target."""
+
+    stream: StrictBool = setting(False, expected="true or false")
+    max_lag_seconds: Duration = setting(300.0, alias="maxLag",
+                                        expected='a duration such as "5m"')
+    # What a point-in-time restore's restore_command runs (then "wal-fetch ..."):
+    # the restored server's OS user must be able to run it. Default: this Python.
+    fetch_command: Text | None = setting(None, alias="fetchCommand",
+                                         expected='a command such as "backupctl"')
 
 
 class TargetConfig(Section):
@@ -96,6 +119,34 @@ class TargetConfig(Section):
                                                expected="an integer >= 1", ge=1, le=36500)
     max_age_seconds: Duration | None = setting(None, alias="maxAge",
                                                expected='a duration such as "26h"')
+    destinations: tuple[Text, ...] | None = setting(
+        None, expected="a list of destination names", min_length=1)
+    retention: RetentionConfig | None = setting(None, expected="a mapping of retention "
+                                                "rules (days, keepDaily, ...)")
+
+    kind: TargetKind = setting(TargetKind.LOGICAL, expected="logical or physical")
+    wal: WalConfig | None = setting(None, expected="a mapping such as {stream: true}")
+
+    @model_validator(mode="after")
+    def _physical(self) -> TargetConfig:
+        """Physical-only keys on a logical target, and allDatabases on a physical one
+        (it is the whole cluster already), are refused with the fix."""
+        if self.kind is TargetKind.PHYSICAL and self.all_databases:
+            raise problem("allDatabases: a physical target backs up the whole cluster "
+                          "already; remove allDatabases or set kind: logical")
+        if self.kind is TargetKind.LOGICAL:
+            if self.wal is not None:
+                raise problem("wal: WAL archiving needs kind: physical on this target")
+            typed = [s.name or str(i) for i, s in enumerate(self.schedules)
+                     if s.type is not BackupType.UNSPECIFIED]
+            if typed:
+                raise problem(f"schedules: type (full or incremental) needs kind: physical "
+                              f"on this target (schedule {typed[0]})")
+        return self
+
+    @property
+    def physical(self) -> bool:
+        return self.kind is TargetKind.PHYSICAL
 
     @model_validator(mode="before")
     @classmethod

@@ -24,12 +24,27 @@ class RunKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RUN_KIND_UNSPECIFIED: _ClassVar[RunKind]
     DATABASE: _ClassVar[RunKind]
     GLOBALS: _ClassVar[RunKind]
+    PHYSICAL_FULL: _ClassVar[RunKind]
+    PHYSICAL_INCREMENTAL: _ClassVar[RunKind]
 
 class Trigger(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     TRIGGER_UNSPECIFIED: _ClassVar[Trigger]
     SCHEDULE: _ClassVar[Trigger]
     MANUAL: _ClassVar[Trigger]
+
+class AlertKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ALERT_KIND_UNSPECIFIED: _ClassVar[AlertKind]
+    STALE: _ClassVar[AlertKind]
+    MISSED_SCHEDULE: _ClassVar[AlertKind]
+    VERIFICATION_FAILED: _ClassVar[AlertKind]
+
+class BackupType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    BACKUP_TYPE_UNSPECIFIED: _ClassVar[BackupType]
+    FULL: _ClassVar[BackupType]
+    INCREMENTAL: _ClassVar[BackupType]
 BACKUP_STATUS_UNSPECIFIED: BackupStatus
 PENDING: BackupStatus
 RUNNING: BackupStatus
@@ -38,12 +53,21 @@ FAILED: BackupStatus
 RUN_KIND_UNSPECIFIED: RunKind
 DATABASE: RunKind
 GLOBALS: RunKind
+PHYSICAL_FULL: RunKind
+PHYSICAL_INCREMENTAL: RunKind
 TRIGGER_UNSPECIFIED: Trigger
 SCHEDULE: Trigger
 MANUAL: Trigger
+ALERT_KIND_UNSPECIFIED: AlertKind
+STALE: AlertKind
+MISSED_SCHEDULE: AlertKind
+VERIFICATION_FAILED: AlertKind
+BACKUP_TYPE_UNSPECIFIED: BackupType
+FULL: BackupType
+INCREMENTAL: BackupType
 
 class Backup(_message.Message):
-    __slots__ = ("id", "database", "status", "trigger", "file_path", "size_bytes", "sha256", "started_at", "finished_at", "duration_seconds", "error", "schedule", "backup_dir", "format", "compression", "pg_dump_version", "server_version", "file_deleted", "file_missing", "queued_at", "bytes_written", "estimated_total_bytes", "verification", "verification_reason", "verified_at", "kind", "target", "node")
+    __slots__ = ("id", "database", "status", "trigger", "file_path", "size_bytes", "sha256", "started_at", "finished_at", "duration_seconds", "error", "schedule", "backup_dir", "format", "compression", "pg_dump_version", "server_version", "file_deleted", "file_missing", "queued_at", "bytes_written", "estimated_total_bytes", "verification", "verification_reason", "verified_at", "kind", "target", "parent_id", "type_reason", "start_lsn", "end_lsn", "timeline", "chain", "copies", "plaintext_sha256", "encryption", "node")
     ID_FIELD_NUMBER: _ClassVar[int]
     DATABASE_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -71,6 +95,15 @@ class Backup(_message.Message):
     VERIFIED_AT_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
+    PARENT_ID_FIELD_NUMBER: _ClassVar[int]
+    TYPE_REASON_FIELD_NUMBER: _ClassVar[int]
+    START_LSN_FIELD_NUMBER: _ClassVar[int]
+    END_LSN_FIELD_NUMBER: _ClassVar[int]
+    TIMELINE_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_FIELD_NUMBER: _ClassVar[int]
+    COPIES_FIELD_NUMBER: _ClassVar[int]
+    PLAINTEXT_SHA256_FIELD_NUMBER: _ClassVar[int]
+    ENCRYPTION_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
     id: int
     database: str
@@ -99,16 +132,27 @@ class Backup(_message.Message):
     verified_at: _timestamp_pb2.Timestamp
     kind: RunKind
     target: str
+    parent_id: int
+    type_reason: str
+    start_lsn: str
+    end_lsn: str
+    timeline: int
+    chain: str
+    copies: _containers.RepeatedCompositeFieldContainer[BackupCopy]
+    plaintext_sha256: str
+    encryption: _containers.RepeatedScalarFieldContainer[str]
     node: str
-    def __init__(self, id: _Optional[int] = ..., database: _Optional[str] = ..., status: _Optional[_Union[BackupStatus, str]] = ..., trigger: _Optional[_Union[Trigger, str]] = ..., file_path: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration_seconds: _Optional[float] = ..., error: _Optional[str] = ..., schedule: _Optional[str] = ..., backup_dir: _Optional[str] = ..., format: _Optional[str] = ..., compression: _Optional[str] = ..., pg_dump_version: _Optional[str] = ..., server_version: _Optional[str] = ..., file_deleted: _Optional[bool] = ..., file_missing: _Optional[bool] = ..., queued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bytes_written: _Optional[int] = ..., estimated_total_bytes: _Optional[int] = ..., verification: _Optional[str] = ..., verification_reason: _Optional[str] = ..., verified_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[_Union[RunKind, str]] = ..., target: _Optional[str] = ..., node: _Optional[str] = ...) -> None: ...
+    def __init__(self, id: _Optional[int] = ..., database: _Optional[str] = ..., status: _Optional[_Union[BackupStatus, str]] = ..., trigger: _Optional[_Union[Trigger, str]] = ..., file_path: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration_seconds: _Optional[float] = ..., error: _Optional[str] = ..., schedule: _Optional[str] = ..., backup_dir: _Optional[str] = ..., format: _Optional[str] = ..., compression: _Optional[str] = ..., pg_dump_version: _Optional[str] = ..., server_version: _Optional[str] = ..., file_deleted: _Optional[bool] = ..., file_missing: _Optional[bool] = ..., queued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bytes_written: _Optional[int] = ..., estimated_total_bytes: _Optional[int] = ..., verification: _Optional[str] = ..., verification_reason: _Optional[str] = ..., verified_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[_Union[RunKind, str]] = ..., target: _Optional[str] = ..., parent_id: _Optional[int] = ..., type_reason: _Optional[str] = ..., start_lsn: _Optional[str] = ..., end_lsn: _Optional[str] = ..., timeline: _Optional[int] = ..., chain: _Optional[str] = ..., copies: _Optional[_Iterable[_Union[BackupCopy, _Mapping]]] = ..., plaintext_sha256: _Optional[str] = ..., encryption: _Optional[_Iterable[str]] = ..., node: _Optional[str] = ...) -> None: ...
 
 class CreateBackupRequest(_message.Message):
-    __slots__ = ("background", "database")
+    __slots__ = ("background", "database", "type")
     BACKGROUND_FIELD_NUMBER: _ClassVar[int]
     DATABASE_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
     background: bool
     database: str
-    def __init__(self, background: _Optional[bool] = ..., database: _Optional[str] = ...) -> None: ...
+    type: BackupType
+    def __init__(self, background: _Optional[bool] = ..., database: _Optional[str] = ..., type: _Optional[_Union[BackupType, str]] = ...) -> None: ...
 
 class CreateCustomBackupRequest(_message.Message):
     __slots__ = ("backup_dir", "retention_days", "cleanup_old", "background", "database")
@@ -169,7 +213,7 @@ class RunSummary(_message.Message):
     def __init__(self, id: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., file_path: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
 
 class GetStatsResponse(_message.Message):
-    __slots__ = ("total_backups", "total_size_bytes", "oldest_backup", "newest_backup", "backup_directory", "succeeded_runs", "failed_runs", "running_runs", "last_success", "last_failure", "verified_backups", "verification_failures", "databases")
+    __slots__ = ("total_backups", "total_size_bytes", "oldest_backup", "newest_backup", "backup_directory", "succeeded_runs", "failed_runs", "running_runs", "last_success", "last_failure", "verified_backups", "verification_failures", "databases", "targets", "wal", "destinations")
     TOTAL_BACKUPS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     OLDEST_BACKUP_FIELD_NUMBER: _ClassVar[int]
@@ -183,6 +227,9 @@ class GetStatsResponse(_message.Message):
     VERIFIED_BACKUPS_FIELD_NUMBER: _ClassVar[int]
     VERIFICATION_FAILURES_FIELD_NUMBER: _ClassVar[int]
     DATABASES_FIELD_NUMBER: _ClassVar[int]
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
+    WAL_FIELD_NUMBER: _ClassVar[int]
+    DESTINATIONS_FIELD_NUMBER: _ClassVar[int]
     total_backups: int
     total_size_bytes: int
     oldest_backup: _timestamp_pb2.Timestamp
@@ -196,7 +243,10 @@ class GetStatsResponse(_message.Message):
     verified_backups: int
     verification_failures: int
     databases: _containers.RepeatedCompositeFieldContainer[DatabaseStats]
-    def __init__(self, total_backups: _Optional[int] = ..., total_size_bytes: _Optional[int] = ..., oldest_backup: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., newest_backup: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., backup_directory: _Optional[str] = ..., succeeded_runs: _Optional[int] = ..., failed_runs: _Optional[int] = ..., running_runs: _Optional[int] = ..., last_success: _Optional[_Union[RunSummary, _Mapping]] = ..., last_failure: _Optional[_Union[RunSummary, _Mapping]] = ..., verified_backups: _Optional[int] = ..., verification_failures: _Optional[int] = ..., databases: _Optional[_Iterable[_Union[DatabaseStats, _Mapping]]] = ...) -> None: ...
+    targets: _containers.RepeatedCompositeFieldContainer[TargetSummary]
+    wal: _containers.RepeatedCompositeFieldContainer[WalArchive]
+    destinations: _containers.RepeatedCompositeFieldContainer[DestinationStats]
+    def __init__(self, total_backups: _Optional[int] = ..., total_size_bytes: _Optional[int] = ..., oldest_backup: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., newest_backup: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., backup_directory: _Optional[str] = ..., succeeded_runs: _Optional[int] = ..., failed_runs: _Optional[int] = ..., running_runs: _Optional[int] = ..., last_success: _Optional[_Union[RunSummary, _Mapping]] = ..., last_failure: _Optional[_Union[RunSummary, _Mapping]] = ..., verified_backups: _Optional[int] = ..., verification_failures: _Optional[int] = ..., databases: _Optional[_Iterable[_Union[DatabaseStats, _Mapping]]] = ..., targets: _Optional[_Iterable[_Union[TargetSummary, _Mapping]]] = ..., wal: _Optional[_Iterable[_Union[WalArchive, _Mapping]]] = ..., destinations: _Optional[_Iterable[_Union[DestinationStats, _Mapping]]] = ...) -> None: ...
 
 class CleanupRequest(_message.Message):
     __slots__ = ("dry_run",)
@@ -205,28 +255,32 @@ class CleanupRequest(_message.Message):
     def __init__(self, dry_run: _Optional[bool] = ...) -> None: ...
 
 class CleanupResponse(_message.Message):
-    __slots__ = ("deleted_files", "freed_bytes", "dry_run", "files")
+    __slots__ = ("deleted_files", "freed_bytes", "dry_run", "files", "decisions")
     DELETED_FILES_FIELD_NUMBER: _ClassVar[int]
     FREED_BYTES_FIELD_NUMBER: _ClassVar[int]
     DRY_RUN_FIELD_NUMBER: _ClassVar[int]
     FILES_FIELD_NUMBER: _ClassVar[int]
+    DECISIONS_FIELD_NUMBER: _ClassVar[int]
     deleted_files: int
     freed_bytes: int
     dry_run: bool
     files: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, deleted_files: _Optional[int] = ..., freed_bytes: _Optional[int] = ..., dry_run: _Optional[bool] = ..., files: _Optional[_Iterable[str]] = ...) -> None: ...
+    decisions: _containers.RepeatedCompositeFieldContainer[CleanupDecision]
+    def __init__(self, deleted_files: _Optional[int] = ..., freed_bytes: _Optional[int] = ..., dry_run: _Optional[bool] = ..., files: _Optional[_Iterable[str]] = ..., decisions: _Optional[_Iterable[_Union[CleanupDecision, _Mapping]]] = ...) -> None: ...
 
 class ListBackupsRequest(_message.Message):
-    __slots__ = ("database", "status", "page_size", "page_token")
+    __slots__ = ("database", "status", "page_size", "page_token", "trigger")
     DATABASE_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TRIGGER_FIELD_NUMBER: _ClassVar[int]
     database: str
     status: BackupStatus
     page_size: int
     page_token: str
-    def __init__(self, database: _Optional[str] = ..., status: _Optional[_Union[BackupStatus, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    trigger: Trigger
+    def __init__(self, database: _Optional[str] = ..., status: _Optional[_Union[BackupStatus, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., trigger: _Optional[_Union[Trigger, str]] = ...) -> None: ...
 
 class ListBackupsResponse(_message.Message):
     __slots__ = ("backups", "next_page_token")
@@ -247,20 +301,26 @@ class ListSchedulesRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Schedule(_message.Message):
-    __slots__ = ("name", "cron", "timezone", "enabled", "job", "next_run_time")
+    __slots__ = ("name", "cron", "timezone", "enabled", "job", "next_run_time", "target", "last_run", "type")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CRON_FIELD_NUMBER: _ClassVar[int]
     TIMEZONE_FIELD_NUMBER: _ClassVar[int]
     ENABLED_FIELD_NUMBER: _ClassVar[int]
     JOB_FIELD_NUMBER: _ClassVar[int]
     NEXT_RUN_TIME_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    LAST_RUN_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
     name: str
     cron: str
     timezone: str
     enabled: bool
     job: str
     next_run_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., cron: _Optional[str] = ..., timezone: _Optional[str] = ..., enabled: _Optional[bool] = ..., job: _Optional[str] = ..., next_run_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    target: str
+    last_run: Backup
+    type: BackupType
+    def __init__(self, name: _Optional[str] = ..., cron: _Optional[str] = ..., timezone: _Optional[str] = ..., enabled: _Optional[bool] = ..., job: _Optional[str] = ..., next_run_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., target: _Optional[str] = ..., last_run: _Optional[_Union[Backup, _Mapping]] = ..., type: _Optional[_Union[BackupType, str]] = ...) -> None: ...
 
 class ListSchedulesResponse(_message.Message):
     __slots__ = ("schedules",)
@@ -293,12 +353,14 @@ class BackupProgress(_message.Message):
     def __init__(self, id: _Optional[int] = ..., status: _Optional[_Union[BackupStatus, str]] = ..., bytes_written: _Optional[int] = ..., estimated_total_bytes: _Optional[int] = ..., elapsed_seconds: _Optional[float] = ..., bytes_per_second: _Optional[float] = ..., backup: _Optional[_Union[Backup, _Mapping]] = ...) -> None: ...
 
 class VerifyBackupRequest(_message.Message):
-    __slots__ = ("id", "deep")
+    __slots__ = ("id", "deep", "identity")
     ID_FIELD_NUMBER: _ClassVar[int]
     DEEP_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
     id: int
     deep: bool
-    def __init__(self, id: _Optional[int] = ..., deep: _Optional[bool] = ...) -> None: ...
+    identity: str
+    def __init__(self, id: _Optional[int] = ..., deep: _Optional[bool] = ..., identity: _Optional[str] = ...) -> None: ...
 
 class TableRows(_message.Message):
     __slots__ = ("schema", "table", "rows")
@@ -327,7 +389,7 @@ class VerifyBackupResponse(_message.Message):
     def __init__(self, verification: _Optional[str] = ..., reason: _Optional[str] = ..., deep: _Optional[bool] = ..., verified_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tables: _Optional[_Iterable[_Union[TableRows, _Mapping]]] = ..., duration_seconds: _Optional[float] = ...) -> None: ...
 
 class RestoreBackupRequest(_message.Message):
-    __slots__ = ("id", "target_database", "overwrite", "schemas", "tables", "jobs", "background", "force")
+    __slots__ = ("id", "target_database", "overwrite", "schemas", "tables", "jobs", "background", "force", "identity", "target_directory", "target_time", "target_lsn")
     ID_FIELD_NUMBER: _ClassVar[int]
     TARGET_DATABASE_FIELD_NUMBER: _ClassVar[int]
     OVERWRITE_FIELD_NUMBER: _ClassVar[int]
@@ -336,6 +398,10 @@ class RestoreBackupRequest(_message.Message):
     JOBS_FIELD_NUMBER: _ClassVar[int]
     BACKGROUND_FIELD_NUMBER: _ClassVar[int]
     FORCE_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    TARGET_DIRECTORY_FIELD_NUMBER: _ClassVar[int]
+    TARGET_TIME_FIELD_NUMBER: _ClassVar[int]
+    TARGET_LSN_FIELD_NUMBER: _ClassVar[int]
     id: int
     target_database: str
     overwrite: bool
@@ -344,7 +410,11 @@ class RestoreBackupRequest(_message.Message):
     jobs: int
     background: bool
     force: bool
-    def __init__(self, id: _Optional[int] = ..., target_database: _Optional[str] = ..., overwrite: _Optional[bool] = ..., schemas: _Optional[_Iterable[str]] = ..., tables: _Optional[_Iterable[str]] = ..., jobs: _Optional[int] = ..., background: _Optional[bool] = ..., force: _Optional[bool] = ...) -> None: ...
+    identity: str
+    target_directory: str
+    target_time: _timestamp_pb2.Timestamp
+    target_lsn: str
+    def __init__(self, id: _Optional[int] = ..., target_database: _Optional[str] = ..., overwrite: _Optional[bool] = ..., schemas: _Optional[_Iterable[str]] = ..., tables: _Optional[_Iterable[str]] = ..., jobs: _Optional[int] = ..., background: _Optional[bool] = ..., force: _Optional[bool] = ..., identity: _Optional[str] = ..., target_directory: _Optional[str] = ..., target_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., target_lsn: _Optional[str] = ...) -> None: ...
 
 class RestoreRun(_message.Message):
     __slots__ = ("id", "backup_id", "target_database", "status", "started_at", "finished_at", "duration_seconds", "error", "requested_by", "schemas", "tables")
@@ -379,10 +449,12 @@ class GetRestoreRequest(_message.Message):
     def __init__(self, id: _Optional[int] = ...) -> None: ...
 
 class ListBackupContentsRequest(_message.Message):
-    __slots__ = ("id",)
+    __slots__ = ("id", "identity")
     ID_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
     id: int
-    def __init__(self, id: _Optional[int] = ...) -> None: ...
+    identity: str
+    def __init__(self, id: _Optional[int] = ..., identity: _Optional[str] = ...) -> None: ...
 
 class ContentEntry(_message.Message):
     __slots__ = ("schema", "name", "kind", "size_bytes")
@@ -403,6 +475,220 @@ class ListBackupContentsResponse(_message.Message):
     entries: _containers.RepeatedCompositeFieldContainer[ContentEntry]
     schemas: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, entries: _Optional[_Iterable[_Union[ContentEntry, _Mapping]]] = ..., schemas: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class TargetSummary(_message.Message):
+    __slots__ = ("name", "all_databases", "databases")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ALL_DATABASES_FIELD_NUMBER: _ClassVar[int]
+    DATABASES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    all_databases: bool
+    databases: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., all_databases: _Optional[bool] = ..., databases: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ListAlertsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Alert(_message.Message):
+    __slots__ = ("kind", "subject", "since", "message", "database", "run_id")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    DATABASE_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    kind: AlertKind
+    subject: str
+    since: _timestamp_pb2.Timestamp
+    message: str
+    database: str
+    run_id: int
+    def __init__(self, kind: _Optional[_Union[AlertKind, str]] = ..., subject: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., message: _Optional[str] = ..., database: _Optional[str] = ..., run_id: _Optional[int] = ...) -> None: ...
+
+class ListAlertsResponse(_message.Message):
+    __slots__ = ("alerts",)
+    ALERTS_FIELD_NUMBER: _ClassVar[int]
+    alerts: _containers.RepeatedCompositeFieldContainer[Alert]
+    def __init__(self, alerts: _Optional[_Iterable[_Union[Alert, _Mapping]]] = ...) -> None: ...
+
+class ListRestoresRequest(_message.Message):
+    __slots__ = ("backup_id", "page_size", "page_token")
+    BACKUP_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    backup_id: int
+    page_size: int
+    page_token: str
+    def __init__(self, backup_id: _Optional[int] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListRestoresResponse(_message.Message):
+    __slots__ = ("restores", "next_page_token")
+    RESTORES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    restores: _containers.RepeatedCompositeFieldContainer[RestoreRun]
+    next_page_token: str
+    def __init__(self, restores: _Optional[_Iterable[_Union[RestoreRun, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class ImportCatalogRequest(_message.Message):
+    __slots__ = ("destination",)
+    DESTINATION_FIELD_NUMBER: _ClassVar[int]
+    destination: str
+    def __init__(self, destination: _Optional[str] = ...) -> None: ...
+
+class ImportCatalogResponse(_message.Message):
+    __slots__ = ("destination", "imported", "skipped", "runs_created", "problems", "backup_ids")
+    DESTINATION_FIELD_NUMBER: _ClassVar[int]
+    IMPORTED_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    RUNS_CREATED_FIELD_NUMBER: _ClassVar[int]
+    PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    BACKUP_IDS_FIELD_NUMBER: _ClassVar[int]
+    destination: str
+    imported: int
+    skipped: int
+    runs_created: int
+    problems: _containers.RepeatedScalarFieldContainer[str]
+    backup_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, destination: _Optional[str] = ..., imported: _Optional[int] = ..., skipped: _Optional[int] = ..., runs_created: _Optional[int] = ..., problems: _Optional[_Iterable[str]] = ..., backup_ids: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class CleanupDecision(_message.Message):
+    __slots__ = ("backup_id", "database", "destination", "location", "keep", "reasons")
+    BACKUP_ID_FIELD_NUMBER: _ClassVar[int]
+    DATABASE_FIELD_NUMBER: _ClassVar[int]
+    DESTINATION_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_FIELD_NUMBER: _ClassVar[int]
+    KEEP_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    backup_id: int
+    database: str
+    destination: str
+    location: str
+    keep: bool
+    reasons: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, backup_id: _Optional[int] = ..., database: _Optional[str] = ..., destination: _Optional[str] = ..., location: _Optional[str] = ..., keep: _Optional[bool] = ..., reasons: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class WalArchive(_message.Message):
+    __slots__ = ("target", "streaming", "lag_bytes", "lag_seconds", "newest_restorable", "last_segment", "error", "slot", "segments", "size_bytes")
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    STREAMING_FIELD_NUMBER: _ClassVar[int]
+    LAG_BYTES_FIELD_NUMBER: _ClassVar[int]
+    LAG_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    NEWEST_RESTORABLE_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEGMENT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    SLOT_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTS_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    target: str
+    streaming: bool
+    lag_bytes: int
+    lag_seconds: float
+    newest_restorable: _timestamp_pb2.Timestamp
+    last_segment: str
+    error: str
+    slot: str
+    segments: int
+    size_bytes: int
+    def __init__(self, target: _Optional[str] = ..., streaming: _Optional[bool] = ..., lag_bytes: _Optional[int] = ..., lag_seconds: _Optional[float] = ..., newest_restorable: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_segment: _Optional[str] = ..., error: _Optional[str] = ..., slot: _Optional[str] = ..., segments: _Optional[int] = ..., size_bytes: _Optional[int] = ...) -> None: ...
+
+class FetchWalRequest(_message.Message):
+    __slots__ = ("target", "name")
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    target: str
+    name: str
+    def __init__(self, target: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class WalChunk(_message.Message):
+    __slots__ = ("data",)
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
+
+class BackupCopy(_message.Message):
+    __slots__ = ("destination", "state", "location", "size_bytes", "sha256", "error", "stored_at", "backup_id", "locked_until", "deleted")
+    class CopyState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        COPY_STATE_UNSPECIFIED: _ClassVar[BackupCopy.CopyState]
+        PENDING: _ClassVar[BackupCopy.CopyState]
+        SUCCEEDED: _ClassVar[BackupCopy.CopyState]
+        FAILED: _ClassVar[BackupCopy.CopyState]
+    COPY_STATE_UNSPECIFIED: BackupCopy.CopyState
+    PENDING: BackupCopy.CopyState
+    SUCCEEDED: BackupCopy.CopyState
+    FAILED: BackupCopy.CopyState
+    DESTINATION_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    STORED_AT_FIELD_NUMBER: _ClassVar[int]
+    BACKUP_ID_FIELD_NUMBER: _ClassVar[int]
+    LOCKED_UNTIL_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    destination: str
+    state: BackupCopy.CopyState
+    location: str
+    size_bytes: int
+    sha256: str
+    error: str
+    stored_at: _timestamp_pb2.Timestamp
+    backup_id: int
+    locked_until: _timestamp_pb2.Timestamp
+    deleted: bool
+    def __init__(self, destination: _Optional[str] = ..., state: _Optional[_Union[BackupCopy.CopyState, str]] = ..., location: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., error: _Optional[str] = ..., stored_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., backup_id: _Optional[int] = ..., locked_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deleted: _Optional[bool] = ...) -> None: ...
+
+class DestinationStats(_message.Message):
+    __slots__ = ("name", "copies", "used_bytes", "newest")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    COPIES_FIELD_NUMBER: _ClassVar[int]
+    USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    NEWEST_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    copies: int
+    used_bytes: int
+    newest: BackupCopy
+    def __init__(self, name: _Optional[str] = ..., copies: _Optional[int] = ..., used_bytes: _Optional[int] = ..., newest: _Optional[_Union[BackupCopy, _Mapping]] = ...) -> None: ...
+
+class CopyBackupRequest(_message.Message):
+    __slots__ = ("id", "destinations")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    DESTINATIONS_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    destinations: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[int] = ..., destinations: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ListDestinationsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Destination(_message.Message):
+    __slots__ = ("name", "url", "required", "reachable", "error", "copies", "used_bytes", "newest")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    REQUIRED_FIELD_NUMBER: _ClassVar[int]
+    REACHABLE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    COPIES_FIELD_NUMBER: _ClassVar[int]
+    USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    NEWEST_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    url: str
+    required: bool
+    reachable: bool
+    error: str
+    copies: int
+    used_bytes: int
+    newest: BackupCopy
+    def __init__(self, name: _Optional[str] = ..., url: _Optional[str] = ..., required: _Optional[bool] = ..., reachable: _Optional[bool] = ..., error: _Optional[str] = ..., copies: _Optional[int] = ..., used_bytes: _Optional[int] = ..., newest: _Optional[_Union[BackupCopy, _Mapping]] = ...) -> None: ...
+
+class ListDestinationsResponse(_message.Message):
+    __slots__ = ("destinations",)
+    DESTINATIONS_FIELD_NUMBER: _ClassVar[int]
+    destinations: _containers.RepeatedCompositeFieldContainer[Destination]
+    def __init__(self, destinations: _Optional[_Iterable[_Union[Destination, _Mapping]]] = ...) -> None: ...
 
 class GetClusterRequest(_message.Message):
     __slots__ = ()

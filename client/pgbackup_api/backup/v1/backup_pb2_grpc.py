@@ -94,6 +94,36 @@ class BackupServiceStub:
                 request_serializer=backup_dot_v1_dot_backup__pb2.ListBackupContentsRequest.SerializeToString,
                 response_deserializer=backup_dot_v1_dot_backup__pb2.ListBackupContentsResponse.FromString,
                 _registered_method=True)
+        self.ListAlerts = channel.unary_unary(
+                '/backup.v1.BackupService/ListAlerts',
+                request_serializer=backup_dot_v1_dot_backup__pb2.ListAlertsRequest.SerializeToString,
+                response_deserializer=backup_dot_v1_dot_backup__pb2.ListAlertsResponse.FromString,
+                _registered_method=True)
+        self.ListRestores = channel.unary_unary(
+                '/backup.v1.BackupService/ListRestores',
+                request_serializer=backup_dot_v1_dot_backup__pb2.ListRestoresRequest.SerializeToString,
+                response_deserializer=backup_dot_v1_dot_backup__pb2.ListRestoresResponse.FromString,
+                _registered_method=True)
+        self.ImportCatalog = channel.unary_unary(
+                '/backup.v1.BackupService/ImportCatalog',
+                request_serializer=backup_dot_v1_dot_backup__pb2.ImportCatalogRequest.SerializeToString,
+                response_deserializer=backup_dot_v1_dot_backup__pb2.ImportCatalogResponse.FromString,
+                _registered_method=True)
+        self.CopyBackup = channel.unary_unary(
+                '/backup.v1.BackupService/CopyBackup',
+                request_serializer=backup_dot_v1_dot_backup__pb2.CopyBackupRequest.SerializeToString,
+                response_deserializer=backup_dot_v1_dot_backup__pb2.Backup.FromString,
+                _registered_method=True)
+        self.FetchWal = channel.unary_stream(
+                '/backup.v1.BackupService/FetchWal',
+                request_serializer=backup_dot_v1_dot_backup__pb2.FetchWalRequest.SerializeToString,
+                response_deserializer=backup_dot_v1_dot_backup__pb2.WalChunk.FromString,
+                _registered_method=True)
+        self.ListDestinations = channel.unary_unary(
+                '/backup.v1.BackupService/ListDestinations',
+                request_serializer=backup_dot_v1_dot_backup__pb2.ListDestinationsRequest.SerializeToString,
+                response_deserializer=backup_dot_v1_dot_backup__pb2.ListDestinationsResponse.FromString,
+                _registered_method=True)
         self.GetCluster = channel.unary_unary(
                 '/backup.v1.BackupService/GetCluster',
                 request_serializer=backup_dot_v1_dot_backup__pb2.GetClusterRequest.SerializeToString,
@@ -189,6 +219,52 @@ class BackupServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAlerts(self, request, context):
+        """Alerts firing now (stale backups, missed schedules, failed verifications).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRestores(self, request, context):
+        """Recorded restores, newest first, optionally of one backup.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImportCatalog(self, request, context):
+        """Rebuilds the run store from the manifests at a destination: a new host configured
+        with the same destinations lists, verifies and restores the old backups.
+        Idempotent: copies already recorded are skipped.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CopyBackup(self, request, context):
+        """Makes the missing copies of a backup (FAILED, or at a destination added since) at
+        its target's destinations, streaming from a copy that succeeded.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FetchWal(self, request, context):
+        """One archived WAL segment (or history file) of a physical target, decompressed:
+        what `backupctl wal-fetch` gives PostgreSQL's restore_command. gRPC only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDestinations(self, request, context):
+        """The configured destinations: reachable or why not, bytes used, newest copy.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetCluster(self, request, context):
         """The replicas sharing this store (cluster.enabled), their heartbeats and runs.
         """
@@ -258,6 +334,36 @@ def add_BackupServiceServicer_to_server(servicer, server):
                     servicer.ListBackupContents,
                     request_deserializer=backup_dot_v1_dot_backup__pb2.ListBackupContentsRequest.FromString,
                     response_serializer=backup_dot_v1_dot_backup__pb2.ListBackupContentsResponse.SerializeToString,
+            ),
+            'ListAlerts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAlerts,
+                    request_deserializer=backup_dot_v1_dot_backup__pb2.ListAlertsRequest.FromString,
+                    response_serializer=backup_dot_v1_dot_backup__pb2.ListAlertsResponse.SerializeToString,
+            ),
+            'ListRestores': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRestores,
+                    request_deserializer=backup_dot_v1_dot_backup__pb2.ListRestoresRequest.FromString,
+                    response_serializer=backup_dot_v1_dot_backup__pb2.ListRestoresResponse.SerializeToString,
+            ),
+            'ImportCatalog': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportCatalog,
+                    request_deserializer=backup_dot_v1_dot_backup__pb2.ImportCatalogRequest.FromString,
+                    response_serializer=backup_dot_v1_dot_backup__pb2.ImportCatalogResponse.SerializeToString,
+            ),
+            'CopyBackup': grpc.unary_unary_rpc_method_handler(
+                    servicer.CopyBackup,
+                    request_deserializer=backup_dot_v1_dot_backup__pb2.CopyBackupRequest.FromString,
+                    response_serializer=backup_dot_v1_dot_backup__pb2.Backup.SerializeToString,
+            ),
+            'FetchWal': grpc.unary_stream_rpc_method_handler(
+                    servicer.FetchWal,
+                    request_deserializer=backup_dot_v1_dot_backup__pb2.FetchWalRequest.FromString,
+                    response_serializer=backup_dot_v1_dot_backup__pb2.WalChunk.SerializeToString,
+            ),
+            'ListDestinations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDestinations,
+                    request_deserializer=backup_dot_v1_dot_backup__pb2.ListDestinationsRequest.FromString,
+                    response_serializer=backup_dot_v1_dot_backup__pb2.ListDestinationsResponse.SerializeToString,
             ),
             'GetCluster': grpc.unary_unary_rpc_method_handler(
                     servicer.GetCluster,
@@ -589,6 +695,168 @@ class BackupService:
             '/backup.v1.BackupService/ListBackupContents',
             backup_dot_v1_dot_backup__pb2.ListBackupContentsRequest.SerializeToString,
             backup_dot_v1_dot_backup__pb2.ListBackupContentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAlerts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/backup.v1.BackupService/ListAlerts',
+            backup_dot_v1_dot_backup__pb2.ListAlertsRequest.SerializeToString,
+            backup_dot_v1_dot_backup__pb2.ListAlertsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRestores(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/backup.v1.BackupService/ListRestores',
+            backup_dot_v1_dot_backup__pb2.ListRestoresRequest.SerializeToString,
+            backup_dot_v1_dot_backup__pb2.ListRestoresResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportCatalog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/backup.v1.BackupService/ImportCatalog',
+            backup_dot_v1_dot_backup__pb2.ImportCatalogRequest.SerializeToString,
+            backup_dot_v1_dot_backup__pb2.ImportCatalogResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CopyBackup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/backup.v1.BackupService/CopyBackup',
+            backup_dot_v1_dot_backup__pb2.CopyBackupRequest.SerializeToString,
+            backup_dot_v1_dot_backup__pb2.Backup.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchWal(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/backup.v1.BackupService/FetchWal',
+            backup_dot_v1_dot_backup__pb2.FetchWalRequest.SerializeToString,
+            backup_dot_v1_dot_backup__pb2.WalChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDestinations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/backup.v1.BackupService/ListDestinations',
+            backup_dot_v1_dot_backup__pb2.ListDestinationsRequest.SerializeToString,
+            backup_dot_v1_dot_backup__pb2.ListDestinationsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -67,6 +67,9 @@ class EnvoySpec:
     rest_guard: str | None = field(default=None, repr=False)  # default: the packaged code
 
 
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
 def rest_guard_code(api_lua: str | None = None) -> str:
     """The Lua filter's code: the generated allow-list, then the checks."""
     if api_lua is None:
@@ -247,6 +250,9 @@ def _http_filters(spec: EnvoySpec) -> list[dict[str, Any]]:
                             "preserve_proto_field_names": True},
              # JSON error bodies, and an HTTP status that follows the gRPC code.
              convert_grpc_status=True,
+             # The default (1 MiB) is less than a cleanup's decisions over ~7,000
+             # backups: such an answer would be a 500, not transcoded.
+             max_response_body_size=MAX_MESSAGE_BYTES,
              # Otherwise unknown paths and query parameters go upstream untranscoded
              # and come back as a confusing 503.
              request_validation_options={"reject_unknown_method": True,

@@ -507,6 +507,12 @@ local function check_path_and_query(m, vars, query)
       reject(400, format("unknown query parameter %s; known parameters: %s",
                          quoted_name(name), known(m.request, bound)))
     end
+    if spec.name == "identity" then
+      -- A private key in a URL ends up in proxies' and browsers' logs.
+      reject(400, 'query parameter "identity": a private key never goes in a URL; set ' ..
+                  'encryption.identityFile on the server, or pass it over gRPC ' ..
+                  '(backupctl --identity-file)')
+    end
     if bound[spec.name] == "path" then
       reject(400, format('query parameter "%s" is given by the path (%s); remove it',
                          spec.name, m.template))

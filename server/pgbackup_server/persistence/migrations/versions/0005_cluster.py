@@ -8,7 +8,7 @@
   for it, so the per-server limit holds across the cluster.
 
 Revision ID: 0005
-Revises: 0002
+Revises: 0004
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from alembic import op
 from pgbackup_server.persistence.schema import UTCDateTime
 
 revision = "0005"
-down_revision = "0002"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 

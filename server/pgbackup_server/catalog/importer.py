@@ -1,0 +1,125 @@
+"""``ImportCatalog``: a new host, configured with the same destinations, rebuilds its
+run store from a destination's manifests, then lists, verifies and restores the old
+backups. Idempotent: a copy already recorded (same destination and location) is
+skipped, and copies of one backup at several destinations join one run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import structlog
+
+from ..domain.errors import InvalidArgument, NotFound
+from ..domain.models import Compression, Copy, CopyState, FileState, Run, RunStatus
+from ..domain.ports import Clock, CopyStore, Destination, RunStore
+from ..storage.catalog import Manifest, read_manifests
+
+log = structlog.get_logger("pgbackup")
+
+
+@dataclass(frozen=True, slots=True)
+class ImportResult:
+    """What an import did: runs it created, copies it recorded, manifests it skipped
+    (already known), and the manifests it could not use, each with its reason."""
+
+    destination: str
+    imported: int = 0
+    skipped: int = 0
+    runs_created: int = 0
+    problems: tuple[str, ...] = ()
+    backup_ids: tuple[int, ...] = ()
+
+
+class CatalogImporter:
+    """Reads manifests at a destination into the run and copy stores."""
+
+    def __init__(self, runs: RunStore, copies: CopyStore,
+                 destinations: Mapping[str, Destination], clock: Clock) -> None:
+        self.runs = runs
+        self.copies = copies
+        self.destinations = destinations
+        self.clock = clock
+
+    def import_catalog(self, destination: str) -> ImportResult:
+        if not destination:
+            raise InvalidArgument("destination: required; name a configured destination ("
+                                  f"{', '.join(self.destinations) or 'none configured'})")
+        dest = self.destinations.get(destination)
+        if dest is None:
+            raise NotFound(f"destination: {destination!r} is not configured; configured: "
+                           f"{', '.join(self.destinations)}")
+        known = self._known_runs()
+        imported = skipped = created = 0
+        problems: list[str] = []
+        ids: list[int] = []
+        for read in read_manifests(dest):
+            m = read.manifest
+            if m is None:
+                problems.append(read.problem)
+                continue
+            if self.copies.find(destination, m.location) is not None:
+                skipped += 1
+                continue
+            info = dest.head(m.location)
+            if info is None:
+                problems.append(f"{read.name}: the backup {m.location} is not there")
+                continue
+            if info.size != m.size_bytes:
+                problems.append(f"{read.name}: {m.location} holds {info.size} bytes, the "
+                                f"manifest says {m.size_bytes}; not imported")
+                continue
+            run = known.get((m.database, m.sha256))
+            if run is None or run.copy_at(destination) is not None:
+                run = self._create_run(m, dest)
+                known[(m.database, m.sha256)] = run
+                created += 1
+            copy = Copy(run.id, destination, CopyState.SUCCEEDED, location=m.location,
+                        size_bytes=m.size_bytes, sha256=m.sha256, stored_at=m.finished_at,
+                        file_state=FileState.PRESENT, locked_until=info.locked_until)
+            if self.copies.record(copy):
+                imported += 1
+                ids.append(run.id)
+            else:
+                skipped += 1
+        result = ImportResult(destination, imported, skipped, created, tuple(problems),
+                              tuple(ids))
+        log.info("Catalog imported", destination=destination, imported=imported,
+                 skipped=skipped, runs_created=created, problems=len(problems))
+        return result
+
+    def _known_runs(self) -> dict[tuple[str, str], Run]:
+        """Succeeded runs by (database, SHA-256 of the stored bytes): a backup's copies
+        at other destinations have the same bytes."""
+        out: dict[tuple[str, str], Run] = {}
+        token = ""
+        while True:
+            page = self.runs.list_runs(status=RunStatus.SUCCEEDED, page_size=1000,
+                                       page_token=token)
+            for run in page.runs:
+                if run.sha256:
+                    out.setdefault((run.database, run.sha256), run)
+            token = page.next_page_token
+            if not token:
+                return out
+
+    def _create_run(self, m: Manifest, dest: Destination) -> Run:
+        location = dest.location_of(m.location)
+        if dest.is_local:
+            path = Path(unquote(urlsplit(location).path))
+            backup_dir, file_path = str(path.parent), str(path)
+        else:
+            backup_dir, file_path = location.rsplit("/", 1)[0], location
+        run = self.runs.create_run(database=m.database, trigger=m.trigger,
+                                   backup_dir=backup_dir, queued_at=m.queued_at,
+                                   schedule=m.schedule, target=m.target, kind=m.kind)
+        self.runs.mark_running(run.id, started_at=m.started_at or m.finished_at,
+                               format=m.format, compression=Compression.parse(m.compression),
+                               pg_dump_version=m.pg_dump_version,
+                               server_version=m.server_version,
+                               plaintext_sha256=m.plaintext_sha256, encryption=m.encryption)
+        return self.runs.mark_succeeded(run.id, finished_at=m.finished_at, file_path=file_path,
+                                        size_bytes=m.size_bytes, sha256=m.sha256)

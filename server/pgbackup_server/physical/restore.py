@@ -1,0 +1,236 @@
+"""Verification and restore of physical backups, for ``restore/service.py``.
+
+- Quick verify checks every backup of the chain: each file against the SHA-256
+  written beside it (naming the file that changed or went missing), then
+  ``pg_verifybackup`` over the backup's own tars.
+- Restore rebuilds the chain into ``target_directory`` (:mod:`.combine`), checks it
+  with ``pg_verifybackup``, and for a point in time writes the recovery settings.
+- Deep verify restores into a scratch directory, starts a throwaway server on it,
+  runs a query, and removes everything (:mod:`.scratch`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import structlog
+
+from ..domain.errors import BackupError, FailedPrecondition, InvalidArgument, RestoreFailed
+from ..domain.models import Run
+from ..domain.ports import RunStore
+from ..postgres.binaries import PgBinary
+from ..restore.models import Corrupt, RestoreRun, TableRows, ToolFailed
+from ..settings import Settings
+from . import chain
+from .basebackup import MANIFEST, SUMS, file_sha256
+from .combine import CombineFailed, check_output_dir, rebuild
+from .recovery import restore_command, utc, write_recovery
+from .runner import target_runs
+from .tools import tool
+
+if TYPE_CHECKING:
+    from ..restore.service import RestoreService
+
+log = structlog.get_logger("pgbackup")
+
+
+class PhysicalRestorer:
+    """Physical verify and restore; the restore service records and reports them."""
+
+    def __init__(self, settings: Settings, store: RunStore, *, binaries: list[PgBinary],
+                 address: Callable[[], str]) -> None:
+        self.settings = settings
+        self.store = store
+        self.binaries = binaries
+        self.address = address
+
+    # -- checks -------------------------------------------------------------
+
+    def chain_of(self, run: Run) -> list[Run]:
+        by_id = {r.id: r for r in target_runs(self.store, run.target)}
+        by_id[run.id] = run
+        try:
+            return chain.restore_chain(run, by_id)
+        except ValueError as exc:
+            raise Corrupt(f"the chain of backup {run.id} is broken: {exc}") from None
+
+    def check_request(self, run: Run, target_directory: str, target_time: datetime | None,
+                      target_lsn: str) -> Path:
+        """Refuse what cannot work before anything runs."""
+        if not target_directory:
+            raise InvalidArgument(
+                f"target_directory: backup {run.id} is a physical backup of a whole cluster; "
+                "give a new or empty directory to rebuild its data directory in")
+        if target_time is not None and target_lsn:
+            raise InvalidArgument("target_time, target_lsn: give one recovery target, not "
+                                  "both")
+        if target_lsn:
+            try:
+                chain.lsn_value(target_lsn)
+            except ValueError:
+                raise InvalidArgument(f"target_lsn: expected an LSN such as 0/3000060, got "
+                                      f"{target_lsn!r}") from None
+        if target_time is not None or target_lsn:
+            target = next((t for t in self.settings.targets if t.name == run.target), None)
+            if target is None or target.wal is None or not target.wal.stream:
+                raise FailedPrecondition(
+                    f"target_time/target_lsn: target {run.target!r} has no WAL archive to "
+                    "replay; set wal: {stream: true} on it (restores without a target reach "
+                    "the end of the backup)")
+            if target_time is not None and run.finished_at and utc(target_time) < \
+                    run.finished_at:
+                raise InvalidArgument(
+                    f"target_time: {utc(target_time).isoformat()} is before backup {run.id} "
+                    f"ended ({run.finished_at.isoformat()}); a backup can only be rolled "
+                    "forward: choose a later time or an earlier backup")
+        return check_output_dir(target_directory)
+
+    def quick_check(self, run: Run) -> None:
+        """Every backup of the chain is as written; Corrupt naming the file if not."""
+        members = self.chain_of(run)
+        for member in members:
+            check_files(member)
+        verifier = tool(self.binaries, "pg_verifybackup", 18)
+        out = subprocess.run([verifier, "--quiet", "--no-parse-wal", run.file_path],
+                             capture_output=True, text=True, check=False,
+                             stdin=subprocess.DEVNULL)
+        if out.returncode != 0:
+            raise Corrupt(f"backup {run.id}: pg_verifybackup: "
+                          f"{' / '.join(out.stderr.strip().splitlines()[-3:])}")
+
+    # -- restore ------------------------------------------------------------
+
+    def restore_request(self, service: RestoreService, run_id: int, target_directory: str,
+                        target_time: datetime | None, target_lsn: str, requested_by: str,
+                        background: bool) -> RestoreRun:
+        """A restore request for a physical backup, checked, recorded as a restore run
+        (its target is the directory) and executed, in the restore service's pool and
+        with its bookkeeping."""
+        run = service._backup(run_id, "restored")
+        if not run.kind.physical:
+            raise InvalidArgument(
+                f"target_directory: backup {run.id} is a logical (pg_dump) backup; it restores "
+                "into a database: use target_database")
+        output = self.check_request(run, target_directory, target_time, target_lsn)
+        service._admit()
+        busy = str(output)
+        with service._lock:
+            if busy in service._busy_targets:
+                raise FailedPrecondition(f"target_directory: restore {service._busy_targets[busy]}"
+                                         " into it is still running")
+            service._busy_targets[busy] = 0
+        try:
+            record = service.restores.create(
+                backup_id=run.id, target_database=busy, requested_by=requested_by[:255],
+                schemas=(), tables=(), jobs=0, overwrite=False, started_at=service.clock())
+            with service._lock:
+                service._busy_targets[busy] = record.id
+            log.info("Restore started", restore_id=record.id, backup_id=run.id,
+                     target_directory=busy, target_time=str(target_time or ""),
+                     target_lsn=target_lsn, requested_by=requested_by)
+        except BaseException:
+            service._release(busy)
+            raise
+
+        def execute() -> RestoreRun:
+            bound = log.bind(restore_id=record.id, backup_id=run.id, target_directory=busy)
+            try:
+                self.restore(run, output, target_time=target_time, target_lsn=target_lsn)
+            except (ToolFailed, Corrupt, BackupError) as exc:
+                reason = exc.message if isinstance(exc, BackupError) else exc.reason
+                service.restores.mark_failed(record.id, finished_at=service.clock(),
+                                             error=reason)
+                bound.error("Restore failed", error=reason)
+                raise RestoreFailed(f"restore {record.id} of backup {run.id} failed: "
+                                    f"{reason}") from None
+            except Exception as exc:
+                bound.exception("Restore crashed")
+                service.restores.mark_failed(record.id, finished_at=service.clock(),
+                                             error=f"internal error: {exc}")
+                raise RestoreFailed(f"restore {record.id} of backup {run.id} failed: "
+                                    f"internal error: {exc}") from None
+            finally:
+                service._release(busy)
+            service.restores.mark_succeeded(record.id, finished_at=service.clock())
+            done = service.restores.get(record.id)
+            bound.info("Restore completed successfully", duration_seconds=done.duration_seconds)
+            return done
+
+        if background:
+            service._pool.submit(execute)
+            return record
+        return execute()
+
+    def restore(self, run: Run, output: Path, *, target_time: datetime | None,
+                target_lsn: str) -> None:
+        """Rebuild ``run``'s chain into ``output``, verified; recovery settings for a
+        point in time. Raises ToolFailed or Corrupt with the reason."""
+        members = self.chain_of(run)
+        for member in members:
+            check_files(member)
+        try:
+            rebuild([Path(m.file_path) for m in members], output,
+                    pg_combinebackup=tool(self.binaries, "pg_combinebackup", 17),
+                    pg_verifybackup=tool(self.binaries, "pg_verifybackup", 17))
+        except CombineFailed as exc:
+            raise ToolFailed(str(exc)) from None
+        if target_time is not None or target_lsn:
+            target = next((t for t in self.settings.targets if t.name == run.target), None)
+            program = target.wal.fetch_command if target and target.wal else None
+            write_recovery(output, command=restore_command(self.address(), run.target,
+                                                           program),
+                           target_time=target_time, target_lsn=target_lsn)
+
+    def deep_check(self, run: Run) -> tuple[TableRows, ...]:
+        """Restore into a scratch directory, start a throwaway server, count the rows of
+        the databases' tables, stop it; nothing is left behind."""
+        from .scratch import ThrowawayServer
+
+        root = Path(tempfile.mkdtemp(prefix="pgbackup-verify-"))
+        try:
+            os.chmod(root, 0o711)  # the server's user must reach its data directory
+            datadir = root / "pgdata"
+            self.restore(run, datadir, target_time=None, target_lsn="")
+            user = self.settings.targets[0].database.conninfo.get("user") or "postgres"
+            target = next((t for t in self.settings.targets if t.name == run.target), None)
+            if target is not None:
+                user = target.database.conninfo.get("user") or user
+            with ThrowawayServer(datadir, self.binaries) as server:
+                return server.table_rows(user)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def check_files(run: Run) -> None:
+    """The files of one physical backup against its SHA256SUMS."""
+    path = Path(run.file_path)
+    if not path.is_dir():
+        raise Corrupt(f"backup {run.id}: {path} is missing from disk")
+    sums = path / SUMS
+    try:
+        lines = sums.read_text().splitlines()
+    except OSError:
+        raise Corrupt(f"backup {run.id}: {SUMS} is missing from {path}") from None
+    listed = {}
+    for line in lines:
+        digest, _, name = line.partition("  ")
+        listed[name] = digest
+    for name, digest in listed.items():
+        file = path / name
+        if not file.is_file():
+            raise Corrupt(f"backup {run.id}: {name} is missing from {path}")
+        if file_sha256(file) != digest:
+            raise Corrupt(f"backup {run.id}: {name} has changed since it was written "
+                          f"(SHA-256 differs) in {path}")
+    extra = sorted(set(os.listdir(path)) - set(listed) - {SUMS})
+    if extra:
+        raise Corrupt(f"backup {run.id}: unexpected file {extra[0]} in {path}")
+    if MANIFEST not in listed:
+        raise Corrupt(f"backup {run.id}: {MANIFEST} is missing from {path}")

@@ -1,0 +1,1 @@
+"""Copies of backups at destinations."""
