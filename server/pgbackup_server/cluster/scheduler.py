@@ -11,6 +11,7 @@ late are coalesced into the newest.
 
 from __future__ import annotations
 
+import random
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +31,7 @@ from ..settings import ScheduleConfig, Settings
 from .retry import on_store
 
 log = structlog.get_logger("pgbackup")
+CLAIM_CHUNK = 50  # fires claimed per statement
 # What a claimed fire calls: (schedule, target) -> the ids of the runs it queued.
 Fire = Callable[[str, str], list[int]]
 
@@ -158,15 +160,22 @@ class ClusterScheduler:
                     due[entry.name] = (entry, at)
             if not due:
                 continue
-            try:  # every fire that came in this tick, in one round trip
-                won = on_store(self.claims.claim_many,
-                               [(name, at) for name, (_, at) in due.items()], now)
-            except Exception:
-                log.exception("Could not claim scheduled fires", fires=len(due))
-                continue
-            for name, (entry, at) in due.items():
-                if (name, at) in won:
-                    self._pool.submit(self._fire, entry, at)
+            # In chunks, in a random order: with many fires at once, replicas win a
+            # share each and queue their runs in parallel (a run is queued by its
+            # claimer), and firing starts after the first chunk.
+            items = list(due.items())
+            random.shuffle(items)
+            for start in range(0, len(items), CLAIM_CHUNK):
+                chunk = items[start:start + CLAIM_CHUNK]
+                try:
+                    won = on_store(self.claims.claim_many,
+                                   [(name, at) for name, (_, at) in chunk], now)
+                except Exception:
+                    log.exception("Could not claim scheduled fires", fires=len(chunk))
+                    continue
+                for name, (entry, at) in chunk:
+                    if (name, at) in won:
+                        self._pool.submit(self._fire, entry, at)
 
     def _due(self, name: str, now: datetime) -> datetime | None:
         """The newest fire time of ``name`` that has come, if one has; moves on."""
