@@ -22,7 +22,7 @@ from pathlib import Path
 import structlog
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Engine, create_engine, func, select, text
 
 from .. import __version__
 from ..backup import files
@@ -66,12 +66,17 @@ class Cluster:
         self.events = events
         self.clock = clock
         self.node = c.node
-        self.registry = NodeRegistry(engine, self.node, lease_seconds=c.lease_timeout_seconds,
+        # Heartbeats, leases and the monitor have connections of their own: under load
+        # the service's pool can be busy for longer than a lease.
+        self.lease_engine = create_engine(engine.url, pool_size=3, max_overflow=2,
+                                          pool_pre_ping=True, pool_timeout=5)
+        self.registry = NodeRegistry(self.lease_engine, self.node,
+                                     lease_seconds=c.lease_timeout_seconds,
                                      address=settings.server.grpc_address, version=__version__)
         self.claims = FireClaims(engine, self.node)
         self.queue: ClusterQueue | None = None
         self.leases: Leases | None = None
-        self.monitor = Monitor(engine, self.registry, events, store, clock)
+        self.monitor = Monitor(self.lease_engine, self.registry, events, store, clock)
 
     def join(self) -> None:
         self.registry.register()
@@ -121,7 +126,7 @@ class Cluster:
 
     def start(self, stop_run: StopRun) -> None:
         assert self.queue is not None, "make_queue() first"
-        self.leases = Leases(self.engine, self.registry, self.store, self.events,
+        self.leases = Leases(self.lease_engine, self.registry, self.store, self.events,
                              clock=self.clock, executing=self.queue.executing,
                              stop_run=stop_run, wake=self.queue.wake, fenced=self.queue.fenced,
                              after=self.monitor.tick)
@@ -138,6 +143,7 @@ class Cluster:
             self.registry.leave()
         except Exception:  # the store is gone: the row goes silent, then is forgotten
             log.warning("Could not leave the cluster cleanly", node=self.node)
+        self.lease_engine.dispose()
 
     def info(self) -> ClusterInfo:
         with self.engine.connect() as conn:
