@@ -303,6 +303,10 @@ class ClusterQueue:
         except BaseException as exc:
             outcome = exc
         finally:
+            try:  # an outcome the store could not take: recorded now, never left RUNNING
+                self._settle_unrecorded(run_id, outcome)
+            except Exception:  # the lease expires and a peer records it
+                log.warning("Could not record a run's outcome", run_id=run_id)
             try:
                 on_store(self._done, run_id)
             except Exception:  # the lease expires and the row is settled by a peer
@@ -317,6 +321,16 @@ class ClusterQueue:
                     waiter.set_exception(outcome)
                 else:
                     waiter.set_result(outcome)
+
+    def _settle_unrecorded(self, run_id: int, outcome: object) -> None:
+        if outcome is None or on_store(self.store.get, run_id).status.finished:
+            return
+        why = f": {outcome}" if isinstance(outcome, BaseException) else ""
+        on_store(self.store.mark_failed, run_id, finished_at=self.clock(),
+                 error=f"interrupted: the outcome could not be recorded{why}"[:2000])
+        log.error("Run outcome could not be recorded; marked interrupted", run_id=run_id)
+        with self._lock:
+            self._fenced.add(run_id)  # queued again like a run that lost its lease
 
     def _done(self, run_id: int) -> None:
         with self._lock:
