@@ -24,7 +24,11 @@ same flags, interleaved A/B then B/A after a warm-up, over the unix socket and T
   summaries, ``--physical-scale``): full vs bare ``pg_basebackup``, an incremental vs a
   full, restoring a chain vs the full alone, physical vs logical.
 
-``--cases dumps,verify,offsite,physical`` picks the groups (default: all).
+- cluster (issue 15, ``scripts/bench_cluster.py``, replicas as subprocesses on their own
+  PostgreSQL): failover after ``kill -9``, 1,000 schedules over 3 replicas, GetStats p99
+  over 100,000 runs (``--quick``: 1 round, 100 schedules, 10,000 runs).
+
+``--cases dumps,verify,offsite,physical,cluster`` picks the groups (default: all).
 
 Prints a table, then JSON (``--json FILE``), with the machine, the load average and
 PASS/FAIL per target. ``--quick`` is a small run (about a minute) proving it works.
@@ -72,7 +76,7 @@ TARGETS = {  # name: (goal text, check)
     "RSS growth to S3 MB": ("<= 64 (>= 1 GB backup)", lambda r: r <= 64),
     "encryption MB/s beside a backup": (">= 300", lambda r: r >= 300),
 }
-CASES = ("dumps", "verify", "offsite", "physical")  # --cases; "all" is every one
+CASES = ("dumps", "verify", "offsite", "physical", "cluster")  # --cases; "all" is every one
 
 
 def say(message: str) -> None:
@@ -384,6 +388,8 @@ def targets(report: dict[str, Any], big: bool) -> list[dict[str, Any]]:
         out.append({"target": t["name"], "where": "physical", "goal": t["goal"],
                     "measured": t["measured"],
                     "result": {True: "PASS", False: "FAIL", None: "n/a"}[t["ok"]]})
+    for t in report.get("cluster", {}).get("targets", ()):  # bench_cluster's own checks
+        out.append({**t, "where": "cluster"})
     return out
 
 
@@ -517,6 +523,17 @@ def main(argv: list[str] | None = None) -> int:
             work.mkdir(parents=True, exist_ok=True)
             try:
                 report["physical"] = physical(args.physical_scale, args.runs, work)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+        if "cluster" in args.cases:  # replicas as subprocesses on their own PostgreSQL
+            from bench_cluster import run as cluster
+            say("cluster (issue 15)")
+            work = root / "cluster"
+            work.mkdir(parents=True, exist_ok=True)
+            sizes = (dict(failover_rounds=1, schedules=100, minutes=1, runs=10_000, calls=200)
+                     if args.quick else dict(failover_rounds=args.runs))
+            try:
+                report["cluster"] = cluster(work, {"failover", "schedules", "stats"}, **sizes)
             finally:
                 shutil.rmtree(work, ignore_errors=True)
     report["load_after"] = load1()

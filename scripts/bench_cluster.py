@@ -1,7 +1,7 @@
-#!/usr/bin/env python3
 """Benchmark several backupd replicas on one PostgreSQL store (issue 15).
 
-Three figures, each against its target (the lead folds them into scripts/bench.py):
+Three figures, each against its target (``scripts/bench.py --cases cluster`` runs them
+and prints them with the other cases):
 
 - **failover**: three replicas with the default lease (15 s); the replica executing
   a scheduled run (held mid-dump by a table lock) is killed with SIGKILL; the time
@@ -15,20 +15,18 @@ Three figures, each against its target (the lead folds them into scripts/bench.p
 Replicas run as subprocesses on an embedded PostgreSQL (store and backed-up
 database alike); everything started is stopped by pid.
 
-    .venv/bin/python scripts/bench_cluster.py                 # all three
-    .venv/bin/python scripts/bench_cluster.py --only stats --runs 100000
+    .venv/bin/python scripts/bench.py --cases cluster         # all three, full size
+    .venv/bin/python scripts/bench.py --cases cluster --quick  # 1 round, 100 schedules,
+                                                               # 10,000 runs
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -273,12 +271,12 @@ def bench_stats(root: Path, pg: Any, n_runs: int, calls: int) -> tuple[dict, lis
             "backup_dir, file_path, temp_path, size_bytes, sha256, queued_at, started_at, "
             "finished_at, error, format, compression, pg_dump_version, server_version, "
             "file_state, present, bytes_written, estimated_total_bytes, verification, "
-            "verification_reason, node) SELECT 'db' || (g % 5), 'db' || (g % 5), "
-            "'DATABASE', CASE WHEN g % 20 = 0 THEN 'FAILED' ELSE 'SUCCEEDED' END, "
+            "verification_reason, node) SELECT 'db' || (g %% 5), 'db' || (g %% 5), "
+            "'DATABASE', CASE WHEN g %% 20 = 0 THEN 'FAILED' ELSE 'SUCCEEDED' END, "
             "'SCHEDULE', 'nightly', %s, '/b/backup_' || g || '.sql', '', 1000 + g, '', "
             "t, t, t + interval '1 minute', '', 'plain', 'none', '18', '18', "
-            "CASE WHEN g % 20 = 0 THEN 'NONE' WHEN g > %s THEN 'PRESENT' ELSE 'DELETED' "
-            "END, g % 20 <> 0 AND g > %s, 0, 0, '', '', 'node-' || (g % 3) "
+            "CASE WHEN g %% 20 = 0 THEN 'NONE' WHEN g > %s THEN 'PRESENT' ELSE 'DELETED' "
+            "END, g %% 20 <> 0 AND g > %s, 0, 0, '', '', 'node-' || (g %% 3) "
             "FROM generate_series(1, %s) g, LATERAL (SELECT (now() AT TIME ZONE 'UTC') - "
             "(%s - g) * interval '15 minutes' AS t) x",
             (str(root / "backups"), recent, recent, n_runs, n_runs))
@@ -304,22 +302,13 @@ def bench_stats(root: Path, pg: Any, n_runs: int, calls: int) -> tuple[dict, lis
                     p99 <= TARGET_STATS_P99_MS)])
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--only", choices=["failover", "schedules", "stats"], action="append")
-    p.add_argument("--failover-rounds", type=int, default=3)
-    p.add_argument("--schedules", type=int, default=1000)
-    p.add_argument("--minutes", type=int, default=2)
-    p.add_argument("--runs", type=int, default=100_000)
-    p.add_argument("--calls", type=int, default=1000)
-    p.add_argument("--json", help="write the report here (default: stdout)")
-    p.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
-    args = p.parse_args(argv)
-    wanted = args.only or ["failover", "schedules", "stats"]
+def run(work: Path, wanted: set[str], *, failover_rounds: int = 3, schedules: int = 1000,
+        minutes: int = 2, runs: int = 100_000, calls: int = 1000) -> dict[str, Any]:
+    """The figures in ``wanted`` (failover, schedules, stats) on an embedded PostgreSQL
+    in ``work``; ``{"figures": …, "targets": […]}``."""
     sys.path.insert(0, str(ROOT / "server"))
     from pgbackup_server.postgres.embedded import EmbeddedPostgres
 
-    work = Path(tempfile.mkdtemp(prefix="bench-cluster-"))
     pg = EmbeddedPostgres(work / "pg").start()
     report: dict[str, Any] = {"when": datetime.now(UTC).isoformat(),
                               "load_average_start": os.getloadavg()[0], "figures": {},
@@ -330,36 +319,18 @@ def main(argv: list[str] | None = None) -> int:
         if "failover" in wanted:
             pg.create_database("bench")
             pg.pgbench_init("bench", scale=1)
-            summary, targets = bench_failover(work, pg, args.failover_rounds)
+            summary, targets = bench_failover(work, pg, failover_rounds)
             report["figures"]["failover"] = summary
             report["targets"] += targets
         if "schedules" in wanted:
-            summary, targets = bench_schedules(work, pg, args.schedules, args.minutes)
+            summary, targets = bench_schedules(work, pg, schedules, minutes)
             report["figures"]["schedules"] = summary
             report["targets"] += targets
         if "stats" in wanted:
-            summary, targets = bench_stats(work, pg, args.runs, args.calls)
+            summary, targets = bench_stats(work, pg, runs, calls)
             report["figures"]["stats"] = summary
             report["targets"] += targets
     finally:
         report["load_average_end"] = os.getloadavg()[0]
         pg.destroy()
-        import shutil
-
-        if args.keep:
-            say(f"work directory kept: {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-    for t in report["targets"]:
-        print(f"{t['result']:4}  {t['target']}: {t['measured']} (goal {t['goal']})",
-              file=sys.stderr)
-    text = json.dumps(report, indent=2, default=str)
-    if args.json:
-        Path(args.json).write_text(text)
-    else:
-        print(text)
-    return 0 if all(t["result"] == "PASS" for t in report["targets"]) else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return report
