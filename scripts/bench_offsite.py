@@ -29,6 +29,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -63,14 +64,22 @@ class MotoProcess:
                 break
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
                     raise SystemExit("moto server did not start") from None
                 time.sleep(0.2)
         self.bucket = bucket
-        self.client = boto3.client("s3", endpoint_url=self.endpoint, region_name=REGION,
-                                   aws_access_key_id=CREDS[KEY_VAR],
-                                   aws_secret_access_key=CREDS[SECRET_VAR],
-                                   config=Config(s3={"addressing_style": "path"}))
-        self.client.create_bucket(Bucket=bucket)
+        try:
+            self.client = self._client(boto3, Config)
+            self.client.create_bucket(Bucket=bucket)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _client(self, boto3: Any, config: Any) -> Any:
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name=REGION,
+                            aws_access_key_id=CREDS[KEY_VAR],
+                            aws_secret_access_key=CREDS[SECRET_VAR],
+                            config=config(s3={"addressing_style": "path"}))
 
     def destination(self, prefix: str) -> dict[str, Any]:
         return {"name": "offsite", "url": f"s3://{self.bucket}/{prefix}",
@@ -254,12 +263,25 @@ def offsite_cases(root: Path, url: str, binaries: list[Any], runs: int, quick: b
     """``service(root, url, binaries, extra=…, env=…, **backup)`` is bench.py's Service."""
     root.mkdir(parents=True, exist_ok=True)
     recipient = age_recipient(root)
-    s3 = MotoProcess()
     result: dict[str, Any] = {"s3": "moto server, child process, loopback"}
-    local = service(root / "svc-local-zst", url, binaries, compressBackup=True)
-    remote = service(root / "svc-s3-zst-age", url, binaries, compressBackup=True,
-                     extra={"destinations": [s3.destination("zst-age")],
-                            "encryption": {"recipients": [recipient]}}, env=CREDS)
+    with ExitStack() as stack:  # the moto child and the services, stopped whatever fails
+        s3 = MotoProcess()
+        stack.callback(s3.stop)
+        local = service(root / "svc-local-zst", url, binaries, compressBackup=True)
+        stack.callback(local.close)
+        remote = service(root / "svc-s3-zst-age", url, binaries, compressBackup=True,
+                         extra={"destinations": [s3.destination("zst-age")],
+                                "encryption": {"recipients": [recipient]}}, env=CREDS)
+        stack.callback(remote.close)
+        _measure(s3, local, remote, result, root, url, binaries, runs, quick, service,
+                 interleaved, vm_kb, say, recipient)
+    return result
+
+
+def _measure(s3: MotoProcess, local: Any, remote: Any, result: dict[str, Any], root: Path,
+             url: str, binaries: list[Any], runs: int, quick: bool,
+             service: Callable[..., Any], interleaved: Callable[..., dict[str, list[float]]],
+             vm_kb: Callable[[str], int], say: Callable[[str], None], recipient: str) -> None:
     sizes: dict[str, int] = {}
 
     def one(svc: Any, key: str) -> Callable[[], float]:
@@ -277,43 +299,37 @@ def offsite_cases(root: Path, url: str, binaries: list[Any], runs: int, quick: b
             return took
         return run
 
+    say("offsite: compressed + encrypted to S3 vs compressed to a local file")
+    times = interleaved({"s3 zstd+age": one(remote, "s3"), "local zstd": one(local, "local")},
+                        runs)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    result["s3 vs local"] = {
+        "median_s": {k: round(v, 3) for k, v in med.items()},
+        "runs_s": {k: [round(x, 3) for x in v] for k, v in times.items()},
+        "ratio": round(med["s3 zstd+age"] / med["local zstd"], 3),
+        "s3_mb": round(sizes["s3"] / MiB, 1), "local_mb": round(sizes["local"] / MiB, 1)}
+
+    say("offsite: peak RSS growth during a plain backup to S3")
+    big = service(root / "svc-s3-plain", url, binaries, format="plain",
+                  extra={"destinations": [s3.destination("plain")]}, env=CREDS)
     try:
-        say("offsite: compressed + encrypted to S3 vs compressed to a local file")
-        times = interleaved({"s3 zstd+age": one(remote, "s3"), "local zstd": one(local, "local")},
-                            runs)
-        med = {k: statistics.median(v) for k, v in times.items()}
-        result["s3 vs local"] = {
-            "median_s": {k: round(v, 3) for k, v in med.items()},
-            "runs_s": {k: [round(x, 3) for x in v] for k, v in times.items()},
-            "ratio": round(med["s3 zstd+age"] / med["local zstd"], 3),
-            "s3_mb": round(sizes["s3"] / MiB, 1), "local_mb": round(sizes["local"] / MiB, 1)}
-
-        say("offsite: peak RSS growth during a plain backup to S3")
-        big = service(root / "svc-s3-plain", url, binaries, format="plain",
-                      extra={"destinations": [s3.destination("plain")]}, env=CREDS)
-        try:
-            before = vm_kb("VmRSS")
-            Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM
-            run = big.dump()
-            peak = vm_kb("VmHWM")
-            if run.status != "SUCCEEDED":
-                raise SystemExit(f"plain backup to S3 failed: {run.error}")
-            s3.empty()
-        finally:
-            big.close()
-        result["rss to s3"] = {"backup_mb": round(run.size_bytes / MiB, 1),
-                               "growth_mb": round(max(0, peak - before) / 1024, 1)}
-
-        def backup() -> None:
-            r = local.dump()
-            if r.status != "SUCCEEDED":
-                raise SystemExit(f"the backup beside the encryption failed: {r.error}")
-            Path(r.file_path).unlink(missing_ok=True)
-
-        result["encryption"] = encryption_cases(root, recipient, backup, 64 if quick else 512,
-                                                runs, say)
+        before = vm_kb("VmRSS")
+        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM
+        run = big.dump()
+        peak = vm_kb("VmHWM")
+        if run.status != "SUCCEEDED":
+            raise SystemExit(f"plain backup to S3 failed: {run.error}")
+        s3.empty()
     finally:
-        local.close()
-        remote.close()
-        s3.stop()
-    return result
+        big.close()
+    result["rss to s3"] = {"backup_mb": round(run.size_bytes / MiB, 1),
+                           "growth_mb": round(max(0, peak - before) / 1024, 1)}
+
+    def backup() -> None:
+        r = local.dump()
+        if r.status != "SUCCEEDED":
+            raise SystemExit(f"the backup beside the encryption failed: {r.error}")
+        Path(r.file_path).unlink(missing_ok=True)
+
+    result["encryption"] = encryption_cases(root, recipient, backup, 64 if quick else 512,
+                                            runs, say)
