@@ -125,6 +125,16 @@ def test_demo_from_a_private_checkout_as_root(private: Path) -> None:
         data = Path(found[2])
         assert data.is_relative_to(HOME / "servers")
 
+        # Envoy (REST) may come up a moment after gRPC: wait for it as a user would.
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://{http}/api/v1/backup/stats", timeout=5):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail("the REST listener did not answer:\n"
+                                + log_path.read_text(errors="replace"))
+                time.sleep(0.2)
         req = urllib.request.Request(f"http://{http}/api/v1/backup/create", data=b"",
                                      method="POST")
         with urllib.request.urlopen(req, timeout=120) as resp:
