@@ -164,6 +164,8 @@ class WalCopies:
                 while chunk := f.read(CHUNK):
                     sink.write(chunk)
             sink.finish()
+        except FileNotFoundError:  # local retention deleted it meanwhile: not needed
+            sink.abort("the archived file was deleted by retention")
         except Exception as exc:
             sink.abort(describe(exc))
             raise CopyError(self.copier.secrets.scrub(describe(exc))) from None
@@ -215,7 +217,12 @@ class WalCopies:
 
     def prune(self, target: str, kept: list[Run]) -> None:
         """Delete the target's WAL at each destination that no kept backup needs
-        (the local rule: ``chain.wal_to_delete``)."""
+        (the local rule: ``chain.wal_to_delete``). Not during a copy pass: a file it
+        listed must not be copied again after it is deleted here."""
+        with self._lock:
+            self._prune(target, kept)
+
+    def _prune(self, target: str, kept: list[Run]) -> None:
         for config, dest in self.destinations(target):
             try:
                 held = [info.location.rsplit("/", 1)[-1] for info in dest.list(prefix(target))]
