@@ -15,12 +15,25 @@ same flags, interleaved A/B then B/A after a warm-up, over the unix socket and T
 - ``format: directory`` with ``jobs: auto`` vs the single-stream read limit;
 - peak RSS growth of this process during the service's plain dump;
 - quick verify in seconds per GB; deep verify and a restore (``jobs: 2``) vs bare
-  ``pg_restore -j2`` of the same archive into a new database.
+  ``pg_restore -j2`` of the same archive into a new database;
+- off-site (issue 12, ``scripts/bench_offsite.py``): ``compressBackup`` age-encrypted to
+  S3 (moto in a child process on loopback) vs the same to a local file; peak RSS growth
+  during a plain backup to S3; the age stage's MB/s while another backup runs.
+
+- physical (issue 13, ``scripts/bench_physical.py``, its own PostgreSQL with WAL
+  summaries, ``--physical-scale``): full vs bare ``pg_basebackup``, an incremental vs a
+  full, restoring a chain vs the full alone, physical vs logical.
+
+- cluster (issue 15, ``scripts/bench_cluster.py``, replicas as subprocesses on their own
+  PostgreSQL): failover after ``kill -9``, 1,000 schedules over 3 replicas, GetStats p99
+  over 100,000 runs (``--quick``: 1 round, 100 schedules, 10,000 runs).
+
+``--cases dumps,verify,offsite,physical,cluster`` picks the groups (default: all).
 
 Prints a table, then JSON (``--json FILE``), with the machine, the load average and
 PASS/FAIL per target. ``--quick`` is a small run (about a minute) proving it works.
 
-    .venv/bin/python scripts/bench.py --quick
+    .venv/bin/python scripts/bench.py --quick [--cases offsite]
     .venv/bin/python scripts/bench.py --scale 100 --text-rows 1500000 --runs 3 \\
         --work-dir /var/tmp/bench --json bench.json
 """
@@ -59,7 +72,11 @@ TARGETS = {  # name: (goal text, check)
     "quick verify s/GB": ("<= 1.0", lambda r: r <= 1.0),
     "deep verify / pg_restore -j2": ("<= 1.3", lambda r: r <= 1.3),
     "restore / pg_restore -j2": ("<= 1.05", lambda r: r <= 1.05),
+    "S3 zstd+age / local zstd": ("<= 1.2", lambda r: r <= 1.2),
+    "RSS growth to S3 MB": ("<= 64 (>= 1 GB backup)", lambda r: r <= 64),
+    "encryption MB/s beside a backup": (">= 300", lambda r: r >= 300),
 }
+CASES = ("dumps", "verify", "offsite", "physical", "cluster")  # --cases; "all" is every one
 
 
 def say(message: str) -> None:
@@ -125,29 +142,39 @@ COMMENT ON DATABASE {DB} IS '{marker}';""", DB)
 class Service:
     """BackupService and RestoreService over one store, per configuration."""
 
-    def __init__(self, root: Path, url: str, binaries: list[Any], **backup: Any) -> None:
+    def __init__(self, root: Path, url: str, binaries: list[Any], *,
+                 extra: dict[str, Any] | None = None, env: dict[str, str] | None = None,
+                 **backup: Any) -> None:
+        """``backup``: the ``backup:`` section; ``extra``: more top-level sections
+        (``destinations``, ``encryption``); ``env``: what the config's variables name."""
         from pgbackup_server.backup.service import BackupService
         from pgbackup_server.domain.ports import utc_now
         from pgbackup_server.observability.events import EventHub
-        from pgbackup_server.persistence import SqlRestoreStore, open_store
+        from pgbackup_server.persistence import open_store
         from pgbackup_server.restore import RestoreService
         from pgbackup_server.settings import build_settings
+        from pgbackup_server.storage.registry import Destinations
 
         root.mkdir(parents=True, exist_ok=True)
         self.backups_dir = root / "backups"
         cfg = {"database": {"url": url},
                "backup": {"directory": str(self.backups_dir), "cleanupOld": False, **backup},
                "server": {"envoy": False, "dataDirectory": str(root / "data")},
-               "log": {"level": "warning"}}
-        settings = build_settings(cfg, base=root, env={})
-        self.store = open_store(f"sqlite:///{root}/store.sqlite3").runs
+               "log": {"level": "warning"}, **(extra or {})}
+        settings = build_settings(cfg, base=root, env=env or {})
+        self._store = open_store(f"sqlite:///{root}/store.sqlite3")
+        self.store = self._store.runs
         runtime = root / "run"
         runtime.mkdir(mode=0o700, exist_ok=True)
-        self.backups = BackupService(settings, self.store, EventHub(), binaries=binaries,
-                                     runtime_dir=runtime, clock=utc_now)
-        self.restores = RestoreService(settings, self.store, SqlRestoreStore(self.store.engine),
-                                       EventHub(), targets=self.backups.targets,
-                                       binaries=binaries, runtime_dir=runtime, clock=utc_now)
+        # Wired as app.py wires them: the real destinations and fan-out.
+        destinations = Destinations.from_configs(settings.destinations, settings.environment)
+        self.backups = BackupService(settings, self.store, EventHub(), copies=self._store.copies,
+                                     binaries=binaries, runtime_dir=runtime, clock=utc_now,
+                                     destinations=dict(destinations))
+        self.restores = RestoreService(settings, self.store, self._store.restores, EventHub(),
+                                       targets=self.backups.targets, binaries=binaries,
+                                       runtime_dir=runtime, clock=utc_now,
+                                       destinations=destinations)
 
     def dump(self) -> Any:
         return self.backups.create_backup().run
@@ -155,7 +182,7 @@ class Service:
     def close(self) -> None:
         self.restores.shutdown(5)
         self.backups.shutdown(5)
-        self.store.close()
+        self._store.close()
 
 
 def remove(path: str | Path) -> None:
@@ -335,7 +362,7 @@ def targets(report: dict[str, Any], big: bool) -> list[dict[str, Any]]:
         out.append({"target": name, "where": where, "goal": goal, "measured": value,
                     "result": "n/a" if ok is None else "PASS" if ok else "FAIL"})
 
-    for transport, cases in report["dumps"].items():
+    for transport, cases in report.get("dumps", {}).items():
         add("plain / bare", transport, cases["plain"]["vs bare"])
         add("custom / bare", transport, cases["custom"]["vs bare"])
         add("compressBackup / read limit", transport, cases["compressBackup"]["vs read limit"])
@@ -343,30 +370,50 @@ def targets(report: dict[str, Any], big: bool) -> list[dict[str, Any]]:
         if "jobs:auto" in cases:
             add("jobs:auto speed-up vs read limit", transport,
                 cases["jobs:auto"]["speed-up vs read limit"], applies=big)
-    add("RSS growth MB", "unix", report["rss"]["growth_mb"])
-    vr = report["verify"]
-    add("quick verify s/GB", "custom", vr["quick verify custom"]["s_per_gb"])
-    add("quick verify s/GB", "plain zstd", vr["quick verify plain zstd"]["s_per_gb"])
-    add("deep verify / pg_restore -j2", "unix", vr["restore"]["deep / bare"])
-    add("restore / pg_restore -j2", "unix", vr["restore"]["restore / bare"])
+    if "rss" in report:
+        add("RSS growth MB", "unix", report["rss"]["growth_mb"])
+    if vr := report.get("verify"):
+        add("quick verify s/GB", "custom", vr["quick verify custom"]["s_per_gb"])
+        add("quick verify s/GB", "plain zstd", vr["quick verify plain zstd"]["s_per_gb"])
+        add("deep verify / pg_restore -j2", "unix", vr["restore"]["deep / bare"])
+        add("restore / pg_restore -j2", "unix", vr["restore"]["restore / bare"])
+    if off := report.get("offsite"):
+        add("S3 zstd+age / local zstd", "unix", off["s3 vs local"]["ratio"])
+        rss = off["rss to s3"]
+        add("RSS growth to S3 MB", f"{rss['backup_mb']:.0f} MB", rss["growth_mb"],
+            applies=rss["backup_mb"] >= 1024)
+        add("encryption MB/s beside a backup", "age cmd",
+            off["encryption"]["mb_per_s"]["stage (age command), next to a backup"])
+    for t in report.get("physical", {}).get("targets", ()):  # bench_physical's own checks
+        out.append({"target": t["name"], "where": "physical", "goal": t["goal"],
+                    "measured": t["measured"],
+                    "result": {True: "PASS", False: "FAIL", None: "n/a"}[t["ok"]]})
+    for t in report.get("cluster", {}).get("targets", ()):  # bench_cluster's own checks
+        out.append({**t, "where": "cluster"})
     return out
 
 
 def render(report: dict[str, Any]) -> str:
     lines = [f"backupd benchmark {report['when']}  load1 {report['load_before']:.2f} -> "
-             f"{report['load_after']:.2f}  db {report['data']['database_mb']} MB",
+             f"{report['load_after']:.2f}  db {report['data'].get('database_mb', '-')} MB",
              f"{'case':<34}{'service s':>10}{'bare s':>9}{'limit s':>9}{'/bare':>8}"
              f"{'/limit':>8}{'MB':>9}"]
-    for transport, cases in report["dumps"].items():
+    for transport, cases in report.get("dumps", {}).items():
         for name, c in cases.items():
             m = c["median_s"]
             lines.append(f"{transport + ' ' + name:<34}{m['service']:>10.2f}"
                          f"{m.get('bare', float('nan')):>9.2f}{m['read limit']:>9.2f}"
                          f"{c.get('vs bare', float('nan')):>8.2f}{c['vs read limit']:>8.2f}"
                          f"{c['service_mb']:>9.1f}")
+    if off := report.get("offsite"):
+        m = off["s3 vs local"]["median_s"]
+        lines.append(f"{'S3 zstd+age vs local zstd':<34}{m['s3 zstd+age']:>10.2f}"
+                     f"{m['local zstd']:>9.2f}{'':>9}{off['s3 vs local']['ratio']:>8.2f}")
+        for name, mbps in off["encryption"]["mb_per_s"].items():
+            lines.append(f"  {name:<62}{mbps:>8.1f} MB/s")
     lines.append("")
     for t in report["targets"]:
-        lines.append(f"{t['result']:<5} {t['target']:<34} {t['where']:<11} "
+        lines.append(f"{t['result']:<5} {t['target']:<46} {t['where']:<11} "
                      f"{t['measured']!s:>8}  goal {t['goal']}")
     return "\n".join(lines)
 
@@ -407,50 +454,90 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--work-dir", help="keep PostgreSQL and the data here between runs")
     ap.add_argument("--json", help="write the JSON report to this file")
     ap.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
+    ap.add_argument("--physical-scale", type=int, default=20,
+                    help="pgbench scale of the physical cases' own database (70: ~1 GB)")
+    ap.add_argument("--cases", default="all",
+                    help=f"comma-separated, of {', '.join(CASES)} (default all)")
     args = ap.parse_args(argv)
+    args.cases = set(CASES) if args.cases == "all" else set(args.cases.split(","))
+    if unknown := args.cases - set(CASES):
+        ap.error(f"--cases: unknown {', '.join(sorted(unknown))}; known: {', '.join(CASES)}")
     if args.quick:
         global WARM_UP
         args.scale, args.text_rows, args.runs, WARM_UP = 5, 100_000, 1, False
+        args.physical_scale = 5
     return args
+
+
+def shared_cases(args: argparse.Namespace, root: Path, report: dict[str, Any]) -> None:
+    """The cases on one PostgreSQL with the pgbench + text/jsonb data: dumps, verify,
+    offsite."""
+    from pgbackup_server.postgres.binaries import discover
+    from pgbackup_server.postgres.embedded import EmbeddedPostgres
+
+    pg = EmbeddedPostgres(root / "pg", password=PASSWORD).start()
+    try:
+        report["data"] = prepare(pg, args.scale, args.text_rows)
+        binaries = [b for b in discover(None) if b.major >= 18]
+        for transport in args.transports.split(",") if "dumps" in args.cases else ():
+            if transport == "unix":
+                url = f"postgresql://postgres@/{DB}?host={pg.socket_dir}&port={pg.port}"
+                env = {**os.environ, "DSN": pg.admin_conninfo(DB)}
+            else:
+                url = pg.url(DB)
+                env = {**os.environ, "PGPASSWORD": PASSWORD,
+                       "DSN": f"host=127.0.0.1 port={pg.port} user=postgres dbname={DB}"}
+            report["dumps"][transport] = dump_cases(
+                pg, root / "work", transport, url, env, binaries, args.runs, True)
+        unix = f"postgresql://postgres@/{DB}?host={pg.socket_dir}&port={pg.port}"
+        if "dumps" in args.cases:
+            say("RSS growth")
+            report["rss"] = rss_growth(root / "work", unix, binaries)
+        if "verify" in args.cases:
+            report["verify"] = verify_and_restore(pg, root / "work", unix, binaries, args.runs)
+        if "offsite" in args.cases:
+            from bench_offsite import offsite_cases
+            report["offsite"] = offsite_cases(root / "work" / "offsite", unix, binaries,
+                                              args.runs, args.quick, Service, interleaved,
+                                              vm_kb, say)
+    finally:
+        pg.stop("immediate") if args.work_dir else pg.destroy()
+        shutil.rmtree(root / "work", ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from pgbackup_server.observability import logs
-    from pgbackup_server.postgres.binaries import discover
-    from pgbackup_server.postgres.embedded import EmbeddedPostgres
 
     logs.configure("warning", "console")
-
+    report: dict[str, Any] = {"when": datetime.now(UTC).isoformat(timespec="seconds"),
+                              "machine": machine(), "data": {}, "load_before": load1(),
+                              "runs": args.runs, "dumps": {}}
     with work_directory(args.work_dir) as root:
-        pg = EmbeddedPostgres(root / "pg", password=PASSWORD).start()
-        try:
-            data = prepare(pg, args.scale, args.text_rows)
-            binaries = [b for b in discover(None) if b.major >= 18]
-            report: dict[str, Any] = {"when": datetime.now(UTC).isoformat(timespec="seconds"),
-                                      "machine": machine(), "data": data,
-                                      "load_before": load1(), "runs": args.runs, "dumps": {}}
-            big = data["database_mb"] >= 2048
-            for transport in args.transports.split(","):
-                if transport == "unix":
-                    url = f"postgresql://postgres@/{DB}?host={pg.socket_dir}&port={pg.port}"
-                    env = {**os.environ, "DSN": pg.admin_conninfo(DB)}
-                else:
-                    url = pg.url(DB)
-                    env = {**os.environ, "PGPASSWORD": PASSWORD,
-                           "DSN": f"host=127.0.0.1 port={pg.port} user=postgres dbname={DB}"}
-                report["dumps"][transport] = dump_cases(
-                    pg, root / "work", transport, url, env, binaries, args.runs, True)
-            unix = f"postgresql://postgres@/{DB}?host={pg.socket_dir}&port={pg.port}"
-            say("RSS growth")
-            report["rss"] = rss_growth(root / "work", unix, binaries)
-            report["verify"] = verify_and_restore(pg, root / "work", unix, binaries,
-                                                  args.runs)
-            report["load_after"] = load1()
-            report["targets"] = targets(report, big)
-        finally:
-            pg.stop("immediate") if args.work_dir else pg.destroy()
-            shutil.rmtree(root / "work", ignore_errors=True)
+        if args.cases & {"dumps", "verify", "offsite"}:
+            shared_cases(args, root, report)
+        if "physical" in args.cases:  # its own PostgreSQL, WAL summaries on
+            from bench_physical import bench as physical
+            say(f"physical (issue 13), pgbench scale {args.physical_scale}")
+            work = root / "physical"
+            work.mkdir(parents=True, exist_ok=True)
+            try:
+                report["physical"] = physical(args.physical_scale, args.runs, work)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+        if "cluster" in args.cases:  # replicas as subprocesses on their own PostgreSQL
+            from bench_cluster import run as cluster
+            say("cluster (issue 15)")
+            work = root / "cluster"
+            work.mkdir(parents=True, exist_ok=True)
+            sizes = (dict(failover_rounds=1, schedules=100, minutes=1, runs=10_000, calls=200)
+                     if args.quick else dict(failover_rounds=args.runs))
+            try:
+                report["cluster"] = cluster(work, {"failover", "schedules", "stats"}, **sizes)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+    report["load_after"] = load1()
+    report["targets"] = targets(report, report["data"].get("database_mb", 0) >= 2048)
     print(render(report))
     text = json.dumps(report, indent=2)
     if args.json:

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark physical backups (issue 13) as ratios measured in one run.
 
 It starts an embedded PostgreSQL 18 with WAL summaries on and a pgbench database,
@@ -14,23 +13,20 @@ same database), and measures, interleaved where it compares:
 - a full physical backup versus a logical one (``compressBackup``) of the same
   database: the speed ratio, reported (the README says where each wins).
 
-The folding of these cases into ``scripts/bench.py`` is left to its owner. Prints
-a table and JSON (``--json FILE``) with the machine's load.
+Imported by ``scripts/bench.py`` (``--cases physical``), which prints the table and
+JSON with the machine's load:
 
-    .venv/bin/python scripts/bench_physical.py --scale 20 --runs 3
-    .venv/bin/python scripts/bench_physical.py --scale 70 --runs 3   # a >= 1 GB database
+    .venv/bin/python scripts/bench.py --cases physical --physical-scale 20 --runs 3
+    .venv/bin/python scripts/bench.py --cases physical --physical-scale 70   # >= 1 GB
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -173,32 +169,3 @@ def _measure(pg: Any, client: Any, pg_basebackup: str, compress: str, runs: int,
              "measured": round(med(service_t) / med(logical_t), 3), "ok": None},
         ],
     }
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", type=int, default=20, help="pgbench scale (70: ~1 GB)")
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("--work-dir", type=Path, default=None)
-    args = parser.parse_args()
-    workdir = args.work_dir or Path(tempfile.mkdtemp(prefix="pgbackup-bench-phys-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    try:
-        result = bench(args.scale, args.runs, workdir)
-    finally:
-        if args.work_dir is None:
-            shutil.rmtree(workdir, ignore_errors=True)
-    for t in result["targets"]:
-        verdict = {True: "PASS", False: "FAIL", None: "info"}[t["ok"]]
-        print(f"{t['name']:<48} {t['measured']:>8}  {t['goal']:<8} {verdict}")
-    text = json.dumps(result, indent=2)
-    if args.json:
-        args.json.write_text(text)
-    else:
-        print(text)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

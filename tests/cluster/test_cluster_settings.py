@@ -62,3 +62,17 @@ def test_get_cluster_on_a_single_backupd_says_disabled(start_app):
     with running.client() as client:
         view = client.get_cluster()
     assert view.enabled is False and not view.nodes
+
+
+def test_replicas_starting_together_on_a_new_store_migrate_it_once(pg):
+    """Each opens the store at the same moment: one migrates under the lock, the
+    others wait for its commit and find the schema made (no second migration)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    url, conninfo = store_database(pg)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        stores = list(pool.map(lambda _: open_store(url), range(4)))
+    for store in stores:
+        store.close()
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM alembic_version").fetchone() == (1,)

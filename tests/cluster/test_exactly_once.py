@@ -17,7 +17,7 @@ def test_twenty_fires_run_exactly_once_across_three_replicas(pg, tiny, cluster):
     url, store = store_database(pg)
     trio = cluster(3, store=url, speed=120, schedules=EVERY_MINUTE,
                    backup={"maxConcurrent": 2}, max_per_server=4)
-    wait_for(lambda: len(rows(store, "SELECT 1 FROM schedule_fires")) >= 21, timeout=40)
+    wait_for(lambda: len(rows(store, "SELECT 1 FROM schedule_fires")) >= 21, timeout=90)
     for r in trio:  # a clean stop: runs taken finish, runs waiting stay queued
         r.stop()
     fires = rows(store, "SELECT fire_time, node, run_ids FROM schedule_fires ORDER BY 1")

@@ -57,3 +57,9 @@ def test_kill_9_of_the_executing_replica_fails_over_within_the_lease(pg, cluster
         listed = {n.name: n for n in view.nodes}
         assert listed[node].silent and not listed[node].run_ids
         assert not any(listed[r.name].silent for r in survivors)
+    # Visible to monitoring: one replica (the monitor) alerts, every one counts it.
+    texts = wait_for(lambda: [t for t in (r.metrics() for r in survivors)
+                              if 'backup_alerts_firing{alert="replica_silent"} 1.0' in t])
+    assert len(texts) == 1
+    for r in survivors:
+        assert 'backup_cluster_replicas{state="silent"} 1.0' in r.metrics()

@@ -5,7 +5,8 @@
   within ``backup.maxConcurrent`` per replica and ``cluster.maxPerServer`` per
   database server across the cluster;
 - :mod:`.leases`: heartbeats, fencing, and taking over a dead replica's runs;
-- :mod:`.nodes`: the replicas, for ``GetCluster`` and metrics.
+- :mod:`.nodes`: the replicas, for ``GetCluster`` and metrics;
+- :mod:`.monitor`: one replica at a time reports silent replicas (an alert).
 
 Like ``persistence``, this package is an edge (it speaks SQL); the domain sees it
 only through the queue and scheduler faces it is given by ``app.py``.
@@ -21,7 +22,7 @@ from pathlib import Path
 import structlog
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Engine, create_engine, func, select, text
 
 from .. import __version__
 from ..backup import files
@@ -30,6 +31,7 @@ from ..domain.targets import Targets
 from ..persistence.schema import run_queue
 from ..settings import Settings
 from .leases import Leases
+from .monitor import Monitor
 from .nodes import NodeInfo, NodeRegistry
 from .queue import ClusterQueue, Execute
 from .scheduler import ClusterScheduler, FireClaims
@@ -64,16 +66,26 @@ class Cluster:
         self.events = events
         self.clock = clock
         self.node = c.node
-        self.registry = NodeRegistry(engine, self.node, lease_seconds=c.lease_timeout_seconds,
+        # Heartbeats, leases and the monitor have connections of their own: under load
+        # the service's pool can be busy for longer than a lease.
+        self.lease_engine = create_engine(engine.url, pool_size=3, max_overflow=2,
+                                          pool_pre_ping=True, pool_timeout=5)
+        self.registry = NodeRegistry(self.lease_engine, self.node,
+                                     lease_seconds=c.lease_timeout_seconds,
                                      address=settings.server.grpc_address, version=__version__)
         self.claims = FireClaims(engine, self.node)
         self.queue: ClusterQueue | None = None
         self.leases: Leases | None = None
+        self.monitor = Monitor(self.lease_engine, self.registry, events, store, clock)
 
     def join(self) -> None:
         self.registry.register()
         log.info("Joined the cluster", node=self.node,
                  lease_timeout_seconds=self.registry.lease_seconds)
+
+    def alone(self) -> bool:
+        """No other replica heartbeats within its lease."""
+        return self.registry.alive_others() == 0
 
     def make_queue(self, targets: Targets, execute: Execute) -> ClusterQueue:
         """The backup service's queue (given to it at construction)."""
@@ -114,9 +126,10 @@ class Cluster:
 
     def start(self, stop_run: StopRun) -> None:
         assert self.queue is not None, "make_queue() first"
-        self.leases = Leases(self.engine, self.registry, self.store, self.events,
+        self.leases = Leases(self.lease_engine, self.registry, self.store, self.events,
                              clock=self.clock, executing=self.queue.executing,
-                             stop_run=stop_run, wake=self.queue.wake)
+                             stop_run=stop_run, wake=self.queue.wake, fenced=self.queue.fenced,
+                             after=self.monitor.tick)
         self.queue.start()
         self.leases.take_over()
         self.leases.start()
@@ -125,10 +138,12 @@ class Cluster:
         """After the queue's shutdown: stop heartbeating and leave the cluster."""
         if self.leases is not None:
             self.leases.stop()
+        self.monitor.close()
         try:
             self.registry.leave()
         except Exception:  # the store is gone: the row goes silent, then is forgotten
             log.warning("Could not leave the cluster cleanly", node=self.node)
+        self.lease_engine.dispose()
 
     def info(self) -> ClusterInfo:
         with self.engine.connect() as conn:

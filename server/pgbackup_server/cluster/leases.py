@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -24,14 +23,13 @@ from sqlalchemy import Connection, Engine, delete, select
 
 from ..backup import files
 from ..backup.naming import TEMP_NAME
-from ..domain.models import RunStatus, Trigger
 from ..domain.ports import Clock, Listener, RunStore
 from ..persistence.schema import run_queue
 from .nodes import NodeRegistry, store_now
-from .queue import enqueue
+from .queue import MAX_ATTEMPTS, requeue
 
 log = structlog.get_logger("pgbackup")
-MAX_ATTEMPTS = 3
+REAP_SECONDS = 0.5
 
 
 def interrupted(node: str, lease: float) -> str:
@@ -44,7 +42,9 @@ class Leases:
 
     def __init__(self, engine: Engine, registry: NodeRegistry, store: RunStore,
                  events: Listener, *, clock: Clock, executing: Callable[[], set[int]],
-                 stop_run: Callable[[int, str], None], wake: Callable[[], None]) -> None:
+                 stop_run: Callable[[int, str], None], wake: Callable[[], None],
+                 fenced: Callable[[int], None] = lambda _run_id: None,
+                 after: Callable[[], None] = lambda: None) -> None:
         self.engine = engine
         self.registry = registry
         self.store = store
@@ -53,6 +53,8 @@ class Leases:
         self.executing = executing
         self.stop_run = stop_run
         self.wake = wake
+        self.fenced = fenced
+        self.after = after  # the monitor's turn, after each good heartbeat
         self.lease = registry.lease_seconds
         self.interval = self.lease / 3
         self._stop = threading.Event()
@@ -65,6 +67,21 @@ class Leases:
         self._last_ok = time.monotonic()
         self._thread = threading.Thread(target=self._loop, name="cluster-leases", daemon=True)
         self._thread.start()
+        # Apart from the heartbeat, which may hang on an unreachable store: whatever
+        # the network does, runs stop before their lease can be taken over.
+        threading.Thread(target=self._watchdog, name="cluster-fence", daemon=True).start()
+
+    def _watchdog(self) -> None:
+        fenced: set[int] = set()
+        while not self._stop.wait(REAP_SECONDS):
+            if time.monotonic() - self._last_ok <= self.lease * 2 / 3:
+                fenced.clear()
+                continue
+            doomed = self.executing() - fenced
+            if doomed:
+                fenced |= doomed
+                self._fence(doomed, "the lease could not be renewed for two thirds of "
+                                    "cluster.leaseTimeout")
 
     def stop(self) -> None:
         self._stop.set()
@@ -72,11 +89,24 @@ class Leases:
             self._thread.join(timeout=10)
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.tick()
+        # Expired leases are looked for twice a second, not only at each heartbeat:
+        # a dead replica's runs are taken over within half a second of expiring.
+        next_beat = time.monotonic() + self.interval
+        while not self._stop.wait(min(REAP_SECONDS, self.interval)):
+            if time.monotonic() >= next_beat:
+                next_beat = time.monotonic() + self.interval
+                if self.beat():
+                    self._after()
+            self.reap()
 
     def tick(self) -> None:
-        """One heartbeat: renew, fence, take over expired leases."""
+        """One heartbeat and one look for expired leases."""
+        if self.beat():
+            self._after()
+        self.reap()
+
+    def beat(self) -> bool:
+        """Renew; fence what this replica no longer holds. False: the store is away."""
         mine = self.executing()
         try:
             held = self.registry.heartbeat(len(mine))
@@ -85,26 +115,33 @@ class Leases:
             silent = time.monotonic() - self._last_ok
             log.warning("Cluster heartbeat failed", error=str(exc).splitlines()[0][:200],
                         silent_seconds=round(silent, 1))
-            if silent > self.lease * 2 / 3:
-                self._fence(mine, "the store could not be reached for two thirds of "
-                                  "cluster.leaseTimeout")
-            return
+            return False  # the watchdog fences, after two thirds of the lease
         self._last_ok = time.monotonic()
         self.beats += 1
         still = self.executing()
         lost = {r for r in mine if r not in held and r in still}
         if lost:
             self._fence(lost, "another replica took the run over")
+        return True
+
+    def reap(self) -> None:
         try:
             if self.take_over():
                 self.wake()
+        except Exception as exc:  # the store is away: the heartbeat reports it
+            log.debug("Could not look for expired leases", error=str(exc)[:200])
+
+    def _after(self) -> None:
+        try:
+            self.after()
         except Exception:
-            log.warning("Could not take over expired leases", exc_info=True)
+            log.warning("Cluster monitor check failed", exc_info=True)
 
     def _fence(self, run_ids: set[int], why: str) -> None:
         for run_id in sorted(run_ids):
             log.error("Stopping a run this replica no longer holds a lease on", run_id=run_id,
                       reason=why)
+            self.fenced(run_id)
             self.stop_run(run_id, f"interrupted: {why}")
 
     def take_over(self) -> int:
@@ -133,17 +170,4 @@ class Leases:
                 log.info("Removed temporary file of an interrupted run", run_id=run.id,
                          file_path=run.temp_path)
             self.events.on_run_finished(failed)
-        if run.trigger is not Trigger.SCHEDULE or run.status is RunStatus.SUCCEEDED:
-            return
-        attempt = int(row.attempt)
-        if attempt >= MAX_ATTEMPTS:
-            log.error("Scheduled run interrupted too often; not queued again", run_id=run.id,
-                      attempts=attempt)
-            return
-        again = self.store.create_run(database=run.database, trigger=run.trigger,
-                                      backup_dir=run.backup_dir, queued_at=self.clock(),
-                                      schedule=run.schedule, target=run.target, kind=run.kind)
-        enqueue(conn, again.id, str(row.server), str(row.job), self.clock(), attempt + 1)
-        log.info("Interrupted scheduled run queued again", run_id=again.id,
-                 interrupted_run=run.id, attempt=attempt + 1,
-                 job=json.loads(str(row.job)).get("database", ""))
+        requeue(conn, self.store, self.clock, self.store.get(run.id), row, MAX_ATTEMPTS)

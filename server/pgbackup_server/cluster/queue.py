@@ -21,6 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import structlog
 from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, update
@@ -36,6 +37,7 @@ from .retry import on_store
 
 log = structlog.get_logger("pgbackup")
 SHUTTING_DOWN = "the service is shutting down; retry on the next instance"
+MAX_ATTEMPTS = 3  # a scheduled run interrupted this often is not queued again
 Execute = Callable[[Run, Job], CreateResult]
 
 
@@ -67,6 +69,26 @@ def enqueue(conn: Connection, run_id: int, server: str, job: str, now: datetime,
                                           attempt=attempt))
 
 
+def requeue(conn: Connection, store: RunStore, clock: Clock, run: Run, row: Any,
+            max_attempts: int) -> Run | None:
+    """Queue a scheduled run that was interrupted again, as a new run; a manual one is
+    not (its caller got the failure), nor one interrupted ``max_attempts`` times."""
+    if run.trigger is not Trigger.SCHEDULE or run.status is RunStatus.SUCCEEDED:
+        return None
+    attempt = int(row.attempt)
+    if attempt >= max_attempts:
+        log.error("Scheduled run interrupted too often; not queued again", run_id=run.id,
+                  attempts=attempt)
+        return None
+    again = store.create_run(database=run.database, trigger=run.trigger,
+                             backup_dir=run.backup_dir, queued_at=clock(),
+                             schedule=run.schedule, target=run.target, kind=run.kind)
+    enqueue(conn, again.id, str(row.server), str(row.job), clock(), attempt + 1)
+    log.info("Interrupted scheduled run queued again", run_id=again.id,
+             interrupted_run=run.id, attempt=attempt + 1)
+    return again
+
+
 class ClusterQueue:
     """Admission, enqueueing and this replica's share of the execution."""
 
@@ -90,6 +112,7 @@ class ClusterQueue:
         self._lock = threading.Lock()
         self._local: dict[ServerKey, int] = dict.fromkeys(self._servers, 0)
         self._executing: set[int] = set()  # run ids executing here
+        self._fenced: set[int] = set()  # stopped for want of a lease: queued again at the end
         self._work: dict[int, Future[None]] = {}
         self._waiting: dict[int, Future[CreateResult]] = {}  # callers on this replica
         self._closing = False
@@ -198,6 +221,11 @@ class ClusterQueue:
     def wake(self) -> None:
         self._wake.set()
 
+    def fenced(self, run_id: int) -> None:
+        """``run_id`` is being stopped because its lease could not be kept."""
+        with self._lock:
+            self._fenced.add(run_id)
+
     def _dispatch_loop(self) -> None:
         while not self._stop.is_set():
             self._wake.wait(self.poll_seconds)
@@ -261,6 +289,9 @@ class ClusterQueue:
 
     def _execute(self, key: ServerKey, run_id: int, job_text: str) -> None:
         with self._lock:
+            if self._closing:  # taken just before the shutdown: handed back, not run
+                self._local[key] -= 1
+                return
             self._executing.add(run_id)
         outcome: CreateResult | BaseException | None = None
         try:
@@ -272,6 +303,10 @@ class ClusterQueue:
         except BaseException as exc:
             outcome = exc
         finally:
+            try:  # an outcome the store could not take: recorded now, never left RUNNING
+                self._settle_unrecorded(run_id, outcome)
+            except Exception:  # the lease expires and a peer records it
+                log.warning("Could not record a run's outcome", run_id=run_id)
             try:
                 on_store(self._done, run_id)
             except Exception:  # the lease expires and the row is settled by a peer
@@ -287,10 +322,29 @@ class ClusterQueue:
                 else:
                     waiter.set_result(outcome)
 
+    def _settle_unrecorded(self, run_id: int, outcome: object) -> None:
+        if outcome is None or on_store(self.store.get, run_id).status.finished:
+            return
+        why = f": {outcome}" if isinstance(outcome, BaseException) else ""
+        on_store(self.store.mark_failed, run_id, finished_at=self.clock(),
+                 error=f"interrupted: the outcome could not be recorded{why}"[:2000])
+        log.error("Run outcome could not be recorded; marked interrupted", run_id=run_id)
+        with self._lock:
+            self._fenced.add(run_id)  # queued again like a run that lost its lease
+
     def _done(self, run_id: int) -> None:
+        with self._lock:
+            fenced = run_id in self._fenced
+            self._fenced.discard(run_id)
         with self.engine.begin() as conn:
-            conn.execute(delete(run_queue).where(and_(run_queue.c.run_id == run_id,
-                                                      run_queue.c.node == self.node)))
+            mine = and_(run_queue.c.run_id == run_id, run_queue.c.node == self.node)
+            row = conn.execute(select(run_queue).where(mine).with_for_update()).first()
+            if row is None:  # taken over meanwhile: the taker settled it
+                return
+            if fenced:
+                requeue(conn, self.store, self.clock, self.store.get(run_id), row,
+                        MAX_ATTEMPTS)
+            conn.execute(delete(run_queue).where(mine))
 
     # -- callers waiting for runs executing elsewhere -------------------------
 

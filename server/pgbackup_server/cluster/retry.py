@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, PendingRollbackError
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
 P = ParamSpec("P")
@@ -19,7 +19,7 @@ OUTAGE_SECONDS = 30.0
 
 def transient(exc: BaseException) -> bool:
     """Connection lost, server starting or shutting down, deadlock, serialization."""
-    return isinstance(exc, OperationalError) or (
+    return isinstance(exc, OperationalError | InterfaceError | PendingRollbackError) or (
         isinstance(exc, DBAPIError) and exc.connection_invalidated)
 
 

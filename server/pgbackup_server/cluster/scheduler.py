@@ -11,6 +11,7 @@ late are coalesced into the newest.
 
 from __future__ import annotations
 
+import random
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -23,12 +24,14 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from ..domain.models import ScheduleInfo
 from ..domain.ports import Clock, Listener, RunStore
+from ..persistence.codec import aware
 from ..persistence.schema import schedule_fires
 from ..scheduling.catchup import last_fire_between, missed_fire
 from ..settings import ScheduleConfig, Settings
 from .retry import on_store
 
 log = structlog.get_logger("pgbackup")
+CLAIM_CHUNK = 50  # fires claimed per statement
 # What a claimed fire calls: (schedule, target) -> the ids of the runs it queued.
 Fire = Callable[[str, str], list[int]]
 
@@ -41,12 +44,19 @@ class FireClaims:
         self.node = node
 
     def claim(self, schedule: str, fire_time: datetime, now: datetime) -> bool:
+        return bool(self.claim_many([(schedule, fire_time)], now))
+
+    def claim_many(self, fires: list[tuple[str, datetime]],
+                   now: datetime) -> set[tuple[str, datetime]]:
+        """Claim ``fires`` in one statement; return those this replica won."""
+        if not fires:
+            return set()
         with self.engine.begin() as conn:
-            won = conn.execute(pg_insert(schedule_fires).values(
-                schedule=schedule, fire_time=fire_time, node=self.node, claimed_at=now,
-                run_ids="").on_conflict_do_nothing()
-                .returning(schedule_fires.c.schedule)).first()
-        return won is not None
+            won = conn.execute(pg_insert(schedule_fires).values([
+                {"schedule": name, "fire_time": at, "node": self.node, "claimed_at": now,
+                 "run_ids": ""} for name, at in fires]).on_conflict_do_nothing()
+                .returning(schedule_fires.c.schedule, schedule_fires.c.fire_time)).all()
+        return {(name, aware(at) or at) for name, at in won}
 
     def record(self, schedule: str, fire_time: datetime, outcome: str) -> None:
         with self.engine.begin() as conn:
@@ -54,12 +64,12 @@ class FireClaims:
                                                       schedule_fires.c.fire_time == fire_time)
                          .values(run_ids=outcome[:2000]))
 
-    def last_fire(self, schedule: str) -> datetime | None:
-        from ..persistence.codec import aware
-
+    def last_fires(self) -> dict[str, datetime]:
+        """The newest claimed fire of each schedule."""
         with self.engine.connect() as conn:
-            return aware(conn.execute(select(func.max(schedule_fires.c.fire_time)).where(
-                schedule_fires.c.schedule == schedule)).scalar())
+            return {name: aware(at) or at for name, at in conn.execute(
+                select(schedule_fires.c.schedule, func.max(schedule_fires.c.fire_time))
+                .group_by(schedule_fires.c.schedule))}
 
 
 class ClusterScheduler:
@@ -83,7 +93,7 @@ class ClusterScheduler:
         self._next: dict[str, datetime | None] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cluster-fire")
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="cluster-fire")
         self.fired = 0
 
     def start(self) -> None:
@@ -96,18 +106,29 @@ class ClusterScheduler:
             log.info("Schedule registered", schedule=entry.name, cron=entry.cron,
                      timezone=self.config.scheduler.timezone,
                      next_run_time=str(self._next[entry.name]), cluster=True)
-        for entry in self._entries:
-            try:
-                self._catch_up(entry, now)
-            except Exception:
-                log.exception("Catch-up of a missed fire failed", schedule=entry.name)
         self._thread = threading.Thread(target=self._loop, name="cluster-scheduler",
                                         daemon=True)
         self._thread.start()
+        # Beside the fires to come: with many schedules, looking back takes a while.
+        threading.Thread(target=self._catch_up_all, args=(now,), name="cluster-catch-up",
+                         daemon=True).start()
 
-    def _catch_up(self, entry: ScheduleConfig, now: datetime) -> None:
+    def _catch_up_all(self, now: datetime) -> None:
+        try:
+            last = on_store(self.claims.last_fires)
+        except Exception:
+            log.exception("Catch-up of missed fires failed")
+            return
+        for entry in self._entries:
+            if self._stop.is_set():
+                return
+            try:
+                self._catch_up(entry, now, last.get(entry.name))
+            except Exception:
+                log.exception("Catch-up of a missed fire failed", schedule=entry.name)
+
+    def _catch_up(self, entry: ScheduleConfig, now: datetime, last: datetime | None) -> None:
         trigger = self._triggers[entry.name]
-        last = self.claims.last_fire(entry.name)
         if last is None:
             previous = self.store.last_scheduled_run(entry.name)
             if previous is None:
@@ -132,18 +153,29 @@ class ClusterScheduler:
     def _loop(self) -> None:
         while not self._stop.wait(self.tick_seconds):
             now = self.clock()
+            due = {}
             for entry in self._entries:
-                due = self._due(entry.name, now)
-                if due is None:
-                    continue
+                at = self._due(entry.name, now)
+                if at is not None:
+                    due[entry.name] = (entry, at)
+            if not due:
+                continue
+            # In chunks, in a random order: with many fires at once, replicas win a
+            # share each and queue their runs in parallel (a run is queued by its
+            # claimer), and firing starts after the first chunk.
+            items = list(due.items())
+            random.shuffle(items)
+            for start in range(0, len(items), CLAIM_CHUNK):
+                chunk = items[start:start + CLAIM_CHUNK]
                 try:
-                    won = on_store(self.claims.claim, entry.name, due, now)
+                    won = on_store(self.claims.claim_many,
+                                   [(name, at) for name, (_, at) in chunk], now)
                 except Exception:
-                    log.exception("Could not claim a scheduled fire", schedule=entry.name,
-                                  fire_time=due.isoformat())
+                    log.exception("Could not claim scheduled fires", fires=len(chunk))
                     continue
-                if won:
-                    self._pool.submit(self._fire, entry, due)
+                for name, (entry, at) in chunk:
+                    if (name, at) in won:
+                        self._pool.submit(self._fire, entry, at)
 
     def _due(self, name: str, now: datetime) -> datetime | None:
         """The newest fire time of ``name`` that has come, if one has; moves on."""

@@ -113,6 +113,7 @@ class AlertKind(enum.StrEnum):
     VERIFICATION_FAILED = "verification_failed"
     COPY_FAILED = "copy_failed"  # a backup's copy at a destination failed
     WAL_ARCHIVING = "wal_archiving"  # a physical target's WAL archiving stopped or lags
+    REPLICA_SILENT = "replica_silent"  # a cluster replica stopped heartbeating
 
 
 class VerifyMode(enum.StrEnum):

@@ -156,6 +156,12 @@ class Listener:
     def on_copy_finished(self, run: Run, copy: Copy) -> None:
         """A copy of ``run`` at a destination ended SUCCEEDED or FAILED."""
 
+    def on_replica_silent(self, node: str, since: datetime) -> None:
+        """A cluster replica's last heartbeat (at ``since``) is older than its lease."""
+
+    def on_replica_back(self, node: str) -> None:
+        """A cluster replica heartbeats again, or left cleanly (a no-op if never silent)."""
+
 
 class Sink(Protocol):
     """Where a backup's bytes go, pushed in order (``backup.pipeline``).

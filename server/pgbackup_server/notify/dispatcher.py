@@ -33,7 +33,9 @@ log = structlog.get_logger("pgbackup")
 # point-in-time recovery is going stale.
 SUBSCRIPTIONS: dict[str, tuple[str, ...]] = {"missed_schedule": ("stale", "failure"),
                                              "copy_failed": ("failure",),
-                                             "wal_archiving": ("stale", "failure")}
+                                             "wal_archiving": ("stale", "failure"),
+                                             # a silent replica's schedules may not run
+                                             "replica_silent": ("stale", "failure")}
 BACKOFF_FIRST_SECONDS = 1.0
 BACKOFF_MAX_SECONDS = 60.0
 STOP_GRACE_SECONDS = 5.0

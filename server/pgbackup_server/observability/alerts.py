@@ -12,6 +12,8 @@
   backup of the database verifies.
 - ``copy_failed``: a copy of a database's backup at a destination failed (after
   retries); resolved when a copy of it at that destination succeeds.
+- ``replica_silent``: a cluster replica stopped renewing its lease (reported by one
+  replica, the cluster's monitor); resolved when it heartbeats again or leaves.
 
 Each alert is sent once when it starts firing and once when it resolves. The
 firing set is kept in the store (``alerts_firing``), so that a restart neither
@@ -44,6 +46,7 @@ STALE = AlertKind.STALE
 MISSED_SCHEDULE = AlertKind.MISSED_SCHEDULE
 VERIFICATION_FAILED = AlertKind.VERIFICATION_FAILED
 COPY_FAILED = AlertKind.COPY_FAILED
+REPLICA_SILENT = AlertKind.REPLICA_SILENT
 # Successful runs examined for a usable backup; retention deletes the oldest,
 # so a usable one, if any, is among the newest.
 _SCAN = 50
@@ -268,6 +271,18 @@ class AlertManager(Listener):
                 "missed_fire_time": rfc3339(fire_time)}),
                 self.clock(), f"Scheduled backup {schedule} of {db} did not run at "
                 f"{rfc3339(fire_time)}: the service was down")
+
+    def on_replica_silent(self, node: str, since: datetime) -> None:
+        with self._lock:
+            self._fire(Alert(REPLICA_SILENT, node, since, {
+                "node": node, "last_heartbeat": rfc3339(since)}), self.clock(),
+                f"Cluster replica {node} has not renewed its lease since {rfc3339(since)}; "
+                "its runs are taken over by the other replicas")
+
+    def on_replica_back(self, node: str) -> None:
+        with self._lock:
+            self._resolve(f"{REPLICA_SILENT}/{node}", self.clock(),
+                          f"Cluster replica {node} heartbeats again, or left cleanly")
 
     def on_verification(self, run: Run, ok: bool, reason: str) -> None:
         subject = subject_of(run.target, run.database)

@@ -55,3 +55,9 @@ class EventHub(Listener):
 
     def on_copy_finished(self, run: Run, copy: Copy) -> None:
         self._emit("on_copy_finished", run, copy)
+
+    def on_replica_silent(self, node: str, since: datetime) -> None:
+        self._emit("on_replica_silent", node, since)
+
+    def on_replica_back(self, node: str) -> None:
+        self._emit("on_replica_back", node)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import structlog
 from sqlalchemy import Engine, delete, insert, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from ..domain.models import Alert, AlertKind
 from .codec import aware
@@ -37,11 +38,15 @@ class SqlAlertStore:
                     for r in conn.execute(select(alert_tracking))}
 
     def fire(self, alert: Alert) -> None:
+        values = dict(key=alert.key, kind=alert.kind.value, subject=alert.subject,
+                      since=alert.since, details=json.dumps(alert.details, default=str))
         with self._lock, self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":  # replicas of a cluster may fire it together
+                conn.execute(pg_insert(alerts_firing).values(**values).on_conflict_do_update(
+                    index_elements=["key"], set_=values))
+                return
             conn.execute(delete(alerts_firing).where(alerts_firing.c.key == alert.key))
-            conn.execute(insert(alerts_firing).values(
-                key=alert.key, kind=alert.kind.value, subject=alert.subject, since=alert.since,
-                details=json.dumps(alert.details, default=str)))
+            conn.execute(insert(alerts_firing).values(**values))
 
     def resolve(self, key: str) -> None:
         with self._lock, self.engine.begin() as conn:
@@ -54,7 +59,9 @@ class SqlAlertStore:
         with self._lock, self.engine.begin() as conn:
             known = {s for (s,) in conn.execute(select(alert_tracking.c.subject))}
             new = [{"subject": s, "since": t} for s, t in subjects.items() if s not in known]
-            if new:
+            if new and conn.dialect.name == "postgresql":  # replicas starting together
+                conn.execute(pg_insert(alert_tracking).on_conflict_do_nothing(), new)
+            elif new:
                 conn.execute(insert(alert_tracking), new)
 
     def import_legacy(self, path: Path) -> bool:

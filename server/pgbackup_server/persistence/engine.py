@@ -74,35 +74,33 @@ def migrate(engine: Engine) -> str:
             # pragma only takes effect before the first write, so first; the engine is
             # disposed afterwards so no pooled connection keeps it off.
             conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
-        locked = _lock(conn)
-        try:
-            current = MigrationContext.configure(conn).get_current_revision()
-            if current is None and inspect(conn).has_table("backup_runs"):
-                current = BASELINE  # written by 0.1.0, before migrations existed
-                config.attributes["connection"] = conn
-                command.stamp(config, BASELINE)
-            if current is not None and current not in {r.revision for r in
-                                                       script.walk_revisions()}:
-                raise ConfigError(
-                    f"store.url: {shown_url(str(engine.url))} was written by a newer "
-                    f"backupd (schema revision {current}; this one knows up to {head}); "
-                    "upgrade backupd, or point store.url at another store")
-            if current != head:
-                config.attributes["connection"] = conn
-                command.upgrade(config, "head")
-        finally:
-            if locked:
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _LOCK_KEY})
+        _lock(conn)
+        # Held until this transaction commits.
+        current = MigrationContext.configure(conn).get_current_revision()
+        if current is None and inspect(conn).has_table("backup_runs"):
+            current = BASELINE  # written by 0.1.0, before migrations existed
+            config.attributes["connection"] = conn
+            command.stamp(config, BASELINE)
+        if current is not None and current not in {r.revision for r in
+                                                   script.walk_revisions()}:
+            raise ConfigError(
+                f"store.url: {shown_url(str(engine.url))} was written by a newer "
+                f"backupd (schema revision {current}; this one knows up to {head}); "
+                "upgrade backupd, or point store.url at another store")
+        if current != head:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
     if engine.dialect.name == "sqlite":
         engine.dispose()
     return str(head)
 
 
-def _lock(conn: Connection) -> bool:
-    if conn.dialect.name != "postgresql":
-        return False
-    conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _LOCK_KEY})
-    return True
+def _lock(conn: Connection) -> None:
+    """One migration at a time on PostgreSQL. A transaction lock: released by the
+    commit, so the next replica sees the migrated schema (a session lock released
+    before the commit let it see the old one and migrate again)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -125,13 +125,17 @@ def stats(conn: Connection, backup_directory: str, scope: Scope) -> Stats:
                         .where(scope.on(run_totals))
                         .group_by(run_totals.c.status, run_totals.c.file_state,
                                   run_totals.c.verification)).all()
-    present = and_(runs.c.present.is_(True), scope.on(runs))
-    oldest = conn.execute(select(func.min(runs.c.started_at)).where(present)).scalar()
-    newest = conn.execute(select(func.max(runs.c.started_at)).where(present)).scalar()
+    # "present = true", not "IS true": only the former can use the indexes. One round
+    # trip per question: on a networked store each costs more than the query.
+    present = and_(runs.c.present == true(), scope.on(runs))
+    oldest, newest = conn.execute(select(
+        select(func.min(runs.c.started_at)).where(present).scalar_subquery(),
+        select(func.max(runs.c.started_at)).where(present).scalar_subquery())).one()
     ok_id, fail_id = conn.execute(select(func.max(database_latest.c.last_success_id),
                                          func.max(database_latest.c.last_failure_id))
                                   .where(scope.on(database_latest))).one()
-    last_ok, last_fail = _summaries(conn, ok_id, fail_id)
+    summaries = _summary_rows(conn, [ok_id, fail_id])
+    last_ok, last_fail = _summaries(summaries, ok_id, fail_id)
     by_status: dict[str, int] = {}
     verified: dict[str, int] = {}
     total = size = 0
@@ -161,13 +165,21 @@ def known(conn: Connection, scope: Scope) -> bool:
                         .limit(1)).first() is not None
 
 
-def _summaries(conn: Connection, ok_id: int | None,
+def _summary_rows(conn: Connection, ids: list[int | None]) -> dict[int, Any]:
+    """The rows behind run summaries, in one query."""
+    wanted = sorted({i for i in ids if i is not None})
+    if not wanted:
+        return {}
+    return {int(r[0]): r for r in conn.execute(
+        select(runs.c.id, runs.c.finished_at, runs.c.file_path, runs.c.error)
+        .where(runs.c.id.in_(wanted)))}
+
+
+def _summaries(rows: dict[int, Any], ok_id: int | None,
                fail_id: int | None) -> tuple[RunSummary | None, RunSummary | None]:
     out: list[RunSummary | None] = []
     for run_id in (ok_id, fail_id):
-        row = None if run_id is None else conn.execute(
-            select(runs.c.id, runs.c.finished_at, runs.c.file_path, runs.c.error)
-            .where(runs.c.id == run_id)).first()
+        row = None if run_id is None else rows.get(run_id)
         out.append(None if row is None else RunSummary(
             row[0], row[1], file_path=row[2] if run_id == ok_id else "",
             error=row[3] if run_id == fail_id else ""))
@@ -187,13 +199,19 @@ def _per_database(conn: Connection) -> tuple[DatabaseStats, ...]:
         old_ok, old_fail = latest.get(db, (None, None))
         latest[db] = (max(filter(None, (ok, old_ok)), default=None),
                       max(filter(None, (fail, old_fail)), default=None))
+    names = sorted({*totals, *latest})
+    newest: dict[str, Any] = {}
+    if names:  # per database, through (database, present, started_at), in one query
+        each = [select(func.max(runs.c.started_at)).where(
+            runs.c.database == db, runs.c.present == true()).scalar_subquery()
+            for db in names]
+        newest = dict(zip(names, conn.execute(select(*each)).one(), strict=True))
+    rows = _summary_rows(conn, [i for pair in latest.values() for i in pair])
     out = []
-    for db in sorted({*totals, *latest}):
-        newest = conn.execute(select(func.max(runs.c.started_at)).where(
-            runs.c.database == db, runs.c.present.is_(True))).scalar()
-        ok, fail = _summaries(conn, *latest.get(db, (None, None)))
+    for db in names:
+        ok, fail = _summaries(rows, *latest.get(db, (None, None)))
         n, nbytes = totals.get(db, (0, 0))
         out.append(DatabaseStats(database=db, total_backups=n, total_size_bytes=nbytes,
-                                 newest_backup=aware(newest), last_success=ok,
+                                 newest_backup=aware(newest.get(db)), last_success=ok,
                                  last_failure=fail))
     return tuple(out)
