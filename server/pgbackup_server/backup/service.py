@@ -81,7 +81,7 @@ class BackupService:
         self.tracker = ProgressTracker(store, clock)
         from ..physical.wal import WalArchives  # physical/ builds on backup/
 
-        self.wal = WalArchives(settings, binaries, runtime_dir, clock)
+        self.wal = WalArchives(settings, binaries, runtime_dir, clock, copier=self.copier)
         self.cleaner = Cleaner(settings, store, self.targets.by_name, events, clock,
                                CopyRetention(settings, store, copies, destinations, clock,
                                              self.copier.secrets.scrub),

@@ -9,7 +9,8 @@ disk fills. When the child exits, it is restarted with a growing delay and the
 reason is reported in stats.
 
 ``fetch`` serves one archived file, decompressed, to ``backupctl wal-fetch`` (the
-restore_command of a point-in-time recovery).
+restore_command of a point-in-time recovery), from a destination's copy when the
+local archive no longer has it. Copies at the destinations: ``wal_copies.py``.
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ..backup.copies import Copier
 from ..domain.durations import human_duration
 from ..domain.errors import InvalidArgument, NotFound
 from ..domain.models import Alert, AlertKind, Run
@@ -37,6 +39,7 @@ from ..postgres.clients import StderrTail, client_env, death_signal_prefix, sign
 from ..settings import Settings, TargetConfig
 from . import chain
 from .tools import tool
+from .wal_copies import WalCopies
 
 log = structlog.get_logger("pgbackup")
 _WAL_NAME = re.compile(r"^(?:[0-9A-F]{24}|[0-9A-F]{8}\.history|[0-9A-F]{24}\.[0-9A-F]{8}\.backup)$")
@@ -137,7 +140,7 @@ class WalArchives:
     """Every archiving target's receiver, its status, and the files it archived."""
 
     def __init__(self, settings: Settings, binaries: list[PgBinary], runtime_dir: Path,
-                 clock: Clock) -> None:
+                 clock: Clock, copier: Copier | None = None) -> None:
         self.settings = settings
         self.binaries = binaries
         self.runtime_dir = runtime_dir
@@ -145,6 +148,8 @@ class WalArchives:
         self.targets = {t.name: t for t in settings.targets
                         if t.physical and t.wal is not None and t.wal.stream}
         self.receivers: dict[str, Receiver] = {}
+        self.copies = (WalCopies(settings, copier, self.targets, self.directory)
+                       if copier is not None else None)
 
     def directory(self, target: str) -> Path:
         return self.settings.backup.directory / "wal" / target
@@ -158,8 +163,12 @@ class WalArchives:
                                 str(self.runtime_dir), self.clock)
             self.receivers[name] = receiver
             receiver.start()
+        if self.copies is not None:
+            self.copies.start()
 
     def stop(self) -> None:
+        if self.copies is not None:
+            self.copies.stop()
         for receiver in self.receivers.values():
             receiver.stop()
 
@@ -212,21 +221,28 @@ class WalArchives:
 
     def alerts(self, now: datetime) -> list[tuple[Alert, str]]:
         """``wal_archiving`` alerts: a target whose archiving stopped, or whose archive
-        is behind the server by more than ``wal.maxLag``."""
+        is behind the server by more than ``wal.maxLag``, or whose WAL does not reach a
+        destination."""
         out = []
         for status in self.status():
             max_lag = self.targets[status.target].wal.max_lag_seconds  # type: ignore[union-attr]
+            copy_errors = self.copies.errors_of(status.target) if self.copies else {}
             if not status.streaming and status.error:  # (no error yet: still starting)
                 why = f"WAL archiving of {status.target} stopped: {status.error}"
             elif status.streaming and status.lag_seconds > max_lag:
                 why = (f"WAL archiving of {status.target} is {human_duration(status.lag_seconds)}"
                        f" ({status.lag_bytes} bytes) behind the server, more than wal.maxLag "
                        f"({human_duration(max_lag)})")
+            elif copy_errors:
+                why = f"WAL of {status.target} is not reaching " + "; ".join(
+                    f"destination {d!r} ({e})" for d, e in sorted(copy_errors.items()))
             else:
                 continue
             out.append((Alert(AlertKind.WAL_ARCHIVING, status.target, now, {
                 "target": status.target, "slot": status.slot, "error": status.error,
-                "lag_bytes": status.lag_bytes, "lag_seconds": round(status.lag_seconds)}),
+                "lag_bytes": status.lag_bytes, "lag_seconds": round(status.lag_seconds),
+                "copy_errors": "; ".join(f"{d}: {e}" for d, e in sorted(copy_errors.items()))
+                }),
                 why + f"; the slot {status.slot} keeps WAL on the server meanwhile (drop it "
                 "with pg_drop_replication_slot if the archive is abandoned)"))
         return out
@@ -234,7 +250,8 @@ class WalArchives:
     def collector(self) -> Collector:
         """``backup_wal_lag_bytes{target}``, ``backup_wal_lag_seconds{target}``,
         ``backup_wal_newest_restorable_timestamp_seconds{target}``,
-        ``backup_wal_streaming{target}``: read at scrape time."""
+        ``backup_wal_streaming{target}``, ``backup_wal_copy_failures_total{target,
+        destination}``: read at scrape time."""
         return _WalCollector(self)
 
     # -- retention ----------------------------------------------------------
@@ -250,6 +267,8 @@ class WalArchives:
             if doomed:
                 log.info("Archived WAL deleted by retention", target=name, files=len(doomed),
                          oldest_kept=doomed[-1])
+            if self.copies is not None:
+                self.copies.prune(name, [r for r in kept if r.target == name])
 
     # -- restore_command ----------------------------------------------------
 
@@ -267,6 +286,8 @@ class WalArchives:
                                   (directory / name, open)):
             if candidate.is_file():
                 return _chunks(opener, candidate)
+        if self.copies is not None:
+            return self.copies.fetch(target, name)
         raise NotFound(f"WAL file {name} is not in the archive of {target!r}")
 
 
@@ -293,6 +314,13 @@ class _WalCollector(Collector):
                 [s.target], s.newest_restorable.timestamp() if s.newest_restorable else 0)
             families["streaming"].add_metric([s.target], 1 if s.streaming else 0)
         yield from families.values()
+        failures = CounterMetricFamily("backup_wal_copy_failures", "Archived WAL files "
+                                       "that failed to reach a destination (after retries).",
+                                       labels=["target", "destination"])
+        copies = self.archives.copies
+        for (target, destination), count in (copies.failures.items() if copies else ()):
+            failures.add_metric([target, destination], count)
+        yield failures
 
 
 def _chunks(opener: object, path: Path) -> Iterator[bytes]:
