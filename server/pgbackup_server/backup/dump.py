@@ -24,7 +24,6 @@ import errno
 import hashlib
 import os
 import shutil
-import signal
 import subprocess
 import threading
 from collections.abc import Callable
@@ -34,7 +33,12 @@ from pathlib import Path
 from ..domain.durations import human_duration
 from ..domain.errors import BackupFailed, PgDumpFailed
 from ..domain.models import DumpFormat, RunKind, Stored
-from ..postgres.clients import StderrTail, client_env, death_signal_prefix, signal_group
+from ..postgres.clients import (
+    StderrTail,
+    client_env,
+    death_signal_prefix,
+    terminate_group,
+)
 from ..postgres.conninfo import ConnInfo
 from .files import (
     CHUNK,
@@ -103,16 +107,8 @@ class DumpProcess:
             if self._stop_reason is None:
                 self._stop_reason = reason
             proc = self._proc
-        if proc is None or proc.poll() is not None:
-            return
-        signal_group(proc, signal.SIGTERM)
-        threading.Thread(target=self._kill_later, args=(proc,), daemon=True).start()
-
-    def _kill_later(self, proc: subprocess.Popen[bytes]) -> None:
-        try:
-            proc.wait(self.kill_grace)
-        except subprocess.TimeoutExpired:
-            signal_group(proc, signal.SIGKILL)
+        if proc is not None:
+            terminate_group(proc, self.kill_grace)
 
     def run(self, directory: Path, stem: str, run_id: int, timeout: float,
             on_progress: Callable[[int], None] | None = None, *,

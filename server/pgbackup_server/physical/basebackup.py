@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import threading
 from collections.abc import Callable
@@ -35,7 +34,12 @@ from pathlib import Path
 from ..backup.files import CHUNK, fsync_dir, private_files, publish_directory, tree_digest
 from ..domain.durations import human_duration
 from ..domain.errors import BackupFailed, FailedPrecondition, PgDumpFailed
-from ..postgres.clients import StderrTail, client_env, death_signal_prefix, signal_group
+from ..postgres.clients import (
+    StderrTail,
+    client_env,
+    death_signal_prefix,
+    terminate_group,
+)
 from ..postgres.conninfo import ConnInfo
 
 SUMS = "SHA256SUMS"
@@ -83,16 +87,8 @@ class BaseBackupProcess:
             if self._stop_reason is None:
                 self._stop_reason = reason
             proc = self._proc
-        if proc is None or proc.poll() is not None:
-            return
-        signal_group(proc, signal.SIGTERM)
-        threading.Thread(target=self._kill_later, args=(proc,), daemon=True).start()
-
-    def _kill_later(self, proc: subprocess.Popen[bytes]) -> None:
-        try:
-            proc.wait(self.kill_grace)
-        except subprocess.TimeoutExpired:
-            signal_group(proc, signal.SIGKILL)
+        if proc is not None:
+            terminate_group(proc, self.kill_grace)
 
     def run(self, directory: Path, stem: str, extension: str, temp: Path, timeout: float,
             parent_manifest: Path | None = None,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -77,6 +78,22 @@ def signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
         os.killpg(proc.pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def terminate_group(proc: subprocess.Popen[bytes], grace: float) -> None:
+    """SIGTERM to ``proc``'s process group now, SIGKILL if it is still there after
+    ``grace`` seconds (from a daemon thread: the caller does not wait)."""
+    if proc.poll() is not None:
+        return
+    signal_group(proc, signal.SIGTERM)
+
+    def kill_later() -> None:
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            signal_group(proc, signal.SIGKILL)
+
+    threading.Thread(target=kill_later, daemon=True).start()
 
 
 class StderrTail:
