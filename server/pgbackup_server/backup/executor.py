@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -41,12 +40,10 @@ from .dump import DumpOutcome, DumpProcess
 from .fanout import Outputs, Settled, free_name
 from .jobs import Job
 from .pipeline import Extras, HashStage, Sink, StageFactory, build
-from .plan import DumpPlan, auto_jobs, plan_dump, wanted_capability
+from .plan import auto_jobs, plan_dump, wanted_capability
 from .progress import ProgressTracker
 
 log = structlog.get_logger("pgbackup")
-# (run, plan, file stem) -> more sinks and stages for the run (see backup.pipeline).
-ExtraOutputs = Callable[[Run, DumpPlan, str], Extras | None]
 SHUTDOWN_CANCELLED = "cancelled: the service shut down (server.shutdownGrace expired)"
 
 
@@ -69,7 +66,6 @@ class RunExecutor:
         self._lock = threading.Lock()
         self._active: dict[int, DumpProcess] = {}
         self._cancelling = False
-        self.extra_outputs: ExtraOutputs | None = None
         from ..physical.runner import PhysicalRunner  # physical/ builds on backup/
 
         self.physical = PhysicalRunner(settings, store, events, targets=targets,
@@ -101,7 +97,6 @@ class RunExecutor:
         b = self.settings.backup
         conninfo = self.targets.conninfo(job.target.name, job.dbname)
         bound.info("Database backup job started", backup_dir=str(job.directory))
-        extras: Extras | None = None
         configs = () if job.requested else self.copier.configs_of(job.target.name)
         streamed = self._streams(job, configs)
         outputs: Outputs | None = None
@@ -130,26 +125,19 @@ class RunExecutor:
                                      stem, ext)
                 temp_path = ""
             else:
-                extras = self.extra_outputs(run, plan, stem) if self.extra_outputs else None
-                ext = plan.extension + (extras.suffix if extras else "")
-                temp = naming.free_temp_path(job.directory, f"{stem}{ext}", run.id)
+                temp = naming.free_temp_path(job.directory, f"{stem}{plan.extension}", run.id)
                 temp_path = str(temp)
             dump = DumpProcess(plan, conninfo, str(self.runtime_dir))
-            try:
-                with self._lock:
-                    if self._cancelling:
-                        raise Unavailable(SHUTDOWN_CANCELLED)
-                    self._active[run.id] = dump
-                running = self.store.mark_running(
-                    run.id, started_at=started, temp_path=temp_path, format=plan.format,
-                    compression=plan.compression, pg_dump_version=binary.version,
-                    server_version=server.version,
-                    encryption=encryption.fingerprints if encryption else ())
-                self.events.on_run_started(running)
-            except BaseException as exc:
-                if extras:  # dump.run owns them from here on
-                    extras.abort(str(exc))
-                raise
+            with self._lock:
+                if self._cancelling:
+                    raise Unavailable(SHUTDOWN_CANCELLED)
+                self._active[run.id] = dump
+            running = self.store.mark_running(
+                run.id, started_at=started, temp_path=temp_path, format=plan.format,
+                compression=plan.compression, pg_dump_version=binary.version,
+                server_version=server.version,
+                encryption=encryption.fingerprints if encryption else ())
+            self.events.on_run_started(running)
             bound.debug("pg_dump starting", pg_dump=binary.path, pg_dump_version=binary.version,
                         server_version=server.version, format=plan.format,
                         compression=str(plan.compression), jobs=plan.jobs)
@@ -171,7 +159,7 @@ class RunExecutor:
                 bytes_in, _ = dump.stream(sink, relative, b.timeout_seconds, on_progress)
             else:
                 outcome = dump.run(job.directory, stem, run.id, b.timeout_seconds,
-                                   on_progress=on_progress, temp=temp, extras=extras)
+                                   on_progress=on_progress, temp=temp)
         except Exception as exc:  # whatever went wrong, the run ends recorded
             error = _as_backup_error(exc, bound)
             self._unstored(run, outputs, error.message)

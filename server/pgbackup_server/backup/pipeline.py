@@ -19,9 +19,8 @@ Building blocks here:
   ``Stored`` in order; if one fails, every one is aborted.
 - :func:`pump`: the copy loop, from a pipe's read end into a sink.
 
-**Plugging in** (destinations, encryption): the executor asks its
-``extra_outputs`` hook (``RunExecutor.extra_outputs``, a callable
-``(run, plan, stem) -> Extras | None``) for an :class:`Extras`:
+**Plugging in** (destinations, encryption): the executor builds an :class:`Extras`
+(see ``backup/fanout.py``) and passes it to :func:`build` or ``DumpProcess.run``:
 
 - ``Extras.sinks``: more terminal sinks (e.g. ``Destination.upload(relative)``),
   fed exactly the bytes the local file gets; their ``Stored`` come back in

@@ -43,9 +43,9 @@ log = structlog.get_logger("pgbackup")
 EXTENSIONS = {RunKind.PHYSICAL_FULL: ".full", RunKind.PHYSICAL_INCREMENTAL: ".incr"}
 
 
-# (run, "<backup dir name>/<file>") -> what else gets that file: the same hook as
-# RunExecutor.extra_outputs (destinations' upload sinks, an encryption stage), per
-# file of the physical backup (a physical backup is a directory of files).
+# (run, "<backup dir name>/<file>") -> what else gets that file (destinations' upload
+# sinks, an encryption stage), per file of the physical backup (a physical backup is
+# a directory of files).
 FileOutputs = Callable[[Run, str], Extras | None]
 
 
