@@ -35,9 +35,9 @@ from ..domain.errors import BackupFailed, PgDumpFailed
 from ..domain.models import DumpFormat, RunKind, Stored
 from ..postgres.clients import (
     StderrTail,
+    StoppableChild,
     client_env,
     death_signal_prefix,
-    terminate_group,
 )
 from ..postgres.conninfo import ConnInfo
 from .files import (
@@ -65,18 +65,15 @@ class DumpOutcome:
     stored: tuple[Stored, ...] = field(default=())  # every sink's, the local file first
 
 
-class DumpProcess:
+class DumpProcess(StoppableChild):
     """One pg_dump child with a deadline and a way to cancel it."""
 
     def __init__(self, plan: DumpPlan, conninfo: ConnInfo, runtime_dir: str, *,
                  kill_grace: float = KILL_GRACE_SECONDS) -> None:
+        super().__init__(kill_grace)
         self.plan = plan
-        self.kill_grace = kill_grace
         self.conninfo = conninfo
         self.runtime_dir = runtime_dir
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._stop_reason: str | None = None
-        self._lock = threading.Lock()
 
     def argv(self, output: str | None = None) -> list[str]:
         """pg_dump's arguments; ``output`` is a directory (format directory) or the
@@ -100,15 +97,6 @@ class DumpProcess:
         """Whether pg_dump can write the file itself: nothing to do in-process."""
         return (self.plan.kind is RunKind.DATABASE and self.plan.zstd_level is None
                 and self.plan.format is not DumpFormat.DIRECTORY and not extras)
-
-    def stop(self, reason: str) -> None:
-        """Terminate the whole process group: SIGTERM, then SIGKILL after a grace."""
-        with self._lock:
-            if self._stop_reason is None:
-                self._stop_reason = reason
-            proc = self._proc
-        if proc is not None:
-            terminate_group(proc, self.kill_grace)
 
     def run(self, directory: Path, stem: str, run_id: int, timeout: float,
             on_progress: Callable[[int], None] | None = None, *,

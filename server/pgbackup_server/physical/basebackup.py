@@ -36,9 +36,9 @@ from ..domain.durations import human_duration
 from ..domain.errors import BackupFailed, FailedPrecondition, PgDumpFailed
 from ..postgres.clients import (
     StderrTail,
+    StoppableChild,
     client_env,
     death_signal_prefix,
-    terminate_group,
 )
 from ..postgres.conninfo import ConnInfo
 
@@ -69,26 +69,15 @@ def argv(pg_basebackup: str, conninfo: ConnInfo, output: Path,
     return args
 
 
-class BaseBackupProcess:
+class BaseBackupProcess(StoppableChild):
     """One pg_basebackup child with a deadline and a way to stop it."""
 
     def __init__(self, pg_basebackup: str, conninfo: ConnInfo, runtime_dir: str, *,
                  kill_grace: float = KILL_GRACE_SECONDS) -> None:
+        super().__init__(kill_grace)
         self.pg_basebackup = pg_basebackup
         self.conninfo = conninfo
         self.runtime_dir = runtime_dir
-        self.kill_grace = kill_grace
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._stop_reason: str | None = None
-        self._lock = threading.Lock()
-
-    def stop(self, reason: str) -> None:
-        with self._lock:
-            if self._stop_reason is None:
-                self._stop_reason = reason
-            proc = self._proc
-        if proc is not None:
-            terminate_group(proc, self.kill_grace)
 
     def run(self, directory: Path, stem: str, extension: str, temp: Path, timeout: float,
             parent_manifest: Path | None = None,

@@ -96,6 +96,27 @@ def terminate_group(proc: subprocess.Popen[bytes], grace: float) -> None:
     threading.Thread(target=kill_later, daemon=True).start()
 
 
+class StoppableChild:
+    """Holds one child process that another thread may stop; the first reason given
+    is kept (``_stop_reason``) so the run can say why it ended. Subclasses set
+    ``_proc`` under ``_lock`` when they start the child."""
+
+    def __init__(self, kill_grace: float) -> None:
+        self.kill_grace = kill_grace
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._stop_reason: str | None = None
+        self._lock = threading.Lock()
+
+    def stop(self, reason: str) -> None:
+        """Terminate the whole process group: SIGTERM, then SIGKILL after a grace."""
+        with self._lock:
+            if self._stop_reason is None:
+                self._stop_reason = reason
+            proc = self._proc
+        if proc is not None:
+            terminate_group(proc, self.kill_grace)
+
+
 class StderrTail:
     """The last lines a child wrote to stderr, read on a thread so it never blocks."""
 
