@@ -194,7 +194,7 @@ class WalArchives:
             last_segment=newest.name.split(".")[0] if newest else "",
             error=receiver.error if receiver else "not started",
             slot=slot_name(name), segments=len(complete),
-            size_bytes=sum(f.stat().st_size for f in files))
+            size_bytes=sum(_size(f) for f in files))
 
     def _lag_bytes(self, name: str) -> int:
         """How far the slot (what the archive holds) is behind the server's WAL."""
@@ -327,3 +327,11 @@ def _chunks(opener: object, path: Path) -> Iterator[bytes]:
     with opener(path, "rb") as f:  # type: ignore[operator]
         while chunk := f.read(_CHUNK):
             yield chunk
+
+
+def _size(path: Path) -> int:
+    """A file's size, 0 when pg_receivewal renamed it (``.partial``) since the listing."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
