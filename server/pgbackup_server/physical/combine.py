@@ -9,8 +9,8 @@ is then combined with ``pg_combinebackup --link`` (the scratch copies are ours a
 removed afterwards, so linking instead of copying saves a full copy) and the result
 checked by ``pg_verifybackup --skip-checksums``: every file of its manifest present
 with its size, nothing extra, its WAL parsed. A single full backup, once checked, is
-moved in place. The output is synced (each file, then each directory) once the
-scratch copies are gone, so that a restore that succeeded survives a crash.
+moved in place. The output is synced (each file, then each directory) while the
+scratch copies are removed, so that a restore that succeeded survives a crash.
 Whatever fails, no scratch directory and no half-built output is left behind.
 """
 
@@ -21,6 +21,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -156,9 +157,16 @@ def rebuild(backups: Sequence[Path], output: Path, *, pg_combinebackup: str,
             verify_directory(output, pg_verifybackup, "the combined directory",
                              checksums=False)
         os.chmod(output, 0o700)
-        shutil.rmtree(scratch, ignore_errors=True)  # its files need no writing back
-        if sync:
-            sync_tree(output)
+        # Removing the scratch copies (freeing what the combined files replaced) and
+        # syncing the output overlap: one is metadata, the other writing back data.
+        remover = threading.Thread(target=shutil.rmtree, args=(scratch, True),
+                                   name="restore-scratch")
+        remover.start()
+        try:
+            if sync:
+                sync_tree(output)
+        finally:
+            remover.join()
     except BaseException:
         if output.exists():
             shutil.rmtree(output, ignore_errors=True)
