@@ -153,14 +153,23 @@ def _measure(pg: Any, client: Any, pg_basebackup: str, compress: str, runs: int,
         say(f"incremental {i}: {incr_t[-1]:.2f}s {incr.size_bytes >> 20} MB "
             f"(bare {bare_incr_t[-1]:.2f}s)")
     restore_full, restore_chain = [], []
+    # Restores run where the database server is not busy: it is stopped meanwhile. (It
+    # runs with fsync=off: its checkpoints after the updates and backups would leave
+    # gigabytes to write back while the restores write theirs.)
+    pg.stop()
     for i in range(runs):
-        for which, into in ((full.id, restore_full), (chain_ids[-1], restore_chain)):
+        pair = [(full.id, restore_full), (chain_ids[-1], restore_chain)]
+        for which, into in pair if i % 2 == 0 else pair[::-1]:  # A/B, then B/A
             out = workdir / f"restore-{which}-{i}"
+            # Each starts with nothing left to write back from the steps before (the
+            # backups, the previous restore): the restores' own writing is timed.
+            subprocess.run(["sync", "-f", str(workdir)], check=True)
             t = time.monotonic()
             client.restore_backup(which, target_directory=str(out))
             into.append(time.monotonic() - t)
             shutil.rmtree(out)
         say(f"restore {i}: full {restore_full[-1]:.2f}s, full+3 {restore_chain[-1]:.2f}s")
+    pg.start()
     t = time.monotonic()  # the logical backup restored into a new database, once
     client.restore_backup(logical.id, target_database="bench_restored")
     logical_restore_t = time.monotonic() - t
