@@ -78,6 +78,27 @@ def _runs(conn: Connection, rows: Sequence[Any]) -> list[Run]:
     return [replace(r, copies=attached[r.id]) if r.id in attached else r for r in items]
 
 
+def pending_row(*, database: str, trigger: Trigger, backup_dir: str, queued_at: datetime,
+                schedule: str = "", target: str = "",
+                kind: RunKind = RunKind.DATABASE) -> dict[str, Any]:
+    """The row of a new PENDING run."""
+    values = to_row({"database": database, "target": target or database, "kind": kind,
+                     "status": RunStatus.PENDING, "trigger": trigger, "schedule": schedule,
+                     "backup_dir": backup_dir, "queued_at": queued_at,
+                     "file_state": FileState.NONE, "format": None, "compression": None},
+                    _OPTIONAL_TEXT)
+    return {**values, "present": False}
+
+
+def insert_runs(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[int]:
+    """Insert new runs (rows of :func:`pending_row`) and count them in the totals, in the
+    caller's transaction; their ids, in order."""
+    ids = [int(i) for (i,) in conn.execute(
+        insert(runs).returning(runs.c.id, sort_by_parameter_order=True), list(rows))]
+    totals.apply(conn, {}, totals.snapshot(conn, ids))
+    return ids
+
+
 class SqlRunStore:
     """Run records in a SQLAlchemy database. Thread-safe."""
 
@@ -125,15 +146,10 @@ class SqlRunStore:
     def create_run(self, *, database: str, trigger: Trigger, backup_dir: str,
                    queued_at: datetime, schedule: str = "", target: str = "",
                    kind: RunKind = RunKind.DATABASE) -> Run:
-        values = to_row({"database": database, "target": target or database, "kind": kind,
-                         "status": RunStatus.PENDING, "trigger": trigger, "schedule": schedule,
-                         "backup_dir": backup_dir, "queued_at": queued_at,
-                         "file_state": FileState.NONE, "format": None, "compression": None},
-                        _OPTIONAL_TEXT)
+        row = pending_row(database=database, trigger=trigger, backup_dir=backup_dir,
+                          queued_at=queued_at, schedule=schedule, target=target, kind=kind)
         with self._write_lock, self.engine.begin() as conn:
-            result = conn.execute(insert(runs).values(**values, present=False))
-            run_id = int(result.inserted_primary_key[0])  # type: ignore[index]
-            totals.apply(conn, {}, totals.snapshot(conn, [run_id]))
+            (run_id,) = insert_runs(conn, [row])
         return self.get(run_id)
 
     def mark_running(self, run_id: int, **changes: Any) -> Run:

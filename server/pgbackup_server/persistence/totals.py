@@ -8,6 +8,7 @@ rebuilt at every start, so they cannot drift; nothing here scans the runs.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,16 @@ def snapshot(conn: Connection, ids: list[int]) -> Totals:
     rows = conn.execute(select(*_KEY, func.count(), func.coalesce(func.sum(
         runs.c.size_bytes), 0)).where(runs.c.id.in_(ids)).group_by(*_KEY)).all()
     return {tuple(r[:5]): (int(r[5]), int(r[6])) for r in rows}
+
+
+def of_rows(rows: Iterable[dict[str, Any]]) -> Totals:
+    """What new runs (full rows, as inserted) add to the totals."""
+    out: dict[tuple[str, ...], tuple[int, int]] = {}
+    for row in rows:
+        key = tuple(row[c] for c in _COLUMNS)
+        n, size = out.get(key, (0, 0))
+        out[key] = (n + 1, size + int(row["size_bytes"]))
+    return out
 
 
 def apply(conn: Connection, before: Totals, after: Totals) -> None:
