@@ -265,9 +265,9 @@ class BackupService:
                                  database=database)
         stats = replace(stats, destinations=self.copier.usage(target=target, database=database))
         if target or database:
-            return stats
+            return replace(stats, targets=())
         # Every configured target, also one that never ran: "never" is an answer too.
-        known = self.store.databases_by_target()
+        known = {t.name: t.databases for t in stats.targets}
         return replace(stats, targets=tuple(
             TargetSummary(t.name, t.all_databases, known.get(t.name, ()))
             for t in self.targets.all))

@@ -30,7 +30,8 @@ from ..domain.models import (
 from . import totals
 from .codec import from_row, to_row
 from .copies import copies_of
-from .schema import run_totals, runs
+from .engine import reading
+from .schema import runs
 from .totals import Scope
 
 MAX_PAGE_SIZE = 1000
@@ -235,15 +236,6 @@ class SqlRunStore:
         with self.engine.connect() as conn:
             return totals.known(conn, Scope(target, database))
 
-    def databases_by_target(self) -> dict[str, tuple[str, ...]]:
-        """The database names each target's runs were recorded under (small derived table)."""
-        out: dict[str, list[str]] = {}
-        with self.engine.connect() as conn:
-            for target, db in conn.execute(select(run_totals.c.target, run_totals.c.database)
-                                           .distinct().order_by(run_totals.c.database)):
-                out.setdefault(target, []).append(db)
-        return {t: tuple(dbs) for t, dbs in out.items()}
-
     def unfinished_runs(self) -> list[Run]:
         """Runs left PENDING or RUNNING, i.e. by a process that died."""
         with self.engine.connect() as conn:
@@ -284,5 +276,5 @@ class SqlRunStore:
 
     def stats(self, backup_directory: str, *, target: str = "", database: str = "") -> Stats:
         """Totals from the derived tables; nothing here scans the runs."""
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             return totals.stats(conn, backup_directory, Scope(target, database))
