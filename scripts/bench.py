@@ -459,8 +459,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--work-dir", help="keep PostgreSQL and the data here between runs")
     ap.add_argument("--json", help="write the JSON report to this file")
     ap.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
-    ap.add_argument("--physical-scale", type=int, default=20,
-                    help="pgbench scale of the physical cases' own database (70: ~1 GB)")
+    ap.add_argument("--physical-scale", type=int, default=70,
+                    help="pgbench scale of the physical cases' own database (default 70: "
+                         "~1 GB)")
     ap.add_argument("--cases", default="all",
                     help=f"comma-separated, of {', '.join(CASES)} (default all)")
     args = ap.parse_args(argv)

@@ -138,7 +138,7 @@ class PhysicalRestorer:
                 if not deep:
                     return ()
                 datadir = root / "pgdata"
-                self._rebuild(folders, datadir)
+                self._rebuild(folders, datadir, sync=False)  # removed right after
             return self._table_rows(run, datadir)
         finally:
             shutil.rmtree(root, ignore_errors=True)
@@ -222,11 +222,11 @@ class PhysicalRestorer:
                                                            program),
                            target_time=target_time, target_lsn=target_lsn)
 
-    def _rebuild(self, folders: list[Path], output: Path) -> None:
+    def _rebuild(self, folders: list[Path], output: Path, *, sync: bool = True) -> None:
         try:
             rebuild(folders, output,
                     pg_combinebackup=tool(self.binaries, "pg_combinebackup", 17),
-                    pg_verifybackup=tool(self.binaries, "pg_verifybackup", 17))
+                    pg_verifybackup=tool(self.binaries, "pg_verifybackup", 17), sync=sync)
         except CombineFailed as exc:
             raise ToolFailed(str(exc)) from None
 
