@@ -114,10 +114,14 @@ class ClusterScheduler:
             return
         grace = self.config.scheduler.misfire_grace_seconds
         fire = missed_fire(trigger, last_run=last, now=now, grace_seconds=grace)
-        if fire is None:
-            log.error("A scheduled backup was missed while every replica was down and is "
-                      "past scheduler.misfireGraceTime; not run", schedule=entry.name,
-                      missed_fire=missed.isoformat())
+        if fire is None:  # claimed too, so that one replica alone reports it
+            if on_store(self.claims.claim, entry.name, missed, now):
+                on_store(self.claims.record, entry.name, missed,
+                         "not run: past scheduler.misfireGraceTime")
+                self.events.on_missed_fire(entry.name, missed)
+                log.error("A scheduled backup was missed while every replica was down and "
+                          "is past scheduler.misfireGraceTime; not run", schedule=entry.name,
+                          missed_fire=missed.isoformat())
             return
         if self._fire_due([(entry, fire)], now):
             self.events.on_missed_fire(entry.name, fire)
