@@ -18,7 +18,7 @@ from .backup.plan import check_compression_support
 from .backup.service import BackupService
 from .catalog import CatalogImporter
 from .domain.errors import ConfigError
-from .domain.models import AlertKind, Trigger
+from .domain.models import AlertKind
 from .domain.ports import Clock, utc_now
 from .observability.events import EventHub
 from .observability.setup import Observability, start_observability
@@ -124,7 +124,8 @@ class App:
             self.restore.recover()
         self.events.add(VerifyAfterBackup(self.restore))
         self.scheduler: Scheduler | ClusterScheduler = (
-            self.cluster.make_scheduler(self._fire_queued) if self.cluster else
+            self.cluster.make_scheduler(self._fire_queued, self.service.plan_scheduled,
+                                        self.service.targets) if self.cluster else
             Scheduler(s, fire=self.service.run_scheduled, store=self.store.runs,
                       events=self.events, clock=self.clock))
         self.grpc = GrpcServer(s, BackupServicer(
@@ -215,8 +216,7 @@ class App:
 
     def _fire_queued(self, schedule: str, target: str) -> list[int]:
         """A claimed fire (cluster): queue its run(s) for any replica."""
-        result = self.service.create_backup(database=target, trigger=Trigger.SCHEDULE,
-                                            schedule=schedule, background=True)
+        result = self.service.queue_scheduled(schedule, target)
         return [r.id for r in result.runs or (result.run,)]
 
     # -- stopping -----------------------------------------------------------

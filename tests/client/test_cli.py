@@ -97,3 +97,11 @@ def test_tls_ca_that_is_not_pem_is_refused_before_connecting(tmp_path):
     assert out.returncode == 2
     assert "is not a PEM certificate bundle" in out.stderr
     assert "E1" not in out.stderr and "ssl_transport_security" not in out.stderr
+
+
+def test_cluster_on_a_backupd_that_runs_alone(stack, capsys):
+    assert backupctl(["--address", stack.grpc_address, "cluster"]) == 0
+    assert "not a cluster: this backupd runs alone" in capsys.readouterr().out
+    assert backupctl(["--address", stack.grpc_address, "--json", "cluster"]) == 0
+    text = capsys.readouterr().out
+    assert json.loads(text[text.index("{"):])["enabled"] is False

@@ -3,13 +3,16 @@ as real processes sharing a PostgreSQL store, on a compressed clock they all sha
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -144,8 +147,10 @@ def cluster(pg: EmbeddedPostgres, tmp_path: Path) -> Iterator[Callable[..., list
     def start(n: int = 3, *, store: str, database: str = TINY, speed: float = 1.0,
               lease: str = "4s", schedules: list[dict[str, Any]] | None = None,
               backup: dict[str, Any] | None = None, max_per_server: int = 0,
-              virtual_start: float | None = None, generation: int = 0) -> list[Replica]:
-        """``virtual_start``: the service time at start (epoch seconds; default now)."""
+              virtual_start: float | None = None, generation: int = 0,
+              **sections: Any) -> list[Replica]:
+        """``virtual_start``: the service time at start (epoch seconds; default now);
+        ``sections``: more of config.yaml (``alerts={...}``)."""
         now = time.time()
         clock = (now, virtual_start or now, speed)
         out = []
@@ -156,7 +161,7 @@ def cluster(pg: EmbeddedPostgres, tmp_path: Path) -> Iterator[Callable[..., list
                               server={"grpcAddress": f"127.0.0.1:{free_port()}",
                                       "envoy": False, "dataDirectory": str(root / "data"),
                                       "shutdownGrace": "3s"},
-                              metrics={"address": f"127.0.0.1:{free_port()}"})
+                              metrics={"address": f"127.0.0.1:{free_port()}"}, **sections)
             cfg["database"] = {"url": pg.url(database)}
             cfg["store"] = {"url": store}
             cfg["log"] = {"level": "info"}
@@ -173,6 +178,48 @@ def cluster(pg: EmbeddedPostgres, tmp_path: Path) -> Iterator[Callable[..., list
     yield start
     for r in started:
         r.stop()
+
+
+class Receiver:
+    """A webhook on loopback that keeps the JSON it is sent."""
+
+    def __init__(self) -> None:
+        self.payloads: list[dict[str, Any]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                receiver.payloads.append(json.loads(body))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def events(self, event: str) -> list[str]:
+        """The statuses of the ``event`` notifications received, in order."""
+        return [p["status"] for p in list(self.payloads) if p.get("event") == event]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()
 
 
 def orphan_pg_dumps() -> list[int]:

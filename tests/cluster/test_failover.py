@@ -10,11 +10,22 @@ from pathlib import Path
 import psycopg
 from replicas import cluster, orphan_pg_dumps, rows, store_database, wait_for  # noqa: F401
 
+from pgbackup_client.cli import main as backupctl
+
 EVERY_MINUTE = [{"name": "every-minute", "cron": "* * * * *", "job": "DatabaseBackup"}]
 LEASE = 4.0
 
 
-def test_kill_9_of_the_executing_replica_fails_over_within_the_lease(pg, cluster):  # noqa: F811
+def replica_lines(address: str, capsys) -> tuple[int, dict[str, list[str]]]:
+    """``backupctl cluster``: its exit status and its table's rows by replica."""
+    code = backupctl(["--address", address, "cluster"])
+    lines = capsys.readouterr().out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("REPLICA"))
+    return code, {line.split()[0]: line.split()[1:] for line in lines[header + 1:]}
+
+
+def test_kill_9_of_the_executing_replica_fails_over_within_the_lease(pg, cluster,  # noqa: F811
+                                                                      capsys):
     url, store = store_database(pg)
     lock = psycopg.connect(pg.admin_conninfo("shop"))
     lock.execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
@@ -26,6 +37,12 @@ def test_kill_9_of_the_executing_replica_fails_over_within_the_lease(pg, cluster
         run_id, node, temp = running[0]
         victim = next(r for r in trio if r.name == node)
         wait_for(lambda: Path(temp).exists())
+        # backupctl cluster: every replica alive, the victim holding the run.
+        code, listed = replica_lines(trio[0].grpc_address, capsys)
+        assert code == 0 and set(listed) == {r.name for r in trio}
+        assert listed[trio[0].name][0] == "*"  # the one that answered
+        assert all("alive" in cells for cells in listed.values())
+        assert str(run_id) in listed[node]
         victim.kill()
         killed_at = time.monotonic()
     finally:
@@ -57,6 +74,8 @@ def test_kill_9_of_the_executing_replica_fails_over_within_the_lease(pg, cluster
         listed = {n.name: n for n in view.nodes}
         assert listed[node].silent and not listed[node].run_ids
         assert not any(listed[r.name].silent for r in survivors)
+    code, listed = replica_lines(survivors[0].grpc_address, capsys)
+    assert code == 1 and "silent" in listed[node] and str(run_id) not in listed[node]
     # Visible to monitoring: one replica (the monitor) alerts, every one counts it.
     texts = wait_for(lambda: [t for t in (r.metrics() for r in survivors)
                               if 'backup_alerts_firing{alert="replica_silent"} 1.0' in t])

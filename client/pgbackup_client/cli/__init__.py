@@ -1,6 +1,6 @@
 """``backupctl``: command-line client for the backup service.
 
-One module per command group (backups, destinations, restore, tokens); what they share
+One module per command group (backups, destinations, cluster, restore, tokens); what they share
 (options, output) is in ``common``.
 """
 
@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from pgbackup_client.cli import backups, catalog, destinations, restore, tokens, wal
+from pgbackup_client.cli import backups, catalog, cluster, destinations, restore, tokens, wal
 from pgbackup_client.cli.common import (
     ADDRESS_ENV,
     DEFAULT_TIMEOUT,
@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     backups.register(add)
     destinations.register(add)
+    cluster.register(add)
     restore.register(add)
     wal.register(add)
     tokens.register(add, common)

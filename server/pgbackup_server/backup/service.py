@@ -67,6 +67,7 @@ class BackupService:
         self.clock = clock
         self.runtime_dir = runtime_dir
         self.targets = Targets(settings.targets)
+        self._schedule_types = {s.name: s.type for s in settings.schedules}
         if destinations is None:
             destinations = dict(Destinations.from_configs(settings.destinations,
                                                              settings.environment))
@@ -154,13 +155,32 @@ class BackupService:
 
     def run_scheduled(self, schedule: str, target: str) -> None:
         """A schedule fired: back up its target and wait for the run(s) to finish."""
-        backup_type = next((s.type for s in self.settings.schedules if s.name == schedule),
-                           BackupType.UNSPECIFIED)
         try:
             self.create_backup(database=target, trigger=Trigger.SCHEDULE, schedule=schedule,
-                               backup_type=backup_type)
+                               backup_type=self._schedule_type(schedule))
         except BackupError:
             pass  # recorded on the run(s), logged and notified
+
+    def queue_scheduled(self, schedule: str, target: str) -> CreateResult:
+        """A schedule fired (cluster): queue its run(s) and return; a BackupError when
+        even that failed (recorded on a FAILED run)."""
+        return self.create_backup(database=target, trigger=Trigger.SCHEDULE,
+                                  schedule=schedule, background=True,
+                                  backup_type=self._schedule_type(schedule))
+
+    def plan_scheduled(self, target: str, backup_type: BackupType) -> list[Job]:
+        """The jobs a scheduled fire of ``target`` makes, recording nothing: a cluster
+        records and queues them in the transaction that claims the fire. BackupError
+        when they cannot be found (an allDatabases server that does not answer); the
+        fire then goes through :meth:`queue_scheduled`, which records the failure."""
+        b = self.settings.backup
+        config = self.targets.resolve(target)
+        return jobs_for(self.targets, config, b.directory,
+                        config.retention_days or b.retention_days, b.cleanup_old,
+                        "backup.directory", backup_type)
+
+    def _schedule_type(self, schedule: str) -> BackupType:
+        return self._schedule_types.get(schedule, BackupType.UNSPECIFIED)
 
     def _jobs(self, target: TargetConfig, directory: Path, retention: int, cleanup_old: bool,
               trigger: Trigger, schedule: str, dir_field: str,
@@ -245,9 +265,9 @@ class BackupService:
                                  database=database)
         stats = replace(stats, destinations=self.copier.usage(target=target, database=database))
         if target or database:
-            return stats
+            return replace(stats, targets=())
         # Every configured target, also one that never ran: "never" is an answer too.
-        known = self.store.databases_by_target()
+        known = {t.name: t.databases for t in stats.targets}
         return replace(stats, targets=tuple(
             TargetSummary(t.name, t.all_databases, known.get(t.name, ()))
             for t in self.targets.all))

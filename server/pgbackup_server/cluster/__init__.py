@@ -30,11 +30,12 @@ from ..domain.ports import Clock, Listener, RunStore
 from ..domain.targets import Targets
 from ..persistence.schema import run_queue
 from ..settings import Settings
+from .fires import FireClaims
 from .leases import Leases
 from .monitor import Monitor
 from .nodes import NodeInfo, NodeRegistry
-from .queue import ClusterQueue, Execute
-from .scheduler import ClusterScheduler, FireClaims
+from .queue import ClusterQueue, Execute, server_name
+from .scheduler import ClusterScheduler, Plan
 
 __all__ = ["Cluster", "ClusterInfo", "NodeInfo"]
 log = structlog.get_logger("pgbackup")
@@ -96,12 +97,16 @@ class Cluster:
                                   clock=self.clock)
         return self.queue
 
-    def make_scheduler(self, create: CreateScheduled) -> ClusterScheduler:
-        def fire(schedule: str, target: str) -> list[int]:
-            return create(schedule, target)
-
-        return ClusterScheduler(self.settings, self.claims, fire=fire, store=self.store,
-                                events=self.events, clock=self.clock)
+    def make_scheduler(self, create: CreateScheduled, plan: Plan,
+                       targets: Targets) -> ClusterScheduler:
+        """``plan`` gives a fire's jobs (claimed and queued in one transaction);
+        ``create`` queues a fire whose jobs could not be planned (recording why)."""
+        queue = self.queue
+        assert queue is not None, "make_queue() first"
+        return ClusterScheduler(self.settings, self.claims, fire=create, plan=plan,
+                                server_of=lambda t: server_name(targets.server_key(t)),
+                                queued=queue.wake, store=self.store, events=self.events,
+                                clock=self.clock)
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:

@@ -1,7 +1,9 @@
 """Scheduled fires in a cluster: every replica watches every schedule, and the first
 to insert ``(schedule, fire time)`` into ``schedule_fires`` (a unique key) fires it.
 The others' inserts do nothing, so each fire runs once whatever the number of
-replicas; its run(s) go to the cluster queue, where any replica takes them.
+replicas; its run(s) go to the cluster queue, where any replica takes them. The
+fires of one instant are claimed, recorded and queued in batches, one transaction
+each (:mod:`.fires`).
 
 Fire times follow the service's clock (injectable); a fire missed while every
 replica was down is caught up once at start, within ``scheduler.misfireGraceTime``,
@@ -19,68 +21,41 @@ from datetime import datetime, timedelta
 
 import structlog
 from apscheduler.triggers.cron import CronTrigger
-from sqlalchemy import Engine, func, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from ..domain.models import ScheduleInfo
+from ..backup.jobs import Job
+from ..domain.errors import BackupError
+from ..domain.models import BackupType, ScheduleInfo
 from ..domain.ports import Clock, Listener, RunStore
-from ..persistence.codec import aware
-from ..persistence.schema import schedule_fires
 from ..scheduling.catchup import last_fire_between, missed_fire
 from ..settings import ScheduleConfig, Settings
+from .fires import FireClaims, PlannedFire
 from .retry import on_store
 
 log = structlog.get_logger("pgbackup")
-CLAIM_CHUNK = 50  # fires claimed per statement
-# What a claimed fire calls: (schedule, target) -> the ids of the runs it queued.
+CLAIM_CHUNK = 50  # fires claimed, recorded and queued per transaction
+# A claimed fire whose jobs could not be planned: (schedule, target) -> the ids of the
+# runs it queued (the service records the failure on a FAILED run).
 Fire = Callable[[str, str], list[int]]
-
-
-class FireClaims:
-    """``schedule_fires``: one row per fire, inserted by the replica that fires it."""
-
-    def __init__(self, engine: Engine, node: str) -> None:
-        self.engine = engine
-        self.node = node
-
-    def claim(self, schedule: str, fire_time: datetime, now: datetime) -> bool:
-        return bool(self.claim_many([(schedule, fire_time)], now))
-
-    def claim_many(self, fires: list[tuple[str, datetime]],
-                   now: datetime) -> set[tuple[str, datetime]]:
-        """Claim ``fires`` in one statement; return those this replica won."""
-        if not fires:
-            return set()
-        with self.engine.begin() as conn:
-            won = conn.execute(pg_insert(schedule_fires).values([
-                {"schedule": name, "fire_time": at, "node": self.node, "claimed_at": now,
-                 "run_ids": ""} for name, at in fires]).on_conflict_do_nothing()
-                .returning(schedule_fires.c.schedule, schedule_fires.c.fire_time)).all()
-        return {(name, aware(at) or at) for name, at in won}
-
-    def record(self, schedule: str, fire_time: datetime, outcome: str) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(update(schedule_fires).where(schedule_fires.c.schedule == schedule,
-                                                      schedule_fires.c.fire_time == fire_time)
-                         .values(run_ids=outcome[:2000]))
-
-    def last_fires(self) -> dict[str, datetime]:
-        """The newest claimed fire of each schedule."""
-        with self.engine.connect() as conn:
-            return {name: aware(at) or at for name, at in conn.execute(
-                select(schedule_fires.c.schedule, func.max(schedule_fires.c.fire_time))
-                .group_by(schedule_fires.c.schedule))}
+# The jobs of a fire, recording nothing: (target, type) -> jobs; BackupError if none.
+Plan = Callable[[str, BackupType], list[Job]]
+# Which database server a target's runs go to (the queue's server name).
+ServerOf = Callable[[str], str]
 
 
 class ClusterScheduler:
     """The schedules of one replica, fired through claims. Same face as
     :class:`~..scheduling.scheduler.Scheduler` (start, shutdown, schedules)."""
 
-    def __init__(self, config: Settings, claims: FireClaims, *, fire: Fire, store: RunStore,
+    def __init__(self, config: Settings, claims: FireClaims, *, fire: Fire, plan: Plan,
+                 server_of: ServerOf, queued: Callable[[], None], store: RunStore,
                  events: Listener, clock: Clock, tick_seconds: float = 0.1) -> None:
+        """``queued``: called when this replica queued runs (wakes its queue)."""
         self.config = config
         self.claims = claims
         self.fire = fire
+        self.plan = plan
+        self.server_of = server_of
+        self.queued = queued
         self.store = store
         self.events = events
         self.clock = clock
@@ -139,43 +114,98 @@ class ClusterScheduler:
             return
         grace = self.config.scheduler.misfire_grace_seconds
         fire = missed_fire(trigger, last_run=last, now=now, grace_seconds=grace)
-        if fire is None:
-            log.error("A scheduled backup was missed while every replica was down and is "
-                      "past scheduler.misfireGraceTime; not run", schedule=entry.name,
-                      missed_fire=missed.isoformat())
+        if fire is None:  # claimed too, so that one replica alone reports it
+            if on_store(self.claims.claim, entry.name, missed, now):
+                on_store(self.claims.record, entry.name, missed,
+                         "not run: past scheduler.misfireGraceTime")
+                self.events.on_missed_fire(entry.name, missed)
+                log.error("A scheduled backup was missed while every replica was down and "
+                          "is past scheduler.misfireGraceTime; not run", schedule=entry.name,
+                          missed_fire=missed.isoformat())
             return
-        if self.claims.claim(entry.name, fire, now):
+        if self._fire_due([(entry, fire)], now):
             self.events.on_missed_fire(entry.name, fire)
             log.warning("Running a backup missed while every replica was down",
                         schedule=entry.name, missed_fire=fire.isoformat())
-            self._pool.submit(self._fire, entry, fire)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.tick_seconds):
             now = self.clock()
-            due = {}
+            due = []
             for entry in self._entries:
                 at = self._due(entry.name, now)
                 if at is not None:
-                    due[entry.name] = (entry, at)
-            if not due:
-                continue
-            # In chunks, in a random order: with many fires at once, replicas win a
-            # share each and queue their runs in parallel (a run is queued by its
-            # claimer), and firing starts after the first chunk.
-            items = list(due.items())
-            random.shuffle(items)
-            for start in range(0, len(items), CLAIM_CHUNK):
-                chunk = items[start:start + CLAIM_CHUNK]
+                    due.append((entry, at))
+            if due:
+                self._fire_due(due, now)
+
+    def _fire_due(self, due: list[tuple[ScheduleConfig, datetime]], now: datetime) -> int:
+        """Claim the fires ``due`` and queue their runs; how many this replica won."""
+        planned = self._plan(due)
+        planned_keys = {f.key for f in planned}
+        won = 0
+        for entry, at in due:  # no jobs: claimed one by one, the service records why
+            if (entry.name, at) not in planned_keys:
                 try:
-                    won = on_store(self.claims.claim_many,
-                                   [(name, at) for name, (_, at) in chunk], now)
-                except Exception:
-                    log.exception("Could not claim scheduled fires", fires=len(chunk))
-                    continue
-                for name, (entry, at) in chunk:
-                    if (name, at) in won:
+                    if on_store(self.claims.claim, entry.name, at, now):
+                        won += 1
                         self._pool.submit(self._fire, entry, at)
+                except Exception:
+                    log.exception("Could not claim a scheduled fire", schedule=entry.name)
+        # Fixed chunks of the fires in key order (the same on every replica), visited
+        # in a random order; a chunk another replica is claiming is skipped, then
+        # visited again at the end (by then its fires are taken). With many fires at
+        # once, replicas queue different chunks in parallel, never waiting for each
+        # other, and the first runs are queued after one transaction.
+        planned.sort(key=lambda f: f.key)
+        chunks = [planned[i:i + CLAIM_CHUNK] for i in range(0, len(planned), CLAIM_CHUNK)]
+        random.shuffle(chunks)
+        busy = []
+        for chunk in chunks:
+            got = self._claim_and_queue(chunk, wait=False)
+            if got is None:
+                busy.append(chunk)
+            else:
+                won += got
+        for chunk in busy:
+            won += self._claim_and_queue(chunk) or 0
+        return won
+
+    def _plan(self, due: list[tuple[ScheduleConfig, datetime]]) -> list[PlannedFire]:
+        """The jobs of each fire, asked once per (target, type) of the fires due; a fire
+        whose jobs cannot be found is left out. An allDatabases target asks its server
+        for its databases: several targets are asked in parallel."""
+        kinds = sorted({(entry.target, entry.type) for entry, _ in due})
+
+        def jobs(kind: tuple[str, BackupType]) -> tuple[str, tuple[Job, ...]] | None:
+            try:
+                return self.server_of(kind[0]), tuple(self.plan(*kind))
+            except BackupError:
+                return None
+
+        planned = dict(zip(kinds, map(jobs, kinds) if len(kinds) == 1 else
+                           self._pool.map(jobs, kinds), strict=True))
+        return [PlannedFire(entry.name, at, *found) for entry, at in due
+                if (found := planned[(entry.target, entry.type)]) is not None]
+
+    def _claim_and_queue(self, fires: list[PlannedFire], *, wait: bool = True) -> int | None:
+        """Claim ``fires``, queueing the runs of those won; how many were won (None:
+        skipped, another replica is claiming them; see FireClaims.claim_and_queue)."""
+        try:
+            won = on_store(self.claims.claim_and_queue, fires, self.clock(), wait=wait)
+        except Exception:
+            log.exception("Could not claim scheduled fires", fires=len(fires))
+            return 0
+        if won is None:
+            return None
+        for fire, run_ids in won:
+            log.info("Scheduled fire claimed", schedule=fire.schedule,
+                     fire_time=fire.fire_time.isoformat(), node=self.claims.node,
+                     run_ids=run_ids)
+        self.fired += len(won)
+        if won:
+            self.queued()
+        return len(won)
 
     def _due(self, name: str, now: datetime) -> datetime | None:
         """The newest fire time of ``name`` that has come, if one has; moves on."""

@@ -6,7 +6,7 @@ scheduler for schedules); the domain is built with them and never imports them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -61,7 +61,6 @@ class RunStore(Protocol):
     def list_runs(self, *, database: str = "", target: str = "",
                   status: RunStatus | None = None, page_size: int = 0,
                   page_token: str = "", trigger: Trigger | None = None) -> RunPage: ...
-    def databases_by_target(self) -> dict[str, tuple[str, ...]]: ...
     def has_runs(self, *, target: str = "", database: str = "") -> bool: ...
     def unfinished_runs(self) -> list[Run]: ...
     def present_runs(self, backup_dir: str | None = None) -> list[Run]: ...
@@ -116,9 +115,10 @@ class AlertStore(Protocol):
     """Alerts firing now and since when subjects are watched (persistence.SqlAlertStore)."""
 
     def firing(self) -> list[Alert]: ...
+    def get(self, key: str) -> Alert | None: ...
     def tracking(self) -> dict[str, datetime]: ...
-    def fire(self, alert: Alert) -> None: ...
-    def resolve(self, key: str) -> None: ...
+    def fire(self, alert: Alert) -> bool: ...  # False: it was firing already
+    def resolve(self, key: str) -> bool: ...  # False: it was not firing (any more)
     def track(self, subjects: dict[str, datetime]) -> None: ...
 
 
@@ -193,3 +193,6 @@ class Destination(Protocol):
         """Delete; False (not an error) when Object Lock still holds it."""
     def put_small(self, relative: str, data: bytes) -> None:
         """Write a small object (a manifest) in one request."""
+    def sweep_unfinished(self) -> Sequence[str]:
+        """Remove what uploads that died with their process left behind, never an
+        upload still in progress; the paths removed."""

@@ -17,7 +17,10 @@
 
 Each alert is sent once when it starts firing and once when it resolves. The
 firing set is kept in the store (``alerts_firing``), so that a restart neither
-repeats an alert nor forgets to resolve it.
+repeats an alert nor forgets to resolve it. In a cluster (``shared``) every replica
+checks, and the store decides who sends: the replica whose insert records the alert
+sends "firing", the one whose delete removes it sends "resolved"; an alert fired by
+another replica is looked up in the store before it is resolved here.
 """
 
 from __future__ import annotations
@@ -85,8 +88,10 @@ class AlertManager(Listener):
 
     def __init__(self, config: Config, store: RunStore, clock: Clock,
                  sink: Callable[[Mapping[str, Any]], None], *, state: AlertStore,
-                 host: str | None = None) -> None:
+                 host: str | None = None, shared: bool = False) -> None:
+        """``shared``: the store's alert state is shared with other replicas."""
         self.config = config
+        self.shared = shared
         self.store = store
         self.clock = clock
         self.sink = sink
@@ -181,6 +186,8 @@ class AlertManager(Listener):
         """Evaluate the alerts that depend on time and on the store."""
         now = now or self.clock()
         with self._lock:
+            if self.shared:  # what the other replicas fired and resolved meanwhile
+                self._active = {a.key: a for a in self.state.firing()}
             self._check_stale(now)
             self._check_missed(now)
             for kind, external in self._checks:
@@ -255,7 +262,8 @@ class AlertManager(Listener):
         with self._lock:
             self._resolve(f"{STALE}/{subject_of(run.target, run.database)}", now,
                           f"Backup of {run.database} succeeded again (run {run.id})",
-                          run_id=run.id, file_path=run.file_path, last_success_time=now)
+                          anywhere=True, run_id=run.id, file_path=run.file_path,
+                          last_success_time=now)
             if run.schedule:
                 self._resolve_by_run(f"{MISSED_SCHEDULE}/{run.schedule}", run, now)
 
@@ -282,7 +290,8 @@ class AlertManager(Listener):
     def on_replica_back(self, node: str) -> None:
         with self._lock:
             self._resolve(f"{REPLICA_SILENT}/{node}", self.clock(),
-                          f"Cluster replica {node} heartbeats again, or left cleanly")
+                          f"Cluster replica {node} heartbeats again, or left cleanly",
+                          anywhere=True)
 
     def on_verification(self, run: Run, ok: bool, reason: str) -> None:
         subject = subject_of(run.target, run.database)
@@ -295,7 +304,7 @@ class AlertManager(Listener):
                     "run_id": run.id, "file_path": run.file_path, "error": reason}), now,
                     f"Backup {run.id} of {run.database} failed verification: {reason}")
                 return
-            alert = self._active.get(key)
+            alert = self._known(key)
             if alert is not None and run.id > int(alert.details.get("run_id", 0)):
                 self._resolve(key, now, f"A newer backup of {run.database} (run {run.id}) "
                               "verified successfully", run_id=run.id,
@@ -314,7 +323,8 @@ class AlertManager(Listener):
                     f"failed: {copy.error}")
             elif copy.state is CopyState.SUCCEEDED:
                 self._resolve(key, now, f"Backup {run.id} of {run.database} was copied to "
-                              f"{copy.destination}", run_id=run.id, destination=copy.destination)
+                              f"{copy.destination}", anywhere=True, run_id=run.id,
+                              destination=copy.destination)
 
     # -- state machine --------------------------------------------------------
 
@@ -323,20 +333,34 @@ class AlertManager(Listener):
             return  # already sent; it is not repeated until it resolves
         alert.details.setdefault("message", message)  # what the API shows later
         self._active[alert.key] = alert
-        self.state.fire(alert)
+        if not self.state.fire(alert):
+            return  # fired, and sent, by another replica
         log.error("Alert firing", alert=alert.key, message=message)
         self._send(alert, "firing", now, message, {})
 
-    def _resolve(self, key: str, now: datetime, message: str, **extra: Any) -> None:
-        alert = self._active.pop(key, None)
-        if alert is None:
+    def _known(self, key: str) -> Alert | None:
+        """The alert ``key`` if it is firing: known here, or (shared) in the store."""
+        alert = self._active.get(key)
+        if alert is None and self.shared:
+            alert = self.state.get(key)  # fired by another replica
+            if alert is not None:
+                self._active[key] = alert
+        return alert
+
+    def _resolve(self, key: str, now: datetime, message: str, *, anywhere: bool = False,
+                 **extra: Any) -> None:
+        """Resolve ``key`` if it is firing. ``anywhere``: also if another replica fired
+        it (events; a periodic check reloads the firing set first)."""
+        if (self._known(key) if anywhere else self._active.get(key)) is None:
             return
-        self.state.resolve(key)
+        alert = self._active.pop(key)
+        if not self.state.resolve(key):
+            return  # resolved, and sent, by another replica
         log.info("Alert resolved", alert=key, message=message)
         self._send(alert, "resolved", now, message, extra)
 
     def _resolve_by_run(self, key: str, run: Run, now: datetime) -> None:
-        alert = self._active.get(key)
+        alert = self._known(key)
         if alert is None:
             return
         self._resolve(key, now, f"Schedule {alert.subject} ran again successfully "

@@ -75,7 +75,8 @@ def start_observability(config: Settings, events: EventHub, store: RunStore,
     metrics = Metrics(config, store, clock, listener_errors=lambda: events.errors)
     notifier = Notifier(build_channels(config.notifications) if channels is None else channels,
                         on_result=metrics.notification_result, sleep=notify_sleep)
-    alerts = AlertManager(config, store, clock, notifier.notify, state=alert_state)
+    alerts = AlertManager(config, store, clock, notifier.notify, state=alert_state,
+                          shared=config.cluster.enabled)
     metrics.registry.register(alerts.collector())
     health = HealthMonitor(store, config.backup.directory, set_serving,
                            interval=health_interval, on_change=metrics.set_healthy)

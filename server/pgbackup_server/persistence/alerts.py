@@ -7,6 +7,7 @@ import json
 import threading
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import structlog
 from sqlalchemy import Engine, delete, insert, select
@@ -28,29 +29,39 @@ class SqlAlertStore:
 
     def firing(self) -> list[Alert]:
         with self.engine.connect() as conn:
-            rows = conn.execute(select(alerts_firing)).all()
-        return [Alert(AlertKind(r.kind), r.subject, aware(r.since) or r.since,
-                      json.loads(r.details)) for r in rows]
+            return [_alert(r) for r in conn.execute(select(alerts_firing))]
 
     def tracking(self) -> dict[str, datetime]:
         with self.engine.connect() as conn:
             return {r.subject: aware(r.since) or r.since
                     for r in conn.execute(select(alert_tracking))}
 
-    def fire(self, alert: Alert) -> None:
+    def get(self, key: str) -> Alert | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(alerts_firing).where(alerts_firing.c.key == key)).first()
+        return None if row is None else _alert(row)
+
+    def fire(self, alert: Alert) -> bool:
+        """Record ``alert`` as firing; False when it was firing already (several
+        replicas of a cluster see the same condition: only one sends the alert)."""
         values = dict(key=alert.key, kind=alert.kind.value, subject=alert.subject,
                       since=alert.since, details=json.dumps(alert.details, default=str))
         with self._lock, self.engine.begin() as conn:
-            if conn.dialect.name == "postgresql":  # replicas of a cluster may fire it together
-                conn.execute(pg_insert(alerts_firing).values(**values).on_conflict_do_update(
-                    index_elements=["key"], set_=values))
-                return
-            conn.execute(delete(alerts_firing).where(alerts_firing.c.key == alert.key))
+            if conn.dialect.name == "postgresql":
+                return conn.execute(pg_insert(alerts_firing).values(**values)
+                                    .on_conflict_do_nothing()
+                                    .returning(alerts_firing.c.key)).first() is not None
+            if conn.execute(select(alerts_firing.c.key)
+                            .where(alerts_firing.c.key == alert.key)).first() is not None:
+                return False
             conn.execute(insert(alerts_firing).values(**values))
+            return True
 
-    def resolve(self, key: str) -> None:
+    def resolve(self, key: str) -> bool:
+        """Record ``key`` as resolved; False when it was not firing (any more)."""
         with self._lock, self.engine.begin() as conn:
-            conn.execute(delete(alerts_firing).where(alerts_firing.c.key == key))
+            return conn.execute(delete(alerts_firing).where(alerts_firing.c.key == key)
+                                .returning(alerts_firing.c.key)).first() is not None
 
     def track(self, subjects: dict[str, datetime]) -> None:
         """Start watching ``subjects`` (subject -> since); known ones keep their date."""
@@ -86,3 +97,8 @@ class SqlAlertStore:
             self.fire(alert)
         path.rename(path.with_name(path.name + ".imported"))
         return True
+
+
+def _alert(row: Any) -> Alert:
+    return Alert(AlertKind(row.kind), row.subject, aware(row.since) or row.since,
+                 json.loads(row.details))

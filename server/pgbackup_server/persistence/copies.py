@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, func, insert, select, update
@@ -16,8 +17,9 @@ from sqlalchemy import Connection, Engine, and_, func, insert, select, update
 from ..domain.errors import NotFound
 from ..domain.models import Copy, CopyState, DestinationUsage, FileState, Run
 from .codec import from_row, to_row
+from .engine import reading
 from .schema import copies, runs
-from .totals import Scope
+from .totals import Scope, bound
 
 _CHUNK = 500
 
@@ -152,22 +154,27 @@ class SqlCopyStore:
     def usage(self, *, target: str = "", database: str = "") -> dict[str, DestinationUsage]:
         """Per destination: the present copies, their bytes, and the newest one
         (of one target's or one database's runs, when given)."""
-        stored = and_(copies.c.state == CopyState.SUCCEEDED.value,
-                      copies.c.file_state == FileState.PRESENT.value)
-        query = select(copies.c.destination, func.count(),
-                       func.coalesce(func.sum(copies.c.size_bytes), 0),
-                       func.max(copies.c.run_id)).where(stored)
-        if target or database:
-            query = query.join(runs, runs.c.id == copies.c.run_id).where(
-                Scope(target, database).on(runs))
-        with self.engine.connect() as conn:
-            sums = conn.execute(query.group_by(copies.c.destination)).all()
-            newest_ids = [(d, n) for d, _, _, n in sums]
-            newest = {d: _copy(conn.execute(select(copies).where(
-                copies.c.destination == d, copies.c.run_id == n)).one())
-                for d, n in newest_ids}
-        return {d: DestinationUsage(d, int(count), int(size), newest[d])
-                for d, count, size, _ in sums}
+        scope = Scope(target, database)
+        with reading(self.engine) as conn:  # one statement: the sums and the newest copies
+            return {row.destination: DestinationUsage(row.destination, int(row.n),
+                                                      int(row.size), _copy(row))
+                    for row in conn.execute(_usage_query(scope.shape), scope.params)}
+
+
+@cache
+def _usage_query(shape: tuple[bool, bool]) -> Any:
+    """Per destination, its present copies' count and bytes with its newest copy, for
+    scopes of ``shape`` (built once)."""
+    stored = and_(copies.c.state == CopyState.SUCCEEDED.value,
+                  copies.c.file_state == FileState.PRESENT.value)
+    sums = select(copies.c.destination, func.count().label("n"),
+                  func.coalesce(func.sum(copies.c.size_bytes), 0).label("size"),
+                  func.max(copies.c.run_id).label("newest")).where(stored)
+    if any(shape):
+        sums = sums.join(runs, runs.c.id == copies.c.run_id).where(bound(shape, runs))
+    per = sums.group_by(copies.c.destination).subquery()
+    return select(copies, per.c.n, per.c.size).join(per, and_(
+        copies.c.destination == per.c.destination, copies.c.run_id == per.c.newest))
 
 
 def _with_copies(run: Run, items: tuple[Copy, ...]) -> Run:

@@ -55,6 +55,12 @@ def open_engine(url: str) -> Engine:
     return engine
 
 
+def reading(engine: Engine) -> Connection:
+    """A connection for reads outside a transaction: returned to the pool without a
+    ROLLBACK, a round trip fewer for each read (statistics, on every dashboard load)."""
+    return engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+
+
 def migrate(engine: Engine) -> str:
     """Bring the schema to the newest revision; return it. A store written by a newer
     backupd is refused, never downgraded or half-understood."""

@@ -30,7 +30,8 @@ from ..domain.models import (
 from . import totals
 from .codec import from_row, to_row
 from .copies import copies_of
-from .schema import run_totals, runs
+from .engine import reading
+from .schema import runs
 from .totals import Scope
 
 MAX_PAGE_SIZE = 1000
@@ -76,6 +77,27 @@ def _runs(conn: Connection, rows: Sequence[Any]) -> list[Run]:
     items = [_run(r) for r in rows]
     attached = copies_of(conn, [r.id for r in items])
     return [replace(r, copies=attached[r.id]) if r.id in attached else r for r in items]
+
+
+def pending_row(*, database: str, trigger: Trigger, backup_dir: str, queued_at: datetime,
+                schedule: str = "", target: str = "",
+                kind: RunKind = RunKind.DATABASE) -> dict[str, Any]:
+    """The row of a new PENDING run."""
+    values = to_row({"database": database, "target": target or database, "kind": kind,
+                     "status": RunStatus.PENDING, "trigger": trigger, "schedule": schedule,
+                     "backup_dir": backup_dir, "queued_at": queued_at,
+                     "file_state": FileState.NONE, "format": None, "compression": None},
+                    _OPTIONAL_TEXT)
+    return {**values, "present": False}
+
+
+def insert_runs(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[int]:
+    """Insert new runs (rows of :func:`pending_row`) and count them in the totals, in the
+    caller's transaction; their ids, in order."""
+    ids = [int(i) for (i,) in conn.execute(
+        insert(runs).returning(runs.c.id, sort_by_parameter_order=True), list(rows))]
+    totals.apply(conn, {}, totals.snapshot(conn, ids))
+    return ids
 
 
 class SqlRunStore:
@@ -125,15 +147,10 @@ class SqlRunStore:
     def create_run(self, *, database: str, trigger: Trigger, backup_dir: str,
                    queued_at: datetime, schedule: str = "", target: str = "",
                    kind: RunKind = RunKind.DATABASE) -> Run:
-        values = to_row({"database": database, "target": target or database, "kind": kind,
-                         "status": RunStatus.PENDING, "trigger": trigger, "schedule": schedule,
-                         "backup_dir": backup_dir, "queued_at": queued_at,
-                         "file_state": FileState.NONE, "format": None, "compression": None},
-                        _OPTIONAL_TEXT)
+        row = pending_row(database=database, trigger=trigger, backup_dir=backup_dir,
+                          queued_at=queued_at, schedule=schedule, target=target, kind=kind)
         with self._write_lock, self.engine.begin() as conn:
-            result = conn.execute(insert(runs).values(**values, present=False))
-            run_id = int(result.inserted_primary_key[0])  # type: ignore[index]
-            totals.apply(conn, {}, totals.snapshot(conn, [run_id]))
+            (run_id,) = insert_runs(conn, [row])
         return self.get(run_id)
 
     def mark_running(self, run_id: int, **changes: Any) -> Run:
@@ -219,15 +236,6 @@ class SqlRunStore:
         with self.engine.connect() as conn:
             return totals.known(conn, Scope(target, database))
 
-    def databases_by_target(self) -> dict[str, tuple[str, ...]]:
-        """The database names each target's runs were recorded under (small derived table)."""
-        out: dict[str, list[str]] = {}
-        with self.engine.connect() as conn:
-            for target, db in conn.execute(select(run_totals.c.target, run_totals.c.database)
-                                           .distinct().order_by(run_totals.c.database)):
-                out.setdefault(target, []).append(db)
-        return {t: tuple(dbs) for t, dbs in out.items()}
-
     def unfinished_runs(self) -> list[Run]:
         """Runs left PENDING or RUNNING, i.e. by a process that died."""
         with self.engine.connect() as conn:
@@ -268,5 +276,5 @@ class SqlRunStore:
 
     def stats(self, backup_directory: str, *, target: str = "", database: str = "") -> Stats:
         """Totals from the derived tables; nothing here scans the runs."""
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             return totals.stats(conn, backup_directory, Scope(target, database))

@@ -102,6 +102,7 @@ runs = Table(
     Index("ix_runs_database_status_id", "database", "status", "id"),
     Index("ix_runs_present_started", "present", "started_at"),
     Index("ix_runs_db_present_started", "database", "present", "started_at"),
+    Index("ix_runs_target_present_started", "target", "present", "started_at"),
     Index("ix_runs_db_status_finished", "database", "status", "finished_at"),
     Index("ix_runs_dir_present", "backup_dir", "present"),
     Index("ix_runs_schedule_queued", "schedule", "queued_at"),

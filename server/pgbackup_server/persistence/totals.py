@@ -8,13 +8,36 @@ rebuilt at every start, so they cannot drift; nothing here scans the runs.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, delete, func, insert, select, text, true, update
+from sqlalchemy import (
+    Connection,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    null,
+    select,
+    text,
+    true,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from ..domain.models import DatabaseStats, FileState, RunStatus, RunSummary, Stats, Verification
+from ..domain.models import (
+    DatabaseStats,
+    FileState,
+    RunStatus,
+    RunSummary,
+    Stats,
+    TargetSummary,
+    Verification,
+)
 from .codec import aware
 from .schema import database_latest, run_totals, runs
 
@@ -37,12 +60,40 @@ class Scope:
             clauses.append(table.c.database == self.database)
         return and_(*clauses) if clauses else true()
 
+    @property
+    def shape(self) -> tuple[bool, bool]:
+        """Which filters it has: statements built for a shape are reused with
+        :attr:`params` (built once, their SQL and cache key are too)."""
+        return bool(self.target), bool(self.database)
+
+    @property
+    def params(self) -> dict[str, str]:
+        return {"scope_target": self.target, "scope_database": self.database}
+
+
+def bound(shape: tuple[bool, bool], table: Any) -> Any:
+    """:meth:`Scope.on` with bound parameters, for statements of one shape."""
+    clauses = [table.c.target == bindparam("scope_target")] if shape[0] else []
+    if shape[1]:
+        clauses.append(table.c.database == bindparam("scope_database"))
+    return and_(*clauses) if clauses else true()
+
 
 def snapshot(conn: Connection, ids: list[int]) -> Totals:
     """What the runs ``ids`` contribute to the totals now."""
     rows = conn.execute(select(*_KEY, func.count(), func.coalesce(func.sum(
         runs.c.size_bytes), 0)).where(runs.c.id.in_(ids)).group_by(*_KEY)).all()
     return {tuple(r[:5]): (int(r[5]), int(r[6])) for r in rows}
+
+
+def of_rows(rows: Iterable[dict[str, Any]]) -> Totals:
+    """What new runs (full rows, as inserted) add to the totals."""
+    out: dict[tuple[str, ...], tuple[int, int]] = {}
+    for row in rows:
+        key = tuple(row[c] for c in _COLUMNS)
+        n, size = out.get(key, (0, 0))
+        out[key] = (n + 1, size + int(row["size_bytes"]))
+    return out
 
 
 def apply(conn: Connection, before: Totals, after: Totals) -> None:
@@ -117,46 +168,73 @@ def rebuild(conn: Connection) -> None:
         conn.execute(insert(database_latest), list(latest.values()))
 
 
-def stats(conn: Connection, backup_directory: str, scope: Scope) -> Stats:
-    """Totals over the runs in ``scope``."""
-    rows = conn.execute(select(run_totals.c.status, run_totals.c.file_state,
-                               run_totals.c.verification, func.sum(run_totals.c.runs),
-                               func.sum(run_totals.c.size_bytes))
-                        .where(scope.on(run_totals))
-                        .group_by(run_totals.c.status, run_totals.c.file_state,
-                                  run_totals.c.verification)).all()
-    # "present = true", not "IS true": only the former can use the indexes. One round
-    # trip per question: on a networked store each costs more than the query.
-    present = and_(runs.c.present == true(), scope.on(runs))
-    oldest, newest = conn.execute(select(
+@cache
+def _stats_queries(shape: tuple[bool, bool]) -> tuple[Any, Any]:
+    """:func:`stats`'s two statements for scopes of ``shape`` (built once)."""
+    present = and_(runs.c.present == true(), bound(shape, runs))
+    totals = select(
+        run_totals.c.target, run_totals.c.database, run_totals.c.status,
+        run_totals.c.file_state, run_totals.c.verification, run_totals.c.runs,
+        run_totals.c.size_bytes,
         select(func.min(runs.c.started_at)).where(present).scalar_subquery(),
-        select(func.max(runs.c.started_at)).where(present).scalar_subquery())).one()
-    ok_id, fail_id = conn.execute(select(func.max(database_latest.c.last_success_id),
-                                         func.max(database_latest.c.last_failure_id))
-                                  .where(scope.on(database_latest))).one()
-    summaries = _summary_rows(conn, [ok_id, fail_id])
-    last_ok, last_fail = _summaries(summaries, ok_id, fail_id)
+        select(func.max(runs.c.started_at)).where(present).scalar_subquery(),
+    ).where(bound(shape, run_totals))
+    ok, fail, each = runs.alias("ok"), runs.alias("fail"), runs.alias("each")
+    newest = (null() if any(shape) else select(func.max(each.c.started_at)).where(
+        each.c.database == database_latest.c.database, each.c.present == true())
+        .scalar_subquery())
+    latest = select(
+        database_latest.c.database, ok.c.id, ok.c.finished_at, ok.c.file_path, fail.c.id,
+        fail.c.finished_at, fail.c.error, newest,
+    ).select_from(database_latest
+                  .outerjoin(ok, ok.c.id == database_latest.c.last_success_id)
+                  .outerjoin(fail, fail.c.id == database_latest.c.last_failure_id)
+                  ).where(bound(shape, database_latest))
+    return totals, latest
+
+
+def stats(conn: Connection, backup_directory: str, scope: Scope) -> Stats:
+    """Totals over the runs in ``scope``, in two statements on small derived tables
+    (and index look-ups): a store across the network pays a round trip per statement,
+    more than the queries cost. Over every run, also per database, and the database
+    names each target's runs were recorded under (``targets``)."""
+    everything = scope == Scope()
+    query_totals, query_latest = _stats_queries(scope.shape)
+    # 1. The totals' rows in scope, with the oldest and newest present backups.
+    totals = conn.execute(query_totals, scope.params).all()
+    # 2. The newest success and failure per (target, database) with their summaries,
+    # and (over every run) each database's newest present backup.
+    latest = conn.execute(query_latest, scope.params).all()
     by_status: dict[str, int] = {}
     verified: dict[str, int] = {}
+    per_db: dict[str, tuple[int, int]] = {}
+    by_target: dict[str, set[str]] = {}
     total = size = 0
-    for status, file_state, verification, n, nbytes in rows:
+    for target, db, status, file_state, verification, n, nbytes, _, _ in totals:
         by_status[status] = by_status.get(status, 0) + int(n)
         if verification:
             verified[verification] = verified.get(verification, 0) + int(n)
+        by_target.setdefault(target, set()).add(db)
         if file_state == FileState.PRESENT.value:
             total += int(n)
             size += int(nbytes)
+            count, used = per_db.get(db, (0, 0))
+            per_db[db] = (count + int(n), used + int(nbytes))
+    oldest, newest_any = (totals[0][7], totals[0][8]) if totals else (None, None)
     return Stats(
         total_backups=total, total_size_bytes=size, oldest_backup=aware(oldest),
-        newest_backup=aware(newest), backup_directory=backup_directory,
+        newest_backup=aware(newest_any), backup_directory=backup_directory,
         succeeded_runs=by_status.get(RunStatus.SUCCEEDED.value, 0),
         failed_runs=by_status.get(RunStatus.FAILED.value, 0),
         running_runs=by_status.get(RunStatus.RUNNING.value, 0)
         + by_status.get(RunStatus.PENDING.value, 0),
-        last_success=last_ok, last_failure=last_fail,
+        last_success=_newest(latest, 1, with_path=True),
+        last_failure=_newest(latest, 4, with_path=False),
         verified_backups=verified.get(Verification.OK.value, 0),
         verification_failures=verified.get(Verification.FAILED.value, 0),
-        databases=_per_database(conn) if scope == Scope() else ())
+        databases=_per_database(latest, per_db) if everything else (),
+        targets=tuple(TargetSummary(t, databases=tuple(sorted(dbs)))
+                      for t, dbs in sorted(by_target.items())))
 
 
 def known(conn: Connection, scope: Scope) -> bool:
@@ -165,53 +243,31 @@ def known(conn: Connection, scope: Scope) -> bool:
                         .limit(1)).first() is not None
 
 
-def _summary_rows(conn: Connection, ids: list[int | None]) -> dict[int, Any]:
-    """The rows behind run summaries, in one query."""
-    wanted = sorted({i for i in ids if i is not None})
-    if not wanted:
-        return {}
-    return {int(r[0]): r for r in conn.execute(
-        select(runs.c.id, runs.c.finished_at, runs.c.file_path, runs.c.error)
-        .where(runs.c.id.in_(wanted)))}
+def _newest(rows: Sequence[Any], at: int, *, with_path: bool) -> RunSummary | None:
+    """The summary of the newest run among ``rows`` (of :func:`stats`'s second query)
+    whose id is in column ``at`` (then its time and its path or error)."""
+    found = [r for r in rows if r[at] is not None]
+    if not found:
+        return None
+    row = max(found, key=lambda r: r[at])
+    return RunSummary(int(row[at]), aware(row[at + 1]),  # type: ignore[arg-type]
+                      file_path=row[at + 2] if with_path else "",
+                      error="" if with_path else row[at + 2])
 
 
-def _summaries(rows: dict[int, Any], ok_id: int | None,
-               fail_id: int | None) -> tuple[RunSummary | None, RunSummary | None]:
-    out: list[RunSummary | None] = []
-    for run_id in (ok_id, fail_id):
-        row = None if run_id is None else rows.get(run_id)
-        out.append(None if row is None else RunSummary(
-            row[0], row[1], file_path=row[2] if run_id == ok_id else "",
-            error=row[3] if run_id == fail_id else ""))
-    return out[0], out[1]
-
-
-def _per_database(conn: Connection) -> tuple[DatabaseStats, ...]:
-    totals: dict[str, tuple[int, int]] = {}
-    for db, n, nbytes in conn.execute(
-            select(run_totals.c.database, func.sum(run_totals.c.runs),
-                   func.sum(run_totals.c.size_bytes))
-            .where(run_totals.c.file_state == FileState.PRESENT.value)
-            .group_by(run_totals.c.database)):
-        totals[db] = (int(n), int(nbytes))
-    latest: dict[str, tuple[int | None, int | None]] = {}
-    for _target, db, ok, fail in conn.execute(select(database_latest)):
-        old_ok, old_fail = latest.get(db, (None, None))
-        latest[db] = (max(filter(None, (ok, old_ok)), default=None),
-                      max(filter(None, (fail, old_fail)), default=None))
-    names = sorted({*totals, *latest})
-    newest: dict[str, Any] = {}
-    if names:  # per database, through (database, present, started_at), in one query
-        each = [select(func.max(runs.c.started_at)).where(
-            runs.c.database == db, runs.c.present == true()).scalar_subquery()
-            for db in names]
-        newest = dict(zip(names, conn.execute(select(*each)).one(), strict=True))
-    rows = _summary_rows(conn, [i for pair in latest.values() for i in pair])
+def _per_database(latest: Sequence[Any],
+                  totals: dict[str, tuple[int, int]]) -> tuple[DatabaseStats, ...]:
+    """Per database name (over every target that recorded it)."""
+    rows: dict[str, list[Any]] = {}
+    for row in latest:
+        rows.setdefault(row[0], []).append(row)
     out = []
-    for db in names:
-        ok, fail = _summaries(rows, *latest.get(db, (None, None)))
+    for db in sorted({*totals, *rows}):
+        mine = rows.get(db, [])
         n, nbytes = totals.get(db, (0, 0))
+        newest = max((r[7] for r in mine if r[7] is not None), default=None)
         out.append(DatabaseStats(database=db, total_backups=n, total_size_bytes=nbytes,
-                                 newest_backup=aware(newest.get(db)), last_success=ok,
-                                 last_failure=fail))
+                                 newest_backup=aware(newest),
+                                 last_success=_newest(mine, 1, with_path=True),
+                                 last_failure=_newest(mine, 4, with_path=False)))
     return tuple(out)
