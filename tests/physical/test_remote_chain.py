@@ -1,8 +1,9 @@
 """A chain whose folders are gone from this host is read from its encrypted copies in
 S3: verify and restore fetch every backup of the chain (full and incremental),
 decrypt it with the request's identity, check each file against its recorded
-SHA-256, and combine it as for local folders. Without an identity the request is
-refused before anything runs; a damaged object is refused, naming the file."""
+SHA-256, and combine it as for local folders; a restore also reads S3 for a folder
+that is damaged here. Without an identity the request is refused before anything
+runs; a damaged object is refused, naming the file."""
 
 from __future__ import annotations
 
@@ -35,6 +36,20 @@ def test_a_chain_gone_from_this_host_restores_from_encrypted_s3(
     folder = Path(incr.file_path).name
     assert f"pg/{folder}/base.tar.gz.age" in s3.keys(bucket)
 
+    key = str(identity)
+    # The incremental's folder here is damaged: verify says so; a restore reads S3.
+    local = Path(incr.file_path) / "base.tar.gz"
+    data = bytearray(local.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    local.write_bytes(bytes(data))
+    result = client.verify_backup(incr.id)
+    assert result.verification == "FAILED" and "base.tar.gz has changed" in result.reason
+    out = reachable_dir / "repaired"
+    restored = client.restore_backup(incr.id, target_directory=str(out), identity=key)
+    assert restored.status == "SUCCEEDED", restored.error
+    with ThrowawayServer(out, r.app.service.executor.binaries, trust_local=False) as srv:
+        assert srv.psql("SELECT count(*) FROM r", "app").strip() == "80"
+
     # This host loses both folders; S3 holds the chain, encrypted.
     shutil.rmtree(full.file_path)
     shutil.rmtree(incr.file_path)
@@ -46,7 +61,6 @@ def test_a_chain_gone_from_this_host_restores_from_encrypted_s3(
     assert "encryption.identityFile" in str(err.value)
     assert not out.exists()
 
-    key = str(identity)
     assert client.verify_backup(incr.id, identity=key).verification == "OK"
     restored = client.restore_backup(incr.id, target_directory=str(out), identity=key)
     assert restored.status == "SUCCEEDED", restored.error

@@ -117,23 +117,38 @@ class ChainFiles:
 
     @contextmanager
     def folders(self, members: Sequence[Run], identity: str, staging: Path,
-                check_local: Callable[[Run], None]) -> Iterator[list[Path]]:
+                check_local: Callable[[Run], None], *, repair: bool = False
+                ) -> Iterator[list[Path]]:
         """The folder of each of ``members``: its own, checked with ``check_local``, or
         one fetched and checked into a private directory under ``staging`` (removed on
-        exit). Corrupt names the backup and what is missing or damaged."""
+        exit). ``repair``: a folder here that fails its check is fetched too, when a
+        destination holds a copy (a restore; verify reports the damage instead).
+        Corrupt names the backup and what is missing or damaged."""
         work: Path | None = None
         try:
             out = []
             for member in members:
+                damaged = ""
                 if self.is_local(member):
-                    check_local(member)
-                    out.append(Path(member.file_path))
-                    continue
+                    try:
+                        check_local(member)
+                        out.append(Path(member.file_path))
+                        continue
+                    except Corrupt as exc:
+                        if not repair or not self.copies_of(member):
+                            raise
+                        damaged = exc.reason
+                        log.warning("Physical backup damaged here; reading a copy instead",
+                                    run_id=member.id, reason=damaged)
                 if work is None:
                     work = staging / f".pgbackup-restore-fetch-{secrets.token_hex(4)}"
                     work.mkdir(mode=0o700)
                 name = Path(member.file_path).name or str(member.id)
-                out.append(self.fetch(member, identity, work / name))
+                try:
+                    out.append(self.fetch(member, identity, work / name))
+                except Corrupt as exc:
+                    raise Corrupt(f"{damaged}; {exc.reason}" if damaged else exc.reason
+                                  ) from None
             yield out
         finally:
             if work is not None:
@@ -145,6 +160,7 @@ class ChainFiles:
         if not candidates:
             raise Corrupt(f"backup {run.id}: its folder {run.file_path} is missing from disk "
                           "and no destination holds a copy of it")
+        here = "is damaged" if self.is_local(run) else "is missing from disk"
         problems = []
         for dest, copy in candidates:
             try:
@@ -165,8 +181,8 @@ class ChainFiles:
             shutil.rmtree(into, ignore_errors=True)
             log.warning("Copy of a physical backup not readable", run_id=run.id,
                         destination=dest.name, reason=problems[-1])
-        raise Corrupt(f"backup {run.id}: its folder is missing from disk and no destination "
-                      f"holds a readable copy: {'; '.join(problems)}")
+        raise Corrupt(f"backup {run.id}: its folder {here} and no destination holds a "
+                      f"readable copy: {'; '.join(problems)}")
 
     def _download(self, run: Run, found: Remote, identity: str, into: Path) -> None:
         into.mkdir(mode=0o700)

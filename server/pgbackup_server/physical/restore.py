@@ -213,7 +213,8 @@ class PhysicalRestorer:
         """Rebuild ``run``'s chain into ``output``, verified; recovery settings for a
         point in time. Raises ToolFailed or Corrupt with the reason."""
         members = self.chain_of(run)
-        with self.files.folders(members, identity, output.parent, check_files) as folders:
+        with self.files.folders(members, identity, output.parent, check_files,
+                                repair=True) as folders:
             self._rebuild(folders, output)
         if target_time is not None or target_lsn:
             target = next((t for t in self.settings.targets if t.name == run.target), None)
