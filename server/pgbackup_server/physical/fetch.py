@@ -27,7 +27,7 @@ from urllib.parse import unquote, urlsplit
 import structlog
 
 from ..domain.age_keys import Identities, parse_identities
-from ..domain.errors import BackupError, CorruptCiphertext, FailedPrecondition
+from ..domain.errors import BackupError, CorruptCiphertext, FailedPrecondition, WrongIdentity
 from ..domain.models import Copy, ObjectInfo, Run
 from ..domain.ports import Destination
 from ..restore.models import Corrupt
@@ -107,8 +107,9 @@ class ChainFiles:
         found = enc.identities() if enc is not None else None
         if found is not None:
             return found
+        here = "is damaged here" if self.is_local(run) else "is not on this host"
         raise FailedPrecondition(
-            f"backup {run.id}: its folder {run.file_path} is not on this host and its copy "
+            f"backup {run.id}: its folder {run.file_path} {here} and its copy "
             f"at destination {remote.dest.name!r} is encrypted with age; pass the identity "
             "(the private key of one of its recipients) with the request (identity, or "
             "backupctl --identity-file), or set encryption.identityFile on the server")
@@ -173,7 +174,7 @@ class ChainFiles:
                 problems.append(exc.reason)
             except CorruptCiphertext as exc:
                 problems.append(f"backup {run.id}: {exc.message}")
-            except FailedPrecondition:
+            except (FailedPrecondition, WrongIdentity):
                 raise  # the request's to fix (an identity), not the copy's
             except BackupError as exc:
                 problems.append(f"backup {run.id}: reading its copy at destination "
