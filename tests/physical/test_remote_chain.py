@@ -82,3 +82,42 @@ def test_a_chain_gone_from_this_host_restores_from_encrypted_s3(
         client.restore_backup(incr.id, target_directory=str(again), identity=key)
     assert not again.exists() or not any(again.iterdir())
     assert not [p for p in reachable_dir.iterdir() if p.name.startswith(".pgbackup-")]
+
+
+def test_a_new_host_imports_a_physical_chain_from_s3_and_restores_it(
+        start_physical, phys_pg, s3, reachable_dir, tmp_path):
+    """The host and its run store are lost; a new backupd with the same destination
+    imports the catalog: the chain comes back (kinds, parent, WAL range) and restores."""
+    identity = x25519.Identity.generate()
+    bucket = s3.make_bucket()
+    phys_pg.psql("DROP TABLE IF EXISTS n; CREATE TABLE n (i int); "
+                 "INSERT INTO n SELECT generate_series(1, 40)", "app")
+    offsite = s3.destination("offsite", f"{bucket}/pg")
+    old = start_physical(env=s3.env(), root=tmp_path / "old-host", destinations=[
+        {"name": "local", "url": f"file://{tmp_path / 'old-host' / 'backups'}"}, offsite],
+        encryption={"recipients": [str(identity.to_public())]})
+    full = old.client().create_backup(database="cluster").backup
+    phys_pg.psql("INSERT INTO n SELECT generate_series(41, 70)", "app")
+    incr = old.client().create_backup(database="cluster", type="incremental").backup
+    assert incr.parent_id == full.id
+    old.app.stop()
+    shutil.rmtree(tmp_path / "old-host")  # the machine is gone, with its store
+
+    new = start_physical(env=s3.env(), root=tmp_path / "new-host", envoy=False,
+                         destinations=[offsite])
+    client = new.client()
+    result = client.import_catalog("offsite")
+    assert result.imported == 2 and not result.problems, result
+    by_kind = {b.kind: b for b in client.list_backups(database="cluster").backups}
+    new_full, new_incr = by_kind["PHYSICAL_FULL"], by_kind["PHYSICAL_INCREMENTAL"]
+    assert new_incr.parent_id == new_full.id
+    assert new_incr.chain == f"{new_full.id},{new_incr.id}"
+    assert (new_incr.start_lsn, new_incr.end_lsn) == (incr.start_lsn, incr.end_lsn)
+    assert client.import_catalog("offsite").skipped == 2  # idempotent
+
+    out = reachable_dir / "imported"
+    restored = client.restore_backup(new_incr.id, target_directory=str(out),
+                                     identity=str(identity))
+    assert restored.status == "SUCCEEDED", restored.error
+    with ThrowawayServer(out, new.app.service.executor.binaries, trust_local=False) as srv:
+        assert srv.psql("SELECT count(*), max(i) FROM n", "app").strip() == "70|70"

@@ -117,9 +117,10 @@ class Copier:
 
     # -- recording ----------------------------------------------------------
 
-    def succeeded(self, run: Run, name: str, stored: Stored) -> Copy:
+    def succeeded(self, run: Run, name: str, stored: Stored, *, parent: str = "") -> Copy:
         """Record a stored copy, then write its manifest next to it (a manifest that
-        cannot be written is logged: the copy itself is complete)."""
+        cannot be written is logged: the copy itself is complete). ``parent``: a
+        physical incremental's parent, by its name at this destination."""
         now = self.clock()
         dest = self.destination(name)
         locked = None
@@ -133,7 +134,8 @@ class Copier:
                                           size_bytes=stored.size, sha256=stored.sha256,
                                           stored_at=now, locked_until=locked)
         try:
-            write_manifest(dest, stored.location, manifest_for(run, stored, finished_at=now))
+            write_manifest(dest, stored.location,
+                           manifest_for(run, stored, finished_at=now, parent=parent))
         except Exception as exc:
             log.warning("Manifest not written", run_id=run.id, destination=name,
                         error=self.secrets.scrub(describe(exc)))

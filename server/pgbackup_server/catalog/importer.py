@@ -2,6 +2,11 @@
 run store from a destination's manifests, then lists, verifies and restores the old
 backups. Idempotent: a copy already recorded (same destination and location) is
 skipped, and copies of one backup at several destinations join one run.
+
+A physical backup is a folder of files: it is found by listing its folder, and an
+incremental joins its chain through the parent its manifest names (imported first:
+physical backups are read oldest first); one whose parent is not there is reported,
+not imported, since it could not be restored.
 """
 
 from __future__ import annotations
@@ -14,8 +19,18 @@ from urllib.parse import unquote, urlsplit
 import structlog
 
 from ..domain.errors import InvalidArgument, NotFound
-from ..domain.models import Compression, Copy, CopyState, FileState, Run, RunStatus
+from ..domain.models import (
+    Compression,
+    Copy,
+    CopyState,
+    FileState,
+    ObjectInfo,
+    Run,
+    RunKind,
+    RunStatus,
+)
 from ..domain.ports import Clock, CopyStore, Destination, RunStore
+from ..physical.chain import chain_text
 from ..storage.catalog import Manifest, read_manifests
 
 log = structlog.get_logger("pgbackup")
@@ -56,7 +71,11 @@ class CatalogImporter:
         imported = skipped = created = 0
         problems: list[str] = []
         ids: list[int] = []
-        for read in read_manifests(dest):
+        reads = list(read_manifests(dest))
+        # Parents before their incrementals: a chain's backups in the order made.
+        reads.sort(key=lambda r: (r.manifest is not None and r.manifest.kind in _PHYSICAL,
+                                  r.manifest.finished_at.timestamp() if r.manifest else 0.0))
+        for read in reads:
             m = read.manifest
             if m is None:
                 problems.append(read.problem)
@@ -64,7 +83,17 @@ class CatalogImporter:
             if self.copies.find(destination, m.location) is not None:
                 skipped += 1
                 continue
-            info = dest.head(m.location)
+            parent: Run | None = None
+            if m.kind is RunKind.PHYSICAL_INCREMENTAL:
+                found = self.copies.find(destination, m.parent) if m.parent else None
+                if found is None:
+                    problems.append(f"{read.name}: its parent {m.parent or '(none named)'} "
+                                    "is not in this catalog; an incremental cannot be "
+                                    "restored without it: not imported")
+                    continue
+                parent = self.runs.get(found.run_id)
+            info = (_folder(dest, m.location) if m.kind in _PHYSICAL
+                    else dest.head(m.location))
             if info is None:
                 problems.append(f"{read.name}: the backup {m.location} is not there")
                 continue
@@ -74,7 +103,7 @@ class CatalogImporter:
                 continue
             run = known.get((m.database, m.sha256))
             if run is None or run.copy_at(destination) is not None:
-                run = self._create_run(m, dest)
+                run = self._create_run(m, dest, parent)
                 known[(m.database, m.sha256)] = run
                 created += 1
             copy = Copy(run.id, destination, CopyState.SUCCEEDED, location=m.location,
@@ -106,7 +135,7 @@ class CatalogImporter:
             if not token:
                 return out
 
-    def _create_run(self, m: Manifest, dest: Destination) -> Run:
+    def _create_run(self, m: Manifest, dest: Destination, parent: Run | None) -> Run:
         location = dest.location_of(m.location)
         if dest.is_local:
             path = Path(unquote(urlsplit(location).path))
@@ -121,5 +150,21 @@ class CatalogImporter:
                                pg_dump_version=m.pg_dump_version,
                                server_version=m.server_version,
                                plaintext_sha256=m.plaintext_sha256, encryption=m.encryption)
+        if m.kind in _PHYSICAL:
+            self.runs.mark_running(run.id, parent_id=parent.id if parent else 0,
+                                   chain=chain_text(parent, run.id), start_lsn=m.start_lsn,
+                                   end_lsn=m.end_lsn, timeline=m.timeline)
         return self.runs.mark_succeeded(run.id, finished_at=m.finished_at, file_path=file_path,
                                         size_bytes=m.size_bytes, sha256=m.sha256)
+
+
+_PHYSICAL = (RunKind.PHYSICAL_FULL, RunKind.PHYSICAL_INCREMENTAL)
+
+
+def _folder(dest: Destination, location: str) -> ObjectInfo | None:
+    """A physical backup's folder as one object: the sum of its files' sizes (None
+    when no file is there)."""
+    files = list(dest.list(location + "/"))
+    if not files:
+        return None
+    return ObjectInfo(location=location, size=sum(f.size for f in files))

@@ -163,8 +163,10 @@ class PhysicalRunner:
             if copier is not None:
                 remote = [c for c in configs if not (c.is_local and os.path.realpath(c.path)
                                                      == os.path.realpath(job.directory))]
+                parent_name = Path(parent.file_path).name if parent is not None else ""
                 for config in remote:
-                    self._to_destination(running, outcome, copier, config, encryption)
+                    self._to_destination(running, outcome, copier, config, encryption,
+                                         parent_name)
         except BaseException:
             shutil.rmtree(outcome.path, ignore_errors=True)  # a failed run keeps no backup
             raise
@@ -173,11 +175,14 @@ class PhysicalRunner:
                                          "timeline": outcome.timeline}, running, stored)
 
     def _to_destination(self, run: Run, outcome: BaseBackupOutcome, copier: Copier,
-                        config: DestinationConfig, encryption: EncryptionConfig | None) -> None:
+                        config: DestinationConfig, encryption: EncryptionConfig | None,
+                        parent_name: str) -> None:
         """Every file of the backup to one destination, under ``<backup name>/``,
         encrypted (``.age``) when configured; one copy recorded for the backup (its
         location the folder, its size the sum, its SHA-256 over the stored files as
-        for a directory backup). A failed required copy fails the run."""
+        for a directory backup). A failed required copy fails the run. Its manifest
+        names the parent (``parent_name``) and the WAL range, so that a new host can
+        import the chain (``catalog.importer``)."""
         dest = copier.destination(config.name)
         suffix = ".age" if encryption is not None else ""
 
@@ -198,9 +203,11 @@ class PhysicalRunner:
         lines = "".join(f"{s.sha256}  {s.location.rsplit('/', 1)[-1]}\n"
                         for s in sorted(stored, key=lambda s: s.location))
         fingerprints = encryption.fingerprints if encryption is not None else ()
-        copier.succeeded(replace(run, encryption=fingerprints), config.name, Stored(
+        described = replace(run, encryption=fingerprints, start_lsn=outcome.start_lsn,
+                            end_lsn=outcome.end_lsn, timeline=outcome.timeline)
+        copier.succeeded(described, config.name, Stored(
             outcome.path.name, sum(s.size for s in stored),
-            hashlib.sha256(lines.encode()).hexdigest()))
+            hashlib.sha256(lines.encode()).hexdigest()), parent=parent_name)
 
     def _copies(self, run: Run, path: Path, file_outputs: FileOutputs | None
                 ) -> tuple[Stored, ...]:

@@ -56,10 +56,18 @@ class Manifest:
     trigger: Trigger
     tool_version: str = __version__
     format_version: int = FORMAT_VERSION
+    # Physical backups (absent from older manifests): the parent's name at the same
+    # destination ("" for a full backup) and the WAL range the backup needs.
+    parent: str = ""
+    start_lsn: str = ""
+    end_lsn: str = ""
+    timeline: int = 0
 
     def to_json(self) -> bytes:
         out: dict[str, Any] = {"tool": TOOL}
         for key, value in asdict(self).items():
+            if key in _OPTIONAL and not value:
+                continue  # a logical backup's manifest has no physical fields
             if isinstance(value, datetime):
                 value = value.isoformat()
             elif isinstance(value, tuple):
@@ -83,9 +91,14 @@ class Manifest:
         values: dict[str, Any] = {}
         for f in fields(cls):
             if f.name not in raw:
+                if f.name in _OPTIONAL:
+                    continue
                 raise ValueError(f"{f.name}: missing")
             values[f.name] = _parse(f.name, raw[f.name])
         return cls(**values)
+
+
+_OPTIONAL = frozenset({"parent", "start_lsn", "end_lsn", "timeline"})
 
 
 def _parse(name: str, value: Any) -> Any:
@@ -109,7 +122,7 @@ def _parse(name: str, value: Any) -> Any:
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ValueError("not a list of fingerprints")
             return tuple(value)
-        if name in ("size_bytes", "format_version"):
+        if name in ("size_bytes", "format_version", "timeline"):
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError("not a count")
             return value
@@ -125,10 +138,11 @@ def manifest_name(location: str) -> str:
     return location + MANIFEST_SUFFIX
 
 
-def manifest_for(run: Run, stored: Stored, *, finished_at: datetime | None = None
-                 ) -> Manifest:
+def manifest_for(run: Run, stored: Stored, *, finished_at: datetime | None = None,
+                 parent: str = "") -> Manifest:
     """The manifest of ``run``'s backup as ``stored`` at one destination (pure).
-    ``finished_at``: when the run is not marked finished yet."""
+    ``finished_at``: when the run is not marked finished yet; ``parent``: a physical
+    incremental's parent, by its name at the same destination."""
     end = finished_at or run.finished_at
     if end is None or run.format is None:
         raise ValueError(f"run {run.id} has not produced a backup yet")
@@ -139,7 +153,8 @@ def manifest_for(run: Run, stored: Stored, *, finished_at: datetime | None = Non
         plaintext_sha256=run.plaintext_sha256, etag=stored.etag,
         server_version=run.server_version, pg_dump_version=run.pg_dump_version,
         queued_at=run.queued_at, started_at=run.started_at, finished_at=end,
-        schedule=run.schedule, trigger=run.trigger)
+        schedule=run.schedule, trigger=run.trigger, parent=parent,
+        start_lsn=run.start_lsn, end_lsn=run.end_lsn, timeline=run.timeline)
 
 
 def write_manifest(destination: Destination, relative: str, manifest: Manifest) -> str:
