@@ -76,7 +76,8 @@ TARGETS = {  # name: (goal text, check)
     "RSS growth to S3 MB": ("<= 64 (>= 1 GB backup)", lambda r: r <= 64),
     "encryption MB/s beside a backup": (">= 300", lambda r: r >= 300),
 }
-CASES = ("dumps", "verify", "offsite", "physical", "cluster")  # --cases; "all" is every one
+# --cases; "all" is every one
+CASES = ("dumps", "hashcost", "verify", "offsite", "physical", "cluster")
 
 
 def say(message: str) -> None:
@@ -405,6 +406,10 @@ def render(report: dict[str, Any]) -> str:
                          f"{m.get('bare', float('nan')):>9.2f}{m['read limit']:>9.2f}"
                          f"{c.get('vs bare', float('nan')):>8.2f}{c['vs read limit']:>8.2f}"
                          f"{c['service_mb']:>9.1f}")
+    if hc := report.get("hashcost"):
+        for name, ratio in hc["vs bare"].items():
+            lines.append(f"{'unix plain, ' + name:<34}{hc['median_s'][name]:>10.2f}"
+                         f"{hc['median_s']['bare']:>9.2f}{'':>9}{ratio:>8.2f}")
     if off := report.get("offsite"):
         m = off["s3 vs local"]["median_s"]
         lines.append(f"{'S3 zstd+age vs local zstd':<34}{m['s3 zstd+age']:>10.2f}"
@@ -454,8 +459,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--work-dir", help="keep PostgreSQL and the data here between runs")
     ap.add_argument("--json", help="write the JSON report to this file")
     ap.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
-    ap.add_argument("--physical-scale", type=int, default=20,
-                    help="pgbench scale of the physical cases' own database (70: ~1 GB)")
+    ap.add_argument("--physical-scale", type=int, default=70,
+                    help="pgbench scale of the physical cases' own database (default 70: "
+                         "~1 GB)")
     ap.add_argument("--cases", default="all",
                     help=f"comma-separated, of {', '.join(CASES)} (default all)")
     args = ap.parse_args(argv)
@@ -490,6 +496,12 @@ def shared_cases(args: argparse.Namespace, root: Path, report: dict[str, Any]) -
             report["dumps"][transport] = dump_cases(
                 pg, root / "work", transport, url, env, binaries, args.runs, True)
         unix = f"postgresql://postgres@/{DB}?host={pg.socket_dir}&port={pg.port}"
+        if "hashcost" in args.cases:  # where the plain fast path's overhead goes
+            from bench_hashcost import hashcost
+            say("hash cost (unix socket)")
+            report["hashcost"] = hashcost(binaries[0].path, pg.admin_conninfo(DB),
+                                          dict(os.environ), root / "work", args.runs,
+                                          interleaved)
         if "dumps" in args.cases:
             say("RSS growth")
             report["rss"] = rss_growth(root / "work", unix, binaries)
@@ -514,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
                               "machine": machine(), "data": {}, "load_before": load1(),
                               "runs": args.runs, "dumps": {}}
     with work_directory(args.work_dir) as root:
-        if args.cases & {"dumps", "verify", "offsite"}:
+        if args.cases & {"dumps", "hashcost", "verify", "offsite"}:
             shared_cases(args, root, report)
         if "physical" in args.cases:  # its own PostgreSQL, WAL summaries on
             from bench_physical import bench as physical

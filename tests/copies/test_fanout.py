@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -239,8 +240,10 @@ def test_copies_left_pending_by_a_crash_are_failed_at_start(start_with, tmp_path
 
     local = tmp_path / "local"
     local.mkdir()
-    leftover = local / ".backupd-upload-backup_shop_x.sql.1234abcd.partial"
+    (local / "shop").mkdir()
+    leftover = local / "shop" / ".backupd-upload-backup_shop_x.sql.1234abcd.partial"
     leftover.write_bytes(b"half a dump")
+    os.utime(leftover, (time.time() - 3600, time.time() - 3600))  # the crash was a while ago
     store = open_store(f"sqlite:///{tmp_path / 'data' / 'backupd.sqlite3'}")
     run = store.runs.create_run(database="shop", trigger=Trigger.MANUAL, backup_dir="/b",
                                 queued_at=datetime.now(UTC), target="shop")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,27 @@ def test_names_cannot_escape(tmp_path: Path) -> None:
         with pytest.raises(InvalidArgument):
             dest.upload(bad)
     assert not (tmp_path / "x").exists()
+
+
+def test_sweep_removes_dead_uploads_never_a_live_one(tmp_path: Path) -> None:
+    """A crash leaves hidden temp files; the sweep at start removes them, but never the
+    upload another replica sharing the folder is writing (it holds its file's lock)."""
+    dest = LocalDestination("local", tmp_path / "root")
+    live = dest.upload("shop/backup_shop_2026-01-01_00-00-00.sql.zst")
+    live.write(b"in progress")
+    (tmp_path / "root" / "shop" / "old").mkdir()
+    dead = tmp_path / "root" / "shop" / "old" / ".backupd-upload-backup_shop_x.sql.0badcafe.partial"
+    dead.write_bytes(b"half a dump")
+    fresh = tmp_path / "root" / ".backupd-upload-backup_shop_y.sql.12345678.partial"
+    fresh.write_bytes(b"just created")
+    unrelated = tmp_path / "root" / "shop" / "notes.partial"
+    unrelated.write_bytes(b"not ours")
+    an_hour_ago = time.time() - 3600
+    for path in (dead, unrelated, *(tmp_path / "root" / "shop").glob(".backupd-upload-*")):
+        os.utime(path, (an_hour_ago, an_hour_ago))
+
+    assert dest.sweep_unfinished() == [str(dead)]
+    assert not dead.exists() and fresh.exists() and unrelated.exists()
+    live.write(b" and done")
+    [stored] = live.finish()  # the live upload was not disturbed
+    assert b"".join(dest.read(stored.location)) == b"in progress and done"

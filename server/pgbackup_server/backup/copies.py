@@ -9,14 +9,11 @@ event listeners (``on_copy_finished``).
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 import structlog
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
@@ -41,7 +38,6 @@ from ..domain.models import (
 from ..domain.ports import Clock, CopyStore, Destination, Listener, RunStore
 from ..settings import DestinationConfig, Settings
 from ..storage.catalog import manifest_for, write_manifest
-from ..storage.paths import TEMP_PREFIX, TEMP_SUFFIX
 
 log = structlog.get_logger("pgbackup")
 PROBE_SECONDS = 10.0
@@ -247,12 +243,9 @@ class Copier:
                                         error="interrupted: the service stopped during "
                                               "this copy")
             if dest.is_local:
-                root = Path(unquote(urlsplit(dest.location_of("x")).path)).parent
-                for leftover in root.glob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}"):
-                    with contextlib.suppress(OSError):
-                        leftover.unlink()
-                        log.info("Removed an unfinished upload left by a crash",
-                                 destination=name, file_path=str(leftover))
+                for leftover in dest.sweep_unfinished():
+                    log.info("Removed an unfinished upload left by a crash",
+                             destination=name, file_path=str(leftover))
 
     # -- listing ------------------------------------------------------------
 

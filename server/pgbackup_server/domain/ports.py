@@ -6,7 +6,7 @@ scheduler for schedules); the domain is built with them and never imports them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -193,3 +193,6 @@ class Destination(Protocol):
         """Delete; False (not an error) when Object Lock still holds it."""
     def put_small(self, relative: str, data: bytes) -> None:
         """Write a small object (a manifest) in one request."""
+    def sweep_unfinished(self) -> Sequence[str]:
+        """Remove what uploads that died with their process left behind, never an
+        upload still in progress; the paths removed."""

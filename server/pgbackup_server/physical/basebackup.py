@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..backup.files import CHUNK, fsync_dir, private_files, publish_directory, tree_digest
+from ..backup.files import CHUNK, fsync_dir, private_files, publish_directory
 from ..domain.durations import human_duration
 from ..domain.errors import BackupFailed, FailedPrecondition, PgDumpFailed
 from ..postgres.clients import (
@@ -133,7 +133,9 @@ class BaseBackupProcess(StoppableChild):
 
 
 def finish(temp: Path, directory: Path, stem: str, extension: str) -> BaseBackupOutcome:
-    """Compress the WAL tar, write the sums, make everything private, fsync, publish."""
+    """Compress the WAL tar, write the sums, make everything private, fsync, publish.
+    Each file is read once: its SHA-256 goes into SHA256SUMS and into the run's digest
+    (``tree_digest``'s manifest, computed from the same hashes)."""
     wal = temp / "pg_wal.tar"
     if wal.exists():
         with open(wal, "rb") as src, gzip.open(temp / "pg_wal.tar.gz", "wb",
@@ -142,8 +144,10 @@ def finish(temp: Path, directory: Path, stem: str, extension: str) -> BaseBackup
         wal.unlink()
     os.chmod(temp, 0o700)
     names = sorted(n for n in os.listdir(temp) if n != SUMS)
-    lines = [f"{file_sha256(temp / n)}  {n}\n" for n in names]
-    (temp / SUMS).write_text("".join(lines))
+    hashes = {name: file_hash(temp / name) for name in names}
+    sums = "".join(f"{hashes[n][1]}  {n}\n" for n in names).encode()
+    (temp / SUMS).write_bytes(sums)
+    hashes[SUMS] = (len(sums), hashlib.sha256(sums).hexdigest())
     private_files(temp)
     for name in os.listdir(temp):
         fd = os.open(temp / name, os.O_RDONLY)
@@ -153,9 +157,12 @@ def finish(temp: Path, directory: Path, stem: str, extension: str) -> BaseBackup
             os.close(fd)
     fsync_dir(temp)
     start, end, timeline = wal_range(temp / MANIFEST)
-    size, digest = tree_digest(temp)
+    # As backup.files.tree_digest computes it (verification recomputes the same).
+    lines = "".join(f"{hashes[n][1]}  {n}\n" for n in sorted(hashes))
+    size = sum(s for s, _ in hashes.values())
     final = publish_directory(temp, directory, stem, extension)
-    return BaseBackupOutcome(final, size, digest, start, end, timeline)
+    return BaseBackupOutcome(final, size, hashlib.sha256(lines.encode()).hexdigest(),
+                             start, end, timeline)
 
 
 def wal_range(manifest: Path) -> tuple[str, str, int]:
@@ -168,11 +175,18 @@ def wal_range(manifest: Path) -> tuple[str, str, int]:
 
 
 def file_sha256(path: Path) -> str:
+    return file_hash(path)[1]
+
+
+def file_hash(path: Path) -> tuple[int, str]:
+    """Size and SHA-256 of a file."""
     h = hashlib.sha256()
+    size = 0
     with open(path, "rb") as f:
         while chunk := f.read(CHUNK):
             h.update(chunk)
-    return h.hexdigest()
+            size += len(chunk)
+    return size, h.hexdigest()
 
 
 def _tree_size(path: Path) -> int:

@@ -47,13 +47,13 @@ def chain_text(parent: Run | None, run_id: int) -> str:
 
 def usable(run: Run, *, verified: bool = True) -> str:
     """Why ``run`` cannot be part of a chain to build on or restore; "" when it can.
-    ``verified``: a failed verification counts too (restore and verify re-check the
-    files themselves instead)."""
+    ``verified``: a failed verification or a folder missing here counts too (restore
+    and verify re-check the files themselves instead, or fetch them from a copy)."""
     if run.status is not RunStatus.SUCCEEDED:
         return f"backup {run.id} is {run.status.value}"
     if run.file_state is FileState.DELETED:
         return f"backup {run.id} was deleted by retention"
-    if run.file_state is not FileState.PRESENT:
+    if verified and run.file_state is not FileState.PRESENT:
         return f"backup {run.id} is missing from disk"
     if verified and run.verification is Verification.FAILED:
         return f"backup {run.id} failed verification ({run.verification_reason})"

@@ -1,10 +1,14 @@
 """Verification and restore of physical backups, for ``restore/service.py``.
 
-- Quick verify checks every backup of the chain: each file against the SHA-256
-  written beside it (naming the file that changed or went missing), then
-  ``pg_verifybackup`` over the backup's own tars.
-- Restore rebuilds the chain into ``target_directory`` (:mod:`.combine`), checks it
-  with ``pg_verifybackup``, and for a point in time writes the recovery settings.
+Each backup of the chain is read from its folder here, or, when that is gone, from
+a copy at a destination, fetched and decrypted (:mod:`.fetch`); either way each file
+is checked against the SHA-256 written for it, naming the file that changed or went
+missing.
+
+- Quick verify checks every backup of the chain so, then runs ``pg_verifybackup``
+  over the backup's own tars.
+- Restore rebuilds the chain into ``target_directory`` (:mod:`.combine`), checked with
+  ``pg_verifybackup``, and for a point in time writes the recovery settings.
 - Deep verify restores into a scratch directory, starts a throwaway server on it,
   runs a query, and removes everything (:mod:`.scratch`).
 """
@@ -15,7 +19,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,13 +28,14 @@ import structlog
 
 from ..domain.errors import BackupError, FailedPrecondition, InvalidArgument, RestoreFailed
 from ..domain.models import Run
-from ..domain.ports import RunStore
+from ..domain.ports import Destination, RunStore
 from ..postgres.binaries import PgBinary
 from ..restore.models import Corrupt, RestoreRun, TableRows, ToolFailed
 from ..settings import Settings
 from . import chain
 from .basebackup import MANIFEST, SUMS, file_sha256
 from .combine import CombineFailed, check_output_dir, rebuild
+from .fetch import ChainFiles
 from .recovery import restore_command, utc, write_recovery
 from .runner import target_runs
 from .tools import tool
@@ -45,11 +50,13 @@ class PhysicalRestorer:
     """Physical verify and restore; the restore service records and reports them."""
 
     def __init__(self, settings: Settings, store: RunStore, *, binaries: list[PgBinary],
-                 address: Callable[[], str]) -> None:
+                 address: Callable[[], str],
+                 destinations: Mapping[str, Destination] | None = None) -> None:
         self.settings = settings
         self.store = store
         self.binaries = binaries
         self.address = address
+        self.files = ChainFiles(settings, destinations or {})
 
     # -- checks -------------------------------------------------------------
 
@@ -101,25 +108,46 @@ class PhysicalRestorer:
                                      "cluster; its contents are listed by restoring it "
                                      "(target_directory) and starting it")
 
-    def quick_check(self, run: Run) -> None:
-        """Every backup of the chain is as written; Corrupt naming the file if not."""
+    def check_identity(self, run: Run, identity: str) -> None:
+        """Refused before anything runs: a chain to fetch from encrypted copies with no
+        identity to decrypt them. (A broken chain is for the verify or restore to report.)"""
+        try:
+            members = self.chain_of(run)
+        except Corrupt:
+            return
+        self.files.check_identity(members, identity)
+
+    def verify(self, run: Run, *, deep: bool, identity: str = "") -> tuple[TableRows, ...]:
+        """Quick: every backup of the chain is as written (Corrupt naming the file if
+        not) and pg_verifybackup accepts the backup's tars. Deep: then the chain is
+        restored into a scratch directory, started, and its tables' rows counted;
+        nothing is left behind."""
         members = self.chain_of(run)
-        for member in members:
-            check_files(member)
-        verifier = tool(self.binaries, "pg_verifybackup", 18)
-        out = subprocess.run([verifier, "--quiet", "--no-parse-wal", f"--ignore={SUMS}",
-                              run.file_path],
-                             capture_output=True, text=True, check=False,
-                             stdin=subprocess.DEVNULL)
-        if out.returncode != 0:
-            raise Corrupt(f"backup {run.id}: pg_verifybackup: "
-                          f"{' / '.join(out.stderr.strip().splitlines()[-3:])}")
+        root = Path(tempfile.mkdtemp(prefix="pgbackup-verify-"))
+        try:
+            os.chmod(root, 0o711)  # the server's user must reach its data directory
+            with self.files.folders(members, identity, root, check_files) as folders:
+                verifier = tool(self.binaries, "pg_verifybackup", 18)
+                out = subprocess.run([verifier, "--quiet", "--no-parse-wal",
+                                      f"--ignore={SUMS}", str(folders[-1])],
+                                     capture_output=True, text=True, check=False,
+                                     stdin=subprocess.DEVNULL)
+                if out.returncode != 0:
+                    raise Corrupt(f"backup {run.id}: pg_verifybackup: "
+                                  f"{' / '.join(out.stderr.strip().splitlines()[-3:])}")
+                if not deep:
+                    return ()
+                datadir = root / "pgdata"
+                self._rebuild(folders, datadir, sync=False)  # removed right after
+            return self._table_rows(run, datadir)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
 
     # -- restore ------------------------------------------------------------
 
     def restore_request(self, service: RestoreService, run_id: int, target_directory: str,
                         target_time: datetime | None, target_lsn: str, requested_by: str,
-                        background: bool) -> RestoreRun:
+                        background: bool, identity: str = "") -> RestoreRun:
         """A restore request for a physical backup, checked, recorded as a restore run
         (its target is the directory) and executed, in the restore service's pool and
         with its bookkeeping."""
@@ -129,6 +157,7 @@ class PhysicalRestorer:
                 f"target_directory: backup {run.id} is a logical (pg_dump) backup; it restores "
                 "into a database: use target_database")
         output = self.check_request(run, target_directory, target_time, target_lsn)
+        self.check_identity(run, identity)
         service._admit()
         busy = str(output)
         with service._lock:
@@ -152,7 +181,8 @@ class PhysicalRestorer:
         def execute() -> RestoreRun:
             bound = log.bind(restore_id=record.id, backup_id=run.id, target_directory=busy)
             try:
-                self.restore(run, output, target_time=target_time, target_lsn=target_lsn)
+                self.restore(run, output, target_time=target_time, target_lsn=target_lsn,
+                             identity=identity)
             except (ToolFailed, Corrupt, BackupError) as exc:
                 reason = exc.message if isinstance(exc, BackupError) else exc.reason
                 service.restores.mark_failed(record.id, finished_at=service.clock(),
@@ -179,18 +209,12 @@ class PhysicalRestorer:
         return execute()
 
     def restore(self, run: Run, output: Path, *, target_time: datetime | None,
-                target_lsn: str) -> None:
+                target_lsn: str, identity: str = "") -> None:
         """Rebuild ``run``'s chain into ``output``, verified; recovery settings for a
         point in time. Raises ToolFailed or Corrupt with the reason."""
         members = self.chain_of(run)
-        for member in members:
-            check_files(member)
-        try:
-            rebuild([Path(m.file_path) for m in members], output,
-                    pg_combinebackup=tool(self.binaries, "pg_combinebackup", 17),
-                    pg_verifybackup=tool(self.binaries, "pg_verifybackup", 17))
-        except CombineFailed as exc:
-            raise ToolFailed(str(exc)) from None
+        with self.files.folders(members, identity, output.parent, check_files) as folders:
+            self._rebuild(folders, output)
         if target_time is not None or target_lsn:
             target = next((t for t in self.settings.targets if t.name == run.target), None)
             program = target.wal.fetch_command if target and target.wal else None
@@ -198,24 +222,25 @@ class PhysicalRestorer:
                                                            program),
                            target_time=target_time, target_lsn=target_lsn)
 
-    def deep_check(self, run: Run) -> tuple[TableRows, ...]:
-        """Restore into a scratch directory, start a throwaway server, count the rows of
-        the databases' tables, stop it; nothing is left behind."""
+    def _rebuild(self, folders: list[Path], output: Path, *, sync: bool = True) -> None:
+        try:
+            rebuild(folders, output,
+                    pg_combinebackup=tool(self.binaries, "pg_combinebackup", 17),
+                    pg_verifybackup=tool(self.binaries, "pg_verifybackup", 17), sync=sync)
+        except CombineFailed as exc:
+            raise ToolFailed(str(exc)) from None
+
+    def _table_rows(self, run: Run, datadir: Path) -> tuple[TableRows, ...]:
+        """Start a throwaway server on ``datadir``, count the rows of the databases'
+        tables, stop it."""
         from .scratch import ThrowawayServer
 
-        root = Path(tempfile.mkdtemp(prefix="pgbackup-verify-"))
-        try:
-            os.chmod(root, 0o711)  # the server's user must reach its data directory
-            datadir = root / "pgdata"
-            self.restore(run, datadir, target_time=None, target_lsn="")
-            user = self.settings.targets[0].database.conninfo.get("user") or "postgres"
-            target = next((t for t in self.settings.targets if t.name == run.target), None)
-            if target is not None:
-                user = target.database.conninfo.get("user") or user
-            with ThrowawayServer(datadir, self.binaries) as server:
-                return server.table_rows(user)
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
+        user = self.settings.targets[0].database.conninfo.get("user") or "postgres"
+        target = next((t for t in self.settings.targets if t.name == run.target), None)
+        if target is not None:
+            user = target.database.conninfo.get("user") or user
+        with ThrowawayServer(datadir, self.binaries) as server:
+            return server.table_rows(user)
 
 
 def check_files(run: Run) -> None:

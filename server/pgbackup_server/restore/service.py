@@ -84,7 +84,8 @@ class RestoreService:
         self._closing = False
         from ..physical.restore import PhysicalRestorer  # physical/ builds on restore/
 
-        self.physical = PhysicalRestorer(config, store, binaries=binaries, address=address)
+        self.physical = PhysicalRestorer(config, store, binaries=binaries, address=address,
+                                         destinations=destinations)
 
     def _server(self, run: Run) -> ConnInfo:
         """Connection parameters of the server a run's database is on; ``dbname`` is
@@ -139,16 +140,16 @@ class RestoreService:
         """Check a backup and record the outcome on it: a corrupt, truncated or missing
         file is a FAILED result, not an error. Encrypted: ``identity`` for deep only."""
         run = self._backup(run_id, "verified")
-        if deep:
-            self.source.identities(run, identity)  # refused before anything runs
+        if run.kind.physical:  # refused before anything runs
+            self.physical.check_identity(run, identity)
+        elif deep:
+            self.source.identities(run, identity)
         self._admit()
         started, t0 = self.clock(), time.monotonic()
         tables: tuple[TableRows, ...] = ()
         try:
             if run.kind.physical:
-                self.physical.quick_check(run)
-                if deep:
-                    tables = self.physical.deep_check(run)
+                tables = self.physical.verify(run, deep=deep, identity=identity)
             else:
                 quick_verify(run, self.source, self.tools)
                 if deep:
@@ -219,7 +220,7 @@ class RestoreService:
         if target_directory or target_time is not None or target_lsn or (
                 run_id > 0 and self.store.get(run_id).kind.physical):
             return self._restore_physical(run_id, target_directory, target_time, target_lsn,
-                                          requested_by, background)
+                                          requested_by, background, identity)
         if target_database:
             check_database_name(target_database)
         schema_list = check_selection(schemas, "schemas")
@@ -274,10 +275,10 @@ class RestoreService:
 
     def _restore_physical(self, run_id: int, target_directory: str,
                           target_time: datetime | None, target_lsn: str, requested_by: str,
-                          background: bool) -> RestoreRun:
+                          background: bool, identity: str = "") -> RestoreRun:
         """A physical backup's chain rebuilt into a directory (physical/restore.py)."""
         return self.physical.restore_request(self, run_id, target_directory, target_time,
-                                             target_lsn, requested_by, background)
+                                             target_lsn, requested_by, background, identity)
 
     def _execute(self, record: RestoreRun, run: Run, plan: Plan,
                  stream: Callable[[], Iterable[bytes]] | None = None,

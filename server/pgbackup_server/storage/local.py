@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import secrets
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -98,6 +100,36 @@ class LocalDestination:
     def _path(self, relative: str) -> Path:
         return self.root / check_relative(relative)
 
+    def sweep_unfinished(self, min_age: float = 60.0) -> Sequence[str]:
+        """Remove the hidden temp files of uploads that died with their process.
+
+        A live upload holds an exclusive ``flock`` on its temp file (see
+        :class:`LocalSink`), so a replica starting beside another one on a shared
+        folder never removes the other's upload in progress; ``min_age`` seconds
+        also cover the moment between its creation and its lock."""
+        removed: list[str] = []
+        now = time.time()
+        for dirpath, _dirs, filenames in os.walk(self.root):
+            for filename in filenames:
+                if not (filename.startswith(TEMP_PREFIX) and filename.endswith(TEMP_SUFFIX)):
+                    continue
+                path = Path(dirpath) / filename
+                try:
+                    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                except OSError:
+                    continue
+                try:
+                    if now - os.fstat(fd).st_mtime < min_age:
+                        continue
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    path.unlink()
+                    removed.append(str(path))
+                except OSError:
+                    continue  # locked: an upload in progress (or gone meanwhile)
+                finally:
+                    os.close(fd)
+        return removed
+
     def _make_dirs(self, directory: Path) -> None:
         try:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -125,6 +157,9 @@ class LocalSink:
         except OSError as exc:
             raise self._error("cannot create", exc) from None
         os.fchmod(fd, 0o600)
+        # Held until the file is closed: tells LocalDestination.sweep_unfinished (on
+        # any replica sharing this folder) that the upload is alive.
+        fcntl.flock(fd, fcntl.LOCK_EX)
         self._file = os.fdopen(fd, "wb")
 
     def write(self, chunk: bytes) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import queue
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -180,6 +180,11 @@ class ObjectDestination:
             raise self._error(f"locking {relative} (Object Lock {lock.mode.value})", exc
                               ) from None
         return until
+
+    def sweep_unfinished(self) -> Sequence[str]:
+        """Nothing here: an object store keeps no partial object (a multipart upload
+        is invisible until completed; :meth:`abort_unfinished` frees its parts)."""
+        return []
 
     def abort_unfinished(self, older_than: timedelta = timedelta(days=1)) -> int:
         """Abort the multipart uploads under the prefix started more than
