@@ -89,7 +89,7 @@ class App:
         for binary in binaries:
             log.debug("pg_dump found", path=binary.path, version=binary.version)
         runtime = _private_runtime(s.server.data_directory)
-        self.store = open_store(s.store_url)
+        self.store = open_store(s.store_url, s.cluster.node if s.cluster.enabled else "")
         if self.store.alerts.import_legacy(s.server.data_directory / "alerts.json"):
             log.info("Alert state imported into the store from alerts.json")
         self.events = EventHub()

@@ -6,7 +6,11 @@
   longer holds: a run never executes on two replicas at once.
 - **Taking over.** A run whose lease expired (its replica died or lost the store) is
   recorded FAILED "interrupted", its temporary file removed, and a scheduled run is
-  queued again as a new run (a manual one is not: its caller got the failure).
+  queued again as a new run (a manual one is not: its caller got the failure). Each
+  look for expired leases also says when the next one expires, and the next look is
+  made then, not at the next poll: a dead replica's runs are taken over within a few
+  milliseconds of ``leaseTimeout`` after its last heartbeat, so at most
+  ``leaseTimeout`` after its death.
 """
 
 from __future__ import annotations
@@ -19,11 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy import Connection, Engine, delete, select
+from sqlalchemy import Connection, Engine, delete, func, select
 
 from ..backup import files
 from ..backup.naming import TEMP_NAME
 from ..domain.ports import Clock, Listener, RunStore
+from ..persistence.codec import aware
 from ..persistence.schema import run_queue
 from .nodes import NodeRegistry, store_now
 from .queue import MAX_ATTEMPTS, requeue
@@ -57,6 +62,10 @@ class Leases:
         self.after = after  # the monitor's turn, after each good heartbeat
         self.lease = registry.lease_seconds
         self.interval = self.lease / 3
+        # The fence must act well within the third of the lease between two thirds
+        # (when it acts) and the lease (when others may take the runs over).
+        self.watch_every = min(REAP_SECONDS, self.lease / 20)
+        self._next_expiry: float | None = None  # seconds, from the last look
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_ok = time.monotonic()
@@ -73,7 +82,7 @@ class Leases:
 
     def _watchdog(self) -> None:
         fenced: set[int] = set()
-        while not self._stop.wait(REAP_SECONDS):
+        while not self._stop.wait(self.watch_every):
             if time.monotonic() - self._last_ok <= self.lease * 2 / 3:
                 fenced.clear()
                 continue
@@ -89,15 +98,19 @@ class Leases:
             self._thread.join(timeout=10)
 
     def _loop(self) -> None:
-        # Expired leases are looked for twice a second, not only at each heartbeat:
-        # a dead replica's runs are taken over within half a second of expiring.
+        # Expired leases are looked for twice a second, and at the moment the next
+        # one expires: a dead replica's runs are taken over as its lease ends.
         next_beat = time.monotonic() + self.interval
-        while not self._stop.wait(min(REAP_SECONDS, self.interval)):
+        wait = min(REAP_SECONDS, self.interval)
+        while not self._stop.wait(wait):
             if time.monotonic() >= next_beat:
                 next_beat = time.monotonic() + self.interval
                 if self.beat():
                     self._after()
             self.reap()
+            wait = min(REAP_SECONDS, max(0.0, next_beat - time.monotonic()))
+            if self._next_expiry is not None:
+                wait = min(wait, self._next_expiry + 0.005)
 
     def tick(self) -> None:
         """One heartbeat and one look for expired leases."""
@@ -145,16 +158,22 @@ class Leases:
             self.stop_run(run_id, f"interrupted: {why}")
 
     def take_over(self) -> int:
-        """Settle every run whose lease expired; return how many."""
+        """Settle every run whose lease expired; return how many. Notes when the next
+        lease of another replica's run expires (``_next_expiry``, seconds)."""
+        lease = timedelta(seconds=self.lease)
         with self.engine.begin() as conn:
             now = store_now(conn)
             rows = conn.execute(select(run_queue).where(
-                run_queue.c.node.is_not(None),
-                run_queue.c.heartbeat_at < now - timedelta(seconds=self.lease))
+                run_queue.c.node.is_not(None), run_queue.c.heartbeat_at < now - lease)
                 .order_by(run_queue.c.run_id).with_for_update(skip_locked=True)).all()
             for row in rows:
                 self._settle(conn, row)
                 conn.execute(delete(run_queue).where(run_queue.c.run_id == row.run_id))
+            oldest = aware(conn.execute(select(func.min(run_queue.c.heartbeat_at)).where(
+                run_queue.c.node.is_not(None),
+                run_queue.c.node != self.registry.name)).scalar())
+        self._next_expiry = (None if oldest is None
+                             else max(0.0, (oldest + lease - now).total_seconds()))
         return len(rows)
 
     def _settle(self, conn: Connection, row: Any) -> None:

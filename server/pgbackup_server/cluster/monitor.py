@@ -2,18 +2,22 @@
 lock) reports a replica whose heartbeat is older than ``cluster.leaseTimeout`` to
 the listeners (the ``replica_silent`` alert), and reports it back when it beats
 again or leaves cleanly. If the monitor dies, its lock goes with its connection
-and another replica takes the role at its next heartbeat."""
+and another replica takes the role at its next heartbeat.
+
+It also settles what a dead replica left that no lease covers: runs it recorded but
+never queued, and its restores (a restore runs where it was asked, unqueued): FAILED
+"interrupted" once the replica is silent."""
 
 from __future__ import annotations
 
 import time
 
 import structlog
-from sqlalchemy import Connection, Engine, exists, select, text
+from sqlalchemy import Connection, Engine, exists, func, select, text, update
 
 from ..domain.models import RunStatus
 from ..domain.ports import Clock, Listener, RunStore
-from ..persistence.schema import run_queue, runs
+from ..persistence.schema import restore_runs, run_queue, runs
 from .nodes import NodeRegistry
 
 log = structlog.get_logger("pgbackup")
@@ -69,6 +73,7 @@ class Monitor:
             self.events.on_replica_back(gone)
         self._seen = names
         self._settle_unqueued()
+        self._settle_restores({n.name for n in nodes if not n.silent})
 
     def _settle_unqueued(self) -> None:
         """A run PENDING with no queue row for a whole lease was recorded by a replica
@@ -89,6 +94,22 @@ class Monitor:
                                             error=NEVER_QUEUED)
             log.warning("Run never queued: its replica stopped first", run_id=run_id)
             self.events.on_run_finished(failed)
+
+    def _settle_restores(self, alive: set[str]) -> None:
+        """Restores running on a replica that is silent or gone: FAILED "interrupted"
+        (a replica that stops cleanly cancels its own first)."""
+        error = func.concat("interrupted: replica ", restore_runs.c.node,
+                            " stopped renewing its lease (cluster.leaseTimeout "
+                            f"{self.registry.lease_seconds:g}s) during this restore")
+        with self.engine.begin() as conn:
+            settled = conn.execute(update(restore_runs).where(
+                restore_runs.c.status.in_([RunStatus.PENDING.value, RunStatus.RUNNING.value]),
+                restore_runs.c.node != "", restore_runs.c.node.not_in(alive))
+                .values(status=RunStatus.FAILED.value, finished_at=self.clock(), error=error)
+                .returning(restore_runs.c.id, restore_runs.c.node)).all()
+        for restore_id, node in settled:
+            log.warning("Restore interrupted: its replica stopped renewing its lease",
+                        restore_id=restore_id, node=node)
 
     def close(self) -> None:
         if self._conn is not None:

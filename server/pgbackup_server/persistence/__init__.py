@@ -36,12 +36,13 @@ class Store:
         self.engine.dispose()
 
 
-def open_store(url: str) -> Store:
-    """The store at ``url``, migrated; a ConfigError naming store.url otherwise."""
+def open_store(url: str, node: str = "") -> Store:
+    """The store at ``url``, migrated; a ConfigError naming store.url otherwise.
+    ``node``: the cluster replica this process is (empty without a cluster)."""
     try:
         engine = open_engine(url)
         runs = SqlRunStore(engine)
-        return Store(engine, runs, SqlRestoreStore(engine), SqlAlertStore(engine),
+        return Store(engine, runs, SqlRestoreStore(engine, node), SqlAlertStore(engine),
                      SqlCopyStore(engine, runs.write_lock))
     except (SQLAlchemyError, OSError) as exc:
         first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]

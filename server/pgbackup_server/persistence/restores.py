@@ -32,10 +32,12 @@ def _row_to_restore(row: Any) -> RestoreRun:
 
 
 class SqlRestoreStore:
-    """Restore runs in the run store's database. Thread-safe."""
+    """Restore runs in the run store's database. Thread-safe. ``node``: the cluster
+    replica this process is (recorded on its restores; empty without a cluster)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, node: str = "") -> None:
         self.engine = engine
+        self.node = node
         self._write_lock = threading.Lock()
 
     def _update(self, restore_id: int, **values: Any) -> None:
@@ -53,7 +55,8 @@ class SqlRestoreStore:
                 backup_id=backup_id, target_database=target_database,
                 status=RunStatus.RUNNING.value, started_at=started_at,
                 requested_by=requested_by, schemas=json.dumps(list(schemas)),
-                tables=json.dumps(list(tables)), jobs=jobs, overwrite=overwrite))
+                tables=json.dumps(list(tables)), jobs=jobs, overwrite=overwrite,
+                node=self.node))
             restore_id = int(result.inserted_primary_key[0])  # type: ignore[index]
         return self.get(restore_id)
 
@@ -74,12 +77,15 @@ class SqlRestoreStore:
             raise NotFound(f"restore {restore_id} not found")
         return _row_to_restore(row)
 
-    def unfinished(self) -> list[RestoreRun]:
-        """Restores left RUNNING, i.e. by a process that died."""
+    def unfinished(self, *, everyone: bool = True) -> list[RestoreRun]:
+        """Restores left RUNNING, i.e. by a process that died; ``everyone`` false: only
+        this replica's (the others' are theirs to settle)."""
+        query = select(restore_runs).where(restore_runs.c.status.in_(
+            [RunStatus.PENDING.value, RunStatus.RUNNING.value]))
+        if not everyone:
+            query = query.where(restore_runs.c.node == self.node)
         with self.engine.connect() as conn:
-            rows = conn.execute(select(restore_runs).where(
-                restore_runs.c.status.in_([RunStatus.PENDING.value,
-                                           RunStatus.RUNNING.value]))).all()
+            rows = conn.execute(query).all()
         return [_row_to_restore(r) for r in rows]
 
     def list_restores(self, *, backup_id: int | None = None,

@@ -145,6 +145,7 @@ restore_runs = Table(
     Column("tables", Text, nullable=False, default="[]"),  # JSON list
     Column("jobs", Integer, nullable=False, default=0),
     Column("overwrite", Boolean, nullable=False, default=False),
+    Column("node", String(255), nullable=False, default=""),  # the replica running it
     Index("ix_restore_runs_backup", "backup_id", "id"),
     Index("ix_restore_runs_status", "status"),
 )

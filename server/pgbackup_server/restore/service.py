@@ -130,7 +130,7 @@ class RestoreService:
         self.tools.cancel()
         self._pool.shutdown(wait=True, cancel_futures=True)
         now = self.clock()
-        for r in self.restores.unfinished():
+        for r in self.restores.unfinished(everyone=False):  # a peer's go on there
             self.restores.mark_failed(r.id, finished_at=now,
                                       error="cancelled: the service shut down")
 
