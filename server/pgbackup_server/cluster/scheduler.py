@@ -94,39 +94,47 @@ class ClusterScheduler:
         except Exception:
             log.exception("Catch-up of missed fires failed")
             return
+        due = []
         for entry in self._entries:
             if self._stop.is_set():
                 return
             try:
-                self._catch_up(entry, now, last.get(entry.name))
+                fire = self._catch_up(entry, now, last.get(entry.name))
             except Exception:
                 log.exception("Catch-up of a missed fire failed", schedule=entry.name)
+                continue
+            if fire is not None:
+                due.append((entry, fire))
+        # Claimed and queued together, in batches, like the fires of one instant.
+        for name, fire in sorted(self._fire_due(due, now)):
+            self.events.on_missed_fire(name, fire)
+            log.warning("Running a backup missed while every replica was down",
+                        schedule=name, missed_fire=fire.isoformat())
 
-    def _catch_up(self, entry: ScheduleConfig, now: datetime, last: datetime | None) -> None:
+    def _catch_up(self, entry: ScheduleConfig, now: datetime,
+                  last: datetime | None) -> datetime | None:
+        """The missed fire of ``entry`` to run now, if any (one past the grace is
+        claimed and reported here, once)."""
         trigger = self._triggers[entry.name]
         if last is None:
             previous = self.store.last_scheduled_run(entry.name)
             if previous is None:
-                return  # a first start is not an outage
+                return None  # a first start is not an outage
             last = previous.queued_at
         missed = last_fire_between(trigger, last, now)
         if missed is None:
-            return
+            return None
         grace = self.config.scheduler.misfire_grace_seconds
         fire = missed_fire(trigger, last_run=last, now=now, grace_seconds=grace)
-        if fire is None:  # claimed too, so that one replica alone reports it
-            if on_store(self.claims.claim, entry.name, missed, now):
-                on_store(self.claims.record, entry.name, missed,
-                         "not run: past scheduler.misfireGraceTime")
-                self.events.on_missed_fire(entry.name, missed)
-                log.error("A scheduled backup was missed while every replica was down and "
-                          "is past scheduler.misfireGraceTime; not run", schedule=entry.name,
-                          missed_fire=missed.isoformat())
-            return
-        if self._fire_due([(entry, fire)], now):
-            self.events.on_missed_fire(entry.name, fire)
-            log.warning("Running a backup missed while every replica was down",
-                        schedule=entry.name, missed_fire=fire.isoformat())
+        # One past the grace is claimed too, so that one replica alone reports it.
+        if fire is None and on_store(self.claims.claim, entry.name, missed, now):
+            on_store(self.claims.record, entry.name, missed,
+                     "not run: past scheduler.misfireGraceTime")
+            self.events.on_missed_fire(entry.name, missed)
+            log.error("A scheduled backup was missed while every replica was down and "
+                      "is past scheduler.misfireGraceTime; not run", schedule=entry.name,
+                      missed_fire=missed.isoformat())
+        return fire
 
     def _loop(self) -> None:
         while not self._stop.wait(self.tick_seconds):
@@ -139,16 +147,17 @@ class ClusterScheduler:
             if due:
                 self._fire_due(due, now)
 
-    def _fire_due(self, due: list[tuple[ScheduleConfig, datetime]], now: datetime) -> int:
-        """Claim the fires ``due`` and queue their runs; how many this replica won."""
+    def _fire_due(self, due: list[tuple[ScheduleConfig, datetime]],
+                  now: datetime) -> set[tuple[str, datetime]]:
+        """Claim the fires ``due`` and queue their runs; those this replica won."""
         planned = self._plan(due)
         planned_keys = {f.key for f in planned}
-        won = 0
+        won: set[tuple[str, datetime]] = set()
         for entry, at in due:  # no jobs: claimed one by one, the service records why
             if (entry.name, at) not in planned_keys:
                 try:
                     if on_store(self.claims.claim, entry.name, at, now):
-                        won += 1
+                        won.add((entry.name, at))
                         self._pool.submit(self._fire, entry, at)
                 except Exception:
                     log.exception("Could not claim a scheduled fire", schedule=entry.name)
@@ -166,9 +175,9 @@ class ClusterScheduler:
             if got is None:
                 busy.append(chunk)
             else:
-                won += got
+                won |= got
         for chunk in busy:
-            won += self._claim_and_queue(chunk) or 0
+            won |= self._claim_and_queue(chunk) or set()
         return won
 
     def _plan(self, due: list[tuple[ScheduleConfig, datetime]]) -> list[PlannedFire]:
@@ -188,14 +197,15 @@ class ClusterScheduler:
         return [PlannedFire(entry.name, at, *found) for entry, at in due
                 if (found := planned[(entry.target, entry.type)]) is not None]
 
-    def _claim_and_queue(self, fires: list[PlannedFire], *, wait: bool = True) -> int | None:
-        """Claim ``fires``, queueing the runs of those won; how many were won (None:
-        skipped, another replica is claiming them; see FireClaims.claim_and_queue)."""
+    def _claim_and_queue(self, fires: list[PlannedFire], *,
+                         wait: bool = True) -> set[tuple[str, datetime]] | None:
+        """Claim ``fires``, queueing the runs of those won; those won (None: skipped,
+        another replica is claiming them; see FireClaims.claim_and_queue)."""
         try:
             won = on_store(self.claims.claim_and_queue, fires, self.clock(), wait=wait)
         except Exception:
             log.exception("Could not claim scheduled fires", fires=len(fires))
-            return 0
+            return set()
         if won is None:
             return None
         for fire, run_ids in won:
@@ -205,7 +215,7 @@ class ClusterScheduler:
         self.fired += len(won)
         if won:
             self.queued()
-        return len(won)
+        return {fire.key for fire, _ in won}
 
     def _due(self, name: str, now: datetime) -> datetime | None:
         """The newest fire time of ``name`` that has come, if one has; moves on."""
