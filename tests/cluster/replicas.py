@@ -145,12 +145,14 @@ def cluster(pg: EmbeddedPostgres, tmp_path: Path) -> Iterator[Callable[..., list
     started: list[Replica] = []
 
     def start(n: int = 3, *, store: str, database: str = TINY, speed: float = 1.0,
-              lease: str = "4s", schedules: list[dict[str, Any]] | None = None,
+              lease: str = "15s", schedules: list[dict[str, Any]] | None = None,
               backup: dict[str, Any] | None = None, max_per_server: int = 0,
               virtual_start: float | None = None, generation: int = 0,
               **sections: Any) -> list[Replica]:
         """``virtual_start``: the service time at start (epoch seconds; default now);
-        ``sections``: more of config.yaml (``alerts={...}``)."""
+        ``lease``: the product's default unless a test is about losing a lease (a short
+        one taken over by a replica starved of CPU under load would fence and redo a
+        healthy run); ``sections``: more of config.yaml (``alerts={...}``)."""
         now = time.time()
         clock = (now, virtual_start or now, speed)
         out = []
