@@ -24,6 +24,8 @@ import pytest
 from botocore.config import Config
 from moto.server import ThreadedMotoServer
 
+from pgbackup_server.postgres.embedded import free_port as embedded_free_port
+
 REGION = "us-east-1"
 KEY_ID_VAR = "TEST_S3_KEY_ID"
 SECRET_VAR = "TEST_S3_SECRET"
@@ -32,9 +34,7 @@ _POLICY = json.dumps({"Version": "2012-10-17", "Statement": [
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return embedded_free_port()  # below the ephemeral range: see its docstring
 
 
 @dataclass

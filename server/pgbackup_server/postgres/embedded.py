@@ -42,13 +42,16 @@ of the data directory living outside ``root`` when running as root.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import pwd
+import random
 import shutil
 import socket
 import stat
 import subprocess
+import threading
 from dataclasses import dataclass
 from functools import cache
 from importlib import metadata
@@ -62,8 +65,34 @@ RUN_AS = "embedded_postgres"
 HOME = Path("/var/lib/pgbackup-embedded")
 
 
+_HANDED_OUT: set[int] = set()
+_PORTS_LOCK = threading.Lock()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A free loopback TCP port for a listener started soon after.
+
+    Picked below the kernel's ephemeral range (``ip_local_port_range``): a port the
+    kernel hands out for ``bind(0)`` can meanwhile become the local end of some
+    outgoing connection (a pool connecting to PostgreSQL, say), and the listener then
+    fails with "address already in use". Never the same port twice in one process."""
+    low = 32768
+    with contextlib.suppress(OSError, ValueError):
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    first = max(1024, low - 12000)
+    with _PORTS_LOCK:
+        for _ in range(500):
+            port = random.randrange(first, low)
+            if port in _HANDED_OUT:
+                continue
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _HANDED_OUT.add(port)
+            return port
+    with socket.socket() as s:  # that range is full: let the kernel choose
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
