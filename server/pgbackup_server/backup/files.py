@@ -14,6 +14,7 @@ import os
 import secrets
 import shutil
 import stat
+from collections.abc import Iterable
 from pathlib import Path
 
 from ..domain.errors import FailedPrecondition, InvalidArgument, PermissionDenied
@@ -288,27 +289,34 @@ def tree_size(path: Path) -> int:
 
 
 def tree_digest(path: Path) -> tuple[int, str]:
-    """Size and SHA-256 of a directory backup: the hash of a sorted manifest of
-    ``<sha256>  <name>`` lines, one per file (verification recomputes the same).
+    """Size and SHA-256 of a directory backup (see :func:`manifest_digest`).
     Files are hashed two at a time (hashlib releases the GIL)."""
     from concurrent.futures import ThreadPoolExecutor
 
     names = sorted(os.listdir(path))
     with ThreadPoolExecutor(2, thread_name_prefix="digest") as pool:
-        results = list(pool.map(lambda name: _file_hash(path / name), names))
-    manifest = hashlib.sha256()
-    for name, (_size, digest) in zip(names, results, strict=True):
-        manifest.update(f"{digest}  {name}\n".encode())
-    return sum(size for size, _ in results), manifest.hexdigest()
+        results = list(pool.map(lambda name: file_hash(path / name), names))
+    return (sum(size for size, _ in results),
+            manifest_digest((name, digest) for name, (_, digest)
+                            in zip(names, results, strict=True)))
 
 
-def _file_hash(path: Path) -> tuple[int, str]:
-    file_hash = hashlib.sha256()
+def manifest_digest(digests: Iterable[tuple[str, str]]) -> str:
+    """The recorded SHA-256 of a folder of files (a directory or physical backup, or
+    its copy at a destination): the hash of its manifest, ``<sha256>  <name>`` lines
+    sorted by name. ``digests``: (name, SHA-256) of each file."""
+    lines = "".join(f"{digest}  {name}\n" for name, digest in sorted(digests))
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def file_hash(path: Path) -> tuple[int, str]:
+    """Size and SHA-256 of a file."""
+    digest = hashlib.sha256()
     buf = bytearray(CHUNK)
     view = memoryview(buf)
     size = 0
     with open(path, "rb", buffering=0) as f:
         while n := f.readinto(buf):
-            file_hash.update(view[:n])
+            digest.update(view[:n])
             size += n
-    return size, file_hash.hexdigest()
+    return size, digest.hexdigest()

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Column, Connection, Table, text
+from sqlalchemy import Column, Connection, Table
 from sqlalchemy.engine import Dialect
 
 
@@ -50,15 +50,6 @@ def rows_select(conn: Connection, table: Table, columns: Sequence[str],
     aliases = ", ".join(f"a{n + 1}" for n in range(len(arrays)))
     return (f"SELECT {', '.join(items)} FROM unnest({', '.join(arrays)}) AS u({aliases})",
             params)
-
-
-def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
-    """INSERT ``rows`` (every column given, see :func:`full_rows`) in one statement."""
-    if not rows:
-        return
-    columns = list(rows[0])
-    select, params = rows_select(conn, table, columns, rows)
-    conn.execute(text(f"INSERT INTO {table.name} ({names(conn, columns)}) {select}"), params)
 
 
 def names(conn: Connection, columns: Iterable[str]) -> str:

@@ -72,7 +72,8 @@ class Scope:
 
 
 def bound(shape: tuple[bool, bool], table: Any) -> Any:
-    """:meth:`Scope.on` with bound parameters, for statements of one shape."""
+    """The filter of scopes of ``shape`` on ``table``, its values left as parameters
+    (``scope_target``, ``scope_database``: :attr:`Scope.params`)."""
     clauses = [table.c.target == bindparam("scope_target")] if shape[0] else []
     if shape[1]:
         clauses.append(table.c.database == bindparam("scope_database"))

@@ -31,7 +31,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..backup.files import CHUNK, fsync_dir, private_files, publish_directory
+from ..backup.files import (
+    CHUNK,
+    file_hash,
+    fsync_dir,
+    manifest_digest,
+    private_files,
+    publish_directory,
+)
 from ..domain.durations import human_duration
 from ..domain.errors import BackupFailed, FailedPrecondition, PgDumpFailed
 from ..postgres.clients import (
@@ -135,7 +142,7 @@ class BaseBackupProcess(StoppableChild):
 def finish(temp: Path, directory: Path, stem: str, extension: str) -> BaseBackupOutcome:
     """Compress the WAL tar, write the sums, make everything private, fsync, publish.
     Each file is read once: its SHA-256 goes into SHA256SUMS and into the run's digest
-    (``tree_digest``'s manifest, computed from the same hashes)."""
+    (:func:`~..backup.files.manifest_digest`, from the same hashes)."""
     wal = temp / "pg_wal.tar"
     if wal.exists():
         with open(wal, "rb") as src, gzip.open(temp / "pg_wal.tar.gz", "wb",
@@ -157,12 +164,10 @@ def finish(temp: Path, directory: Path, stem: str, extension: str) -> BaseBackup
             os.close(fd)
     fsync_dir(temp)
     start, end, timeline = wal_range(temp / MANIFEST)
-    # As backup.files.tree_digest computes it (verification recomputes the same).
-    lines = "".join(f"{hashes[n][1]}  {n}\n" for n in sorted(hashes))
     size = sum(s for s, _ in hashes.values())
+    digest = manifest_digest((name, sha) for name, (_, sha) in hashes.items())
     final = publish_directory(temp, directory, stem, extension)
-    return BaseBackupOutcome(final, size, hashlib.sha256(lines.encode()).hexdigest(),
-                             start, end, timeline)
+    return BaseBackupOutcome(final, size, digest, start, end, timeline)
 
 
 def wal_range(manifest: Path) -> tuple[str, str, int]:
@@ -176,17 +181,6 @@ def wal_range(manifest: Path) -> tuple[str, str, int]:
 
 def file_sha256(path: Path) -> str:
     return file_hash(path)[1]
-
-
-def file_hash(path: Path) -> tuple[int, str]:
-    """Size and SHA-256 of a file."""
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-            size += len(chunk)
-    return size, h.hexdigest()
 
 
 def _tree_size(path: Path) -> int:

@@ -26,6 +26,7 @@ from urllib.parse import unquote, urlsplit
 
 import structlog
 
+from ..backup.files import manifest_digest
 from ..domain.age_keys import Identities, parse_identities
 from ..domain.errors import BackupError, CorruptCiphertext, FailedPrecondition, WrongIdentity
 from ..domain.models import Copy, ObjectInfo, Run
@@ -189,7 +190,7 @@ class ChainFiles:
         into.mkdir(mode=0o700)
         prefix = found.copy.location.rstrip("/") + "/"
         where = found.where.rstrip("/")
-        lines, plain = [], {}
+        digests, plain = [], {}
         ids = self.identities(run, found, identity) if found.encrypted else None
         for info in sorted(found.objects, key=lambda o: o.location):
             stored = info.location.removeprefix(prefix)
@@ -200,10 +201,9 @@ class ChainFiles:
             plain[name] = _write(into / name, _hashed(found.dest.read(info.location),
                                                       digest.update),
                                  ids, f"{where}/{stored}", run)
-            lines.append(f"{digest.hexdigest()}  {stored}\n")
+            digests.append((stored, digest.hexdigest()))
         _check_sums(run, plain, into, where)
-        if found.copy.sha256 and hashlib.sha256(
-                "".join(lines).encode()).hexdigest() != found.copy.sha256:
+        if found.copy.sha256 and manifest_digest(digests) != found.copy.sha256:
             raise Corrupt(f"backup {run.id}: the files in {where} are not those stored there "
                           "(their SHA-256 differs from the one recorded for the copy)")
 

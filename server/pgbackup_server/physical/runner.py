@@ -8,7 +8,6 @@ run's failure there.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import threading
@@ -22,7 +21,7 @@ import structlog
 
 from ..backup import naming
 from ..backup.copies import Copier
-from ..backup.files import CHUNK
+from ..backup.files import CHUNK, manifest_digest
 from ..backup.jobs import Job
 from ..backup.pipeline import Extras, Fanout
 from ..backup.progress import ProgressTracker
@@ -200,14 +199,13 @@ class PhysicalRunner:
                 raise BackupFailed(f"the copy at destination {config.name!r} failed: "
                                    f"{exc}") from None
             return
-        lines = "".join(f"{s.sha256}  {s.location.rsplit('/', 1)[-1]}\n"
-                        for s in sorted(stored, key=lambda s: s.location))
         fingerprints = encryption.fingerprints if encryption is not None else ()
         described = replace(run, encryption=fingerprints, start_lsn=outcome.start_lsn,
                             end_lsn=outcome.end_lsn, timeline=outcome.timeline)
         copier.succeeded(described, config.name, Stored(
             outcome.path.name, sum(s.size for s in stored),
-            hashlib.sha256(lines.encode()).hexdigest()), parent=parent_name)
+            manifest_digest((s.location.rsplit("/", 1)[-1], s.sha256) for s in stored)),
+            parent=parent_name)
 
     def _copies(self, run: Run, path: Path, file_outputs: FileOutputs | None
                 ) -> tuple[Stored, ...]:
