@@ -138,3 +138,36 @@ def test_import_rebuilds_the_run_store_idempotently(tmp_path: Path, s3: S3) -> N
         assert joined.copy_at("offsite").location == NAME
     finally:
         store.close()
+
+
+def test_an_incremental_whose_parent_is_not_there_is_reported_not_imported(
+        tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from pgbackup_server.catalog import CatalogImporter
+    from pgbackup_server.persistence import open_store
+
+    local = LocalDestination("local", tmp_path / "backups")
+    folder = "backup_cluster_2026-01-15_14-30-25.incr"
+    sink = local.upload(f"{folder}/base.tar.gz")
+    sink.write(b"changed blocks")
+    [stored] = sink.finish()
+    incremental = replace(run(), kind=RunKind.PHYSICAL_INCREMENTAL,
+                          format=DumpFormat.DIRECTORY, start_lsn="0/5000028",
+                          end_lsn="0/5000120", timeline=1)
+    manifest = manifest_for(incremental, Stored(folder, stored.size, "c" * 64),
+                            finished_at=T0, parent="backup_cluster_2026-01-14_14-30-25.full")
+    assert json.loads(manifest.to_json())["parent"].endswith(".full")
+    write_manifest(local, folder, manifest)
+    store = open_store(f"sqlite:///{tmp_path / 'new.sqlite3'}")
+    try:
+        result = CatalogImporter(store.runs, store.copies, {"local": local},
+                                 clock=lambda: T0).import_catalog("local")
+        assert (result.imported, result.runs_created) == (0, 0)
+        assert result.problems == (
+            f"{folder}.manifest.json: its parent backup_cluster_2026-01-14_14-30-25.full "
+            "is not in this catalog; an incremental cannot be restored without it: not "
+            "imported",)
+        assert store.runs.list_runs().runs == ()
+    finally:
+        store.close()
