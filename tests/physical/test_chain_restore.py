@@ -7,13 +7,19 @@ that changed or went missing. (One scenario: each physical backup costs seconds.
 from __future__ import annotations
 
 import hashlib
+import io
+import shutil
+import tarfile
 import tempfile
 from pathlib import Path
 
 import pyrage
+import pytest
 from pyrage import x25519
 
+from pgbackup_server.physical.combine import CombineFailed, rebuild
 from pgbackup_server.physical.scratch import ThrowawayServer
+from pgbackup_server.physical.tools import tool
 
 
 def test_full_then_incremental_restores_the_data_as_of_the_incremental(
@@ -63,6 +69,22 @@ def test_full_then_incremental_restores_the_data_as_of_the_incremental(
     with ThrowawayServer(out, r.app.service.executor.binaries, trust_local=False) as srv:
         assert srv.psql("SELECT count(*), max(i) FROM t", "app").strip() == "200|200"
 
+    # An unpacked backup that fails pg_verifybackup (a member changed, its sums
+    # rewritten to match) fails the rebuild naming that backup, even though the chain
+    # combines (the checks run beside the combining), and nothing is left.
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    members = [damaged / Path(run.file_path).name for run in (full, incr)]
+    for run, into in zip((full, incr), members, strict=True):
+        shutil.copytree(run.file_path, into)
+    _rewrite_member(members[1] / "base.tar.gz", "PG_VERSION", b"99\n")
+    bins = r.app.service.executor.binaries
+    with pytest.raises(CombineFailed, match=rf"pg_verifybackup \({members[1].name}\).*PG_VERSION"):
+        rebuild(members, reachable_dir / "never", pg_combinebackup=tool(bins, "pg_combinebackup"),
+                pg_verifybackup=tool(bins, "pg_verifybackup"))
+    assert not (reachable_dir / "never").exists()
+    assert not [p for p in reachable_dir.iterdir() if p.name.startswith(".pgbackup-restore")]
+
     def scratch() -> set[Path]:
         return set(Path(tempfile.gettempdir()).glob("pgbackup-verify-*"))
 
@@ -91,3 +113,15 @@ def test_full_then_incremental_restores_the_data_as_of_the_incremental(
     again = client.create_backup(database="cluster", type="incremental").backup
     assert again.kind == "PHYSICAL_FULL" and again.parent_id == 0
     assert f"backup {incr.id} failed verification" in again.type_reason
+
+
+def _rewrite_member(archive: Path, name: str, data: bytes) -> None:
+    """``archive`` with the member ``name`` holding ``data`` instead."""
+    out = archive.with_suffix(".new")
+    with tarfile.open(archive, "r:gz") as src, tarfile.open(out, "w:gz") as dst:
+        for member in src:
+            body = src.extractfile(member) if member.isfile() else None
+            if member.name == name:
+                member.size, body = len(data), io.BytesIO(data)
+            dst.addfile(member, body)
+    out.replace(archive)

@@ -4,13 +4,14 @@ Each backup of the chain is unpacked into a private scratch directory beside the
 output (pg_combinebackup reads plain directories, not tars), by child processes
 (the full backup and the incrementals at once). Every byte is checked
 once against the checksums pg_basebackup recorded in the backup's manifest:
-``pg_verifybackup`` over each unpacked backup (the last one with its WAL). The chain
-is then combined with ``pg_combinebackup --link`` (the scratch copies are ours and
-removed afterwards, so linking instead of copying saves a full copy) and the result
-checked by ``pg_verifybackup --skip-checksums``: every file of its manifest present
-with its size, nothing extra, its WAL parsed. A single full backup, once checked, is
-moved in place. The output is synced (each file, then each directory) while the
-scratch copies are removed, so that a restore that succeeded survives a crash.
+``pg_verifybackup`` over each unpacked backup (the last one with its WAL), in a
+thread beside the rest. The chain is combined with ``pg_combinebackup --link`` (the
+scratch copies are ours and removed afterwards, so linking instead of copying saves
+a full copy) and the result checked by ``pg_verifybackup --skip-checksums``: every
+file of its manifest present with its size, nothing extra, its WAL parsed. A single
+full backup is moved in place once checked. The output is synced (each file, each
+directory, and its entry in the parent) while the scratch copies are removed, so
+that a restore that succeeded survives a crash.
 Whatever fails, no scratch directory and no half-built output is left behind.
 """
 
@@ -21,11 +22,12 @@ import secrets
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
+from ..backup.files import fsync_dir
 from ..domain.errors import FailedPrecondition, InvalidArgument
 from .basebackup import MANIFEST
 
@@ -137,36 +139,51 @@ def rebuild(backups: Sequence[Path], output: Path, *, pg_combinebackup: str,
             pg_verifybackup: str, sync: bool = True) -> None:
     """The data directory of the last of ``backups`` (full backup first) in ``output``,
     verified, and synced unless ``sync`` is false (a scratch copy that is deleted
-    after use). ``output`` is absent or empty; on failure it is left so."""
+    after use). ``output`` is absent or empty; on failure it is left so.
+
+    The unpacked backups are checked against their manifests while the chain is
+    combined and the result written back (a thread each): the checks read what the
+    unpacking just wrote, from memory, and pg_combinebackup mostly writes. The output
+    takes its final name only once every check passed; a damaged backup is what is
+    reported when both the check and the combining fail."""
     existed = output.exists()
     scratch = output.parent / f".pgbackup-restore-{secrets.token_hex(4)}"
     scratch.mkdir(mode=0o700)
     try:
         parts = [scratch / str(i) for i in range(len(backups))]
         unpack(backups, parts)
-        for i, part in enumerate(parts):  # the last one's WAL is the restored one's
-            verify_directory(part, pg_verifybackup, backups[i].name,
-                             parse_wal=i == len(parts) - 1)
-        if len(parts) == 1:
-            if existed:
-                output.rmdir()
-            parts[0].rename(output)
-        else:
-            _run([pg_combinebackup, "--link", "--no-sync", "-o", str(output),
-                  *map(str, parts)], "pg_combinebackup")
-            verify_directory(output, pg_verifybackup, "the combined directory",
-                             checksums=False)
+        with ThreadPoolExecutor(2, thread_name_prefix="restore") as pool:
+            checked = pool.submit(_verify_parts, parts, backups, pg_verifybackup)
+            try:
+                if len(parts) == 1:
+                    if sync:
+                        sync_tree(parts[0])
+                    checked.result()
+                    if existed:
+                        output.rmdir()
+                    parts[0].rename(output)
+                else:
+                    _run([pg_combinebackup, "--link", "--no-sync", "-o", str(output),
+                          *map(str, parts)], "pg_combinebackup")
+                    verify_directory(output, pg_verifybackup, "the combined directory",
+                                     checksums=False)
+                    synced = pool.submit(sync_tree, output) if sync else None
+                    checked.result()
+                    # The scratch copies go (freeing what the combined files replaced)
+                    # while the output is written back: one is metadata, the other data.
+                    shutil.rmtree(scratch, ignore_errors=True)
+                    if synced is not None:
+                        synced.result()
+            except BaseException:
+                wait([checked])
+                damage = checked.exception()
+                if damage is not None:
+                    raise damage from None
+                raise
         os.chmod(output, 0o700)
-        # Removing the scratch copies (freeing what the combined files replaced) and
-        # syncing the output overlap: one is metadata, the other writing back data.
-        remover = threading.Thread(target=shutil.rmtree, args=(scratch, True),
-                                   name="restore-scratch")
-        remover.start()
-        try:
-            if sync:
-                sync_tree(output)
-        finally:
-            remover.join()
+        if sync:
+            fsync_dir(output)
+            fsync_dir(output.parent)  # the restored directory's own entry
     except BaseException:
         if output.exists():
             shutil.rmtree(output, ignore_errors=True)
@@ -175,6 +192,14 @@ def rebuild(backups: Sequence[Path], output: Path, *, pg_combinebackup: str,
         raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _verify_parts(parts: Sequence[Path], backups: Sequence[Path], pg_verifybackup: str) -> None:
+    """pg_verifybackup over each unpacked backup, checksums included; only the last
+    one's WAL is there to parse (it is the restored directory's)."""
+    for i, part in enumerate(parts):
+        verify_directory(part, pg_verifybackup, backups[i].name,
+                         parse_wal=i == len(parts) - 1)
 
 
 def sync_tree(path: Path) -> None:
