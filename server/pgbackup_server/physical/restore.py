@@ -35,6 +35,7 @@ from ..settings import Settings
 from . import chain
 from .basebackup import MANIFEST, SUMS, file_sha256
 from .combine import CombineFailed, check_output_dir, rebuild
+from .copycheck import check_stored, has_identity, undecryptable
 from .fetch import ChainFiles
 from .recovery import restore_command, utc, write_recovery
 from .runner import target_runs
@@ -108,9 +109,12 @@ class PhysicalRestorer:
                                      "cluster; its contents are listed by restoring it "
                                      "(target_directory) and starting it")
 
-    def check_identity(self, run: Run, identity: str) -> None:
+    def check_identity(self, run: Run, identity: str, *, quick: bool = False) -> None:
         """Refused before anything runs: a chain to fetch from encrypted copies with no
-        identity to decrypt them. (A broken chain is for the verify or restore to report.)"""
+        identity to decrypt them. (A broken chain is for the verify or restore to report.)
+        ``quick``: a quick verify, which checks such copies as stored instead."""
+        if quick and not has_identity(self.files, identity):
+            return
         try:
             members = self.chain_of(run)
         except Corrupt:
@@ -123,18 +127,16 @@ class PhysicalRestorer:
         restored into a scratch directory, started, and its tables' rows counted;
         nothing is left behind."""
         members = self.chain_of(run)
+        if not deep and undecryptable(self.files, members, identity):
+            check_stored(self.files, members, check_files)  # encrypted copies as stored
+            if self.files.is_local(run):
+                self._verifybackup(run, Path(run.file_path))
+            return ()
         root = Path(tempfile.mkdtemp(prefix="pgbackup-verify-"))
         try:
             os.chmod(root, 0o711)  # the server's user must reach its data directory
             with self.files.folders(members, identity, root, check_files) as folders:
-                verifier = tool(self.binaries, "pg_verifybackup", 18)
-                out = subprocess.run([verifier, "--quiet", "--no-parse-wal",
-                                      f"--ignore={SUMS}", str(folders[-1])],
-                                     capture_output=True, text=True, check=False,
-                                     stdin=subprocess.DEVNULL)
-                if out.returncode != 0:
-                    raise Corrupt(f"backup {run.id}: pg_verifybackup: "
-                                  f"{' / '.join(out.stderr.strip().splitlines()[-3:])}")
+                self._verifybackup(run, folders[-1])
                 if not deep:
                     return ()
                 datadir = root / "pgdata"
@@ -142,6 +144,15 @@ class PhysicalRestorer:
             return self._table_rows(run, datadir)
         finally:
             shutil.rmtree(root, ignore_errors=True)
+
+    def _verifybackup(self, run: Run, folder: Path) -> None:
+        verifier = tool(self.binaries, "pg_verifybackup", 18)
+        out = subprocess.run([verifier, "--quiet", "--no-parse-wal", f"--ignore={SUMS}",
+                              str(folder)], capture_output=True, text=True, check=False,
+                             stdin=subprocess.DEVNULL)
+        if out.returncode != 0:
+            raise Corrupt(f"backup {run.id}: pg_verifybackup: "
+                          f"{' / '.join(out.stderr.strip().splitlines()[-3:])}")
 
     # -- restore ------------------------------------------------------------
 
