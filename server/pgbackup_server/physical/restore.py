@@ -6,7 +6,8 @@ is checked against the SHA-256 written for it, naming the file that changed or w
 missing.
 
 - Quick verify checks every backup of the chain so, then runs ``pg_verifybackup``
-  over the backup's own tars.
+  over the backup's own tars; with no identity for an encrypted copy, it checks that
+  copy as stored instead (:mod:`.copycheck`).
 - Restore rebuilds the chain into ``target_directory`` (:mod:`.combine`), checked with
   ``pg_verifybackup``, and for a point in time writes the recovery settings.
 - Deep verify restores into a scratch directory, starts a throwaway server on it,
@@ -123,7 +124,8 @@ class PhysicalRestorer:
 
     def verify(self, run: Run, *, deep: bool, identity: str = "") -> tuple[TableRows, ...]:
         """Quick: every backup of the chain is as written (Corrupt naming the file if
-        not) and pg_verifybackup accepts the backup's tars. Deep: then the chain is
+        not) and pg_verifybackup accepts the backup's tars (encrypted copies with no
+        identity: as stored, pg_verifybackup over a folder here). Deep: then the chain is
         restored into a scratch directory, started, and its tables' rows counted;
         nothing is left behind."""
         members = self.chain_of(run)
