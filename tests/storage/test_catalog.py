@@ -81,6 +81,29 @@ def test_bad_manifests_are_reported_not_fatal(tmp_path: Path) -> None:
         Manifest.from_json(good.to_json().replace(b'"finished_at": "2026', b'"finished_at": "x'))
 
 
+def test_a_folders_manifest_lists_its_objects_as_stored(tmp_path: Path) -> None:
+    """A physical backup's copy: each object (name, size, SHA-256, store checksum), so
+    that a quick verify checks them without the identity; absent for a single file."""
+    folder = "backup_cluster_2026-01-15_14-30-25.full"
+    parts = (Stored(f"{folder}/base.tar.gz.age", 100, "a" * 64, etag='"m-1"'),
+             Stored(f"{folder}/SHA256SUMS.age", 20, "b" * 64))
+    manifest = manifest_for(run(), Stored(folder, 120, "c" * 64, parts=parts),
+                            finished_at=T0)
+    raw = json.loads(manifest.to_json())
+    assert raw["files"] == [
+        {"name": "base.tar.gz.age", "size": 100, "sha256": "a" * 64, "etag": '"m-1"'},
+        {"name": "SHA256SUMS.age", "size": 20, "sha256": "b" * 64, "etag": ""}]
+    assert Manifest.from_json(manifest.to_json()) == manifest
+    assert "files" not in json.loads(manifest_for(run(), Stored(NAME, 1, "d"),
+                                                  finished_at=T0).to_json())
+    raw["files"][0]["size"] = -1
+    with pytest.raises(ValueError, match="files: .*size is not a count"):
+        Manifest.from_json(json.dumps(raw).encode())
+    raw["files"] = ["base.tar.gz.age"]
+    with pytest.raises(ValueError, match=r"files: .*not a list of files"):
+        Manifest.from_json(json.dumps(raw).encode())
+
+
 def test_manifests_on_s3(s3: S3) -> None:
     bucket = s3.make_bucket()
     dest = build_destination(DestinationConfig.model_validate(

@@ -104,6 +104,9 @@ class Stored:
     # The checksum the store itself will report for these bytes (an S3 ETag), so a
     # quick verify compares without downloading; "" where the store offers none.
     etag: str = ""
+    # A folder stored object by object (a physical backup's copy): each object, so
+    # that its manifest records them and a quick verify can name a damaged one.
+    parts: tuple[Stored, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,8 @@ is checked against the SHA-256 written for it, naming the file that changed or w
 missing.
 
 - Quick verify checks every backup of the chain so, then runs ``pg_verifybackup``
-  over the backup's own tars.
+  over the backup's own tars; with no identity for an encrypted copy, it checks that
+  copy as stored instead (:mod:`.copycheck`).
 - Restore rebuilds the chain into ``target_directory`` (:mod:`.combine`), checked with
   ``pg_verifybackup``, and for a point in time writes the recovery settings.
 - Deep verify restores into a scratch directory, starts a throwaway server on it,
@@ -35,6 +36,7 @@ from ..settings import Settings
 from . import chain
 from .basebackup import MANIFEST, SUMS, file_sha256
 from .combine import CombineFailed, check_output_dir, rebuild
+from .copycheck import check_stored, has_identity, undecryptable
 from .fetch import ChainFiles
 from .recovery import restore_command, utc, write_recovery
 from .runner import target_runs
@@ -108,9 +110,12 @@ class PhysicalRestorer:
                                      "cluster; its contents are listed by restoring it "
                                      "(target_directory) and starting it")
 
-    def check_identity(self, run: Run, identity: str) -> None:
+    def check_identity(self, run: Run, identity: str, *, quick: bool = False) -> None:
         """Refused before anything runs: a chain to fetch from encrypted copies with no
-        identity to decrypt them. (A broken chain is for the verify or restore to report.)"""
+        identity to decrypt them. (A broken chain is for the verify or restore to report.)
+        ``quick``: a quick verify, which checks such copies as stored instead."""
+        if quick and not has_identity(self.files, identity):
+            return
         try:
             members = self.chain_of(run)
         except Corrupt:
@@ -119,22 +124,21 @@ class PhysicalRestorer:
 
     def verify(self, run: Run, *, deep: bool, identity: str = "") -> tuple[TableRows, ...]:
         """Quick: every backup of the chain is as written (Corrupt naming the file if
-        not) and pg_verifybackup accepts the backup's tars. Deep: then the chain is
+        not) and pg_verifybackup accepts the backup's tars (encrypted copies with no
+        identity: as stored, pg_verifybackup over a folder here). Deep: then the chain is
         restored into a scratch directory, started, and its tables' rows counted;
         nothing is left behind."""
         members = self.chain_of(run)
+        if not deep and undecryptable(self.files, members, identity):
+            check_stored(self.files, members, check_files)  # encrypted copies as stored
+            if self.files.is_local(run):
+                self._verifybackup(run, Path(run.file_path))
+            return ()
         root = Path(tempfile.mkdtemp(prefix="pgbackup-verify-"))
         try:
             os.chmod(root, 0o711)  # the server's user must reach its data directory
             with self.files.folders(members, identity, root, check_files) as folders:
-                verifier = tool(self.binaries, "pg_verifybackup", 18)
-                out = subprocess.run([verifier, "--quiet", "--no-parse-wal",
-                                      f"--ignore={SUMS}", str(folders[-1])],
-                                     capture_output=True, text=True, check=False,
-                                     stdin=subprocess.DEVNULL)
-                if out.returncode != 0:
-                    raise Corrupt(f"backup {run.id}: pg_verifybackup: "
-                                  f"{' / '.join(out.stderr.strip().splitlines()[-3:])}")
+                self._verifybackup(run, folders[-1])
                 if not deep:
                     return ()
                 datadir = root / "pgdata"
@@ -142,6 +146,15 @@ class PhysicalRestorer:
             return self._table_rows(run, datadir)
         finally:
             shutil.rmtree(root, ignore_errors=True)
+
+    def _verifybackup(self, run: Run, folder: Path) -> None:
+        verifier = tool(self.binaries, "pg_verifybackup", 18)
+        out = subprocess.run([verifier, "--quiet", "--no-parse-wal", f"--ignore={SUMS}",
+                              str(folder)], capture_output=True, text=True, check=False,
+                             stdin=subprocess.DEVNULL)
+        if out.returncode != 0:
+            raise Corrupt(f"backup {run.id}: pg_verifybackup: "
+                          f"{' / '.join(out.stderr.strip().splitlines()[-3:])}")
 
     # -- restore ------------------------------------------------------------
 

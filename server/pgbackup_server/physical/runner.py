@@ -204,8 +204,8 @@ class PhysicalRunner:
                             end_lsn=outcome.end_lsn, timeline=outcome.timeline)
         copier.succeeded(described, config.name, Stored(
             outcome.path.name, sum(s.size for s in stored),
-            manifest_digest((s.location.rsplit("/", 1)[-1], s.sha256) for s in stored)),
-            parent=parent_name)
+            manifest_digest((s.location.rsplit("/", 1)[-1], s.sha256) for s in stored),
+            parts=stored), parent=parent_name)
 
     def _copies(self, run: Run, path: Path, file_outputs: FileOutputs | None
                 ) -> tuple[Stored, ...]:

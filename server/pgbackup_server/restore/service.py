@@ -141,7 +141,7 @@ class RestoreService:
         file is a FAILED result, not an error. Encrypted: ``identity`` for deep only."""
         run = self._backup(run_id, "verified")
         if run.kind.physical:  # refused before anything runs
-            self.physical.check_identity(run, identity)
+            self.physical.check_identity(run, identity, quick=not deep)
         elif deep:
             self.source.identities(run, identity)
         self._admit()

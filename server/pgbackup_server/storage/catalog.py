@@ -33,6 +33,18 @@ MAX_MANIFEST_BYTES = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
+class ManifestFile:
+    """One object of a backup stored as a folder (a physical backup's copy), by its
+    name in the folder (``.age`` when encrypted): as stored, so that a quick verify
+    checks it without decrypting it."""
+
+    name: str
+    size: int
+    sha256: str
+    etag: str = ""  # the store's checksum (an S3 ETag); "" where it offers none
+
+
+@dataclass(frozen=True, slots=True)
 class Manifest:
     """One backup as its manifest describes it; timestamps are UTC-aware."""
 
@@ -62,6 +74,8 @@ class Manifest:
     start_lsn: str = ""
     end_lsn: str = ""
     timeline: int = 0
+    # A physical backup's copy: its objects (absent from older manifests).
+    files: tuple[ManifestFile, ...] = ()
 
     def to_json(self) -> bytes:
         out: dict[str, Any] = {"tool": TOOL}
@@ -98,7 +112,7 @@ class Manifest:
         return cls(**values)
 
 
-_OPTIONAL = frozenset({"parent", "start_lsn", "end_lsn", "timeline"})
+_OPTIONAL = frozenset({"parent", "start_lsn", "end_lsn", "timeline", "files"})
 
 
 def _parse(name: str, value: Any) -> Any:
@@ -118,6 +132,8 @@ def _parse(name: str, value: Any) -> Any:
             return Trigger(value)
         if name == "compression":
             return str(Compression.parse(value))
+        if name == "files":
+            return tuple(_file(v) for v in value)
         if name == "encryption":
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ValueError("not a list of fingerprints")
@@ -131,6 +147,17 @@ def _parse(name: str, value: Any) -> Any:
         return value
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{name}: {value!r} is invalid ({exc})") from None
+
+
+def _file(value: Any) -> ManifestFile:
+    if not isinstance(value, dict) or not isinstance(value.get("name"), str) or \
+            not isinstance(value.get("sha256"), str) or \
+            not isinstance(value.get("etag", ""), str):
+        raise ValueError("not a list of files (name, size, sha256, etag)")
+    size = value.get("size")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise ValueError(f"file {value['name']!r}: size is not a count")
+    return ManifestFile(value["name"], size, value["sha256"], value.get("etag", ""))
 
 
 def manifest_name(location: str) -> str:
@@ -154,7 +181,9 @@ def manifest_for(run: Run, stored: Stored, *, finished_at: datetime | None = Non
         server_version=run.server_version, pg_dump_version=run.pg_dump_version,
         queued_at=run.queued_at, started_at=run.started_at, finished_at=end,
         schedule=run.schedule, trigger=run.trigger, parent=parent,
-        start_lsn=run.start_lsn, end_lsn=run.end_lsn, timeline=run.timeline)
+        start_lsn=run.start_lsn, end_lsn=run.end_lsn, timeline=run.timeline,
+        files=tuple(ManifestFile(p.location.rsplit("/", 1)[-1], p.size, p.sha256, p.etag)
+                    for p in stored.parts))
 
 
 def write_manifest(destination: Destination, relative: str, manifest: Manifest) -> str:
