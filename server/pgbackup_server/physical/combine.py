@@ -9,8 +9,10 @@ is then combined with ``pg_combinebackup --link`` (the scratch copies are ours a
 removed afterwards, so linking instead of copying saves a full copy) and the result
 checked by ``pg_verifybackup --skip-checksums``: every file of its manifest present
 with its size, nothing extra, its WAL parsed. A single full backup, once checked, is
-moved in place. The output is synced (each file, then each directory) while the
-scratch copies are removed, so that a restore that succeeded survives a crash.
+moved in place. Tablespaces (``<oid>.tar.gz``) are unpacked beside each backup and
+put where the caller says (:mod:`.tablespaces`). The output is synced (each file,
+then each directory) while the scratch copies are removed, so that a restore that
+succeeded survives a crash.
 Whatever fails, no scratch directory and no half-built output is left behind.
 """
 
@@ -21,12 +23,14 @@ import secrets
 import shutil
 import subprocess
 import sys
+import tarfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..domain.errors import FailedPrecondition, InvalidArgument
+from . import tablespaces
 from .basebackup import MANIFEST
 
 
@@ -84,6 +88,10 @@ def _archives(backup: Path, into: Path, *, wal: bool) -> list[str]:
             continue
         if wal or name == "base.tar":
             out += [str(archive), str(where)]
+    try:  # each tablespace beside it, linked from pg_tblspc (physical/tablespaces.py)
+        out += tablespaces.unpack_args(backup, into)
+    except (ValueError, OSError, EOFError, tarfile.TarError) as exc:
+        raise CombineFailed(f"{backup}: its tablespaces cannot be read: {exc}") from None
     shutil.copyfile(backup / MANIFEST, into / MANIFEST)
     return out
 
@@ -134,11 +142,15 @@ def unpack(backups: Sequence[Path], parts: Sequence[Path]) -> None:
 
 
 def rebuild(backups: Sequence[Path], output: Path, *, pg_combinebackup: str,
-            pg_verifybackup: str, sync: bool = True) -> None:
+            pg_verifybackup: str, sync: bool = True,
+            places: Mapping[str, Path] | None = None) -> None:
     """The data directory of the last of ``backups`` (full backup first) in ``output``,
     verified, and synced unless ``sync`` is false (a scratch copy that is deleted
-    after use). ``output`` is absent or empty; on failure it is left so."""
+    after use); its tablespaces in ``places`` (by OID). ``output`` and ``places`` are
+    absent or empty; on failure they are left so."""
+    places = places or {}
     existed = output.exists()
+    had = tablespaces.claim(places)
     scratch = output.parent / f".pgbackup-restore-{secrets.token_hex(4)}"
     scratch.mkdir(mode=0o700)
     try:
@@ -148,14 +160,18 @@ def rebuild(backups: Sequence[Path], output: Path, *, pg_combinebackup: str,
             verify_directory(part, pg_verifybackup, backups[i].name,
                              parse_wal=i == len(parts) - 1)
         if len(parts) == 1:
+            tablespaces.move_into_place(parts[0], places)
             if existed:
                 output.rmdir()
             parts[0].rename(output)
         else:
-            _run([pg_combinebackup, "--link", "--no-sync", "-o", str(output),
-                  *map(str, parts)], "pg_combinebackup")
+            link = ["--link"] if tablespaces.same_device(scratch, places) else []
+            _run([pg_combinebackup, *link, "--no-sync", "-o", str(output),
+                  *tablespaces.combine_args(parts[-1], places), *map(str, parts)],
+                 "pg_combinebackup")
             verify_directory(output, pg_verifybackup, "the combined directory",
                              checksums=False)
+        tablespaces.finish(output, places)
         os.chmod(output, 0o700)
         # Removing the scratch copies (freeing what the combined files replaced) and
         # syncing the output overlap: one is metadata, the other writing back data.
@@ -164,7 +180,8 @@ def rebuild(backups: Sequence[Path], output: Path, *, pg_combinebackup: str,
         remover.start()
         try:
             if sync:
-                sync_tree(output)
+                for tree in (output, *places.values()):
+                    sync_tree(tree)
         finally:
             remover.join()
     except BaseException:
@@ -172,6 +189,7 @@ def rebuild(backups: Sequence[Path], output: Path, *, pg_combinebackup: str,
             shutil.rmtree(output, ignore_errors=True)
             if existed:
                 output.mkdir(mode=0o700)
+        tablespaces.discard(places, had)
         raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
