@@ -6,7 +6,7 @@ tablespace was is in use (the live cluster's): a restore without a mapping is re
 before anything runs, and bad mappings are refused naming the field. Deep verify
 restores the tablespace into its scratch area and removes it after. A new host
 imports the copies (S3) and restores the full backup alone, its tablespace fetched and
-moved into place. (One scenario: each physical backup costs seconds.)"""
+moved into place. Point-in-time recovery replays WAL into the mapped tablespace."""
 
 from __future__ import annotations
 
@@ -15,11 +15,14 @@ import os
 import pwd
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pyrage
 import pytest
+from physical_support import fetch_command
 from pyrage import x25519
 
 from pgbackup_client import FailedPrecondition, InvalidArgument
@@ -163,3 +166,41 @@ def test_a_chain_with_a_tablespace_restores_it_where_mapped(
     assert not [p for p in reachable_dir.iterdir() if p.name.startswith(".pgbackup-")]
     with ThrowawayServer(again, binaries, trust_local=False) as srv:
         assert srv.psql("SELECT count(*), max(i) FROM spaced", "app").strip() == "100|100"
+
+
+def _wait_archived(r, segment: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not any(p.name.startswith(segment) and not p.name.endswith(".partial")
+                  for p in r.app.service.wal.files("cluster")):
+        assert time.monotonic() < deadline, f"segment {segment} never archived"
+        time.sleep(0.1)
+
+
+def test_point_in_time_recovery_replays_into_the_mapped_tablespace(
+        start_physical, phys_pg, tablespace, reachable_dir):
+    """Rows inserted after the backup, at T1 < T2 < T3, into a table in a tablespace: a
+    restore to a time between T2 and T3 with the tablespace mapped replays them there."""
+    phys_pg.psql(f"CREATE TABLE spaced (n int) TABLESPACE {SPACE}", "app")
+    r = start_physical(wal={"stream": True, "maxLag": "1m", "fetchCommand": fetch_command()})
+    client = r.client()
+    full = client.create_backup(database="cluster").backup
+    phys_pg.psql("INSERT INTO spaced VALUES (1)", "app")  # T1
+    phys_pg.psql("INSERT INTO spaced VALUES (2)", "app")  # T2
+    between = datetime.fromisoformat(phys_pg.psql("SELECT clock_timestamp()").strip())
+    phys_pg.psql("INSERT INTO spaced VALUES (3)", "app")  # T3
+    segment = phys_pg.psql("SELECT pg_walfile_name(pg_current_wal_lsn())").strip()
+    phys_pg.psql("SELECT pg_switch_wal()")
+    _wait_archived(r, segment)
+
+    out, moved = reachable_dir / "pitr", reachable_dir / "space"
+    restored = client.restore_backup(full.id, target_directory=str(out), target_time=between,
+                                     tablespace_mapping=[f"{tablespace}={moved}"])
+    assert restored.status == "SUCCEEDED", restored.error
+    assert (out / "recovery.signal").exists()
+    with ThrowawayServer(out, r.app.service.executor.binaries, trust_local=False) as srv:
+        srv.wait_promoted()
+        assert srv.psql("SELECT string_agg(n::text, ',' ORDER BY n) FROM spaced",
+                        "app").strip() == "1,2"
+        assert srv.psql(f"SELECT pg_tablespace_location(oid) FROM pg_tablespace "
+                        f"WHERE spcname = '{SPACE}'").strip() == str(moved)
+    assert any(moved.rglob("PG_18_*"))
