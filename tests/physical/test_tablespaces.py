@@ -26,6 +26,8 @@ from physical_support import fetch_command
 from pyrage import x25519
 
 from pgbackup_client import FailedPrecondition, InvalidArgument
+from pgbackup_server.domain.errors import BackupError
+from pgbackup_server.physical import tablespaces
 from pgbackup_server.physical.scratch import ThrowawayServer
 from pgbackup_server.postgres import embedded
 from pgbackup_server.postgres.embedded import EmbeddedPostgres
@@ -204,3 +206,25 @@ def test_point_in_time_recovery_replays_into_the_mapped_tablespace(
         assert srv.psql(f"SELECT pg_tablespace_location(oid) FROM pg_tablespace "
                         f"WHERE spcname = '{SPACE}'").strip() == str(moved)
     assert any(moved.rglob("PG_18_*"))
+
+
+def test_a_failed_rebuild_removes_the_tablespace_directories_it_made(tmp_path):
+    """What rebuild() calls when anything fails after it claimed the directories: those
+    it made go, those that were there (empty) are emptied, nothing else is touched."""
+    made, was_empty, other = tmp_path / "made", tmp_path / "was-empty", tmp_path / "other"
+    was_empty.mkdir()
+    other.mkdir()
+    (other / "keep").write_text("not ours")
+    places = {"16385": made, "16386": was_empty}
+    had = tablespaces.claim(places)
+    assert had == {"16386"}
+    for path in places.values():
+        (path / "PG_18_202506291" / "5").mkdir(parents=True, exist_ok=True)
+        (path / "PG_18_202506291" / "5" / "16390").write_bytes(b"half")
+    tablespaces.discard(places, had)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other", "was-empty"]
+    assert not any(was_empty.iterdir()) and (other / "keep").read_text() == "not ours"
+
+    (was_empty / "late").write_text("someone else's")  # between the check and the run
+    with pytest.raises(BackupError, match="tablespace_mapping: .*was-empty .* no longer"):
+        tablespaces.claim(places)
