@@ -268,6 +268,7 @@ class BackupClient:
         target_directory: str = "",
         target_time: datetime | None = None,
         target_lsn: str = "",
+        tablespace_mapping: Sequence[str] = (),
     ) -> RestoreRun:
         """Restore a backup into ``target_database`` (default: a new database).
 
@@ -275,7 +276,9 @@ class BackupClient:
         ``tables`` (``"table"`` or ``"schema.table"``) restore just those objects.
         Overwriting ``postgres`` or the backup's own source database also needs
         ``force``. A physical backup is rebuilt into ``target_directory`` (new or
-        empty), replayed to ``target_time`` or ``target_lsn`` when given.
+        empty), replayed to ``target_time`` or ``target_lsn`` when given; its
+        tablespaces go back where they were unless ``tablespace_mapping``
+        (``"OLDDIR=NEWDIR"`` each) moves them.
         A failed restore raises (the run is recorded; see ``get_restore``). With
         ``background`` the RUNNING restore is returned at once. ``identity`` as for
         ``verify_backup``.
@@ -292,6 +295,7 @@ class BackupClient:
             identity=identity,
             target_directory=target_directory,
             target_lsn=target_lsn,
+            tablespace_mapping=list(tablespace_mapping),
         )
         if target_time is not None:
             req.target_time.FromDatetime(target_time)

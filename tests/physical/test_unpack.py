@@ -5,10 +5,13 @@ archive, and nothing of it is written outside."""
 from __future__ import annotations
 
 import io
+import os
 import tarfile
+from pathlib import Path
 
 import pytest
 
+from pgbackup_server.physical import tablespaces
 from pgbackup_server.physical.combine import CombineFailed, unpack
 
 
@@ -39,3 +42,27 @@ def test_unpack_takes_only_the_last_wal_and_refuses_escaping_members(tmp_path):
     with pytest.raises(CombineFailed, match=r"incr/base\.tar\.gz cannot be unpacked"):
         unpack([full, incr], [tmp_path / "t0", tmp_path / "t1"])
     assert not (tmp_path / "escaped").exists()
+
+
+def test_unpack_links_each_tablespace_to_its_unpacked_directory(tmp_path):
+    """pg_basebackup -Ft: <oid>.tar.gz beside base.tar.gz, whose tablespace_map says where
+    it was (a backslash escapes a newline or backslash in the path)."""
+    backup = tmp_path / "full"
+    backup.mkdir()
+    (backup / "backup_manifest").write_text("{}")
+    where = "/srv/odd\\\nname"
+    _tar(backup / "base.tar.gz", {"backup_label": b"label",
+                                  "tablespace_map": f"16385 {where}\n".encode(),
+                                  "PG_VERSION": b"18\n"})
+    _tar(backup / "16385.tar.gz", {"PG_18_202506291/5/16386": b"rows"})
+    assert tablespaces.read_map(backup) == (tablespaces.Tablespace("16385", "/srv/odd\nname"),)
+    part = tmp_path / "s0"
+    unpack([backup], [part])
+    link = part / "pg_tblspc" / "16385"
+    assert os.readlink(link) == str(tmp_path / "s0.tblspc" / "16385")
+    assert (link / "PG_18_202506291" / "5" / "16386").read_bytes() == b"rows"
+    assert tablespaces.format_map({"16385": Path("/srv/odd\nname")}) == f"16385 {where}\n"
+
+    (backup / "16399.tar.gz").write_bytes((backup / "16385.tar.gz").read_bytes())
+    with pytest.raises(CombineFailed, match=r"tablespaces cannot be read: .*16385.*16399"):
+        unpack([backup], [tmp_path / "t0"])

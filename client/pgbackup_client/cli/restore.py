@@ -100,6 +100,7 @@ def _cmd_restore(client: BackupClient, args: argparse.Namespace) -> int:
         target_directory=args.target_directory,
         target_time=args.target_time,
         target_lsn=args.target_lsn,
+        tablespace_mapping=args.tablespace_mapping,
     )
     return _report_restore(args, r)
 
@@ -212,6 +213,10 @@ def register(add: AddParser) -> None:
                    help="physical backups: replay archived WAL up to this ISO 8601 time")
     p.add_argument("--target-lsn", default="", metavar="LSN",
                    help="physical backups: replay archived WAL up to this LSN")
+    p.add_argument("--tablespace-mapping", action="append", default=[], metavar="OLD=NEW",
+                   help="physical backups: put the tablespace recorded at OLD in NEW (both "
+                   "absolute; NEW new or empty); repeat for each tablespace to move. "
+                   "Unmapped tablespaces go back where they were, which must be empty")
     p.set_defaults(func=_cmd_restore)
 
     p = add("restore-status", "one recorded restore")

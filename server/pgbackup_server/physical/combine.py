@@ -9,9 +9,10 @@ thread beside the rest. The chain is combined with ``pg_combinebackup --link`` (
 scratch copies are ours and removed afterwards, so linking instead of copying saves
 a full copy) and the result checked by ``pg_verifybackup --skip-checksums``: every
 file of its manifest present with its size, nothing extra, its WAL parsed. A single
-full backup is moved in place once checked. The output is synced (each file, each
-directory, and its entry in the parent) while the scratch copies are removed, so
-that a restore that succeeded survives a crash.
+full backup is moved in place once checked. Tablespaces (``<oid>.tar.gz``) are
+unpacked beside each backup and put where the caller says (:mod:`.tablespaces`).
+The output is synced (each file, each directory, and its entry in the parent) while
+the scratch copies are removed, so that a restore that succeeded survives a crash.
 Whatever fails, no scratch directory and no half-built output is left behind.
 """
 
@@ -22,13 +23,15 @@ import secrets
 import shutil
 import subprocess
 import sys
+import tarfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 from ..backup.files import fsync_dir
 from ..domain.errors import FailedPrecondition, InvalidArgument
+from . import tablespaces
 from .basebackup import MANIFEST
 
 
@@ -86,6 +89,10 @@ def _archives(backup: Path, into: Path, *, wal: bool) -> list[str]:
             continue
         if wal or name == "base.tar":
             out += [str(archive), str(where)]
+    try:  # each tablespace beside it, linked from pg_tblspc (physical/tablespaces.py)
+        out += tablespaces.unpack_args(backup, into)
+    except (ValueError, OSError, EOFError, tarfile.TarError) as exc:
+        raise CombineFailed(f"{backup}: its tablespaces cannot be read: {exc}") from None
     shutil.copyfile(backup / MANIFEST, into / MANIFEST)
     return out
 
@@ -136,17 +143,21 @@ def unpack(backups: Sequence[Path], parts: Sequence[Path]) -> None:
 
 
 def rebuild(backups: Sequence[Path], output: Path, *, pg_combinebackup: str,
-            pg_verifybackup: str, sync: bool = True) -> None:
+            pg_verifybackup: str, sync: bool = True,
+            places: Mapping[str, Path] | None = None) -> None:
     """The data directory of the last of ``backups`` (full backup first) in ``output``,
     verified, and synced unless ``sync`` is false (a scratch copy that is deleted
-    after use). ``output`` is absent or empty; on failure it is left so.
+    after use); its tablespaces in ``places`` (by OID). ``output`` and ``places`` are
+    absent or empty; on failure they are left so.
 
     The unpacked backups are checked against their manifests while the chain is
     combined and the result written back (a thread each): the checks read what the
     unpacking just wrote, from memory, and pg_combinebackup mostly writes. The output
     takes its final name only once every check passed; a damaged backup is what is
     reported when both the check and the combining fail."""
+    places = places or {}
     existed = output.exists()
+    had = tablespaces.claim(places)
     scratch = output.parent / f".pgbackup-restore-{secrets.token_hex(4)}"
     scratch.mkdir(mode=0o700)
     try:
@@ -155,25 +166,34 @@ def rebuild(backups: Sequence[Path], output: Path, *, pg_combinebackup: str,
         with ThreadPoolExecutor(2, thread_name_prefix="restore") as pool:
             checked = pool.submit(_verify_parts, parts, backups, pg_verifybackup)
             try:
+                synced = None
                 if len(parts) == 1:
                     if sync:
-                        sync_tree(parts[0])
+                        sync_tree(parts[0])  # while it is checked; then only renamed
                     checked.result()
+                    tablespaces.move_into_place(parts[0], places)
                     if existed:
                         output.rmdir()
                     parts[0].rename(output)
+                    tablespaces.finish(output, places)
                 else:
-                    _run([pg_combinebackup, "--link", "--no-sync", "-o", str(output),
-                          *map(str, parts)], "pg_combinebackup")
+                    link = ["--link"] if tablespaces.same_device(scratch, places) else []
+                    _run([pg_combinebackup, *link, "--no-sync", "-o", str(output),
+                          *tablespaces.combine_args(parts[-1], places), *map(str, parts)],
+                         "pg_combinebackup")
                     verify_directory(output, pg_verifybackup, "the combined directory",
                                      checksums=False)
-                    synced = pool.submit(sync_tree, output) if sync else None
+                    tablespaces.finish(output, places)
+                    if sync:
+                        synced = pool.submit(_sync_all, output, places)
                     checked.result()
                     # The scratch copies go (freeing what the combined files replaced)
                     # while the output is written back: one is metadata, the other data.
                     shutil.rmtree(scratch, ignore_errors=True)
-                    if synced is not None:
-                        synced.result()
+                if synced is not None:
+                    synced.result()
+                elif sync:
+                    _sync_all(output, places)  # what moved in place; mostly synced already
             except BaseException:
                 wait([checked])
                 damage = checked.exception()
@@ -189,9 +209,15 @@ def rebuild(backups: Sequence[Path], output: Path, *, pg_combinebackup: str,
             shutil.rmtree(output, ignore_errors=True)
             if existed:
                 output.mkdir(mode=0o700)
+        tablespaces.discard(places, had)
         raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _sync_all(output: Path, places: Mapping[str, Path]) -> None:
+    for tree in (output, *places.values()):
+        sync_tree(tree)
 
 
 def _verify_parts(parts: Sequence[Path], backups: Sequence[Path], pg_verifybackup: str) -> None:

@@ -19,8 +19,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tarfile
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,7 +34,7 @@ from ..domain.ports import Destination, RunStore
 from ..postgres.binaries import PgBinary
 from ..restore.models import Corrupt, RestoreRun, TableRows, ToolFailed
 from ..settings import Settings
-from . import chain
+from . import chain, tablespaces
 from .basebackup import MANIFEST, SUMS, file_sha256
 from .combine import CombineFailed, check_output_dir, rebuild
 from .copycheck import check_stored, has_identity, undecryptable
@@ -71,8 +72,9 @@ class PhysicalRestorer:
             raise Corrupt(f"the chain of backup {run.id} is broken: {exc}") from None
 
     def check_request(self, run: Run, target_directory: str, target_time: datetime | None,
-                      target_lsn: str) -> Path:
-        """Refuse what cannot work before anything runs."""
+                      target_lsn: str, tablespace_mapping: Sequence[str] = ()) -> Path:
+        """Refuse what cannot work before anything runs (the tablespaces too, when the
+        backup's folder is here; else once it is fetched, before anything is written)."""
         if not target_directory:
             raise InvalidArgument(
                 f"target_directory: backup {run.id} is a physical backup of a whole cluster; "
@@ -99,7 +101,24 @@ class PhysicalRestorer:
                     f"target_time: {utc(target_time).isoformat()} is before backup {run.id} "
                     f"ended ({run.finished_at.isoformat()}); a backup can only be rolled "
                     "forward: choose a later time or an earlier backup")
-        return check_output_dir(target_directory)
+        output = check_output_dir(target_directory)
+        mapping = tablespaces.parse_mapping(tablespace_mapping)
+        if self.files.is_local(run) and (Path(run.file_path) / "base.tar.gz").is_file():
+            try:
+                spaces = self.tablespaces_of(run, Path(run.file_path))
+            except Corrupt:
+                return output  # damaged here: a restore reads a copy, and checks it then
+            tablespaces.places(spaces, mapping, output, f"backup {run.id}")
+        return output
+
+    @staticmethod
+    def tablespaces_of(run: Run, folder: Path) -> tuple[tablespaces.Tablespace, ...]:
+        try:
+            return tablespaces.read_map(folder)
+        except (ValueError, OSError, EOFError, tarfile.TarError) as exc:
+            raise Corrupt(f"backup {run.id}: its tablespaces cannot be read: {exc}") from None
+
+
 
     @staticmethod
     def refuse_contents(run: Run) -> None:
@@ -142,7 +161,9 @@ class PhysicalRestorer:
                 if not deep:
                     return ()
                 datadir = root / "pgdata"
-                self._rebuild(folders, datadir, sync=False)  # removed right after
+                places = {oid: root / f"tblspc-{oid}" for oid in  # removed with root
+                          tablespaces.archives(folders[-1])}
+                self._rebuild(folders, datadir, sync=False, places=places)
             return self._table_rows(run, datadir)
         finally:
             shutil.rmtree(root, ignore_errors=True)
@@ -160,7 +181,8 @@ class PhysicalRestorer:
 
     def restore_request(self, service: RestoreService, run_id: int, target_directory: str,
                         target_time: datetime | None, target_lsn: str, requested_by: str,
-                        background: bool, identity: str = "") -> RestoreRun:
+                        background: bool, identity: str = "",
+                        tablespace_mapping: Sequence[str] = ()) -> RestoreRun:
         """A restore request for a physical backup, checked, recorded as a restore run
         (its target is the directory) and executed, in the restore service's pool and
         with its bookkeeping."""
@@ -169,7 +191,8 @@ class PhysicalRestorer:
             raise InvalidArgument(
                 f"target_directory: backup {run.id} is a logical (pg_dump) backup; it restores "
                 "into a database: use target_database")
-        output = self.check_request(run, target_directory, target_time, target_lsn)
+        output = self.check_request(run, target_directory, target_time, target_lsn,
+                                    tablespace_mapping)
         self.check_identity(run, identity)
         service._admit()
         busy = str(output)
@@ -195,7 +218,7 @@ class PhysicalRestorer:
             bound = log.bind(restore_id=record.id, backup_id=run.id, target_directory=busy)
             try:
                 self.restore(run, output, target_time=target_time, target_lsn=target_lsn,
-                             identity=identity)
+                             identity=identity, tablespace_mapping=tablespace_mapping)
             except (ToolFailed, Corrupt, BackupError) as exc:
                 reason = exc.message if isinstance(exc, BackupError) else exc.reason
                 service.restores.mark_failed(record.id, finished_at=service.clock(),
@@ -222,13 +245,18 @@ class PhysicalRestorer:
         return execute()
 
     def restore(self, run: Run, output: Path, *, target_time: datetime | None,
-                target_lsn: str, identity: str = "") -> None:
-        """Rebuild ``run``'s chain into ``output``, verified; recovery settings for a
-        point in time. Raises ToolFailed or Corrupt with the reason."""
+                target_lsn: str, identity: str = "",
+                tablespace_mapping: Sequence[str] = ()) -> None:
+        """Rebuild ``run``'s chain into ``output``, verified, its tablespaces where
+        ``tablespace_mapping`` says or where they were; recovery settings for a point in
+        time. Raises ToolFailed or Corrupt with the reason."""
         members = self.chain_of(run)
+        mapping = tablespaces.parse_mapping(tablespace_mapping)
         with self.files.folders(members, identity, output.parent, check_files,
                                 repair=True) as folders:
-            self._rebuild(folders, output)
+            places = tablespaces.places(self.tablespaces_of(run, folders[-1]), mapping,
+                                        output, f"backup {run.id}")
+            self._rebuild(folders, output, places=places)
         if target_time is not None or target_lsn:
             target = next((t for t in self.settings.targets if t.name == run.target), None)
             program = target.wal.fetch_command if target and target.wal else None
@@ -236,11 +264,13 @@ class PhysicalRestorer:
                                                            program),
                            target_time=target_time, target_lsn=target_lsn)
 
-    def _rebuild(self, folders: list[Path], output: Path, *, sync: bool = True) -> None:
+    def _rebuild(self, folders: list[Path], output: Path, *, sync: bool = True,
+                 places: Mapping[str, Path] | None = None) -> None:
         try:
             rebuild(folders, output,
                     pg_combinebackup=tool(self.binaries, "pg_combinebackup", 17),
-                    pg_verifybackup=tool(self.binaries, "pg_verifybackup", 17), sync=sync)
+                    pg_verifybackup=tool(self.binaries, "pg_verifybackup", 17), sync=sync,
+                    places=places)
         except CombineFailed as exc:
             raise ToolFailed(str(exc)) from None
 

@@ -86,6 +86,9 @@ class ThrowawayServer:
         self.logfile.touch(mode=0o600)
         os.chmod(self.datadir, 0o700)
         self._chown(self.datadir)
+        for link in sorted((self.datadir / "pg_tblspc").glob("*")):
+            if link.is_symlink():  # a tablespace restored outside the data directory
+                self._chown(Path(os.readlink(link)))
         self._chown(self.socket_dir)
         self._chown(self.logfile)
         options = (f"-p {self.port} -k {self.socket_dir} -c listen_addresses='' "

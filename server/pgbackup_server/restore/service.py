@@ -211,16 +211,19 @@ class RestoreService:
                 schemas: Iterable[str] = (), tables: Iterable[str] = (), jobs: int = 0,
                 requested_by: str = "", background: bool = False,
                 force: bool = False, identity: str = "", target_directory: str = "",
-                target_time: datetime | None = None, target_lsn: str = "") -> RestoreRun:
+                target_time: datetime | None = None, target_lsn: str = "",
+                tablespace_mapping: Iterable[str] = ()) -> RestoreRun:
         """Restore a backup, whole or ``schemas``/``tables`` only, into
         ``target_database`` (default: a new database named after the backup).
         Overwriting ``postgres`` or the backup's own source database needs ``force``.
         A physical backup is rebuilt into ``target_directory`` instead, rolled forward
-        to ``target_time`` or ``target_lsn`` when given."""
-        if target_directory or target_time is not None or target_lsn or (
-                run_id > 0 and self.store.get(run_id).kind.physical):
+        to ``target_time`` or ``target_lsn`` when given, its tablespaces where
+        ``tablespace_mapping`` ("OLDDIR=NEWDIR") says."""
+        if target_directory or target_time is not None or target_lsn or \
+                tablespace_mapping or (run_id > 0 and self.store.get(run_id).kind.physical):
             return self._restore_physical(run_id, target_directory, target_time, target_lsn,
-                                          requested_by, background, identity)
+                                          requested_by, background, identity,
+                                          tuple(tablespace_mapping))
         if target_database:
             check_database_name(target_database)
         schema_list = check_selection(schemas, "schemas")
@@ -275,10 +278,12 @@ class RestoreService:
 
     def _restore_physical(self, run_id: int, target_directory: str,
                           target_time: datetime | None, target_lsn: str, requested_by: str,
-                          background: bool, identity: str = "") -> RestoreRun:
+                          background: bool, identity: str = "",
+                          tablespace_mapping: tuple[str, ...] = ()) -> RestoreRun:
         """A physical backup's chain rebuilt into a directory (physical/restore.py)."""
         return self.physical.restore_request(self, run_id, target_directory, target_time,
-                                             target_lsn, requested_by, background, identity)
+                                             target_lsn, requested_by, background, identity,
+                                             tablespace_mapping)
 
     def _execute(self, record: RestoreRun, run: Run, plan: Plan,
                  stream: Callable[[], Iterable[bytes]] | None = None,

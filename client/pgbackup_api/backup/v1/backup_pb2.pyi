@@ -391,7 +391,7 @@ class VerifyBackupResponse(_message.Message):
     def __init__(self, verification: _Optional[str] = ..., reason: _Optional[str] = ..., deep: _Optional[bool] = ..., verified_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tables: _Optional[_Iterable[_Union[TableRows, _Mapping]]] = ..., duration_seconds: _Optional[float] = ...) -> None: ...
 
 class RestoreBackupRequest(_message.Message):
-    __slots__ = ("id", "target_database", "overwrite", "schemas", "tables", "jobs", "background", "force", "identity", "target_directory", "target_time", "target_lsn")
+    __slots__ = ("id", "target_database", "overwrite", "schemas", "tables", "jobs", "background", "force", "identity", "target_directory", "target_time", "target_lsn", "tablespace_mapping")
     ID_FIELD_NUMBER: _ClassVar[int]
     TARGET_DATABASE_FIELD_NUMBER: _ClassVar[int]
     OVERWRITE_FIELD_NUMBER: _ClassVar[int]
@@ -404,6 +404,7 @@ class RestoreBackupRequest(_message.Message):
     TARGET_DIRECTORY_FIELD_NUMBER: _ClassVar[int]
     TARGET_TIME_FIELD_NUMBER: _ClassVar[int]
     TARGET_LSN_FIELD_NUMBER: _ClassVar[int]
+    TABLESPACE_MAPPING_FIELD_NUMBER: _ClassVar[int]
     id: int
     target_database: str
     overwrite: bool
@@ -416,7 +417,8 @@ class RestoreBackupRequest(_message.Message):
     target_directory: str
     target_time: _timestamp_pb2.Timestamp
     target_lsn: str
-    def __init__(self, id: _Optional[int] = ..., target_database: _Optional[str] = ..., overwrite: _Optional[bool] = ..., schemas: _Optional[_Iterable[str]] = ..., tables: _Optional[_Iterable[str]] = ..., jobs: _Optional[int] = ..., background: _Optional[bool] = ..., force: _Optional[bool] = ..., identity: _Optional[str] = ..., target_directory: _Optional[str] = ..., target_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., target_lsn: _Optional[str] = ...) -> None: ...
+    tablespace_mapping: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[int] = ..., target_database: _Optional[str] = ..., overwrite: _Optional[bool] = ..., schemas: _Optional[_Iterable[str]] = ..., tables: _Optional[_Iterable[str]] = ..., jobs: _Optional[int] = ..., background: _Optional[bool] = ..., force: _Optional[bool] = ..., identity: _Optional[str] = ..., target_directory: _Optional[str] = ..., target_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., target_lsn: _Optional[str] = ..., tablespace_mapping: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RestoreRun(_message.Message):
     __slots__ = ("id", "backup_id", "target_database", "status", "started_at", "finished_at", "duration_seconds", "error", "requested_by", "schemas", "tables")

@@ -215,6 +215,12 @@ local API = {
       {name = "target_directory", json = "targetDirectory", type = "string"},
       {name = "target_time", json = "targetTime", type = "any"},
       {name = "target_lsn", json = "targetLsn", type = "string"},
+      {
+        name = "tablespace_mapping",
+        json = "tablespaceMapping",
+        type = "string",
+        repeated = true,
+      },
     },
     ["backup.v1.GetRestoreRequest"] = {{name = "id", json = "id", type = "int64"}},
     ["backup.v1.ListBackupContentsRequest"] = {

@@ -137,7 +137,8 @@ class BackupServicer(pb_grpc.BackupServiceServicer):
             target_directory=request.target_directory,
             target_time=(request.target_time.ToDatetime(tzinfo=UTC)
                          if request.HasField("target_time") else None),
-            target_lsn=request.target_lsn), pb.RestoreRun)
+            target_lsn=request.target_lsn,
+            tablespace_mapping=list(request.tablespace_mapping)), pb.RestoreRun)
 
     def GetRestore(self, request: pb.GetRestoreRequest, context: Any) -> Any:
         return to_message(self.restore.get_restore(request.id), pb.RestoreRun)
