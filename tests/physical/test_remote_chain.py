@@ -84,16 +84,22 @@ def test_a_chain_gone_from_this_host_restores_from_encrypted_s3(
     assert not [p for p in reachable_dir.iterdir() if p.name.startswith(".pgbackup-")]
 
 
-def test_a_new_host_imports_a_physical_chain_from_s3_and_restores_it(
-        start_physical, phys_pg, s3, reachable_dir, tmp_path):
+@pytest.mark.parametrize("store", ["s3", "file"])
+def test_a_new_host_imports_a_physical_chain_and_restores_it(
+        start_physical, phys_pg, reachable_dir, tmp_path, request, store):
     """The host and its run store are lost; a new backupd with the same destination
-    imports the catalog: the chain comes back (kinds, parent, WAL range) and restores."""
+    (an object store, or a folder such as a mounted share) imports the catalog: the
+    chain comes back (kinds, parent, WAL range) and restores, its encrypted files
+    fetched and decrypted (in the folder too: the imported runs' paths are the copies)."""
     identity = x25519.Identity.generate()
-    bucket = s3.make_bucket()
     phys_pg.psql("DROP TABLE IF EXISTS n; CREATE TABLE n (i int); "
                  "INSERT INTO n SELECT generate_series(1, 40)", "app")
-    offsite = s3.destination("offsite", f"{bucket}/pg")
-    old = start_physical(env=s3.env(), root=tmp_path / "old-host", destinations=[
+    if store == "s3":
+        s3 = request.getfixturevalue("s3")
+        offsite, env = s3.destination("offsite", f"{s3.make_bucket()}/pg"), s3.env()
+    else:
+        offsite, env = {"name": "offsite", "url": f"file://{tmp_path / 'share'}"}, {}
+    old = start_physical(env=env, root=tmp_path / "old-host", destinations=[
         {"name": "local", "url": f"file://{tmp_path / 'old-host' / 'backups'}"}, offsite],
         encryption={"recipients": [str(identity.to_public())]})
     full = old.client().create_backup(database="cluster").backup
@@ -103,7 +109,7 @@ def test_a_new_host_imports_a_physical_chain_from_s3_and_restores_it(
     old.app.stop()
     shutil.rmtree(tmp_path / "old-host")  # the machine is gone, with its store
 
-    new = start_physical(env=s3.env(), root=tmp_path / "new-host", envoy=False,
+    new = start_physical(env=env, root=tmp_path / "new-host", envoy=False,
                          destinations=[offsite])
     client = new.client()
     result = client.import_catalog("offsite")
@@ -121,3 +127,14 @@ def test_a_new_host_imports_a_physical_chain_from_s3_and_restores_it(
     assert restored.status == "SUCCEEDED", restored.error
     with ThrowawayServer(out, new.app.service.executor.binaries, trust_local=False) as srv:
         assert srv.psql("SELECT count(*), max(i) FROM n", "app").strip() == "70|70"
+    # A quick verify needs no identity (the copies are checked as stored); a damaged
+    # object fails it, and the backup is not taken for gone: its copy is still there.
+    assert client.verify_backup(new_incr.id).verification == "OK"
+    if store == "file":
+        damaged = tmp_path / "share" / Path(incr.file_path).name / "pg_wal.tar.gz.age"
+        data = bytearray(damaged.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        damaged.write_bytes(bytes(data))
+        result = client.verify_backup(new_incr.id)
+        assert result.verification == "FAILED" and "pg_wal.tar.gz.age" in result.reason
+        assert not client.get_backup(new_incr.id).file_missing

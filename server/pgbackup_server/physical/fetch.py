@@ -67,7 +67,15 @@ class ChainFiles:
 
     @staticmethod
     def is_local(run: Run) -> bool:
-        return bool(run.file_path) and Path(run.file_path).is_dir()
+        """The run's folder is here as pg_basebackup wrote it; not when its path is a
+        copy encrypted file by file at a local destination (a run imported from it)."""
+        return bool(run.file_path) and Path(run.file_path).is_dir() and not _encrypted_copy(
+            run.file_path)
+
+    def stored(self, run: Run) -> bool:
+        """Something of the run's backup is left to read: its folder or a copy."""
+        return bool(run.file_path) and os.path.lexists(run.file_path) or bool(
+            self.copies_of(run))
 
     def copies_of(self, run: Run) -> list[tuple[Destination, Copy]]:
         """The run's present copies at configured destinations (in the order of
@@ -77,8 +85,9 @@ class ChainFiles:
             copy = run.copy_at(name)
             if copy is None or not copy.present:
                 continue
-            if dest.is_local and _same_path(dest.location_of(copy.location), run.file_path):
-                continue
+            if dest.is_local and _same_path(dest.location_of(copy.location), run.file_path) \
+                    and not _encrypted_copy(run.file_path):
+                continue  # the folder itself, read as is_local says
             out.append((dest, copy))
         return out
 
@@ -206,6 +215,14 @@ class ChainFiles:
         if found.copy.sha256 and manifest_digest(digests) != found.copy.sha256:
             raise Corrupt(f"backup {run.id}: the files in {where} are not those stored there "
                           "(their SHA-256 differs from the one recorded for the copy)")
+
+
+def _encrypted_copy(path: str) -> bool:
+    """A folder of ``.age`` files: a copy at a local destination, not a backup's own."""
+    try:
+        return any(name.endswith(AGE) for name in os.listdir(path))
+    except OSError:
+        return False
 
 
 def _same_path(location: str, path: str) -> bool:

@@ -163,7 +163,9 @@ class RestoreService:
                                 f"{exc.reason}") from None
         finished = self.clock()
         self.store.set_verification(run.id, ok=ok, reason=reason, verified_at=finished)
-        if not ok and not self.source.local_file(run) and not self.source.remote_copies(run):
+        gone = not (self.physical.files.stored(run) if run.kind.physical else
+                    self.source.local_file(run) or self.source.remote_copies(run))
+        if not ok and gone:
             self.store.set_file_state([run.id], FileState.MISSING)
         result = VerifyResult(run.id, ok, reason, deep, finished, tables,
                               round(time.monotonic() - t0, 3))
