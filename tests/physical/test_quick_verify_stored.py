@@ -87,7 +87,9 @@ def test_an_encrypted_chain_in_s3_quick_verifies_without_an_identity(
         assert {e["run_id"] for e in
                 _events(buf, "Physical backup fetched from a destination")} == \
             {full.id, incr.id}
-        assert not _events(buf, "Copy checked")
+        # and the verified backup's own copies are checked as stored besides
+        assert {(e["run_id"], e["destination"]) for e in _events(buf, "Copy checked")} \
+            == {(incr.id, "offsite")}
     finally:
         logs.configure("info", "console")
     with pytest.raises(FailedPrecondition, match=r"encryption\.identityFile"):
@@ -138,6 +140,16 @@ def test_a_mixed_chain_with_a_local_copy_is_read_back_without_an_identity(
     stored = vault / folder / "base.tar.gz.age"
     assert stored.is_file()
 
+    # Both folders here and intact, the vault's copy damaged: the verify fails, naming
+    # it (that copy is what a restore reads once this host is gone).
+    original = stored.read_bytes()
+    stored.write_bytes(original[:-1])
+    result = client.verify_backup(incr.id)
+    assert result.verification == "FAILED"
+    assert f"{folder}/base.tar.gz.age holds {len(original) - 1} bytes" in result.reason
+    stored.write_bytes(original)
+    assert client.verify_backup(incr.id).verification == "OK"
+
     shutil.rmtree(full.file_path)  # the incremental is here, its full only in the vault
     assert client.verify_backup(incr.id).verification == "OK"
     shutil.rmtree(incr.file_path)
@@ -151,7 +163,6 @@ def test_a_mixed_chain_with_a_local_copy_is_read_back_without_an_identity(
         (full.id, "objects' sizes and SHA-256, read back"),
         (incr.id, "objects' sizes and SHA-256, read back")}
 
-    original = stored.read_bytes()
     changed = bytearray(original)
     changed[len(changed) // 2] ^= 0x01
     stored.write_bytes(bytes(changed))

@@ -58,11 +58,26 @@ def undecryptable(files: ChainFiles, members: Sequence[Run], identity: str) -> b
     return False
 
 
+def check_copies(files: ChainFiles, run: Run, *, checked: Sequence[str] = ()) -> None:
+    """Every copy of ``run`` at a destination as stored, as a quick verify checks a
+    logical backup's: a damaged copy fails the verify even where the folder here is
+    intact (it is what a restore reads once this host is gone). ``checked``: the
+    destinations already checked. Corrupt names the object missing or damaged."""
+    for dest, copy in files.copies_of(run):
+        if dest.name in checked:
+            continue
+        how = check_copy(run, files.remote(run, dest, copy))
+        log.info("Copy checked", run_id=run.id, destination=dest.name, checked=how,
+                 decrypted=False)
+
+
 def check_stored(files: ChainFiles, members: Sequence[Run],
-                 check_local: Callable[[Run], None]) -> None:
+                 check_local: Callable[[Run], None]) -> dict[int, str]:
     """Each backup of the chain: its folder here with ``check_local``, else a copy at
     the first destination whose stored objects are as recorded. Corrupt names the
-    backup and the object missing or damaged."""
+    backup and the object missing or damaged. Returns the destination checked for
+    each backup read from one, by run id."""
+    used: dict[int, str] = {}
     for member in members:
         if files.is_local(member):
             check_local(member)
@@ -83,12 +98,14 @@ def check_stored(files: ChainFiles, members: Sequence[Run],
             else:
                 log.info("Copy checked", run_id=member.id, destination=dest.name,
                          checked=how, decrypted=False)
+                used[member.id] = dest.name
                 break
             log.warning("Copy of a physical backup not as stored", run_id=member.id,
                         destination=dest.name, reason=problems[-1])
         else:
             raise Corrupt(f"backup {member.id}: its folder is missing from disk and no "
                           f"destination holds a copy as stored: {'; '.join(problems)}")
+    return used
 
 
 def check_copy(run: Run, remote: Remote) -> str:

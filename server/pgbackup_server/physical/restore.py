@@ -37,7 +37,7 @@ from ..settings import Settings
 from . import chain, tablespaces
 from .basebackup import MANIFEST, SUMS, file_sha256
 from .combine import CombineFailed, check_output_dir, rebuild
-from .copycheck import check_stored, has_identity, undecryptable
+from .copycheck import check_copies, check_stored, has_identity, undecryptable
 from .fetch import ChainFiles
 from .recovery import restore_command, utc, write_recovery
 from .runner import target_runs
@@ -144,20 +144,23 @@ class PhysicalRestorer:
     def verify(self, run: Run, *, deep: bool, identity: str = "") -> tuple[TableRows, ...]:
         """Quick: every backup of the chain is as written (Corrupt naming the file if
         not) and pg_verifybackup accepts the backup's tars (encrypted copies with no
-        identity: as stored, pg_verifybackup over a folder here). Deep: then the chain is
+        identity: as stored, pg_verifybackup over a folder here); each copy of the
+        backup at a destination is as stored. Deep: then the chain is
         restored into a scratch directory, started, and its tables' rows counted;
         nothing is left behind."""
         members = self.chain_of(run)
         if not deep and undecryptable(self.files, members, identity):
-            check_stored(self.files, members, check_files)  # encrypted copies as stored
+            used = check_stored(self.files, members, check_files)  # copies as stored
             if self.files.is_local(run):
                 self._verifybackup(run, Path(run.file_path))
+            check_copies(self.files, run, checked=[used[run.id]] if run.id in used else [])
             return ()
         root = Path(tempfile.mkdtemp(prefix="pgbackup-verify-"))
         try:
             os.chmod(root, 0o711)  # the server's user must reach its data directory
             with self.files.folders(members, identity, root, check_files) as folders:
                 self._verifybackup(run, folders[-1])
+                check_copies(self.files, run)
                 if not deep:
                     return ()
                 datadir = root / "pgdata"
