@@ -20,6 +20,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from ..domain.age_keys import Identities, parse_identities
 from ..domain.errors import BackupError, FailedPrecondition, StorageNotFound
@@ -55,6 +56,20 @@ class Source:
             copy = run.copy_at(name)
             if copy is not None and copy.present and not dest.is_local:
                 out.append((dest, copy))
+        return out
+
+    def stored_copies(self, run: Run) -> list[tuple[Destination, Copy]]:
+        """Every present copy at a destination except the run's own file (checked as
+        the file): an object store's, and a folder destination's such as a mounted share."""
+        out = []
+        for name, dest in self.destinations.items():
+            copy = run.copy_at(name)
+            if copy is None or not copy.present:
+                continue
+            if dest.is_local and run.file_path and os.path.normpath(unquote(urlsplit(
+                    dest.location_of(copy.location)).path)) == os.path.normpath(run.file_path):
+                continue
+            out.append((dest, copy))
         return out
 
     def remote_copy(self, run: Run) -> tuple[Destination, Copy] | None:

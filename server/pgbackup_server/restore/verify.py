@@ -155,7 +155,7 @@ def _check_archive(run: Run, tools: ToolRunner, path: Path) -> None:
 
 def quick_verify(run: Run, source: Source, tools: ToolRunner) -> None:
     """The local file as :func:`quick_check` does; an encrypted one by size and SHA-256
-    (no identity needed); each copy at an object store by size and checksum."""
+    (no identity needed); each copy at another destination by size and checksum."""
     remote = source.remote_copies(run)
     if source.is_direct(run) or not remote and not run.encryption:
         quick_check(run, tools)
@@ -164,7 +164,7 @@ def quick_verify(run: Run, source: Source, tools: ToolRunner) -> None:
     elif not remote:
         raise Corrupt(f"file {run.file_path} is missing from disk and no destination holds "
                       "a copy")
-    for dest, copy in remote:
+    for dest, copy in source.stored_copies(run):
         how = source.quick_check_copy(run, dest, copy)
         log.debug("Copy checked", run_id=run.id, destination=dest.name, checked=how)
 
