@@ -203,8 +203,10 @@ def test_a_failing_downstream_fails_the_write_and_abort_stops_the_child(keys):
 
 
 def test_bad_recipient_is_refused_before_anything_runs(keys):
+    good = keys[1].recipient
+    bad = good[:-1] + ("q" if good[-1] != "q" else "p")  # one character changed, always
     with pytest.raises(EncryptionError, match="entry 2 .*checksum"):
-        EncryptingSink([keys[0].recipient, keys[1].recipient[:-1] + "q"], Collecting())
+        EncryptingSink([keys[0].recipient, bad], Collecting())
 
 
 def test_orphaned_child_dies_with_its_parent(keys, tmp_path):
@@ -414,7 +416,9 @@ def test_bad_recipients_name_the_entry_and_the_fix(keys):
 
 
 def test_identities_errors_name_the_line_never_the_key(keys, tmp_path):
-    text = f"# created by age-keygen\n{keys[0].secret}\n\n{keys[1].secret[:-2]}QQ\n"
+    secret = keys[1].secret
+    damaged = secret[:-2] + ("QQ" if secret[-2:] != "QQ" else "PP")  # changed, always
+    text = f"# created by age-keygen\n{keys[0].secret}\n\n{damaged}\n"
     with pytest.raises(InvalidArgument, match="line 4 is not an age identity") as info:
         parse_identities(text, "the request's identity")
     assert keys[1].secret[:30] not in info.value.message
