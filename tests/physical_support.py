@@ -8,7 +8,9 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -110,3 +112,22 @@ def _packages_for_others(paths: list[str]) -> Path:
     atexit.register(shutil.rmtree, target, True)
     _SHARED.append(target)
     return target
+
+
+def rows_at_three_times(r: Any, pg: EmbeddedPostgres, table: str) -> datetime:
+    """Insert 1, 2 and 3 into ``table`` (of database app) at T1 < T2 < T3, switch WAL
+    and wait until ``r``'s archive holds the segment; a time between T2 and T3."""
+    pg.psql(f"INSERT INTO {table} VALUES (1)", "app")  # T1
+    pg.psql(f"INSERT INTO {table} VALUES (2)", "app")  # T2
+    between = datetime.fromisoformat(pg.psql("SELECT clock_timestamp()").strip())
+    pg.psql(f"INSERT INTO {table} VALUES (3)", "app")  # T3
+    segment = pg.psql("SELECT pg_walfile_name(pg_current_wal_lsn())").strip()
+    pg.psql("SELECT pg_switch_wal()")
+    wal = r.app.service.wal
+    deadline = time.monotonic() + 30.0
+    while not any(p.name.startswith(segment) and not p.name.endswith(".partial")
+                  for p in wal.files("cluster")):
+        assert time.monotonic() < deadline, f"segment {segment} never archived: " \
+            f"{wal.status()}"
+        time.sleep(0.1)
+    return between

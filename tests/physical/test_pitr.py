@@ -6,22 +6,10 @@ from __future__ import annotations
 
 import time
 import urllib.request
-from datetime import datetime
 
-from physical_support import fetch_command
+from physical_support import fetch_command, rows_at_three_times
 
 from pgbackup_server.physical.scratch import ThrowawayServer
-
-
-def _wait_archived(r, segment: str, timeout: float = 30.0) -> None:
-    wal = r.app.service.wal
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(p.name.startswith(segment) and not p.name.endswith(".partial")
-               for p in wal.files("cluster")):
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"segment {segment} never archived: {wal.status()}")
 
 
 def test_restore_to_a_time_between_t2_and_t3_has_the_rows_up_to_t2(
@@ -30,13 +18,7 @@ def test_restore_to_a_time_between_t2_and_t3_has_the_rows_up_to_t2(
     r = start_physical(wal={"stream": True, "maxLag": "1m", "fetchCommand": fetch_command()})
     client = r.client()
     full = client.create_backup(database="cluster").backup
-    phys_pg.psql("INSERT INTO p VALUES (1)", "app")  # T1
-    phys_pg.psql("INSERT INTO p VALUES (2)", "app")  # T2
-    between = datetime.fromisoformat(phys_pg.psql("SELECT clock_timestamp()").strip())
-    phys_pg.psql("INSERT INTO p VALUES (3)", "app")  # T3
-    segment = phys_pg.psql("SELECT pg_walfile_name(pg_current_wal_lsn())").strip()
-    phys_pg.psql("SELECT pg_switch_wal()")
-    _wait_archived(r, segment)
+    between = rows_at_three_times(r, phys_pg, "p")
 
     stats = client.get_stats()
     (archive,) = stats.wal

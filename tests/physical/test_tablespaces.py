@@ -15,14 +15,12 @@ import os
 import pwd
 import shutil
 import tempfile
-import time
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 
 import pyrage
 import pytest
-from physical_support import fetch_command
+from physical_support import fetch_command, rows_at_three_times
 from pyrage import x25519
 
 from pgbackup_client import FailedPrecondition, InvalidArgument
@@ -170,14 +168,6 @@ def test_a_chain_with_a_tablespace_restores_it_where_mapped(
         assert srv.psql("SELECT count(*), max(i) FROM spaced", "app").strip() == "100|100"
 
 
-def _wait_archived(r, segment: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not any(p.name.startswith(segment) and not p.name.endswith(".partial")
-                  for p in r.app.service.wal.files("cluster")):
-        assert time.monotonic() < deadline, f"segment {segment} never archived"
-        time.sleep(0.1)
-
-
 def test_point_in_time_recovery_replays_into_the_mapped_tablespace(
         start_physical, phys_pg, tablespace, reachable_dir):
     """Rows inserted after the backup, at T1 < T2 < T3, into a table in a tablespace: a
@@ -186,13 +176,7 @@ def test_point_in_time_recovery_replays_into_the_mapped_tablespace(
     r = start_physical(wal={"stream": True, "maxLag": "1m", "fetchCommand": fetch_command()})
     client = r.client()
     full = client.create_backup(database="cluster").backup
-    phys_pg.psql("INSERT INTO spaced VALUES (1)", "app")  # T1
-    phys_pg.psql("INSERT INTO spaced VALUES (2)", "app")  # T2
-    between = datetime.fromisoformat(phys_pg.psql("SELECT clock_timestamp()").strip())
-    phys_pg.psql("INSERT INTO spaced VALUES (3)", "app")  # T3
-    segment = phys_pg.psql("SELECT pg_walfile_name(pg_current_wal_lsn())").strip()
-    phys_pg.psql("SELECT pg_switch_wal()")
-    _wait_archived(r, segment)
+    between = rows_at_three_times(r, phys_pg, "spaced")
 
     out, moved = reachable_dir / "pitr", reachable_dir / "space"
     restored = client.restore_backup(full.id, target_directory=str(out), target_time=between,
