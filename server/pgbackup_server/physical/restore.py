@@ -24,14 +24,20 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import structlog
 
-from ..domain.errors import BackupError, FailedPrecondition, InvalidArgument, RestoreFailed
+from ..domain.errors import (
+    BackupError,
+    FailedPrecondition,
+    InvalidArgument,
+    RestoreFailed,
+    Unavailable,
+)
 from ..domain.models import Run
-from ..domain.ports import Destination, RunStore
+from ..domain.ports import Clock, Destination, RestoreStore, RunStore
 from ..postgres.binaries import PgBinary
+from ..restore.admission import Admission, succeeded_backup
 from ..restore.models import Corrupt, RestoreRun, TableRows, ToolFailed
 from ..settings import Settings
 from . import chain, tablespaces
@@ -43,9 +49,6 @@ from .recovery import restore_command, utc, write_recovery
 from .runner import target_runs
 from .tools import tool
 
-if TYPE_CHECKING:
-    from ..restore.service import RestoreService
-
 log = structlog.get_logger("pgbackup")
 
 
@@ -53,12 +56,15 @@ class PhysicalRestorer:
     """Physical verify and restore; the restore service records and reports them."""
 
     def __init__(self, settings: Settings, store: RunStore, *, binaries: list[PgBinary],
-                 address: Callable[[], str],
-                 destinations: Mapping[str, Destination] | None = None) -> None:
+                 address: Callable[[], str], restores: RestoreStore, admission: Admission,
+                 clock: Clock, destinations: Mapping[str, Destination] | None = None) -> None:
         self.settings = settings
         self.store = store
         self.binaries = binaries
         self.address = address
+        self.restores = restores
+        self.admission = admission
+        self.clock = clock
         self.files = ChainFiles(settings, destinations or {})
 
     # -- checks -------------------------------------------------------------
@@ -182,14 +188,14 @@ class PhysicalRestorer:
 
     # -- restore ------------------------------------------------------------
 
-    def restore_request(self, service: RestoreService, run_id: int, target_directory: str,
+    def restore_request(self, run_id: int, target_directory: str,
                         target_time: datetime | None, target_lsn: str, requested_by: str,
                         background: bool, identity: str = "",
                         tablespace_mapping: Sequence[str] = ()) -> RestoreRun:
         """A restore request for a physical backup, checked, recorded as a restore run
-        (its target is the directory) and executed, in the restore service's pool and
-        with its bookkeeping."""
-        run = service._backup(run_id, "restored")
+        (its target is the directory) and executed, admitted and held like the restore
+        service's own (:class:`~..restore.admission.Admission`)."""
+        run = succeeded_backup(self.store, run_id, "restored")
         if not run.kind.physical:
             raise InvalidArgument(
                 f"target_directory: backup {run.id} is a logical (pg_dump) backup; it restores "
@@ -197,24 +203,19 @@ class PhysicalRestorer:
         output = self.check_request(run, target_directory, target_time, target_lsn,
                                     tablespace_mapping)
         self.check_identity(run, identity)
-        service._admit()
+        self.admission.admit()
         busy = str(output)
-        with service._lock:
-            if busy in service._busy_targets:
-                raise FailedPrecondition(f"target_directory: restore {service._busy_targets[busy]}"
-                                         " into it is still running")
-            service._busy_targets[busy] = 0
+        self.admission.claim(busy, "target_directory")
         try:
-            record = service.restores.create(
+            record = self.restores.create(
                 backup_id=run.id, target_database=busy, requested_by=requested_by[:255],
-                schemas=(), tables=(), jobs=0, overwrite=False, started_at=service.clock())
-            with service._lock:
-                service._busy_targets[busy] = record.id
+                schemas=(), tables=(), jobs=0, overwrite=False, started_at=self.clock())
+            self.admission.bind(busy, record.id)
             log.info("Restore started", restore_id=record.id, backup_id=run.id,
                      target_directory=busy, target_time=str(target_time or ""),
                      target_lsn=target_lsn, requested_by=requested_by)
         except BaseException:
-            service._release(busy)
+            self.admission.release(busy)
             raise
 
         def execute() -> RestoreRun:
@@ -224,26 +225,30 @@ class PhysicalRestorer:
                              identity=identity, tablespace_mapping=tablespace_mapping)
             except (ToolFailed, Corrupt, BackupError) as exc:
                 reason = exc.message if isinstance(exc, BackupError) else exc.reason
-                service.restores.mark_failed(record.id, finished_at=service.clock(),
-                                             error=reason)
+                self.restores.mark_failed(record.id, finished_at=self.clock(),
+                                          error=reason)
                 bound.error("Restore failed", error=reason)
                 raise RestoreFailed(f"restore {record.id} of backup {run.id} failed: "
                                     f"{reason}") from None
             except Exception as exc:
                 bound.exception("Restore crashed")
-                service.restores.mark_failed(record.id, finished_at=service.clock(),
-                                             error=f"internal error: {exc}")
+                self.restores.mark_failed(record.id, finished_at=self.clock(),
+                                          error=f"internal error: {exc}")
                 raise RestoreFailed(f"restore {record.id} of backup {run.id} failed: "
                                     f"internal error: {exc}") from None
             finally:
-                service._release(busy)
-            service.restores.mark_succeeded(record.id, finished_at=service.clock())
-            done = service.restores.get(record.id)
+                self.admission.release(busy)
+            self.restores.mark_succeeded(record.id, finished_at=self.clock())
+            done = self.restores.get(record.id)
             bound.info("Restore completed successfully", duration_seconds=done.duration_seconds)
             return done
 
         if background:
-            service._pool.submit(execute)
+            if self.admission.submit(execute) is None:
+                self.admission.release(busy)
+                self.restores.mark_failed(record.id, finished_at=self.clock(),
+                                          error="cancelled: the service shut down")
+                raise Unavailable("the service is shutting down; retry on the next instance")
             return record
         return execute()
 

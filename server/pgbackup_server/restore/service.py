@@ -12,7 +12,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
@@ -27,12 +27,13 @@ from ..domain.errors import (
     RestoreFailed,
     Unavailable,
 )
-from ..domain.models import FileState, Run, RunStatus
+from ..domain.models import FileState, Run
 from ..domain.ports import Clock, Destination, Listener, RestoreStore, RunStore
 from ..domain.targets import Targets
 from ..postgres.binaries import PgBinary
 from ..postgres.conninfo import ConnInfo
 from ..settings import Settings
+from .admission import Admission, succeeded_backup
 from .contents import backup_contents
 from .databases import create_database, drop_database, rename_database
 from .models import (
@@ -75,17 +76,15 @@ class RestoreService:
         self.binaries = binaries
         self.runtime_dir = runtime_dir
         self.clock = clock
-        self._pool = ThreadPoolExecutor(max_workers=config.backup.max_concurrent,
-                                        thread_name_prefix="restore")
-        self._lock = threading.Lock()
+        self.admission = Admission(config.backup.max_concurrent)
+        self._lock = threading.Lock()  # the tools' children
         self.tools = ToolRunner(binaries, runtime_dir, self._lock)
         self.source = Source(config, destinations or {}, runtime_dir)
-        self._busy_targets: dict[str, int] = {}  # target database -> restore id
-        self._closing = False
         from ..physical.restore import PhysicalRestorer  # physical/ builds on restore/
 
         self.physical = PhysicalRestorer(config, store, binaries=binaries, address=address,
-                                         destinations=destinations)
+                                         destinations=destinations, restores=restores,
+                                         admission=self.admission, clock=clock)
 
     def _server(self, run: Run) -> ConnInfo:
         """Connection parameters of the server a run's database is on; ``dbname`` is
@@ -119,16 +118,16 @@ class RestoreService:
 
     def shutdown(self, grace_seconds: float) -> None:
         """Refuse new work, give running restores ``grace_seconds``, then cancel them."""
-        with self._lock:
-            self._closing = True
+        self.admission.close()
         deadline = time.monotonic() + grace_seconds
         while time.monotonic() < deadline:
             with self._lock:
-                if not self.tools.procs and not self._busy_targets:
-                    break
+                running = bool(self.tools.procs)
+            if not running and self.admission.idle():
+                break
             time.sleep(0.05)
         self.tools.cancel()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self.admission.shutdown()
         now = self.clock()
         for r in self.restores.unfinished(everyone=False):  # a peer's go on there
             self.restores.mark_failed(r.id, finished_at=now,
@@ -139,12 +138,12 @@ class RestoreService:
     def verify(self, run_id: int, *, deep: bool = False, identity: str = "") -> VerifyResult:
         """Check a backup and record the outcome on it: a corrupt, truncated or missing
         file is a FAILED result, not an error. Encrypted: ``identity`` for deep only."""
-        run = self._backup(run_id, "verified")
+        run = succeeded_backup(self.store, run_id, "verified")
         if run.kind.physical:  # refused before anything runs
             self.physical.check_identity(run, identity, quick=not deep)
         elif deep:
             self.source.identities(run, identity)
-        self._admit()
+        self.admission.admit()
         started, t0 = self.clock(), time.monotonic()
         tables: tuple[TableRows, ...] = ()
         try:
@@ -181,10 +180,9 @@ class RestoreService:
     def verify_in_background(self, run_id: int, *, deep: bool = False
                              ) -> Future[VerifyResult] | None:
         """Queue a verification (after a scheduled backup); None when shutting down."""
-        with self._lock:
-            if self._closing:
-                return None
-            future = self._pool.submit(self.verify, run_id, deep=deep)
+        future = self.admission.submit(self.verify, run_id, deep=deep)
+        if future is None:
+            return None
 
         def report(f: Future[VerifyResult]) -> None:
             exc = f.exception() if not f.cancelled() else None
@@ -231,7 +229,7 @@ class RestoreService:
         schema_list = check_selection(schemas, "schemas")
         table_list = check_selection(tables, "tables")
         check_jobs(jobs)
-        run = self._backup(run_id, "restored")
+        run = succeeded_backup(self.store, run_id, "restored")
         refuse_globals(run, "restored")
         if run.format == "plain" and jobs > 1:
             raise InvalidArgument(f"jobs: backup {run.id} is plain SQL, which psql restores "
@@ -240,7 +238,7 @@ class RestoreService:
         if overwrite and not force:
             refuse_risky(self.targets, run, target_database, bool(schema_list or table_list))
         self.source.identities(run, identity)  # refused before anything runs
-        self._admit()
+        self.admission.admit()
         self._require_file(run)
         stack = ExitStack()
         try:
@@ -250,12 +248,7 @@ class RestoreService:
                                 overwrite=overwrite, schemas=schema_list, tables=table_list,
                                 jobs=jobs)
             busy = plan.busy_key
-            with self._lock:
-                if busy in self._busy_targets:
-                    raise FailedPrecondition(
-                        f'database "{plan.target}": restore {self._busy_targets[busy]} '
-                        "into it is still running")
-                self._busy_targets[busy] = 0
+            self.admission.claim(busy, f'database "{plan.target}"')
         except BaseException:
             stack.close()
             raise
@@ -264,16 +257,20 @@ class RestoreService:
                 backup_id=run.id, target_database=plan.target,
                 requested_by=requested_by[:255], schemas=schema_list, tables=table_list,
                 jobs=jobs, overwrite=overwrite, started_at=self.clock())
-            with self._lock:
-                self._busy_targets[busy] = record.id
+            self.admission.bind(busy, record.id)
             log.info("Restore started", restore_id=record.id, backup_id=run.id,
                      target_database=plan.target, mode=plan.mode, requested_by=requested_by,
                      schemas=list(schema_list), tables=list(table_list))
             if background:
-                self._pool.submit(self._execute, record, run, plan, stream, stack)
+                if self.admission.submit(self._execute, record, run, plan, stream,
+                                         stack) is None:
+                    self.restores.mark_failed(record.id, finished_at=self.clock(),
+                                              error="cancelled: the service shut down")
+                    raise Unavailable("the service is shutting down; retry on the next "
+                                      "instance")
                 return record
         except BaseException:
-            self._release(busy)
+            self.admission.release(busy)
             stack.close()
             raise
         return self._execute(record, run, plan, stream, stack)
@@ -283,7 +280,7 @@ class RestoreService:
                           background: bool, identity: str = "",
                           tablespace_mapping: tuple[str, ...] = ()) -> RestoreRun:
         """A physical backup's chain rebuilt into a directory (physical/restore.py)."""
-        return self.physical.restore_request(self, run_id, target_directory, target_time,
+        return self.physical.restore_request(run_id, target_directory, target_time,
                                              target_lsn, requested_by, background, identity,
                                              tablespace_mapping)
 
@@ -333,7 +330,7 @@ class RestoreService:
             bound.exception("Restore crashed")
             self._fail(record, run, f"internal error: {exc}", server, created, bound)
         finally:
-            self._release(plan.busy_key)
+            self.admission.release(plan.busy_key)
             if stack is not None:
                 stack.close()
         self.restores.mark_succeeded(record.id, finished_at=self.clock())
@@ -348,10 +345,6 @@ class RestoreService:
         self.restores.mark_failed(record.id, finished_at=self.clock(), error=reason)
         bound.error("Restore failed", error=reason)
         raise RestoreFailed(f"restore {record.id} of backup {run.id} failed: {reason}")
-
-    def _release(self, key: str) -> None:
-        with self._lock:
-            self._busy_targets.pop(key, None)
 
     def get_restore(self, restore_id: int) -> RestoreRun:
         if restore_id < 1:
@@ -370,7 +363,7 @@ class RestoreService:
 
     def contents(self, run_id: int, *, identity: str = "") -> BackupContents:
         """Schemas, tables and other objects in a backup, with each table's data size."""
-        run = self._backup(run_id, "listed")
+        run = succeeded_backup(self.store, run_id, "listed")
         self.physical.refuse_contents(run)
         self.source.identities(run, identity)
         self._require_file(run)
@@ -381,22 +374,6 @@ class RestoreService:
             raise FailedPrecondition(f"backup {run.id} cannot be read: {exc.reason}") from None
 
     # -- helpers ------------------------------------------------------------
-
-    def _admit(self) -> None:
-        with self._lock:
-            if self._closing:
-                raise Unavailable("the service is shutting down; retry on the next instance")
-
-    def _backup(self, run_id: int, action: str) -> Run:
-        if run_id < 1:
-            raise InvalidArgument(f"id: must be a positive backup id, got {run_id}")
-        run = self.store.get(run_id)
-        if run.status is not RunStatus.SUCCEEDED:
-            raise FailedPrecondition(f"backup {run.id} is {run.status.value}; only a succeeded "
-                                     f"backup can be {action}")
-        if run.file_state is FileState.DELETED:
-            raise FailedPrecondition(f"backup {run.id}: its file was deleted by retention")
-        return run
 
     def _require_file(self, run: Run) -> None:
         """A backup with neither its file nor a copy at a destination is marked missing."""
