@@ -120,7 +120,7 @@ class RunExecutor:
             stem = naming.stem(run.kind, name, started, self.settings.scheduler.tz)
             encryption = self.settings.encryption if streamed else None
             if streamed:
-                ext = plan.extension + (".age" if encryption else "")
+                ext = plan.extension + (naming.ENCRYPTED_SUFFIX if encryption else "")
                 relative = free_name([self.copier.destination(c.name) for c in configs],
                                      stem, ext)
                 temp_path = ""

@@ -21,6 +21,8 @@ BACKUP_NAME = re.compile(r"^(?:backup|globals)_[A-Za-z0-9_.-]+_"
                          r"\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}(?:_\d+)?"
                          r"\.(?:sql|sql\.gz|sql\.zst|sql\.lz4|dump|dir|full|incr)$")
 # Backups kept as a folder: pg_dump's directory format, physical backups (full, incr).
+# An age-encrypted file or object: its name plus this.
+ENCRYPTED_SUFFIX = ".age"
 DIRECTORY_EXTENSIONS = (".dir", ".full", ".incr")
 # .<final name>.run<ID>.partial, or .run<ID>-<N>.partial when that name was taken.
 TEMP_NAME = re.compile(r"^\.(?:backup|globals)_.+\.run\d+(?:-\d+)?\.partial$")

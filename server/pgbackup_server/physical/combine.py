@@ -166,7 +166,6 @@ def rebuild(backups: Sequence[Path], output: Path, *, pg_combinebackup: str,
         with ThreadPoolExecutor(2, thread_name_prefix="restore") as pool:
             checked = pool.submit(_verify_parts, parts, backups, pg_verifybackup)
             try:
-                synced = None
                 if len(parts) == 1:
                     if sync:
                         sync_tree(parts[0])  # while it is checked; then only renamed
@@ -176,6 +175,8 @@ def rebuild(backups: Sequence[Path], output: Path, *, pg_combinebackup: str,
                         output.rmdir()
                     parts[0].rename(output)
                     tablespaces.finish(output, places)
+                    if sync and places:  # the tablespaces moved in, the rewritten map
+                        _sync_all(output / tablespaces.MAP, places)
                 else:
                     link = ["--link"] if tablespaces.same_device(scratch, places) else []
                     _run([pg_combinebackup, *link, "--no-sync", "-o", str(output),
@@ -184,16 +185,13 @@ def rebuild(backups: Sequence[Path], output: Path, *, pg_combinebackup: str,
                     verify_directory(output, pg_verifybackup, "the combined directory",
                                      checksums=False)
                     tablespaces.finish(output, places)
-                    if sync:
-                        synced = pool.submit(_sync_all, output, places)
+                    synced = pool.submit(_sync_all, output, places) if sync else None
                     checked.result()
                     # The scratch copies go (freeing what the combined files replaced)
                     # while the output is written back: one is metadata, the other data.
                     shutil.rmtree(scratch, ignore_errors=True)
-                if synced is not None:
-                    synced.result()
-                elif sync:
-                    _sync_all(output, places)  # what moved in place; mostly synced already
+                    if synced is not None:
+                        synced.result()
             except BaseException:
                 wait([checked])
                 damage = checked.exception()
@@ -202,8 +200,9 @@ def rebuild(backups: Sequence[Path], output: Path, *, pg_combinebackup: str,
                 raise
         os.chmod(output, 0o700)
         if sync:
-            fsync_dir(output)
-            fsync_dir(output.parent)  # the restored directory's own entry
+            for made in (output, *places.values()):
+                fsync_dir(made)
+                fsync_dir(made.parent)  # its own entry
     except BaseException:
         if output.exists():
             shutil.rmtree(output, ignore_errors=True)
@@ -216,6 +215,7 @@ def rebuild(backups: Sequence[Path], output: Path, *, pg_combinebackup: str,
 
 
 def _sync_all(output: Path, places: Mapping[str, Path]) -> None:
+    """``output`` (a directory tree, or one file) and each tablespace directory."""
     for tree in (output, *places.values()):
         sync_tree(tree)
 
@@ -229,25 +229,28 @@ def _verify_parts(parts: Sequence[Path], backups: Sequence[Path], pg_verifybacku
 
 
 def sync_tree(path: Path) -> None:
-    """fsync every file under ``path``, then every directory (deepest first)."""
+    """fsync every file under ``path``, then every directory (deepest first); ``path``
+    itself when it is a file."""
+    if not path.is_dir():
+        _fsync_file(str(path))
+        return
     dirs = []
     for root, _, names in os.walk(path):
         dirs.append(root)
         for name in names:
             full = os.path.join(root, name)
-            if os.path.islink(full):
-                continue
-            fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            if not os.path.islink(full):
+                _fsync_file(full)
     for root in reversed(dirs):
-        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(Path(root))
+
+
+def _fsync_file(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def verify_directory(path: Path, pg_verifybackup: str, what: str, *, parse_wal: bool = True,

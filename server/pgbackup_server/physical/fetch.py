@@ -27,6 +27,7 @@ from urllib.parse import unquote, urlsplit
 import structlog
 
 from ..backup.files import manifest_digest
+from ..backup.naming import ENCRYPTED_SUFFIX as AGE
 from ..domain.age_keys import Identities, parse_identities
 from ..domain.errors import BackupError, CorruptCiphertext, FailedPrecondition, WrongIdentity
 from ..domain.models import Copy, ObjectInfo, Run
@@ -36,7 +37,6 @@ from ..settings import Settings
 from .basebackup import MANIFEST, SUMS
 
 log = structlog.get_logger("pgbackup")
-AGE = ".age"
 
 
 @dataclass(frozen=True, slots=True)

@@ -183,7 +183,7 @@ class PhysicalRunner:
         names the parent (``parent_name``) and the WAL range, so that a new host can
         import the chain (``catalog.importer``)."""
         dest = copier.destination(config.name)
-        suffix = ".age" if encryption is not None else ""
+        suffix = naming.ENCRYPTED_SUFFIX if encryption is not None else ""
 
         def outputs(_run: Run, relative: str) -> Extras:
             stages = ((lambda down: EncryptingSink(encryption.recipients, down),)

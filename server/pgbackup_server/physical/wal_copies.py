@@ -29,6 +29,7 @@ import structlog
 
 from ..backup.copies import Copier, CopyError, describe
 from ..backup.files import CHUNK
+from ..backup.naming import ENCRYPTED_SUFFIX as AGE
 from ..domain.errors import FailedPrecondition, NotFound
 from ..domain.models import Run
 from ..domain.ports import Destination, Sink
@@ -38,7 +39,6 @@ from . import chain
 
 log = structlog.get_logger("pgbackup")
 INTERVAL = 2.0  # seconds between passes over the local archives
-AGE = ".age"
 
 
 def prefix(target: str) -> str:

@@ -22,6 +22,7 @@ from functools import partial
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from ..backup.naming import ENCRYPTED_SUFFIX
 from ..domain.age_keys import Identities, parse_identities
 from ..domain.errors import BackupError, FailedPrecondition, StorageNotFound
 from ..domain.models import Copy, DumpFormat, Run
@@ -29,8 +30,6 @@ from ..domain.ports import Destination
 from ..settings import Settings
 from .models import Corrupt
 from .plain import raw_chunks
-
-AGE_SUFFIX = ".age"
 
 
 class Source:
@@ -184,7 +183,7 @@ class Source:
         directory = Path(tempfile.mkdtemp(prefix="staged-", dir=self.runtime_dir))
         try:
             name = Path(run.file_path).name or f"backup-{run.id}"
-            path = directory / name.removesuffix(AGE_SUFFIX)
+            path = directory / name.removesuffix(ENCRYPTED_SUFFIX)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
                          | os.O_CLOEXEC, 0o600)
             digest = hashlib.sha256()
