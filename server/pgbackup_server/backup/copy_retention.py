@@ -17,7 +17,6 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 import structlog
 
@@ -29,6 +28,7 @@ from ..domain.retention import Candidate, Group, Policy
 from ..settings import DestinationConfig, Settings
 from ..settings.retention import retention_for
 from ..storage.catalog import manifest_name
+from ..storage.paths import as_recorded
 from . import files
 
 log = structlog.get_logger("pgbackup")
@@ -123,15 +123,15 @@ class CopyRetention:
                         reasons += (LOCKED,)
                 if gone:
                     self._deleted(run, copy, dest)
-                    deleted.append(_shown(dest, copy.location))
+                    deleted.append(as_recorded(dest, copy.location))
                     freed += copy.size_bytes
                 else:
                     keep = True
             elif not keep:
-                deleted.append(_shown(dest, copy.location))
+                deleted.append(as_recorded(dest, copy.location))
                 freed += copy.size_bytes
             out.append(CopyDecision(run.id, run.database, config.name, copy.location, keep,
-                                    reasons, _shown(dest, copy.location)))
+                                    reasons, as_recorded(dest, copy.location)))
         if deleted:
             log.info("Retention at a destination", destination=config.name,
                      deleted=len(deleted), freed_bytes=freed, dry_run=dry_run)
@@ -145,7 +145,7 @@ class CopyRetention:
             return present
         kept = []
         for run, copy in present:
-            path = _shown(dest, copy.location)
+            path = as_recorded(dest, copy.location)
             if not os.path.lexists(path) and os.path.isdir(os.path.dirname(path)):
                 self.copies.set_file_state(run.id, name, FileState.MISSING)
                 log.warning("Backup copy missing from its destination", run_id=run.id,
@@ -155,24 +155,24 @@ class CopyRetention:
         return kept
 
     def _ours(self, dest: Destination, copy: Copy) -> bool:
-        return files.is_our_regular_file(Path(_shown(dest, copy.location)))
+        return files.is_our_regular_file(Path(as_recorded(dest, copy.location)))
 
     def _delete(self, dest: Destination, copy: Copy) -> bool:
         """Delete a copy; False when Object Lock holds it. A local one goes through
         ``files.delete_backup`` (confined to its destination, never through a link)."""
         if not dest.is_local:
             return dest.delete(copy.location)
-        path = Path(_shown(dest, copy.location))
+        path = Path(as_recorded(dest, copy.location))
         if files.delete_backup(path, (path.parent,)) is None:
             raise BackupError("the file changed under the service")
         return True
 
     def _missing(self, run: Run, copy: Copy, dest: Destination) -> None:
         self.copies.set_file_state(run.id, copy.destination, FileState.MISSING)
-        if run.file_path == _shown(dest, copy.location):
+        if run.file_path == as_recorded(dest, copy.location):
             self.runs.set_file_state([run.id], FileState.MISSING)
         log.warning("Not deleting: file is not the backup the service wrote", run_id=run.id,
-                    destination=copy.destination, file_path=_shown(dest, copy.location))
+                    destination=copy.destination, file_path=as_recorded(dest, copy.location))
 
     def _deleted(self, run: Run, copy: Copy, dest: Destination) -> None:
         """Record the copy gone (and its manifest removed); keep the run's record right."""
@@ -186,21 +186,16 @@ class CopyRetention:
         if not rest:
             self.runs.set_file_state([run.id], FileState.DELETED)
             return
-        if run.file_path == _shown(dest, copy.location):
+        if run.file_path == as_recorded(dest, copy.location):
             other = sorted(rest, key=lambda c: not self.destinations[c.destination].is_local
                            if c.destination in self.destinations else True)[0]
             other_dest = self.destinations.get(other.destination)
             if other_dest is not None:
-                path = _shown(other_dest, other.location)
+                path = as_recorded(other_dest, other.location)
                 self.runs.relocate(run.id, file_path=path,
                                    backup_dir=os.path.dirname(path) if other_dest.is_local
                                    else path.rsplit("/", 1)[0])
 
-
-def _shown(dest: Destination, location: str) -> str:
-    """A copy as the run records it: a path for a local copy, else its URL."""
-    url = dest.location_of(location)
-    return unquote(urlsplit(url).path) if dest.is_local else url
 
 
 def _latest_status(runs: list[Run], store: RunStore) -> dict[Group, RunStatus]:

@@ -19,13 +19,12 @@ from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
-from urllib.parse import unquote, urlsplit
 
 import structlog
 
 from ..domain.errors import BackupError, BackupFailed, Unavailable
-from ..domain.models import Copy, CreateResult, DumpFormat, FileState, Run, RunKind, Stored
-from ..domain.ports import Clock, Destination, Listener, RunStore
+from ..domain.models import CreateResult, DumpFormat, FileState, Run, RunKind, Stored
+from ..domain.ports import Clock, Listener, RunStore
 from ..domain.targets import Targets
 from ..postgres import binaries as pg_binaries
 from ..postgres.binaries import PgBinary
@@ -33,6 +32,7 @@ from ..postgres.conninfo import ConnInfo
 from ..postgres.server import query_server, table_sizes
 from ..settings import DestinationConfig, Settings, TargetConfig
 from ..storage.age import EncryptingSink
+from ..storage.paths import recorded_place
 from . import files, naming
 from .cleanup import Cleaner
 from .copies import Copier
@@ -272,7 +272,7 @@ class RunExecutor:
         primary = next((c for c in present if self.copier.destination(c.destination).is_local),
                        present[0])
         dest = self.copier.destination(primary.destination)
-        path, directory = _where(dest, primary)
+        path, directory = recorded_place(dest, primary.location)
         stored = dict(file_path=path, size_bytes=primary.size_bytes, sha256=primary.sha256,
                       bytes_written=bytes_in, backup_dir=directory,
                       plaintext_sha256=run.plaintext_sha256)
@@ -306,14 +306,6 @@ def _is_dir(config: DestinationConfig, directory: Path) -> bool:
     return config.is_local and os.path.realpath(config.path) == os.path.realpath(directory)
 
 
-def _where(dest: Destination, copy: Copy) -> tuple[str, str]:
-    """(the run's file_path, its backup_dir) for a copy: a path for a local one, the
-    URL for an object store (never mistaken for a file on this host)."""
-    url = dest.location_of(copy.location)
-    if dest.is_local:
-        path = unquote(urlsplit(url).path)
-        return path, os.path.dirname(path)
-    return url, url.rsplit("/", 1)[0]
 
 
 def _as_backup_error(exc: Exception, bound: structlog.typing.FilteringBoundLogger) -> BackupError:

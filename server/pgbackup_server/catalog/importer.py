@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 import structlog
 
@@ -32,6 +30,7 @@ from ..domain.models import (
 from ..domain.ports import Clock, CopyStore, Destination, RunStore
 from ..physical.chain import chain_text
 from ..storage.catalog import Manifest, read_manifests
+from ..storage.paths import recorded_place
 
 log = structlog.get_logger("pgbackup")
 
@@ -136,12 +135,7 @@ class CatalogImporter:
                 return out
 
     def _create_run(self, m: Manifest, dest: Destination, parent: Run | None) -> Run:
-        location = dest.location_of(m.location)
-        if dest.is_local:
-            path = Path(unquote(urlsplit(location).path))
-            backup_dir, file_path = str(path.parent), str(path)
-        else:
-            backup_dir, file_path = location.rsplit("/", 1)[0], location
+        file_path, backup_dir = recorded_place(dest, m.location)
         run = self.runs.create_run(database=m.database, trigger=m.trigger,
                                    backup_dir=backup_dir, queued_at=m.queued_at,
                                    schedule=m.schedule, target=m.target, kind=m.kind)

@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 import structlog
 
@@ -34,6 +33,7 @@ from ..domain.models import Copy, ObjectInfo, Run
 from ..domain.ports import Destination
 from ..restore.models import Corrupt
 from ..settings import Settings
+from ..storage.paths import is_own_file
 from .basebackup import MANIFEST, SUMS
 
 log = structlog.get_logger("pgbackup")
@@ -85,7 +85,7 @@ class ChainFiles:
             copy = run.copy_at(name)
             if copy is None or not copy.present:
                 continue
-            if dest.is_local and _same_path(dest.location_of(copy.location), run.file_path) \
+            if is_own_file(dest, copy.location, run.file_path) \
                     and not _encrypted_copy(run.file_path):
                 continue  # the folder itself, read as is_local says
             out.append((dest, copy))
@@ -223,11 +223,6 @@ def _encrypted_copy(path: str) -> bool:
         return any(name.endswith(AGE) for name in os.listdir(path))
     except OSError:
         return False
-
-
-def _same_path(location: str, path: str) -> bool:
-    return bool(path) and os.path.normpath(unquote(urlsplit(location).path)) == \
-        os.path.normpath(path)
 
 
 def _hashed(chunks: Iterator[bytes], update: Callable[[bytes], object]

@@ -20,7 +20,6 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 from ..backup.naming import ENCRYPTED_SUFFIX
 from ..domain.age_keys import Identities, parse_identities
@@ -28,6 +27,7 @@ from ..domain.errors import BackupError, FailedPrecondition, StorageNotFound
 from ..domain.models import Copy, DumpFormat, Run
 from ..domain.ports import Destination
 from ..settings import Settings
+from ..storage.paths import is_own_file
 from .models import Corrupt
 from .plain import raw_chunks
 
@@ -65,8 +65,7 @@ class Source:
             copy = run.copy_at(name)
             if copy is None or not copy.present:
                 continue
-            if dest.is_local and run.file_path and os.path.normpath(unquote(urlsplit(
-                    dest.location_of(copy.location)).path)) == os.path.normpath(run.file_path):
+            if is_own_file(dest, copy.location, run.file_path):
                 continue
             out.append((dest, copy))
         return out
